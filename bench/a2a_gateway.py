@@ -138,11 +138,11 @@ async def _timings(url: str, rounds: int, pause: float, *, apart: bool = False) 
     from langchain_mq9.a2a.executor import serve_executor
     from langchain_mq9.a2a.gateway import Tenants, gateway_app
     from langchain_mq9.a2a.protojson import to_proto
-    from mq9_broker.nats_servers.processes import free_port
+    from testbed.ports import unclaimed_port
 
     token = secrets.token_hex(16)
     name = f"bench.upper.{time.time_ns()}"
-    direct_port, gateway_port = free_port(), free_port()
+    direct_port, gateway_port = unclaimed_port(), unclaimed_port()
     direct_base = f"http://127.0.0.1:{direct_port}"
     card = to_proto(
         {

@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from langchain_mq9 import Mq9Client
-from mq9_broker.nats_servers.processes import free_port
 
 from .config import Config
 from .infra import START_TIMEOUT, child_env
@@ -51,7 +50,7 @@ class DevBroker:
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()), *args],
+            [sys.executable, "-m", "mq9_broker", "--port", "0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -31,8 +31,8 @@ import uuid
 import nats
 
 from mq9_broker.engine.engine import WORKER_NICENESS
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
+from testbed.ports import unclaimed_port
 
 from .infra import ROOT, START_TIMEOUT, child_env
 from .measure import Stats, fmt_seconds, interleave_async_blocks
@@ -294,7 +294,7 @@ async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dic
 
 
 def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]:
-    port = free_port()
+    port = unclaimed_port()
     broker = _Child(["-m", "mq9_broker", "--port", str(port)])
     url = f"nats://127.0.0.1:{port}"
     heavy: dict[str, _Child] = {}

@@ -15,7 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import NatsProcess, free_port, start_nats_server
+from mq9_broker.nats_servers.processes import NatsProcess, start_nats_server
+from testbed.ports import unclaimed_port
 
 from .responders import CONTROL
 
@@ -102,7 +103,7 @@ class Network:
 
     def __init__(self) -> None:
         # die_with_parent: even if this process is killed outright, nats-server goes with it.
-        self.monitor_port = free_port()
+        self.monitor_port = unclaimed_port()
         self.nats: NatsProcess = start_nats_server(
             "127.0.0.1", monitor_port=self.monitor_port, die_with_parent=True
         )

@@ -33,7 +33,6 @@ from nats.aio.client import Client
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import Engine
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.sent_keys import SentKeys
 from mq9_wire import protocol as p
@@ -146,7 +145,7 @@ async def _broker_cpu_us(
 
 async def _broker_process(args: argparse.Namespace) -> dict[str, float]:
     """Unkeyed, keyed (new), keyed (again) SENDs to a dev broker process: its CPU a SEND."""
-    with DevBroker("--port", str(free_port()), "--no-search") as broker:
+    with DevBroker("--port", "0", "--no-search") as broker:
         assert broker.url is not None
         connection = await nats.connect(broker.url)
         pid = broker.process.pid

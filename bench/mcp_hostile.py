@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 
 from .measure import fmt_seconds
 from .results import Check
@@ -125,7 +125,7 @@ def _p99(values: list[float]) -> float:
 
 
 async def _measure(calls: int, rounds: int) -> tuple[float, float]:
-    port = free_port()
+    port = unclaimed_port()
     process = _start(port)
     try:
         for _ in range(200):

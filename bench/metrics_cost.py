@@ -24,7 +24,6 @@ import urllib.request
 
 import nats
 
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
 
 from .measure import fmt_seconds, interleave_async_blocks
@@ -38,7 +37,7 @@ READY = "mq9 dev broker ready on "
 class _Broker:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()),
+            [sys.executable, "-m", "mq9_broker", "--port", "0",
              "--no-search", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True,

@@ -60,13 +60,12 @@ async def measure(url: str, seconds: float) -> tuple[float, float, float]:
 @contextlib.contextmanager
 def bundled(store: str) -> Iterator[str]:
     """A bundled broker on ``store`` ("sqlite" or "jetstream"); yields the URL to use."""
-    from mq9_broker.nats_servers.processes import free_port
     from testbed.devbroker import DevBroker, wait_serving
     from testbed.jetstream import JetStreamCluster
 
     with tempfile.TemporaryDirectory(prefix="mq9-side-") as data:
         if store == "sqlite":
-            broker = DevBroker("--data", data, "--port", str(free_port()))
+            broker = DevBroker("--data", data, "--port", "0")
             try:
                 assert broker.url is not None
                 yield broker.url

@@ -70,10 +70,9 @@ class _Receiver:
 
 class _Broker:
     def __init__(self, *args: str) -> None:
-        from mq9_broker.nats_servers.processes import free_port
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mq9_broker", "--port", str(free_port()), *args],
+            [sys.executable, "-m", "mq9_broker", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import find_nats_server, free_port, spawn_env
-from testbed.ports import ServerExited, read_ports
+from mq9_broker.nats_servers.processes import find_nats_server, spawn_env
+from testbed.ports import ServerExited, read_ports, unclaimed_port
 
 START_TIMEOUT = 30.0  # a busy 2-core machine
 PORT_TAKEN = "address already in use"
@@ -110,14 +110,14 @@ class JetStreamCluster:
 
     def _lay_out(self) -> None:
         """The servers, in homes of their own; new route ports asked of the system."""
-        cluster_ports = [free_port() for _ in range(self.size)] if self.size > 1 else [None]
+        cluster_ports = [unclaimed_port() for _ in range(self.size)] if self.size > 1 else [None]
         self.servers = []
         for i, cluster_port in enumerate(cluster_ports):
             home = Path(self._dir.name, f"n{i + 1}")
             shutil.rmtree(home, ignore_errors=True)  # a try before this one's store and log
             home.mkdir()
             routes = [p for p in cluster_ports if p is not None and p != cluster_port]
-            port = free_port() if self.ports_first else 0
+            port = unclaimed_port() if self.ports_first else 0
             server = JetStreamServer(
                 f"n{i + 1}", port, home, cluster_port, routes, extra_config=self.extra_config,
                 cluster_name=f"mq9js-{Path(self._dir.name).name}",

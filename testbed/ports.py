@@ -3,7 +3,6 @@ write once it listens: a server given port -1 (the system's choice) says which i
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -11,7 +10,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from mq9_broker.nats_servers.processes import listed_ports
 
 
 class ServerExited(RuntimeError):
@@ -23,33 +23,26 @@ def read_ports(
 ) -> dict[str, int]:
     """``{"nats": port, "cluster": port, "monitoring": port}`` (those it serves) once the
     server ``process`` listens; ``output()`` gives its log for the error if it never does."""
-    path = directory / f"nats-server_{process.pid}.ports"  # named <executable>_<pid>
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerExited(f"nats-server exited at start: {output()}")
-        try:
-            listed = json.loads(path.read_text())
-        except (OSError, ValueError):  # not written yet, or written halfway
-            time.sleep(0.02)
-            continue
-        ports = {}
-        for kind, urls in listed.items():
-            if urls:
-                port = urlsplit(urls[0]).port
-                if port:
-                    ports[kind] = port
-        return ports
+        ports = listed_ports(directory, process.pid)
+        if ports is not None:
+            return ports
+        time.sleep(0.02)  # not written yet, or written halfway
     process.kill()
     process.wait()
     raise RuntimeError(f"nats-server did not listen in {timeout} s: {output()}")
 
 
 def unclaimed_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range, for a server whose port is written into
-    its configuration before it starts (a documented cluster's files): ``free_port``'s port
-    comes from that range, where any process's next connection may take it before the server
-    binds it; a port below the range is only taken by a bind that names it."""
+    """A free port below the kernel's ephemeral range, for a server whose port must be known
+    before it starts (written into its configuration, passed on its command line, or taken
+    again by a restart). A port asked of the system (bound to 0, then let go) comes from the
+    ephemeral range, where any process's next connection or bind may take it before the server
+    binds it; a port below the range is only taken by a bind that names it. A server that can
+    take port 0 and say which it got should do that instead."""
     ports = _own_ports()
     for _ in range(1000):
         port = _CHOOSER.choice(ports)
@@ -65,6 +58,18 @@ def unclaimed_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port found on {host} in 1000 tries in {ports}")
 
 
+def silent_port(host: str = "127.0.0.1") -> int:
+    """A port where nothing listens, for as long as this process runs: bound and never
+    listened on, so a connection there is refused and no server can take it meanwhile (a port
+    let go after bind could be a server's by the time the test connects)."""
+    sock = socket.socket()
+    sock.bind((host, 0))
+    _SILENT.append(sock)
+    port: int = sock.getsockname()[1]
+    return port
+
+
+_SILENT: list[socket.socket] = []  # silent_port's, held until the process ends
 # Not the random module's generator, which a test may seed; and a port given once is never
 # given again in this process (a clean-clone run met one test given one port twice, and two
 # tests in two workers choosing alike)

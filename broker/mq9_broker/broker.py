@@ -52,7 +52,6 @@ from .nats_servers.processes import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
     find_nats_server,
-    free_port,
     server_urls,
     start_nats_server,
     url_login,
@@ -302,8 +301,8 @@ class Broker:
         if config.nats:
             self.url = config.nats
         else:
-            port = config.port or free_port(config.host)
-            self._server = _start_server(config.host, port, identities)
+            # (0: the port the system gives nats-server, read back: named in the ready line)
+            self._server = _start_server(config.host, config.port or None, identities)
             self.url = self._server.url
             self._shown = redact(self.url)
         serving, bulk = await self._open_alone(self.url)
@@ -458,12 +457,14 @@ def cluster_issuer(settings: Any) -> Issuer | None:
     return Issuer.load(Path(place, SETUP_FILE))
 
 
-def _start_server(host: str, port: int, identities: Identities | None = None) -> NatsProcess:
+def _start_server(
+    host: str, port: int | None, identities: Identities | None = None
+) -> NatsProcess:
     try:
         find_nats_server()
     except FileNotFoundError as exc:
         raise StartupError(str(exc)) from None
-    if _listening(host, port):
+    if port is not None and _listening(host, port):
         raise StartupError(
             f"something already listens on {host}:{port}: pick another --port, or pass "
             f"--nats nats://{host}:{port} to serve on that nats-server"

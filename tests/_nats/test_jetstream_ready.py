@@ -112,12 +112,12 @@ async def test_a_jetstream_started_late_is_waited_for(tmp_path) -> None:
     comes up while it waits: answered, not failed."""
     import nats
 
-    from mq9_broker.nats_servers.processes import free_port
     from mq9_broker.storage.loop_thread import until_jetstream
+    from testbed.ports import unclaimed_port
     from tests.support.jetstream_servers import JetStreamServer
 
     (tmp_path / "js").mkdir()
-    server = JetStreamServer("late", free_port(), tmp_path / "js")
+    server = JetStreamServer("late", unclaimed_port(), tmp_path / "js")
     url = server.url
     connected: list[object] = []
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.client.transport import describe, open_transport, redact
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire.protocol import Mq9Error
+from testbed.ports import silent_port
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_exception_texts_are_redacted():
 
 
 async def test_connect_error_names_the_host_not_the_password():
-    url = f"nats://alice:p@ss{MARK}/#?@127.0.0.1:{free_port()}"
+    url = f"nats://alice:p@ss{MARK}/#?@127.0.0.1:{silent_port()}"
     with pytest.raises(Mq9Error) as caught:
         await Mq9Client(url, request_timeout=0.5, reconnect_attempts=0).connect()
     assert MARK not in str(caught.value)

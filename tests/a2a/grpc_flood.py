@@ -15,7 +15,6 @@ import collections
 import contextlib
 import json
 import secrets
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +23,8 @@ from pathlib import Path
 import grpc
 import grpc.aio
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
+
+from testbed.ports import unclaimed_port
 
 GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
 SEND = "/lf.a2a.v1.A2AService/SendMessage"
@@ -84,11 +85,6 @@ async def flood(
             await channel.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @contextlib.asynccontextmanager
 async def gateway_process(
@@ -98,7 +94,7 @@ async def gateway_process(
     ``address`` and HTTP ``url``; ended (SIGTERM) on leaving. Its stderr: ``workdir/stderr``."""
     file = workdir / "tokens.json"
     file.write_text(json.dumps(tokens))
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = unclaimed_port(), unclaimed_port()
     args = [
         "--server", server_url, "--agent", AGENT, "--listen", f"127.0.0.1:{port}",
         "--tokens-file", str(file), "--grpc-listen", f"127.0.0.1:{grpc_port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +23,8 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from starlette.applications import Starlette
+
+from testbed.ports import unclaimed_port
 
 
 class Shouter(AgentExecutor):
@@ -59,11 +60,6 @@ class Shouter(AgentExecutor):
         await updater.cancel()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def shouter_card(url: str, *, streaming: bool = True) -> AgentCard:
     return AgentCard(
@@ -87,7 +83,7 @@ def shouter_card(url: str, *, streaming: bool = True) -> AgentCard:
 @contextlib.asynccontextmanager
 async def serve_http(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 (a free port): its base URL, until the block ends."""
-    port = port or free_port()
+    port = port or unclaimed_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -110,7 +106,7 @@ async def a2a_http_agent(
 ) -> AsyncIterator[tuple[str, AgentExecutor]]:
     """An a2a-sdk agent (``Shouter`` unless given): (its base URL, the executor)."""
     executor = executor or Shouter()
-    port = port or free_port()
+    port = port or unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     card = shouter_card(base + "/rpc", streaming=streaming)
     handler = DefaultRequestHandlerV2(executor, InMemoryTaskStore(), card)

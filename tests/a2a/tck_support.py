@@ -108,7 +108,7 @@ async def gateway_sut(
     the URL the TCK is given (the agent's base, where its card is). ``push``: the gateway
     keeps push configs, POSTing to loopback (where the TCK's webhook receiver listens).
     ``grpc``: the gateway's gRPC binding served too (its card lists it)."""
-    from http_agents import free_port, serve_http
+    from http_agents import serve_http
 
     from langchain_mq9 import Mq9Client
     from langchain_mq9.a2a.executor import serve_executor
@@ -116,6 +116,7 @@ async def gateway_sut(
     from langchain_mq9.a2a.gateway_push import GatewayPush
     from langchain_mq9.wake.deliver import Destinations
     from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+    from testbed.ports import unclaimed_port
 
     name = f"tck{uuid.uuid4().hex}"
     install_memory_broker(name, BrokerEngine())
@@ -133,7 +134,7 @@ async def gateway_sut(
                 destinations.hosts.resolve = _loopback_resolver(destinations.hosts.resolve)
                 pushing = GatewayPush(destinations)
             try:
-                port, grpc_port = free_port(), free_port()
+                port, grpc_port = unclaimed_port(), unclaimed_port()
                 base = f"http://127.0.0.1:{port}"
                 tenants = Tenants({"tck": TOKEN})
                 app = await gateway_app(
@@ -185,10 +186,12 @@ async def plain_sut() -> AsyncIterator[str]:
         AgentInterface,
         AgentSkill,
     )
-    from http_agents import free_port, serve_http
+    from http_agents import serve_http
     from starlette.applications import Starlette
 
-    port = free_port()
+    from testbed.ports import unclaimed_port
+
+    port = unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     card = AgentCard(
         name="plain",

@@ -25,10 +25,11 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 
 from langchain_mq9.a2a.gateway import API_KEY, API_KEY_HEADER, Tenants, gateway_app
 from langchain_mq9.a2a.server import AgentServer
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.waiting import until
 
@@ -38,7 +39,7 @@ ALICE, BOB = secrets.token_hex(16), secrets.token_hex(16)
 
 @contextlib.asynccontextmanager
 async def gateway(client, scheme: str = "bearer", **options):
-    port = free_port()
+    port = unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     tenants = Tenants({"alice": ALICE, "bob": BOB}, scheme=scheme)
     app = await gateway_app(client, [AGENT], tenants=tenants, public_url=base, **options)

@@ -13,10 +13,11 @@ import secrets
 
 import httpx
 import pytest
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 
 from langchain_mq9.a2a import gateway as gw
 from langchain_mq9.a2a.server import AgentServer
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.echo"
@@ -27,7 +28,7 @@ ANSWER_WAIT = 30.0  # seconds: a guard against a hang, never a measure
 
 @contextlib.asynccontextmanager
 async def gateway(client):
-    port = free_port()
+    port = unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     tenants = gw.Tenants({"alice": TOKEN})
     app = await gw.gateway_app(client, [AGENT], tenants=tenants, public_url=base)

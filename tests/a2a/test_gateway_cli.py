@@ -17,10 +17,10 @@ import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
-from http_agents import free_port
 from test_gateway import until_stopped
 
 from langchain_mq9.a2a.server import AgentServer
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.waiting import until
 
@@ -43,7 +43,7 @@ async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path
     token = secrets.token_hex(16)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"app": token}))
-    port = free_port()
+    port = unclaimed_port()
     process = start(
         [
             "--server", nats_broker.url, "--agent", "agent.echo",
@@ -109,7 +109,7 @@ async def test_the_gateway_process_runs_under_its_own_credential(tmp_path):
     token = secrets.token_hex(16)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"app": token}))
-    port = free_port()
+    port = unclaimed_port()
     env = {**os.environ, "MQ9_CREDENTIAL": broker.credentials["gw"]}
     env.pop("MQ9_CREDENTIAL_FILE", None)
     try:

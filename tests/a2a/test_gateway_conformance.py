@@ -31,12 +31,13 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Value
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 
 from langchain_mq9.a2a.executor import serve_executor
 from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.gateway_push import GatewayPush
 from langchain_mq9.wake.deliver import Destinations
+from testbed.ports import unclaimed_port
 
 AGENT = "agent.parts"
 TOKEN = secrets.token_hex(16)
@@ -86,7 +87,7 @@ class Parts(AgentExecutor):
 async def gateway(client, *, agent: Parts | None = None, **options):
     """The gateway (send_wait an hour) in front of ``agent`` served over mq9, or of an agent
     never started when ``agent`` is None: the agent's URL."""
-    port = free_port()
+    port = unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     options.setdefault("send_wait", 3600)
     server = None
@@ -348,7 +349,7 @@ async def test_the_gateway_process_exits_on_sigterm_with_a_subscription_open(nat
 
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"alice": TOKEN}))
-    port = free_port()
+    port = unclaimed_port()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", nats_broker.url,

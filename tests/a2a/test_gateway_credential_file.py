@@ -12,12 +12,12 @@ import secrets
 import httpx
 import pytest
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
-from http_agents import free_port
 from test_gateway import until_stopped
 from test_gateway_cli import _served_client, start
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
+from testbed.ports import silent_port, unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker
 
@@ -36,7 +36,7 @@ async def test_the_gateway_logs_in_with_its_credential_file(tmp_path):
     (tmp_path / "gw.credential").write_text(broker.credentials["gw"] + "\n")
     token = secrets.token_hex(16)
     (tmp_path / "tokens.json").write_text(json.dumps({"app": token}))
-    port = free_port()
+    port = unclaimed_port()
     try:
         async with Mq9Client(broker.url, credential=broker.credentials["echo"]) as client:
             agent = AgentServer(text_graph(str.upper), name="agent.echo", client=client,
@@ -73,7 +73,7 @@ def test_a_bad_credential_file_is_one_line_at_start(tmp_path):
     (tmp_path / "two-lines").write_text("gw:one\ngw:two\n")
     for bad in ("two-words", "two-lines", "missing"):
         process = start([
-            "--server", f"nats://127.0.0.1:{free_port()}", "--agent", "agent.echo",
+            "--server", f"nats://127.0.0.1:{silent_port()}", "--agent", "agent.echo",
             "--tokens-file", str(tmp_path / "tokens.json"),
             "--credential-file", str(tmp_path / bad),
         ], _env())  # fmt: skip

@@ -20,12 +20,13 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, TaskState
 from a2a.types.a2a_pb2_grpc import A2AServiceStub
 from a2a.utils.errors import A2AError
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 from test_gateway import AGENT, ALICE, BOB, a2a_client, request, served, until_stopped
 from test_gateway_cli import start
 
 from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.gateway_grpc import serve_grpc
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ class _StreamBearer(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
 @contextlib.asynccontextmanager
 async def grpc_gateway(client, **options):
     """The gateway's HTTP app and its gRPC server, both on loopback: the agent's URL."""
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = unclaimed_port(), unclaimed_port()
     base = f"http://127.0.0.1:{port}"
     tenants = Tenants({"alice": ALICE, "bob": BOB})
     app = await gateway_app(
@@ -160,7 +161,7 @@ async def test_a_grpc_stream_follows_the_task_to_its_end(client):
 async def test_the_gateway_process_serves_grpc_with_grpc_listen(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"alice": ALICE}))
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = unclaimed_port(), unclaimed_port()
     process = start(
         [
             "--server", nats_broker.url, "--agent", AGENT, "--listen", f"127.0.0.1:{port}",

@@ -10,13 +10,14 @@ import secrets
 import uuid
 
 import httpx
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.gateway import Tenants, gateway_app
 from langchain_mq9.a2a.server import AgentServer
 from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 from mq9_wire.protocol.subjects import MSG_QUERY
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 
 ONE, TWO = "agent.one", "agent.two"
@@ -48,7 +49,7 @@ async def two_agents():
             for server in servers:
                 await server.start()
             try:
-                port = free_port()
+                port = unclaimed_port()
                 base = f"http://127.0.0.1:{port}"
                 tenants = Tenants({"alice": ALICE, "bob": BOB})
                 app = await gateway_app(client, [ONE, TWO], tenants=tenants, public_url=base)

@@ -21,7 +21,6 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from http_agents import free_port
 from push_support import Receiver, fetch_jwks
 from test_gateway import ALICE, BOB, a2a_client, gateway, request, served, until_stopped
 from test_gateway_cli import start
@@ -29,6 +28,7 @@ from test_gateway_cli import start
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.gateway_push import GatewayPush
 from langchain_mq9.wake import Destinations
+from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
 
 TOKEN = "alice-push-" + "5" * 16
@@ -128,7 +128,7 @@ async def test_a_gateway_without_push_says_so(client):
 async def test_the_gateway_process_pushes_with_allow_push_host(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"alice": ALICE}))
-    port = free_port()
+    port = unclaimed_port()
     process = start(
         [
             "--server", nats_broker.url, "--agent", "agent.echo", "--listen", f"127.0.0.1:{port}",

@@ -31,7 +31,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from http_agents import free_port, serve_http
+from http_agents import serve_http
 from push_support import Receiver, registered_jwks
 from test_gateway import a2a_client, request, until_stopped
 from vault_world import AGENT, CALLER, World, world_fixture
@@ -43,6 +43,7 @@ from langchain_mq9.a2a.store import latest
 from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidAddress
+from testbed.ports import unclaimed_port
 from tests.support.credentials_support import ask
 from tests.support.waiting import until
 
@@ -166,7 +167,7 @@ async def test_a_push_config_in_the_callers_name_is_not_made(world):
 async def credentialed_gateway(world: World):
     """The gateway under its own identity ``gw``, serving the vault to tenants alice and bob."""
     async with Mq9Client(world.broker.url, credential=world.broker.credentials["gw"]) as gw:
-        port = free_port()
+        port = unclaimed_port()
         base = f"http://127.0.0.1:{port}"
         tenants = Tenants({"alice": ALICE, "bob": BOB})
         app = await gateway_app(gw, [AGENT], tenants=tenants, public_url=base)

@@ -19,9 +19,9 @@ from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
 from langchain_mq9.groups.reader import GroupReader
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_broker.engine.limits import BrokerLimits
-from mq9_broker.nats_servers.processes import free_port
 from mq9_cli import main
 from mq9_cli.app import cli
+from testbed.ports import silent_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.robustmq_shaped import RobustMQShapedListener
 
@@ -290,7 +290,7 @@ async def test_exit_codes_say_what_went_wrong(server):
     assert code == 2 and err.startswith("mq9: --group:")
     code, _, err = await mq9(url, "send")
     assert code == 2 and "Missing argument" in err
-    code, _, err = await mq9(f"nats://127.0.0.1:{free_port()}", "agents")
+    code, _, err = await mq9(f"nats://127.0.0.1:{silent_port()}", "agents")
     assert code == 4 and "cannot connect" in err
 
 

@@ -17,10 +17,10 @@ from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
 from mq9_broker import BrokerEngine, serve_on_nats
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order
 from testbed.nats_server import start_nats_server
+from testbed.ports import silent_port
 
 INVALID_ADDRESSES = [
     "Upper",
@@ -379,7 +379,7 @@ async def test_a_missing_mailbox_is_said_in_plain_words_with_the_brokers_as_deta
 
 @pytest.mark.slow
 async def test_connect_to_nothing_fails_fast_and_retryable():
-    client = Mq9Client(f"nats://127.0.0.1:{free_port()}", request_timeout=1)
+    client = Mq9Client(f"nats://127.0.0.1:{silent_port()}", request_timeout=1)
     with pytest.raises(Mq9Error) as caught:
         await asyncio.wait_for(client.connect(), 5)
     assert caught.value.retryable is True
@@ -397,7 +397,7 @@ async def test_connect_to_nothing_fails_fast_and_retryable():
 
 @pytest.mark.slow
 async def test_connect_to_a_cluster_of_dead_servers_fails_fast():
-    urls = ",".join(f"nats://127.0.0.1:{free_port()}" for _ in range(3))
+    urls = ",".join(f"nats://127.0.0.1:{silent_port()}" for _ in range(3))
     client = Mq9Client(urls, request_timeout=1)
     with pytest.raises(Mq9Error) as caught:
         await asyncio.wait_for(client.connect(), 5)

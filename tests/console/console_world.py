@@ -18,8 +18,8 @@ import uvicorn
 
 from langchain_mq9 import Mq9Client
 from mq9_broker import BrokerEngine
-from mq9_broker.nats_servers.processes import free_port
 from mq9_cli.console.app import Settings, create_app
+from testbed.ports import unclaimed_port
 from tests.support.robustmq_shaped import RobustMQShapedListener
 from tests.support.waiting import until
 
@@ -81,7 +81,7 @@ class World:
         options = {"sample_seconds": 0.3, "poll_seconds": 0.2, **self.settings}
         settings = Settings(token=TOKEN, server=self.listener.url, **options)
         app = create_app(lambda: Mq9Client(self.listener.url, request_timeout=60), settings)
-        port = free_port()
+        port = unclaimed_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
         )

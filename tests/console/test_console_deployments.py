@@ -20,7 +20,6 @@ from console_world import TOKEN
 from langchain_mq9 import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.groups.dead_letters import store as store_dead_letter
-from mq9_broker.nats_servers.processes import free_port
 from tests.support.credentials_support import issue
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
@@ -92,7 +91,7 @@ def test_the_dev_broker_serves_its_console_on_every_store(store, tmp_path):
         stream = f"CON{uuid.uuid4().hex[:10]}"
         options += ["--nats", servers.urls[0], "--store", "jetstream", "--stream", stream]
     else:
-        options += ["--port", str(free_port())]
+        options += ["--port", "0"]
     try:
         with DevBroker(*options, env=env_with()) as broker:
             if store == "jetstream":
@@ -123,7 +122,7 @@ def test_a_console_that_cannot_start_stops_the_broker_in_one_line():
         port = taken.getsockname()[1]
         broker = DevBroker(
             "--port",
-            str(free_port()),
+            "0",
             "--console",
             f"127.0.0.1:{port}",
             env=env_with(),
@@ -135,7 +134,7 @@ def test_a_console_that_cannot_start_stops_the_broker_in_one_line():
             assert len(said) == 1 and "the console did not start" in said[0], broker.output()
             assert "Address already in use" in said[0] and "Traceback" not in broker.output()
             assert "pick another --port" not in broker.output()
-    bad = DevBroker("--port", str(free_port()), "--console", "nowhere", wait=False)
+    bad = DevBroker("--port", "0", "--console", "nowhere", wait=False)
     with bad:
         assert bad.wait_exit(WAIT) == 1
         assert any("--console 'nowhere': give [HOST:]PORT" in line for line in bad.stderr)
@@ -146,7 +145,7 @@ def test_on_a_credentialed_broker_the_console_shows_what_its_credential_may_see(
 ):
     data = tmp_path / "data"
     credentials = issue(data, "ops", "tenant2")
-    options = ["--credentials", "--data", str(data), "--port", str(free_port())]
+    options = ["--credentials", "--data", str(data), "--port", "0"]
     # without a credential of its own the console would be refused at every request
     with DevBroker(*options, "--console", env=env_with(), wait=False) as refused:
         assert refused.wait_exit(WAIT) == 1
@@ -197,7 +196,7 @@ def test_a_large_mailbox_s_page_never_fails_for_an_answer_s_size():
     """34 messages of 1 MB on the dev broker, which paces large answers (8 MiB/s) and refuses
     one that would wait behind too many: the page reads once, its reads and the sampler's
     take turns, and it counts the 3 past the QUERY's 31 with a read from there."""
-    with DevBroker("--port", str(free_port()), "--console", env=env_with()) as broker:
+    with DevBroker("--port", "0", "--console", env=env_with()) as broker:
         url = console_url(broker)
         assert broker.url is not None
 
@@ -243,7 +242,7 @@ def test_the_broker_s_console_is_scraped_at_its_own_metrics_address(tmp_path: Pa
     data = tmp_path / "data"
     credentials = issue(data, "ops", "tenant2")
     env = env_with(MQ9_CREDENTIAL=credentials["ops"])
-    options = ["--credentials", "--data", str(data), "--port", str(free_port())]
+    options = ["--credentials", "--data", str(data), "--port", "0"]
     options += ["--metrics", "127.0.0.1:0", "--console", "--console-metrics", "127.0.0.1:0"]
     with DevBroker(*options, env=env) as broker:
         url = console_url(broker)
@@ -272,7 +271,7 @@ def test_console_metrics_refused_in_one_line_without_a_console_or_an_address():
         (["--console-metrics", "127.0.0.1:0"], "--console-metrics is the console's"),
         (["--console", "--console-metrics", "nowhere"], "--console-metrics 'nowhere': give"),
     ):
-        bad = DevBroker("--port", str(free_port()), *options, env=env_with(), wait=False)
+        bad = DevBroker("--port", "0", *options, env=env_with(), wait=False)
         with bad:
             assert bad.wait_exit(WAIT) == 1
             errors = [line for line in bad.stderr if line.startswith("mq9-dev-broker: error")]

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from console_world import TOKEN, World
 
 from langchain_mq9.groups.reader import GroupReader
-from mq9_broker.nats_servers.processes import free_port
 from mq9_cli.app import cli
 from mq9_cli.connect import Target
 from mq9_cli.console.auth import Gate
 from mq9_cli.console.serve import settings_for
+from testbed.ports import silent_port
 
 pytestmark = pytest.mark.slow
 
@@ -217,8 +217,8 @@ def test_it_binds_beyond_loopback_only_with_a_token_it_was_given():
 
 
 def test_it_says_in_one_line_why_it_cannot_start():
-    nowhere = f"nats://127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(cli, ["--server", nowhere, "console", "--port", str(free_port())])
+    nowhere = f"nats://127.0.0.1:{silent_port()}"
+    result = CliRunner().invoke(cli, ["--server", nowhere, "console", "--port", "0"])
     assert result.exit_code == 4 and result.stderr.startswith("mq9: cannot connect")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

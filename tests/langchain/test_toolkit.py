@@ -17,8 +17,8 @@ from langchain_core.messages import ToolMessage
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
 from langchain_mq9.operations.catalog import OPERATIONS, message_view
 from mq9_broker import BrokerEngine, memory_broker, serve_on_nats
-from mq9_broker.nats_servers.processes import free_port
 from testbed.nats_server import start_nats_server
+from testbed.ports import silent_port
 
 EIGHT = [
     "agent_register",
@@ -537,7 +537,7 @@ def test_a_pinned_agent_card_that_is_not_a2a_is_a_tool_error(memory_url):
 
 @pytest.mark.slow
 async def test_a_broker_that_is_down_is_a_tool_error_not_a_crash():
-    kit = Mq9Toolkit(server=f"nats://127.0.0.1:{free_port()}", request_timeout=1)
+    kit = Mq9Toolkit(server=f"nats://127.0.0.1:{silent_port()}", request_timeout=1)
     tools = tools_of(kit)
     result = await asyncio.wait_for(atool_call(tools["agent_discover"]), 10)
     assert result.status == "error"

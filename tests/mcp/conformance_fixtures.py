@@ -29,7 +29,7 @@ from mcp_server import questions
 from mcp_server.cli import broker_connection, build_parser, tool_policy
 from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.server import Mq9McpServer, error_result
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 ELICITATION = "test_input_required_result_elicitation"
@@ -217,7 +217,7 @@ def fixture_server(*options: str, state_keys: Sequence[str] = ()) -> Iterator[st
     connection = broker_connection(args, parser, args.server, {})
     server = ServerWithFixtures(connection, policy, sessions_compete=True, state_keys=state_keys)
     app = create_http_app(server, connection, host="127.0.0.1")
-    port = free_port()
+    port = unclaimed_port()
     served = _Uvicorn(uvicorn_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=served.run, name="mq9-mcp-fixtures", daemon=True)
     thread.start()

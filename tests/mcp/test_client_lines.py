@@ -21,7 +21,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from mcp_server import client_lines as lines
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import end_process, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_the_banner_under_python_m(monkeypatch):
 
 
 def test_port_in_use_says_what_to_do():
-    port = free_port()
+    port = unclaimed_port()
     assert lines.port_in_use("127.0.0.1", port) is None
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))

@@ -34,7 +34,6 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.a2a.server import AgentServer
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
-from mq9_broker.nats_servers.processes import free_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.mcp_support import http_server, served_engine
@@ -201,7 +200,7 @@ def test_memory_is_fresh_per_call_and_the_dev_broker_keeps_state(inspector):
     assert sent["isError"] is True and "does not exist" in sent["content"][0]["text"]
 
     # ... while on the dev broker, calls made one after another see each other's work
-    with DevBroker("--port", str(free_port())) as broker:
+    with DevBroker("--port", "0") as broker:
         url = broker.url
         created = inspector.stdio(url, *_tool("create_mailbox", name="demo.inbox"))
         assert created["isError"] is False

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import mq9_mcp as mq9_mcp_entry
-from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
@@ -110,7 +109,7 @@ def test_the_toolkit_and_multiserver_mcp_client_share_a_virtualenv(tmp_path, whe
     assert f"this environment has mcp {sdk.stdout.strip()}" in hint.stderr
     assert mq9_mcp_entry.APART in hint.stderr  # docs/mcp.md's one-step command (test_mcp_uvx)
 
-    with DevBroker("--port", str(free_port())) as broker:
+    with DevBroker("--port", "0") as broker:
         done = run(python, "-c", SIDE_BY_SIDE, broker.url, SERVER_MQ9_MCP, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])

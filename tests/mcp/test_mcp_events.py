@@ -21,7 +21,7 @@ import pytest
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
 
 WAIT = 20.0  # seconds any one thing a test waits for may take
@@ -238,7 +238,7 @@ class Receiver:
     (then 200)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = unclaimed_port()
         self.posts: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
         self.statuses: list[int] = []
 

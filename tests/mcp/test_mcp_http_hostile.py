@@ -21,7 +21,7 @@ from mcp_server.http import app as http_app
 from mcp_server.http import guard as http_guard
 from mcp_server.http import limits as http_limits
 from mcp_server.server import create_server
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, INITIALIZE
 from tests.support.waiting import until
 
@@ -46,7 +46,7 @@ async def served(reached: list[str] | None = None) -> AsyncIterator[int]:
             reached.append(Headers(scope=scope).get("host", ""))
         await app(scope, receive, send)
 
-    port = free_port()
+    port = unclaimed_port()
     server = _Uvicorn(http_app.uvicorn_config(recording, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:

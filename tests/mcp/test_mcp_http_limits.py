@@ -24,7 +24,7 @@ from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.http.auth import PRINCIPAL
 from mcp_server.http.sessions import SessionLimits
 from mcp_server.server import create_server
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
 from tests.support.waiting import until
 
@@ -132,7 +132,7 @@ async def served(
         session_idle_timeout=idle_timeout,
         clock=clock,
     )
-    port = free_port()
+    port = unclaimed_port()
     inner = app
     while not hasattr(inner, "state"):  # the Starlette app, under the middleware around it
         inner = inner.app

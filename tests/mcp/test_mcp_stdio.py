@@ -11,8 +11,8 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from mq9_broker.nats_servers.processes import free_port
 from testbed.nats_server import start_nats_server
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import (
     INITIALIZE,
     ROOT,
@@ -223,7 +223,7 @@ async def test_memory_broker_inside_the_server_process():
 
 
 async def test_broker_down_then_back():
-    port = free_port()
+    port = unclaimed_port()
     url = f"nats://127.0.0.1:{port}"
     async with stdio_session("--server", url, "--request-timeout", "2") as mcp:
         # Nothing listens: a prompt tool error, not a hang or a dead server.

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import silent_port, unclaimed_port
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import ROOT, server_env
 from tests.support.waiting import until_sync
@@ -169,7 +169,7 @@ def test_at_a_terminal_an_unreachable_broker_is_one_warning_and_no_task_exceptio
     """#35: ``mq9-mcp --server nats://127.0.0.1:1`` at a terminal printed "Task exception was
     never retrieved ... NoServersError" in 2 of 3 runs (hence three runs here)."""
     controller, terminal = pty.openpty()
-    nowhere = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    nowhere = f"nats://127.0.0.1:{silent_port()}"  # nothing listens there
     try:
         with server("--server", nowhere, stdin=terminal) as mcp:
             mcp.wait_for(PROMPT)
@@ -213,7 +213,7 @@ def wait_for_port(port: int, mcp: Server, timeout: float = 10) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("token", [None, "s3cret-token"], ids=["no-token", "token"])
 def test_http_stops_cleanly_on_a_signal_and_says_whether_a_token_is_enforced(signum, token):
-    port = free_port()
+    port = unclaimed_port()
     env = {"MQ9_MCP_TOKEN": token} if token else {}
     args = ("--transport", "http", "--host", "127.0.0.1", "--port", str(port))
     with server(*args, stdin=subprocess.DEVNULL, **env) as mcp:
@@ -238,7 +238,7 @@ def test_http_stops_cleanly_on_a_signal_and_says_whether_a_token_is_enforced(sig
     ],
 )
 def test_an_empty_bearer_token_is_refused(args, env, named):
-    port = str(free_port())
+    port = str(unclaimed_port())
     with server("--transport", "http", "--port", port, *args, stdin=subprocess.DEVNULL,
                 **env) as mcp:  # fmt: skip
         code = mcp.process.wait(timeout=10)

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 DEADLINE = 120.0  # a guard against hangs on a busy 2-core machine, never a timing claim
@@ -75,7 +75,7 @@ class Prometheus:
 
     def __init__(self, tmp: Path, targets: dict[str, str], config_text: str = "") -> None:
         assert PROMETHEUS is not None
-        self.port = free_port()
+        self.port = unclaimed_port()
         jobs = []
         for job, url in targets.items():
             parsed = urllib.parse.urlsplit(url)

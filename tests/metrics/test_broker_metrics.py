@@ -15,7 +15,6 @@ from langchain_mq9.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_ad
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, is_dead_letters
 from mq9_broker.config import BrokerConfig
-from mq9_broker.nats_servers.processes import free_port
 
 pytestmark = pytest.mark.slow  # a nats-server
 
@@ -45,7 +44,7 @@ def test_the_dead_letter_names_are_the_groups():
 
 
 async def test_what_the_broker_holds_and_answers_exactly():
-    broker = Broker(BrokerConfig(port=free_port(), search=False), say=lambda _: None)
+    broker = Broker(BrokerConfig(port=0, search=False), say=lambda _: None)
     endpoint = broker_endpoint(broker, "127.0.0.1", 0)
     async with endpoint:
         status, why = await _get(endpoint.port, "/readyz")

@@ -15,7 +15,6 @@ from langchain_mq9.a2a.wire import HEADER_REPLY_TO
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_meter
 from mq9_broker.config import BrokerConfig
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire.protocol.errors import MailboxNotFound, NotOwner
 from tests.support.credentials_support import issue
 from tests.support.jetstream_servers import JetStreamCluster
@@ -57,7 +56,7 @@ async def test_what_is_not_the_requesters_is_counted_as_refused_not_owner(tmp_pa
     each refused, read back by the client as ``NotOwner``, and counted under ``not_owner``."""
     credentials = issue(tmp_path, "alice", "bob")
     meter = broker_meter()
-    config = BrokerConfig(port=free_port(), data=tmp_path, credentials=True, search=False)
+    config = BrokerConfig(port=0, data=tmp_path, credentials=True, search=False)
     async with Broker(config, say=lambda _: None, meter=meter) as broker:
         assert broker.url is not None
         async with Mq9Client(broker.url, credential=credentials["alice"]) as a:

@@ -20,7 +20,6 @@ from langchain_mq9.groups.dead_letters import dead_letter_address
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint
 from mq9_broker.config import BrokerConfig
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import survey_state
 from mq9_wire.metrics.probe import PROBE_KEPT, broker_answers
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
@@ -87,7 +86,7 @@ async def _figures(config: BrokerConfig) -> dict[str, float]:
 
 
 async def test_the_cluster_store_exports_what_the_memory_broker_does_for_the_same_traffic():
-    memory = await _figures(BrokerConfig(port=free_port(), search=False))
+    memory = await _figures(BrokerConfig(port=0, search=False))
     with JetStreamCluster(1) as servers:
         stream = f"MM{uuid.uuid4().hex[:10]}"
         config = BrokerConfig(nats=servers.urls[0], store="jetstream", stream=stream, search=False)

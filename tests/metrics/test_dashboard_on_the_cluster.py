@@ -27,7 +27,6 @@ from langchain_mq9 import Mq9Client
 from langchain_mq9.groups.dead_letters import dead_letter_address
 from langchain_mq9.wake.book import RuleBook
 from langchain_mq9.wake.rules import WakeRule
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import Layout
 from mq9_wire.protocol.errors import MailboxNotFound
 from testbed.ports import unclaimed_port
@@ -189,7 +188,7 @@ def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[S
     the traffic through the HTTP ones."""
     token = secrets.token_hex(16)
     (tmp / "tokens.json").write_text(json.dumps({"app": token}))
-    gateway, mcp, console = free_port(), free_port(), free_port()
+    gateway, mcp, console = unclaimed_port(), unclaimed_port(), unclaimed_port()
     into += [
         Server([*WAKE, "--server", url, "--poll", "0.1", "--allow-command", TRUE,
                 "--metrics", metrics["9465"]]),

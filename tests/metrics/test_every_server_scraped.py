@@ -25,7 +25,7 @@ from operator_support import (
     scrape,
 )
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # processes: five servers and prometheus
@@ -94,7 +94,7 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
     servers: list[Server] = []
     prometheus = None
     try:
-        nats_port = free_port()
+        nats_port = unclaimed_port()
         broker = Server([sys.executable, "-m", "mq9_broker", "--announce",
                          "--port", str(nats_port), "--metrics", "127.0.0.1:0"])  # fmt: skip
         servers.append(broker)
@@ -108,7 +108,7 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
 
         token = secrets.token_hex(16)
         (tmp_path / "tokens.json").write_text(json.dumps({"app": token}))
-        gateway_port = free_port()
+        gateway_port = unclaimed_port()
         gateway = Server([sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", nats,
                           "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway_port}",
                           "--tokens-file", str(tmp_path / "tokens.json"), "--send-wait", "0.5",
@@ -116,13 +116,13 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
         servers.append(gateway)
         urls["mq9-gateway"] = gateway.metrics_url()
 
-        mcp_port = free_port()
+        mcp_port = unclaimed_port()
         mcp = Server([sys.executable, "-m", "mcp_server", "--server", nats, "--transport",
                       "http", "--port", str(mcp_port), "--metrics", "127.0.0.1:0"])  # fmt: skip
         servers.append(mcp)
         urls["mq9-mcp"] = mcp.metrics_url()
 
-        console_port = free_port()
+        console_port = unclaimed_port()
         console = Server([sys.executable, "-m", "mq9_cli", "--server", nats, "console",
                           "--port", str(console_port), "--metrics", "127.0.0.1:0"])  # fmt: skip
         servers.append(console)
@@ -193,7 +193,7 @@ def test_every_dashboard_query_names_an_mq9_metric():
         ([sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", "nats://127.0.0.1:1",
           "--agent", "a", "--metrics", "nohost:"], "mq9-a2a-gateway: --metrics 'nohost:'"),
         ([sys.executable, "-m", "mcp_server", "--server", "nats://127.0.0.1:1", "--transport",
-          "http", "--port", str(free_port()), "--metrics", "1:99999"],
+          "http", "--port", str(unclaimed_port()), "--metrics", "1:99999"],
          "mq9-mcp: --metrics '1:99999'"),
         ([sys.executable, "-m", "mq9_cli", "--server", "nats://127.0.0.1:1", "console",
           "--metrics", "x:y"], "--metrics 'x:y': [HOST:]PORT"),

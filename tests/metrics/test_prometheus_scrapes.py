@@ -23,8 +23,8 @@ from operator_support import (
 )
 
 from langchain_mq9 import Mq9Client
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire.protocol.errors import MailboxNotFound
+from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow  # processes: the dev broker, a waker, prometheus
@@ -58,7 +58,7 @@ async def _traffic(url: str) -> None:
 
 @pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
 def test_prometheus_scrapes_a_broker_and_a_waker_under_traffic(tmp_path):
-    broker = DevBroker("--announce", "--port", str(free_port()), "--metrics", "127.0.0.1:0")
+    broker = DevBroker("--announce", "--port", "0", "--metrics", "127.0.0.1:0")
     waker = prometheus = None
     try:
         broker_metrics = metrics_url(broker.stdout, "mq9 dev broker")
@@ -121,13 +121,13 @@ async def _create(url: str) -> None:
 
 
 def test_bad_metrics_options_are_one_line(tmp_path):
-    busy = free_port()
-    with DevBroker("--port", str(free_port()), "--metrics", f"127.0.0.1:{busy}") as holder:
+    busy = unclaimed_port()
+    with DevBroker("--port", "0", "--metrics", f"127.0.0.1:{busy}") as holder:
         for argv, said in (
             (["--metrics", "127.0.0.1:99999"], "--metrics '127.0.0.1:99999': [HOST:]PORT"),
             (["--metrics", f"127.0.0.1:{busy}"], "cannot listen there"),
         ):
-            refused = DevBroker("--port", str(free_port()), *argv, wait=False)
+            refused = DevBroker("--port", "0", *argv, wait=False)
             assert refused.wait_exit() == 1
             last = refused.stderr[-1]
             assert last.startswith("mq9-dev-broker: error: --metrics"), refused.output()
@@ -149,7 +149,7 @@ def test_without_the_extra_each_server_says_so_in_one_line(tmp_path):
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     for argv, prog in (
-        ([sys.executable, "-m", "mq9_broker", "--port", str(free_port()),
+        ([sys.executable, "-m", "mq9_broker", "--port", "0",
           "--metrics", "0"], "mq9-dev-broker"),
         ([*WAKE, "--server", "nats://127.0.0.1:1", "--metrics", "0"], "mq9-wake"),
     ):  # fmt: skip

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import end_process
 from tests.support.waiting import until_sync
@@ -204,8 +204,8 @@ def test_the_bench_headline_count_is_the_committed_one():
 
 
 def _ports(code: str) -> str:
-    code = code.replace("4222", str(free_port())).replace("8000", str(free_port()))
-    return re.sub(r"(mq9-dev-broker)(?![^\n]*--port)", rf"\1 --port {free_port()}", code)
+    code = code.replace("4222", str(unclaimed_port())).replace("8000", str(unclaimed_port()))
+    return re.sub(r"(mq9-dev-broker)(?![^\n]*--port)", rf"\1 --port {unclaimed_port()}", code)
 
 
 @pytest.mark.slow
@@ -260,7 +260,7 @@ def _http_server(project: Path) -> Iterator[dict[str, str]]:
     with a fresh token; yields the environment its snippets read."""
     command = "mq9-mcp --transport http --port 8000 --server memory://\n"
     assert command in (ROOT / "docs" / "mcp.md").read_text()
-    token, port = secrets.token_urlsafe(16), free_port()
+    token, port = secrets.token_urlsafe(16), unclaimed_port()
     argv = command.replace("8000", str(port)).split()[1:]
     process = subprocess.Popen(
         [str(project / ".venv" / "bin" / "mq9-mcp"), *argv],

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 START_SECONDS = 120.0  # a hang guard: a cold start imports langgraph-api and its runtime
@@ -90,7 +90,7 @@ class AgentServer:
         self.directory = Path(directory)
         self.graphs = graphs if graphs is not None else {"echo": ECHO_GRAPH}
         self.env = dict(env or {})
-        self.port = port or free_port()
+        self.port = port or unclaimed_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.assistant_ids: dict[str, str] = {}

@@ -16,7 +16,6 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from mq9_broker.identities.store import LOOK_EVERY, IdentityStore, identities_file
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker
 
@@ -69,7 +68,7 @@ class EnforcingBroker(AgentLogins):
     def __init__(self, data: Path, *names: str) -> None:
         self.data = data
         credentials = issue(data, *names)
-        self.process = DevBroker("--credentials", "--data", str(data), "--port", str(free_port()))
+        self.process = DevBroker("--credentials", "--data", str(data), "--port", "0")
         assert self.process.url is not None
         super().__init__(self.process.url, credentials)
 

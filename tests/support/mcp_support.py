@@ -21,7 +21,7 @@ from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 from mq9_broker import BrokerEngine, serve_on_nats
-from mq9_broker.nats_servers.processes import free_port
+from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ async def stdio_session(*args: str, **env: str) -> AsyncIterator[ClientSession]:
 def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str]:
     """``python -m mcp_server --transport http`` on 127.0.0.1; yields the /mcp URL once the
     port accepts connections, and stops the process afterwards."""
-    port = port or free_port()
+    port = port or unclaimed_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mcp_server", "--transport", "http", "--host", "127.0.0.1",
          "--port", str(port), *args],

@@ -16,7 +16,6 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
-from mq9_broker.nats_servers.processes import free_port
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until_sync
 
@@ -58,7 +57,7 @@ def start_waker(url: str, *args: str) -> subprocess.Popen:
 
 
 def test_rules_through_the_cli_and_a_waker_killed_mid_burst(tmp_path):
-    broker = DevBroker("--announce", "--port", str(free_port()))
+    broker = DevBroker("--announce", "--port", "0")
     receiver = Receiver()
     wakers: list[subprocess.Popen] = []
     try:
@@ -151,7 +150,7 @@ def test_the_operators_configuration_is_checked_in_one_line(argv, said):
 
 
 def test_env_on_the_command_line_and_commands_ending_with_a_killed_waker(tmp_path):
-    broker = DevBroker("--announce", "--port", str(free_port()))
+    broker = DevBroker("--announce", "--port", "0")
     pids = tmp_path / "pids"
     pids.mkdir()
     script = tmp_path / "agent.py"

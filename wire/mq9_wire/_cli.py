@@ -74,6 +74,14 @@ def port(text: str) -> int:
     return value
 
 
+def port_or_free(text: str) -> int:
+    """A port to listen on, 0 for the one the system gives (the program says which)."""
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text}: use 0 (a free one) to 65535")
+    return value
+
+
 def configure_logging(level: str, *, loud: Sequence[str] = ()) -> None:
     """Every log record on stderr, one line each (stdout may carry a protocol). With ``loud``
     logger names, only those log at ``level``; other libraries speak up for warnings and worse,

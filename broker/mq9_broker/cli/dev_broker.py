@@ -31,7 +31,7 @@ from mq9_wire._cli import (
     ArgumentParser,
     configure_logging,
     count_limit,
-    port,
+    port_or_free,
     positive_float,
     positive_int,
 )
@@ -104,9 +104,10 @@ def _where_options(where: Group) -> None:
     )
     where.add_argument(
         "--port",
-        type=port,
+        type=port_or_free,
         default=DEFAULTS.port,
-        help=f"port of the started nats-server (default {DEFAULTS.port})",
+        help=f"port of the started nats-server (default {DEFAULTS.port}; 0: a free one the "
+        "system gives, named in the ready line)",
     )
     where.add_argument(
         "--nats",

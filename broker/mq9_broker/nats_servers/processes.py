@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -83,13 +84,6 @@ def spawn_env() -> dict[str, str]:
 _COPY_TRIES = 20
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class NatsProcess:
     """A nats-server child process. Use as a context manager, or call ``stop()``."""
@@ -133,7 +127,10 @@ def start_nats_server(
     timeout: float = 10.0,
     die_with_parent: bool = False,
 ) -> NatsProcess:
-    """Start nats-server on ``host:port`` (a free port if None) and wait until it accepts.
+    """Start nats-server on ``host:port`` and wait until it accepts. ``port`` None or 0: the
+    port the system gives it, read back from the file nats-server writes once it listens
+    (``--ports_file_dir``), never one asked of the system first and bound later, which another
+    process may take meanwhile.
 
     ``monitor_port`` also serves nats-server's HTTP monitoring (``/varz``, ``/connz``).
     ``max_payload`` (nats-server's default: 1 MiB; at most ``LARGEST_MAX_PAYLOAD``) goes in a
@@ -143,20 +140,23 @@ def start_nats_server(
     such as the dev broker): the server gets its own session, out of reach of a Ctrl-C meant
     for the owner, and on Linux is sent SIGTERM when the calling thread ends, even by kill -9.
     """
-    port = port or free_port(host)
-    command = [find_nats_server(), "-a", host, "-p", str(port)]
+    command = [find_nats_server(), "-a", host, "-p", str(port or -1)]
     if monitor_port:
         command += ["-m", str(monitor_port)]
-    config = None
     if max_payload is not None and not 0 < max_payload <= LARGEST_MAX_PAYLOAD:
         raise ValueError(f"max_payload must be 1 to {LARGEST_MAX_PAYLOAD} bytes")
-    if max_payload is not None or config_text:
+    config = None
+    if max_payload is not None or config_text or not port:
         config = tempfile.TemporaryDirectory(prefix="mq9-nats-")  # made 0700
+    if config is not None and (max_payload is not None or config_text):
         path = Path(config.name, "nats-server.conf")
         path.touch(mode=0o600)
         size = f"max_payload: {max_payload}\n" if max_payload is not None else ""
         path.write_text(size + config_text)
         command += ["-c", str(path)]
+    if not port:
+        assert config is not None
+        command += ["--ports_file_dir", config.name]
     command += list(extra_args)  # e.g. ["--user", "u", "--pass", "p"]
     try:
         process = subprocess.Popen(
@@ -172,17 +172,47 @@ def start_nats_server(
             if process.poll() is not None:
                 error = process.stderr.read().decode(errors="replace") if process.stderr else ""
                 raise RuntimeError(f"nats-server exited at start: {error.strip()}")
-            try:
-                with socket.create_connection((host, port), timeout=0.2):
-                    return NatsProcess(process, host, port, config)
-            except OSError:
-                time.sleep(0.02)
+            listening = port or _listed_port(config, process.pid)
+            if listening:
+                try:
+                    with socket.create_connection((host, listening), timeout=0.2):
+                        return NatsProcess(process, host, listening, config)
+                except OSError:
+                    pass
+            time.sleep(0.02)
         process.kill()
-        raise RuntimeError(f"nats-server did not start listening on {host}:{port} in {timeout}s")
+        process.wait()
+        where = f"{host}:{port}" if port else f"{host} (the system's port)"
+        raise RuntimeError(f"nats-server did not start listening on {where} in {timeout}s")
     except BaseException:
         if config is not None:
             config.cleanup()
         raise
+
+
+def listed_ports(directory: Path, pid: int) -> dict[str, int] | None:
+    """The ports nats-server process ``pid`` listens on, as it listed them in ``directory``
+    (``--ports_file_dir``) once it listened: ``{"nats": port, "cluster": ..., "monitoring":
+    ...}``, those it serves; None until the file is there whole."""
+    found = sorted(directory.glob(f"*_{pid}.ports"))  # (named <executable>_<pid>.ports)
+    if not found:
+        return None
+    try:
+        listed = json.loads(found[0].read_text())
+    except (OSError, ValueError):  # written halfway
+        return None
+    ports = {}
+    for kind, urls in listed.items():
+        if urls:
+            port = urlsplit(urls[0]).port
+            if port:
+                ports[kind] = port
+    return ports
+
+
+def _listed_port(config: tempfile.TemporaryDirectory[str] | None, pid: int) -> int | None:
+    ports = None if config is None else listed_ports(Path(config.name), pid)
+    return None if ports is None else ports.get("nats")
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -18,10 +18,10 @@ from mq9_broker import Broker, BrokerConfig, BrokerLimits, StartupError
 from mq9_broker.cli.dev_broker import build_parser, config_of
 from mq9_broker.identities.callout import SETUP_FILE, Issuer
 from mq9_broker.identities.store import CredentialError
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.serving.meter import RequestMeter
 from mq9_wire.protocol.errors import NotAllowed
 from testbed.nats_server import start_nats_server
+from testbed.ports import silent_port, unclaimed_port
 from tests.support.devbroker_helpers import port_open, process_alive, wait_until
 from tests.support.jetstream_servers import JetStreamCluster
 
@@ -43,7 +43,7 @@ async def _round_trip(client: Mq9Client, box: str, text: str) -> list[str]:
 
 async def test_a_broker_on_its_own_nats_server_serves_a_client_and_stops_with_it():
     said: list[str] = []
-    port = free_port()
+    port = unclaimed_port()
     config = BrokerConfig(port=port, limits=BrokerLimits(max_mailboxes=3))
     async with Broker(config, say=said.append) as broker:
         assert broker.url == f"nats://127.0.0.1:{port}" and broker.serving
@@ -72,7 +72,7 @@ async def test_a_broker_on_a_running_nats_server_leaves_the_server_running():
 
 
 async def test_the_sqlite_state_outlives_a_restart(tmp_path):
-    config = BrokerConfig(port=free_port(), data=tmp_path / "state.sqlite3")
+    config = BrokerConfig(port=0, data=tmp_path / "state.sqlite3")
     assert config.store == "sqlite"  # implied by data
     async with Broker(config, say=lambda _: None) as broker, Mq9Client(broker.url) as client:
         await client.mailbox_create(name="kept")
@@ -87,7 +87,7 @@ async def test_the_sqlite_state_outlives_a_restart(tmp_path):
 
 async def test_the_broker_stops_and_says_why_when_its_nats_server_dies():
     said: list[str] = []
-    async with Broker(BrokerConfig(port=free_port()), say=said.append) as broker:
+    async with Broker(BrokerConfig(port=0), say=said.append) as broker:
         os.kill(_pid(said), signal.SIGKILL)
         with pytest.raises(StartupError, match=r"nats-server exited \(status -9\)"):
             await broker.serve()
@@ -170,7 +170,7 @@ def test_credentials_on_a_cluster_need_the_setup_dir():
 
 
 async def test_nothing_to_serve_on_is_one_line_and_leaves_nothing_running():
-    broker = Broker(BrokerConfig(nats=f"nats://127.0.0.1:{free_port()}"), say=lambda _: None)
+    broker = Broker(BrokerConfig(nats=f"nats://127.0.0.1:{silent_port()}"), say=lambda _: None)
     with pytest.raises(StartupError, match="cannot connect to nats-server") as refused:
         await broker.start()
     assert "\n" not in str(refused.value) and not broker.serving

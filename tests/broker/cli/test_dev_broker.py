@@ -16,11 +16,11 @@ import nats
 import pytest
 
 from mq9_broker.cli.dev_broker import build_parser, main
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage import DEFAULT_FILE_NAME, data_file
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import from_reply
 from testbed.nats_server import start_nats_server
+from testbed.ports import silent_port, unclaimed_port
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 
 pytestmark = pytest.mark.slow
@@ -137,9 +137,10 @@ async def exercise_the_protocol(url: str) -> None:
 
 
 async def test_in_memory_broker_serves_the_protocol_and_sigterm_stops_it_and_nats(tmp_path):
-    port = free_port()
-    with DevBroker("--port", str(port)) as broker:
+    with DevBroker("--port", "0") as broker:  # (0: the port nats-server was given, read back)
+        port = broker.port
         url = f"nats://127.0.0.1:{port}"
+        assert port != 0 and port_open(port)
         assert broker.url == url
         banner = "\n".join(broker.stdout)
         assert "in memory only" in banner
@@ -156,7 +157,7 @@ async def test_in_memory_broker_serves_the_protocol_and_sigterm_stops_it_and_nat
 
 
 async def test_data_survives_a_clean_restart_and_a_second_broker_is_refused(tmp_path):
-    port = free_port()
+    port = unclaimed_port()
     data = tmp_path / "state.sqlite3"
     with DevBroker("--port", str(port), "--data", str(data)) as broker:
         assert f"storage: {data}" in "\n".join(broker.stdout)
@@ -166,7 +167,7 @@ async def test_data_survives_a_clean_restart_and_a_second_broker_is_refused(tmp_
 
         # a second broker on the same data file, or on the same nats-server, would split the
         # state: both are refused before they serve anything
-        with DevBroker("--port", str(free_port()), "--data", str(data), wait=False) as second:
+        with DevBroker("--port", "0", "--data", str(data), wait=False) as second:
             assert second.wait_exit() == 1
             assert "in use by another mq9 dev broker" in "\n".join(second.stderr)
         with DevBroker("--nats", broker.url, wait=False) as third:
@@ -195,7 +196,7 @@ async def test_data_survives_a_clean_restart_and_a_second_broker_is_refused(tmp_
 async def test_limits_from_the_command_line():
     args = ["--max-mailboxes", "2", "--max-messages", "3", "--max-payload", "4096"]
     args += ["--max-agents", "1", "--max-card-bytes", "200", "--max-groups", "0"]
-    with DevBroker("--port", str(free_port()), *args) as broker:
+    with DevBroker("--port", "0", *args) as broker:
         assert (
             "limits: max payload 4096 bytes, mailboxes 2, messages per mailbox 3, agents 1 "
             "(cards up to 200 bytes), groups no limit"
@@ -232,7 +233,7 @@ async def test_answers_use_the_nats_servers_max_payload():
     are as large as that server allows, and at most half the 64 MiB it queues for a
     connection (#88: one answer of 64 MiB would have the client's connection closed)."""
     big = "b" * 700_000
-    with DevBroker("--port", str(free_port())) as broker:
+    with DevBroker("--port", "0") as broker:
         assert "answers: up to 33554432 bytes (the nats-server's max_payload, at most half" in (
             "\n".join(broker.stdout)
         )
@@ -310,7 +311,7 @@ def test_help_states_the_data_path_rule(capsys):
 
 async def test_data_without_a_suffix_becomes_a_directory(tmp_path):
     data = tmp_path / "mq9-data"
-    with DevBroker("--port", str(free_port()), "--data", str(data)) as broker:
+    with DevBroker("--port", "0", "--data", str(data)) as broker:
         assert data.is_dir()
         assert (data / DEFAULT_FILE_NAME).is_file()
         assert f"storage: {data / DEFAULT_FILE_NAME}" in "\n".join(broker.stdout)
@@ -328,7 +329,7 @@ def test_version_is_printed_as_pyproject_declares_it(capsys):
 
 
 def test_the_broker_stops_loudly_when_its_nats_server_dies():
-    with DevBroker("--port", str(free_port())) as broker:
+    with DevBroker("--port", "0") as broker:
         os.kill(broker.nats_pid, signal.SIGKILL)
         assert broker.wait_exit() == 1
         assert any("nats-server exited" in line for line in broker.stderr), broker.output()
@@ -345,7 +346,7 @@ def test_a_taken_port_is_refused_with_a_hint():
 
 
 def test_nothing_to_attach_to_is_a_clear_error():
-    with DevBroker("--nats", f"nats://127.0.0.1:{free_port()}", wait=False) as broker:
+    with DevBroker("--nats", f"nats://127.0.0.1:{silent_port()}", wait=False) as broker:
         assert broker.wait_exit() == 1
         assert "cannot connect to nats-server" in "\n".join(broker.stderr)
 
@@ -353,7 +354,7 @@ def test_nothing_to_attach_to_is_a_clear_error():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--port", "0"],
+        ["--port", "-1"],
         ["--port", "70000"],
         ["--ack-wait", "30"],  # leases are gone, and the option with them
         ["--max-payload", "0"],

@@ -16,7 +16,6 @@ import asyncio
 import nats
 import pytest
 
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
 from tests.support.devbroker_helpers import DevBroker, request_ok
 
@@ -31,7 +30,7 @@ WHOLE_MAILBOX = 10 * TOTAL  # num_msgs above the backlog: no lane is cut short
 
 
 async def test_producers_and_consumers_account_for_every_message(tmp_path):
-    with DevBroker("--port", str(free_port()), "--data", str(tmp_path)) as broker:
+    with DevBroker("--port", "0", "--data", str(tmp_path)) as broker:
         connections = [await nats.connect(broker.url) for _ in range(PRODUCERS + WORKERS + 2)]
         producers = connections[:PRODUCERS]
         workers = connections[PRODUCERS : PRODUCERS + WORKERS]

@@ -33,8 +33,8 @@ from storage_probes import (
     stream_unchanged,
 )
 
-from mq9_broker.nats_servers.processes import free_port
 from mq9_wire import protocol as p
+from testbed.ports import unclaimed_port
 from tests.support.credentials_support import ask, ok
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until, write_mailbox
 from tests.support.jetstream_servers import wait_serving
@@ -55,7 +55,7 @@ def _documented() -> tuple[dict[str, str], list[str], list[str], str]:
     password, of deploy.md, each documented port replaced by a free one (the same
     everywhere)."""
     text = DEPLOY.read_text()
-    free = {port: str(free_port()) for port in PORTS}
+    free = {port: str(unclaimed_port()) for port in PORTS}
     text = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: free[m.group(1)], text)
     files, commands, credentials, secret = {}, [], [], ""
     for block in BLOCK.finditer(text):

@@ -18,9 +18,9 @@ import pytest
 
 import mq9_broker.cli.credentials as credentials_cli
 from mq9_broker.cli.dev_broker import main
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout
 from mq9_wire import protocol as p
+from testbed.ports import silent_port
 from tests.support.devbroker_helpers import DevBroker, request_ok
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 from tests.support.waiting import until_sync
@@ -91,7 +91,7 @@ def test_more_replicas_than_a_lone_server_holds_is_one_line():
 )
 @pytest.mark.parametrize("store", [(), ("--store", "jetstream")])
 def test_an_unreachable_or_misspelt_url_is_one_line_and_an_exit(nats, words, store):
-    broker = DevBroker("--nats", nats.format(dead=free_port()), *store, wait=False)
+    broker = DevBroker("--nats", nats.format(dead=silent_port()), *store, wait=False)
     _one_line_error(broker, *words)
 
 
@@ -116,7 +116,7 @@ def test_the_credentials_command_on_an_unreachable_or_misspelt_url_is_one_line(
     assert _credentials("setup", str(tmp_path / "auth"))[0] == 0
     started = time.monotonic()
     status, out, err = _credentials(
-        "list", "--credentials", str(tmp_path / "auth"), "--nats", url.format(dead=free_port())
+        "list", "--credentials", str(tmp_path / "auth"), "--nats", url.format(dead=silent_port())
     )
     assert status == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("mq9-dev-broker credentials: error: ")

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_broker.nats_servers.processes import LARGEST_MAX_PAYLOAD, free_port
+from mq9_broker.nats_servers.processes import LARGEST_MAX_PAYLOAD
 from mq9_wire import protocol as p
+from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from tests.support.raw_nats import CRLF, RawPeer, frame
 
@@ -989,7 +990,7 @@ def _kill_9(broker: DevBroker, port: int) -> None:
 
 
 async def test_wire_fuzz_then_kill_9_and_restart(tmp_path):
-    seed, count, data, port = SEED, COUNT, str(tmp_path / "data"), free_port()
+    seed, count, data, port = SEED, COUNT, str(tmp_path / "data"), unclaimed_port()
     print(f"wire fuzz: MQ9_FUZZ_SEED={seed} MQ9_FUZZ_COUNT={count}")
     # The dev broker as a user runs it, with the nats-server it starts (and whose log it
     # reads: a nats-server whose stderr pipe is full stops closing the connections it refuses)

@@ -30,7 +30,6 @@ from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.engine.engine import Engine
 from mq9_broker.identities.ownership import WAKE_FAILED, Identities, digest
 from mq9_broker.identities.store import IdentityStore
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.storage import SqliteStorage
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
@@ -396,7 +395,7 @@ async def credentialed(request, tmp_path):
     """``mq9-dev-broker --credentials`` started from Python on a nats-server of its own, on
     the store named; alice, mallory and bob's credentials."""
     data = tmp_path / "state.sqlite3" if request.param == "sqlite" else None
-    config = BrokerConfig(port=free_port(), credentials=tmp_path, data=data, search=False)
+    config = BrokerConfig(port=0, credentials=tmp_path, data=data, search=False)
     async with Broker(config, say=lambda _: None) as broker:
         issued = {name: await broker.issue(name) for name in ("alice", "mallory", "bob")}
         yield broker, issued

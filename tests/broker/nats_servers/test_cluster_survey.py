@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from mq9_broker.nats_servers.processes import free_port
 from mq9_broker.nats_servers.survey import (
     ClusterError,
     Waiting,
@@ -20,6 +19,7 @@ from mq9_broker.nats_servers.survey import (
     servers_told,
     survey,
 )
+from testbed.ports import silent_port, unclaimed_port
 from tests.support.jetstream_servers import JetStreamCluster
 from tests.support.waiting import until
 
@@ -66,7 +66,7 @@ def test_a_misspelt_url_is_refused_in_the_clients_words(url, words):
 
 
 def test_unreachable_servers_are_one_line_at_once():
-    dead = [f"nats://127.0.0.1:{free_port()}" for _ in range(3)]
+    dead = [f"nats://127.0.0.1:{silent_port()}" for _ in range(3)]
     with pytest.raises(ClusterError) as err:
         asyncio.run(survey(dead, "the servers"))
     assert str(err.value).startswith("cannot connect to nats-server at the servers: Connection")
@@ -80,7 +80,7 @@ def test_something_else_than_a_nats_server_is_said_so():
             await writer.drain()
             writer.close()
 
-        port = free_port()
+        port = unclaimed_port()
         server = await asyncio.start_server(talk, "127.0.0.1", port)
         async with server:
             with pytest.raises(ClusterError, match=r"not a nats-server: it said 'HTTP/1\.1 400"):

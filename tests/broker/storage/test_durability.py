@@ -629,9 +629,9 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path):
 
 
 async def test_kill_9_of_the_broker_takes_its_own_nats_server_along(tmp_path):
-    from mq9_broker.nats_servers.processes import free_port
+    from testbed.ports import unclaimed_port
 
-    port = free_port()
+    port = unclaimed_port()
     with DevBroker("--port", str(port), "--data", str(tmp_path)) as broker:
         assert broker.nats_pid is not None and process_alive(broker.nats_pid)
         connection = await nats.connect(broker.url)
