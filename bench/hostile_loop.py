@@ -55,6 +55,8 @@ BUSY = "a busy core"
 TAGGED_BOX, TAGGED = "heavy.tags", 2_000
 PREPARED = 16  # requests of each kind made before the heavy client starts
 READY = "mq9 dev broker ready on "
+# A setup request's bound (nats-py's default is 0.5 s): a run beside a busy suite waited longer
+SETUP_TIMEOUT = 60.0
 REGISTRY, REGISTRY_QUICK = 1_000, 50  # agents the searches rank and the listing lists
 HONEST_BOX = "honest.box"
 # Rounds of blocks of SENDs per variant. A block (~0.3 s) outlasts the slowest heavy request
@@ -86,10 +88,13 @@ def heavy_request(kind: str, seed: int) -> tuple[str, bytes]:
 
 async def _tagged_mailbox(nc, box: str = TAGGED_BOX) -> None:
     """The heavy client's own mailbox for its QUERYs: TAGGED messages, each two tags."""
-    await nc.request(p.MAILBOX_CREATE, p.encode({"name": box, "ttl": 0}))
+    await nc.request(p.MAILBOX_CREATE, p.encode({"name": box, "ttl": 0}), timeout=SETUP_TIMEOUT)
     for i in range(TAGGED):
         await nc.request(
-            p.send_subject(box), b"m" * 100, headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"}
+            p.send_subject(box),
+            b"m" * 100,
+            headers={p.HEADER_TAGS: f"t{i % 50},x/y{i}"},
+            timeout=SETUP_TIMEOUT,
         )
 
 
@@ -160,7 +165,8 @@ async def _heavy_loop(
             if b'"error":""' not in reply.data[:20]:
                 print(f"heavy {kind} refused: {reply.data[:300]!r}", file=sys.stderr)
             if kind == "register":  # keep the registry as it was
-                await nc.request(p.AGENT_UNREGISTER, p.encode({"name": f"heavy.{seed}"}))
+                unregister = p.encode({"name": f"heavy.{seed}"})
+                await nc.request(p.AGENT_UNREGISTER, unregister, timeout=120)
     finally:
         await nc.close()
 
@@ -261,7 +267,8 @@ async def _fill_registry(nc, agents: int) -> None:
 async def _measure_sends(url: str, heavy: dict[str, _Child], quick: bool) -> dict[str, Stats]:
     nc = await nats.connect(url)
     try:
-        await nc.request(p.MAILBOX_CREATE, p.encode({"name": HONEST_BOX, "ttl": 0}))
+        honest = p.encode({"name": HONEST_BOX, "ttl": 0})
+        await nc.request(p.MAILBOX_CREATE, honest, timeout=SETUP_TIMEOUT)
         await _fill_registry(nc, REGISTRY_QUICK if quick else REGISTRY)
         subject = p.send_subject(HONEST_BOX)
 

@@ -309,8 +309,8 @@ async def test_a_store_given_no_count_adopts_the_layouts_and_a_layout_without_on
     connection = await nats.connect(servers)
     try:
         config = {"name": old.messages, "storage": "file", **message_config(old)}
-        await connection.request(
-            f"$JS.API.STREAM.CREATE.{old.messages}", json.dumps(config).encode()
+        await connection.request(  # (a bound: nats-py's default is 0.5 s, short at load)
+            f"$JS.API.STREAM.CREATE.{old.messages}", json.dumps(config).encode(), timeout=30
         )
         store = ClusterStore(connection, name=old.name)
         await store.open()
