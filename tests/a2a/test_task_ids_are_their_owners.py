@@ -63,6 +63,12 @@ async def in_her_mailbox(world: World, key: str, state: str | None = None) -> di
     return await until(left, timeout=WAIT, what=f"{key} in mallory's mailbox", every=0.05)
 
 
+async def victims_config(world: World, task_id: str, url: str) -> bool:
+    """Whether the agent answered the victim's push config for ``url`` (in its reply mailbox)."""
+    kept = await world.victim.query(world.caller.reply_mailbox, key=f"answer.{task_id}")
+    return any(url in message.payload.decode() for message in kept)
+
+
 async def nothing_of_hers(world: World) -> None:
     """The victim's reply mailbox holds nothing of mallory's tasks, nor any error."""
     kept = await world.victim.query(world.caller.reply_mailbox)
@@ -116,6 +122,15 @@ async def test_her_task_under_the_victims_id_neither_blocks_nor_sees_it(world):
                 w.HEADER_REPLY_TO: world.caller.reply_mailbox,
                 w.HEADER_TASK_ID: task_id,
             },
+        )
+        # made before the answer goes (as an A2A client waits for its config's answer): the
+        # agent handles its requests at once, so an answer sent sooner may complete the task
+        # before the config exists, and nothing is pushed (a clean-clone run)
+        await until(
+            lambda: victims_config(world, task_id, theirs.url),
+            timeout=WAIT,
+            what="the victim's push config made",
+            every=0.05,
         )
         finished = await world.caller.answer(task_id, "French", wait=WAIT)
         assert finished.state == w.COMPLETED, finished
