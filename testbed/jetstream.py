@@ -109,7 +109,8 @@ class JetStreamCluster:
         self._lay_out()
 
     def _lay_out(self) -> None:
-        """The servers, in homes of their own; new route ports asked of the system."""
+        """The servers, in homes of their own; new route ports (``unclaimed_port``: the
+        routes are written into each server's configuration before any starts)."""
         cluster_ports = [unclaimed_port() for _ in range(self.size)] if self.size > 1 else [None]
         self.servers = []
         for i, cluster_port in enumerate(cluster_ports):

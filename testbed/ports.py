@@ -1,5 +1,7 @@
-"""The ports a nats-server listens on, read back from the file ``--ports_file_dir`` makes it
-write once it listens: a server given port -1 (the system's choice) says which it got."""
+"""Ports for the test servers, none raced for. ``read_ports``: the ports a nats-server
+listens on, read back from the file ``--ports_file_dir`` makes it write once it listens (a
+server given port -1, the system's choice, says which it got). ``unclaimed_port``: one that
+must be known before its server starts. ``silent_port``: one where nothing listens."""
 
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def silent_port(host: str = "127.0.0.1") -> int:
 
 
 _SILENT: list[socket.socket] = []  # silent_port's, held until the process ends
+
 # Not the random module's generator, which a test may seed; and a port given once is never
 # given again in this process (a clean-clone run met one test given one port twice, and two
 # tests in two workers choosing alike)
