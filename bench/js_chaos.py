@@ -25,6 +25,17 @@ one of them, the kills hit every stream's replicas.
 ``--keys`` (#90): each SEND carries an idempotency key (its payload), and a SEND that raised
 is sent again with its key until it is answered, as a caller who must not lose it would: the
 lane then counts payloads stored twice (handed out under two msg_ids) beside those lost.
+
+``--group`` (#98, item 9): the readers are ``GroupReader``s of the group WITHOUT worker names,
+all on ONE client (docs/groups.md's invariant 9: a returned ``done`` holds for every reader of
+the client), with ``--writers`` writers (the issue's lane: 4 and 4). The client records every
+ACK it sends and how it ended (``acks``: sent, unanswered, sent below one sent before) and
+every FETCH answer holding a message at or below the highest ACK its readers had answered when
+the FETCH was sent (``answers_behind_an_answered_ack``: the group's position as a broker read
+it was behind an ACK stored before: a late lower write, or a stale read), and how many of
+those the readers handed out anyway.
+
+    python -m bench.js_chaos --rounds 30 --group --readers 4 --writers 4 --out chaos.json
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import os
 import signal
 import sys
@@ -46,11 +58,45 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
-from langchain_mq9.groups.reader import GroupReader
+from langchain_mq9.groups.reader import GroupReader, group_acks
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.jetstream.mapping import Layout, token
 
 MAILBOX = "chaos.lane"
+GROUP = "g"
+
+
+class RecordingClient(Mq9Client):
+    """The group readers' one client (``--group``): every ACK it sends and how it ended, and
+    every FETCH answer of the group holding a message at or below the highest ACK its readers
+    had answered when it was sent."""
+
+    def __init__(self, url: str, mailbox: str) -> None:
+        super().__init__(url, request_timeout=10.0)
+        self.mailbox = mailbox
+        self.acks: list[tuple[float, float, int, str]] = []  # sent, ended, msg_id, raised
+        # (when sent, the highest ACK answered then, the answer's ids at or below it)
+        self.behind: list[tuple[float, int, list[int]]] = []
+
+    async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
+        sent, outcome = time.monotonic(), ""
+        try:
+            await super().ack(mail_address, group_name, msg_id)
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.acks.append((sent, time.monotonic(), msg_id, outcome))
+
+    async def fetch(self, mail_address: str, **options: Any) -> list[Any]:  # type: ignore[override]
+        sent = time.monotonic()
+        highest = group_acks(self, self.mailbox, GROUP).highest
+        answer = await super().fetch(mail_address, **options)
+        if highest is not None and options.get("group_name") == GROUP:
+            old = [m.msg_id for m in answer if m.msg_id <= highest]
+            if old:
+                self.behind.append((sent, highest, old))
+        return answer
 
 
 def lane_mailbox(streams: int) -> str:
@@ -80,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # (when a done returned, the ids it was given, the group position its reader had acked)
     dones: list[tuple[float, list[int], int]] = []
     failures = {"fetch": 0, "done": 0}
+    below_answered = 0  # --group: handed out at or below the highest ACK answered before
     kills: list[dict[str, Any]] = []
     mailbox = results["mailbox"] = lane_mailbox(args.streams)
     with JetStreamCluster(3) as cluster:
@@ -117,14 +164,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         answered[msg_id] = text
                     warnings.extend(client.warnings.values())
 
+            shared = RecordingClient(urls_text, mailbox) if args.group else None
+
             async def reader(number: int, until: asyncio.Event) -> None:
-                nonlocal other_text
-                async with Mq9Client(urls_text, request_timeout=10.0) as client:
-                    group = GroupReader(
-                        client, mailbox, "g", worker=f"w{number}", max_deliveries=None
-                    )
+                nonlocal other_text, below_answered
+                async with contextlib.AsyncExitStack() as stack:
+                    if shared is not None:  # --group: one client, no worker names
+                        client: Mq9Client = shared
+                        group = GroupReader(client, mailbox, GROUP)
+                    else:
+                        client = await stack.enter_async_context(
+                            Mq9Client(urls_text, request_timeout=10.0)
+                        )
+                        group = GroupReader(
+                            client, mailbox, GROUP, worker=f"w{number}", max_deliveries=None
+                        )
                     while True:
                         sent = time.monotonic()
+                        answered = group_acks(client, mailbox, GROUP).highest
                         try:
                             got = await group.fetch(num_msgs=50)
                         except Exception:
@@ -132,6 +189,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             await asyncio.sleep(0.05)
                             continue
                         ids = [m.msg_id for m in got]
+                        if shared is not None and answered is not None:
+                            below_answered += sum(1 for i in ids if i <= answered)
                         for m in got:
                             first = texts.setdefault(m.msg_id, m.text())
                             other_text += first != m.text()
@@ -153,7 +212,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         dones.append((time.monotonic(), ids, group.committed or -1))
 
             finished = asyncio.Event()
-            tasks = [asyncio.create_task(writer(n)) for n in range(2)]
+            if shared is not None:
+                await shared.connect()
+            tasks = [asyncio.create_task(writer(n)) for n in range(args.writers)]
             reading = [asyncio.create_task(reader(n, finished)) for n in range(args.readers)]
             started = time.monotonic()
             # (a start waits for the process in a thread: the writers and readers of this
@@ -195,6 +256,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
             finished.set()
             await asyncio.gather(*reading)
+            if shared is not None:
+                warnings.extend(shared.warnings.values())
+                await shared.close()
             # where each answered SEND never handed out is: in the stream, or not
             missing = sorted(set(answered) - {i for _, ids in handed for i in ids})
             probe = await nats.connect(urls)
@@ -211,6 +275,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             broker.stop()
     seen = {i for _, ids in handed for i in ids}
     undone = _handed_out_after_done(handed, dones)
+    if shared is not None:
+        below, top = 0, -1
+        for _, _, msg_id, _ in sorted(shared.acks):
+            below += msg_id < top
+            top = max(top, msg_id)
+        results["acks"] = {
+            "sent": len(shared.acks),
+            "unanswered": sum(1 for *_, outcome in shared.acks if outcome),
+            "sent_below_one_sent_before": below,
+        }
+        results["answers_behind_an_answered_ack"] = len(shared.behind)
+        results["answers_behind_first"] = [
+            {"highest": highest, "ids": ids[:10]} for _, highest, ids in shared.behind[:10]
+        ]
+        results["handed_out_at_or_below_an_answered_ack"] = below_answered
     results.update(
         kills=kills,
         sends_answered=len(answered),
@@ -258,7 +337,11 @@ def _handed_out_after_done(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--readers", type=int, default=2, help="competing workers of one group")
+    parser.add_argument("--readers", type=int, default=2, help="readers of one group")
+    parser.add_argument("--writers", type=int, default=2, help="writers, a client each")
+    parser.add_argument(
+        "--group", action="store_true", help="GroupReaders without worker names, on one client"
+    )
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between kills")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--streams", type=int, default=1, help="the layout's message streams")
