@@ -71,8 +71,8 @@ async def _called_delegation() -> tuple[int, int]:
     """The same delegation on the call tools: (the caller's tool calls, the callee's)."""
     if str(EXAMPLES) not in sys.path:
         sys.path.insert(0, str(EXAMPLES))
+    from langchain.agents import create_agent
     from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.prebuilt import create_react_agent
     from two_agents import REPORT, extractive_summary
 
     from langchain_mq9 import Mq9Client, Mq9Toolkit
@@ -81,7 +81,7 @@ async def _called_delegation() -> tuple[int, int]:
 
     caller_count, callee_count = _Counter(), _Counter()
     summarize = [lambda m: extractive_summary(str(m[-1].content).split("\n\n", 1)[-1])]
-    callee = create_react_agent(_counting_model(summarize, callee_count), [])
+    callee = create_agent(_counting_model(summarize, callee_count), [])
     script = [
         call("call_agent", agent="summarize an incident report", task="Summarize:\n\n" + REPORT),
         "Delegated; the summarizer is offline, I will check back.",
@@ -97,7 +97,7 @@ async def _called_delegation() -> tuple[int, int]:
         await first.stop()  # registered, offline
         kit = Mq9Toolkit(server=url, agent_mailbox="agent.orchestrator", calls=True)
         model = _counting_model(script, caller_count)
-        orchestrator = create_react_agent(model, kit.get_tools(), checkpointer=InMemorySaver())
+        orchestrator = create_agent(model, kit.get_tools(), checkpointer=InMemorySaver())
         config = {"configurable": {"thread_id": "orchestrator"}}
         await orchestrator.ainvoke({"messages": [("user", "Summarize: " + REPORT)]}, config)
         served = await serve_agent(callee, name="agent.summarizer", card=card, client=client)

@@ -24,7 +24,7 @@ import contextlib
 import sys
 from typing import Any
 
-from langgraph.prebuilt import create_react_agent
+from langchain.agents import create_agent
 from models import add_model_option, chat_model, describe
 from support import Names, banner, build_agent, parser, run_agent, until_searchable
 from two_agents import REPORT, extractive_summary
@@ -107,9 +107,9 @@ async def main(server: str, model: str | None) -> int:
         "or three sentences; English.",
         "skills": ["summarize reports", "summarize articles"],
     }
-    # Built the older way, to show it still works: LangGraph 1.x says on stderr that
-    # create_react_agent moved to langchain.agents.create_agent (what the orchestrator uses).
-    graph = create_react_agent(chat_model(summarizer_script(), model), [], prompt=SUMMARIZER_PROMPT)
+    # The summarizer is a LangChain agent too (langchain.agents.create_agent), served as it is.
+    summarizer_model = chat_model(summarizer_script(), model)
+    graph = create_agent(summarizer_model, [], system_prompt=SUMMARIZER_PROMPT)
 
     async with Mq9Client(server) as client:
         try:

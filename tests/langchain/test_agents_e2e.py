@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
@@ -85,16 +83,8 @@ def tool_errors(state) -> list[str]:
     ]
 
 
-def older_agent(model, tools, **options):
-    """LangGraph's create_react_agent still drives the tools; LangGraph 1.x says it moved."""
-    with pytest.warns(DeprecationWarning, match="create_react_agent has been moved"):
-        return create_react_agent(model, tools, **options)
-
-
-@pytest.mark.parametrize(
-    "build", [older_agent, create_agent], ids=["create_react_agent", "create_agent"]
-)
-async def test_orchestrator_delegates_to_a_discovered_worker_and_gets_the_reply(broker, build):
+async def test_orchestrator_delegates_to_a_discovered_worker_and_gets_the_reply(broker):
+    build = create_agent  # LangChain 1.x's agent (LangGraph's create_react_agent is deprecated)
     async with (
         Mq9Toolkit(server=broker.url) as worker_kit,
         Mq9Toolkit(server=broker.url) as boss_kit,

@@ -8,8 +8,8 @@ import json
 import uuid
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import CARD_NOTE, MAX_SHOWN_DEPTH
@@ -183,7 +183,7 @@ def test_an_agent_graph_survives_a_deep_payload_and_acks_it(memory_url):
                 "Handled.",
             ]
         )
-        graph = create_react_agent(model, kit.get_tools())
+        graph = create_agent(model, kit.get_tools())
         final = graph.invoke({"messages": [("user", "read your mail")]})
         assert final["messages"][-1].content == "Handled."
         fetched, acked = (m for m in final["messages"] if isinstance(m, ToolMessage))

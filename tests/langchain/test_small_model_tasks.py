@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
@@ -127,7 +127,7 @@ async def test_telling_the_billing_agent_reaches_its_mailbox_not_a_new_one(world
             "Done: I told the billing agent, urgently.",
         ]
     )
-    state = await create_react_agent(model, tools).ainvoke({"messages": [("user", task)]})
+    state = await create_agent(model, tools).ainvoke({"messages": [("user", task)]})
 
     assert [name for name, _ in calls_made(state)] == [
         "send_message", "agent_discover", "send_message",
@@ -158,7 +158,7 @@ async def test_checking_for_replies_finds_them_in_the_own_mailbox_and_takes_noth
         return "Yes: " + "; ".join(json.dumps(m["payload"]) for m in found["messages"])
 
     model = ScriptedChatModel(steps=[check, answer])
-    state = await create_react_agent(model, tools).ainvoke({"messages": [("user", task)]})
+    state = await create_agent(model, tools).ainvoke({"messages": [("user", task)]})
 
     assert not errors(state)
     assert "paid yesterday" in state["messages"][-1].content
@@ -187,7 +187,7 @@ async def test_finding_a_translator_from_plain_words(world):
         return f"{best['name']} can: {best['description']} Its mailbox is {best['mailbox']}."
 
     model = ScriptedChatModel(steps=[search, answer])
-    state = await create_react_agent(model, tools).ainvoke({"messages": [("user", task)]})
+    state = await create_agent(model, tools).ainvoke({"messages": [("user", task)]})
 
     assert not errors(state)
     assert calls_made(state) == [("agent_discover", {"query": "translate Japanese"})]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from fastmcp.client.transports import StdioTransport
+from langchain.agents import create_agent
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
@@ -76,7 +76,6 @@ def mq9_mcp(transport: str, broker: str) -> Any:
         yield url
 
 
-@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_langgraph_agent_uses_the_mcp_tools(nats_server, transport):
     model = ScriptedChatModel(
@@ -131,7 +130,7 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server, transport):
                     }
                     hints = tools[0].metadata["mcp"]["tool"]["annotations"]
                     assert hints["destructive_hint"] is False
-                    agent = create_react_agent(model, tools)
+                    agent = create_agent(model, tools)
                     return await agent.ainvoke(
                         {"messages": [("user", "Get the Q3 report summarized.")]}
                     )
