@@ -68,8 +68,10 @@ UNANSWERED = {
     "over mq9: DISCOVER shows cards only",
     "count": f"mq9 answers no count: a QUERY answers at most {QUERY_CAP} messages and "
     f"{LANE_READ_BYTES >> 20} MiB of payloads (a broker may cut it sooner to fit its answer "
-    "size): the console counts a mailbox past it page by page to its end, a little at each "
-    "look; a count not finished yet shows as a lower bound (N+)",
+    "size): the bundled broker counts a mailbox itself (each lane, #99); on another broker "
+    "the console counts past the QUERY page by page to its end, a little at each look, and a "
+    "count not finished (or hidden under more urgent messages than a read carries) shows as "
+    "a lower bound (N+)",
 }
 # How far a mailbox's own page counts on past its QUERY (a stateless FETCH a page, each up to
 # an answer of payloads): a person's look, not a scan of a mailbox of any size.

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +33,11 @@ from mq9_wire.protocol.errors import (
     RequestTimeout,
     SearchIndexEmpty,
     SearchNotBuilt,
+    StoreUnavailable,
     WireError,
     from_reply,
 )
+from mq9_wire.protocol.subjects import count_subject
 from mq9_wire.semantic.ranking import AgentEntry, AgentIndex
 
 from .. import tracing
@@ -62,6 +65,8 @@ RETRY_FIRST_PAUSE = 0.05
 # same key: the broker stores it once), each later try twice as long, up to 1 s: a broker
 # killed with SENDs in hand answers none of them, and NATS hands the resend to another
 RESEND_FIRST_ATTEMPT = 0.25
+# (#98) The mailboxes whose keyed SENDs' answers this client remembers (the oldest forgotten)
+KEYED_MAILBOXES_KEPT = 4096
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
 # A successful SEND's reply as brokers write it (docs/protocol.md §4; RobustMQ's send.rs:228-231,
@@ -153,10 +158,13 @@ class Mq9Client:
         # when a SEND succeeds after the broker was away for that mailbox.
         self._receipts: dict[str, tuple[int, int]] = {}
         self._away: set[str] = set()
-        # (#90) Whether the broker recognises idempotency keys, as its last keyed SEND's answer
-        # said (a "duplicate" field); None: no keyed SEND answered yet. Only then is a keyed
-        # SEND sent again: a broker that ignores the key would store it twice
+        # (#90) Whether the broker recognises idempotency keys, as it says of itself (an
+        # in-process broker does); None: not said. (#98) Otherwise learned per mailbox, from
+        # the answers to this client's own keyed SENDs to it (a "duplicate" field), never from
+        # another mailbox's answer, which any responder there could write. Only where it is
+        # known is a keyed SEND sent again: a broker that ignores the key would store it twice
         self.keys_recognised: bool | None = None
+        self._keys_by_mailbox: OrderedDict[str, bool] = OrderedDict()
         self.resend_after = RESEND_FIRST_ATTEMPT
         # Search answers checked against the listing: None decides by the broker (RobustMQ,
         # whose index trails its registry: yes; the bundled broker, exact at once: no).
@@ -171,6 +179,8 @@ class Mq9Client:
             if not is_transport(transport):  # an engine or a handler
                 transport = HandlerTransport(transport)
             self._transport = transport
+        if getattr(self._transport, "recognises_keys", False):
+            self.keys_recognised = True
 
     def __repr__(self) -> str:
         return f"Mq9Client({redact(self.server)!r})"
@@ -382,11 +392,22 @@ class Mq9Client:
         answered = self._highest_sent.get(mail_address, -1)
         keyed = p.HEADER_IDEMPOTENCY_KEY in headers
         subject = p.send_subject(mail_address)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
         try:
-            if keyed and self.keys_recognised:
-                reply = await self._resent(subject, body, headers)
+            if keyed and self.keys_recognised_for(mail_address):
+                reply = await self._resent(subject, body, headers, deadline)
             else:
-                reply = await self._call(subject, body, headers, repeatable=_stored_nothing)
+                try:
+                    reply = await self._call(subject, body, headers, repeatable=_stored_nothing)
+                except StoreUnavailable:
+                    # (#98) the answer to this very SEND, in the bundled broker's own words
+                    # (its store electing a leader): that broker keeps keys, so a keyed SEND
+                    # goes again with its key, within the same deadline
+                    if not keyed or loop.time() >= deadline:
+                        raise
+                    self._learned_keys(mail_address, True)
+                    reply = await self._resent(subject, body, headers, deadline)
         except Mq9Error as exc:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
                 self._away.add(mail_address)
@@ -396,7 +417,7 @@ class Mq9Client:
             msg_id = _read_reply(p.SEND_REPLY, reply)["msg_id"]
         if keyed:
             duplicate = reply.get("duplicate")
-            self.keys_recognised = isinstance(duplicate, bool)
+            self._learned_keys(mail_address, isinstance(duplicate, bool))
             if duplicate is True:  # the key's first SEND's msg_id: checked when it was new
                 return msg_id
         self._sent(mail_address, msg_id, answered)
@@ -407,14 +428,31 @@ class Mq9Client:
             self._receipts[mail_address] = (msg_id, _digest(body))
         return msg_id
 
-    async def _resent(self, subject: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    def keys_recognised_for(self, mail_address: str) -> bool | None:
+        """Whether the broker keeps idempotency keys for SENDs to ``mail_address``: as it
+        says of itself, else as its answers to this client's keyed SENDs there said (#98);
+        None: not known yet (a keyed SEND is then not sent again)."""
+        if self.keys_recognised is not None:
+            return self.keys_recognised
+        return self._keys_by_mailbox.get(mail_address)
+
+    def _learned_keys(self, mail_address: str, recognised: bool) -> None:
+        known = self._keys_by_mailbox
+        known[mail_address] = recognised
+        known.move_to_end(mail_address)
+        if len(known) > KEYED_MAILBOXES_KEPT:
+            known.popitem(last=False)
+
+    async def _resent(
+        self, subject: str, body: bytes, headers: dict[str, str], deadline: float
+    ) -> dict[str, Any]:
         """(#90) A keyed SEND to a broker that recognises keys: a try unanswered within its
         attempt time (``resend_after``, then twice as long, up to 1 s), or failed in a way
-        that may pass, is sent again with the same key until ``request_timeout``: the broker
-        stores it once and answers each try with the first one's msg_id. A broker killed
-        with the SEND in hand costs the caller an attempt time, not an error."""
+        that may pass (#98: a store electing a leader too), is sent again with the same key
+        until ``deadline`` (the SEND's ``request_timeout``): the broker stores it once and
+        answers each try with the first one's msg_id. A broker killed with the SEND in hand
+        costs the caller an attempt time, not an error."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
         attempt, pause = self.resend_after, RETRY_FIRST_PAUSE
         while True:
             sent = loop.time()
@@ -612,6 +650,21 @@ class Mq9Client:
         )
         reply = await self._call(p.query_subject(mail_address), body, repeatable=True)
         return self._messages(mail_address, reply)
+
+    async def lane_counts(self, mail_address: str) -> tuple[dict[str, int], int | None]:
+        """(#99, the bundled broker's; RobustMQ answers nothing) how many messages each
+        priority's lane of a mailbox holds, and its newest msg_id: a count no read of the
+        protocol can finish under many urgent messages. Consumes nothing."""
+        p.check_address(mail_address)
+        reply = await self._call(count_subject(mail_address), b"{}", repeatable=True)
+        counts, newest = reply.get("counts"), reply.get("newest_id")
+        if not isinstance(counts, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in counts.values()
+        ):
+            raise Mq9Error(f"a count answer holds no counts: {str(reply)[:200]}")
+        return {str(k): int(v) for k, v in counts.items()}, (
+            newest if isinstance(newest, int) and not isinstance(newest, bool) else None
+        )
 
     async def delete(self, mail_address: str, msg_id: int) -> None:
         """Delete one message. A msg_id that is not there is "deleted" all the same."""

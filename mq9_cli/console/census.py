@@ -1,4 +1,15 @@
-"""A mailbox counted to its end (#91 item 5): mq9 answers no count, so the console reads the
+"""A mailbox counted to its end (#91 item 5, #99 item 1).
+
+Where the broker counts a mailbox itself (the bundled broker's ``$mq9.AI.MSG.COUNT``, #99:
+each lane, and the newest msg_id), that count is the one every part of every page shows: exact
+at once, whatever the mailbox's size and mix of priorities, delays, deletes and keys, made
+again after ``ASKED_SECONDS``. No read of the protocol can count a mailbox with many urgent
+messages: a read from an id answers the most urgent lane first, so the normal messages under
+more urgent ones than a read carries are never reached (#99: 10% urgent of 100,000 stayed at
+"200+ ... may be missing" for good).
+
+Where it does not (RobustMQ answers nothing there; the official SDK's client has no such
+call): mq9 answers no count, so the console reads the
 mailbox page by page (``overview.page``, the reading of cut answers every page uses) from its
 first message to its last, and keeps the count it reached. A count goes on where it stopped at
 the next look (a page view gives it a few seconds, the depth sampler more), so a mailbox of
@@ -19,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from langchain_mq9.client.api import Mq9ClientLike
-from mq9_wire.protocol import Message
-from mq9_wire.protocol.errors import MailboxNotFound
+from mq9_wire.protocol import PRIORITY_ORDER, Message
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
 
 from .. import overview
 
@@ -28,6 +39,12 @@ from .. import overview
 RECOUNT_SECONDS = 30.0
 # The most payload bytes one count reads: past it the count stays "at least N".
 COUNT_BYTES = 64 << 20
+# (#99) A count the broker answers (``asked``): how long it stands (it costs the broker a
+# lookup a lane), how long the console waits for it (RobustMQ answers nothing there), and how
+# long a broker that answered none is not asked again.
+ASKED_SECONDS = 2.0
+ASK_SECONDS = 2.0
+ASK_AGAIN_SECONDS = 30.0
 
 
 @dataclass
@@ -43,6 +60,7 @@ class Census:
     stopped: str | None = None
     done_at: float | None = None
     pages: int = 0
+    asked: bool = False  # counted by the broker itself (``asked``), not page by page
     # one count at a time: a page view's and the sampler's would count the same pages twice
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -99,14 +117,42 @@ class Census:
         self.done_at = clock()
 
 
+async def asked(
+    client: Mq9ClientLike, address: str, seed: list[Message], clock: Callable[[], float]
+) -> Census | None:
+    """(#99) ``address`` counted by its broker (``$mq9.AI.MSG.COUNT``, the bundled broker's):
+    a finished, exact count at once; None where the broker answers no count (RobustMQ, the
+    official SDK's client, an older bundled broker). ``seed``: the QUERY just read, for the
+    oldest message's time and the shortest TTL."""
+    lane_counts = getattr(client, "lane_counts", None)
+    if lane_counts is None:
+        return None
+    try:
+        counts, newest = await asyncio.wait_for(lane_counts(address), ASK_SECONDS)
+    except MailboxNotFound:
+        raise
+    except (Mq9Error, TimeoutError):  # unknown there, unanswered, refused: paged instead
+        return None
+    now = clock()
+    census = Census(address, now, next_from=None, done_at=now, pages=1, asked=True)
+    census.tally.add(seed)
+    census.tally.counts = {p.value: int(counts.get(p.value, 0)) for p in PRIORITY_ORDER}
+    if newest is not None:
+        census.tally.newest_id = newest
+    return census
+
+
 class Censuses:
     """The counts of the mailboxes the console looked at: the last finished one of each, and
-    the one under way."""
+    the one under way. Where the broker counts a mailbox itself (``asked``), that count, made
+    again after ``ASKED_SECONDS``; else page by page. A broker that answered no count is
+    asked again only after ``ASK_AGAIN_SECONDS`` (an upgrade, a failover)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.done: dict[str, Census] = {}
         self.going: dict[str, Census] = {}
+        self.unasked_until = 0.0  # monotonic: no count asked of the broker before then
 
     async def count(
         self,
@@ -122,8 +168,16 @@ class Censuses:
         way), else the one under way. ``seed``: the QUERY just read, where a new count starts."""
         now = self.clock()
         done = self.done.get(address)
-        if done is not None and done.done_at is not None and now - done.done_at < RECOUNT_SECONDS:
+        fresh = ASKED_SECONDS if done is not None and done.asked else RECOUNT_SECONDS
+        if done is not None and done.done_at is not None and now - done.done_at < fresh:
             return done
+        if time.monotonic() >= self.unasked_until:
+            told = await asked(client, address, seed or [], self.clock)
+            if told is not None:
+                self.going.pop(address, None)
+                self.done[address] = told
+                return told
+            self.unasked_until = time.monotonic() + ASK_AGAIN_SECONDS
         going = self.going.setdefault(address, Census(address, now))
         async with going.lock:
             if going.done_at is None:

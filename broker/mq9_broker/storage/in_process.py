@@ -36,6 +36,7 @@ from .mailbox_store import (
     OPEN,
     AgentRow,
     Full,
+    KeysFull,
     MailboxRecord,
     MailboxStore,
     Mark,
@@ -44,6 +45,7 @@ from .mailbox_store import (
     answered,
 )
 from .process_state import ProcessState
+from .sent_keys import key_sender
 
 
 def _record(topic: Mailbox) -> MailboxRecord:
@@ -128,11 +130,12 @@ class ProcessStore(ProcessState):
             )
 
         def work() -> int:
-            kept = self.sent_keys.get(mailbox, once.key, now)  # (_seen's, without its call)
+            kept = self.sent_keys.get(mailbox, once.key, once.at_ms)  # (_seen's, sooner)
             if kept is not None:
                 return answered(once, *kept)
+            self._key_room(once)
             msg_id = self._write(self._room(mailbox, message, room), message).msg_id
-            self._keep(mailbox, once, msg_id, now)
+            self._keep(mailbox, once, msg_id)
             return msg_id
 
         return self._change(work)
@@ -141,28 +144,42 @@ class ProcessStore(ProcessState):
         self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
     ) -> None:
         def work() -> None:
-            if once is not None and self._seen(mailbox, once, now) is not None:
-                return
+            if once is not None:
+                if self._seen(mailbox, once) is not None:
+                    return
+                self._key_room(once)
             self._room(mailbox, message, None)
             seq = self.hold_delayed(due, mailbox, message)
             self.storage.delayed_added(seq, due, mailbox, message)
             if once is not None:
-                self._keep(mailbox, once, -1, now)
+                self._keep(mailbox, once, -1)
 
         self._change(work)
 
-    def _seen(self, mailbox: str, once: Once, now: int) -> int | None:
+    def _seen(self, mailbox: str, once: Once) -> int | None:
         """(under the lock) The first msg_id of ``once``'s key within its window (``once``
         then a duplicate; ``KeyReused`` for another SEND's key); None: the key is new."""
-        kept = self.sent_keys.get(mailbox, once.key, now)
+        kept = self.sent_keys.get(mailbox, once.key, once.at_ms)
         return None if kept is None else answered(once, *kept)
 
-    def _keep(self, mailbox: str, once: Once, msg_id: int, now: int) -> None:
+    def _key_room(self, once: Once) -> None:
+        """(under the lock) ``KeysFull`` when a new key of ``once``'s sender is past the
+        store's bounds (#98), the keys whose windows ended dropped first: decided with the
+        write, in its one step."""
+        if once.most is None and once.most_each is None:
+            return
+        if self.sent_keys.expire(once.at_ms):
+            self.storage.keys_expired(once.at_ms)
+        full = self.sent_keys.room(key_sender(once.key), once.most, once.most_each)
+        if full is not None:
+            raise KeysFull(full)
+
+    def _keep(self, mailbox: str, once: Once, msg_id: int) -> None:
         """(under the lock) ``once``'s key answered ``msg_id`` until its window ends; the
         keys whose windows ended dropped."""
-        if self.sent_keys.expire(now):
-            self.storage.keys_expired(now)
-        until = now + once.window
+        if self.sent_keys.expire(once.at_ms):
+            self.storage.keys_expired(once.at_ms)
+        until = once.at_ms + once.window * 1000
         self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until)
         self.storage.key_sent(mailbox, once.key, msg_id, once.fingerprint, until)
 
@@ -213,6 +230,20 @@ class ProcessStore(ProcessState):
 
     async def count(self, mailbox: str) -> int:
         return self._look(lambda: len(t.messages) if (t := self.topics.get(mailbox)) else 0)
+
+    async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
+        """(#99) How many live messages each priority's lane holds (what a read finds): the
+        console's count, which no read of the protocol can finish under many urgent ones."""
+
+        def work() -> dict[str, int]:
+            counts = {priority.value: 0 for priority in PRIORITY_ORDER}
+            topic = self.topics.get(mailbox)
+            for message in () if topic is None else topic.messages.values():
+                if not message.expired(now):
+                    counts[message.priority.value] += 1
+            return counts
+
+        return self._look(work)
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int

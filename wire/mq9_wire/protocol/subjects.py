@@ -52,3 +52,14 @@ def principal_subject(principal: str, subject: str) -> str:
     """``subject`` as the agent ``principal`` sends it to an enforcing broker:
     ``$mq9.AI.MSG.SEND.box`` -> ``$mq9.U.alice.AI.MSG.SEND.box``."""
     return f"{PRINCIPAL_PREFIX}{principal}.{subject.removeprefix('$mq9.')}"
+
+# (#99, the bundled broker's; RobustMQ has none, and answers nothing there) how many messages
+# each priority's lane of a mailbox holds: what no read of the protocol can count to its end
+# under many urgent ones (a read from an id answers the most urgent first). A read, owned as a
+# QUERY; its answer {"error": "", "counts": {"critical": n, "urgent": n, "normal": n},
+# "newest_id": n or null}
+MSG_COUNT = f"{PREFIX}.MSG.COUNT."
+
+
+def count_subject(address: str) -> str:
+    return MSG_COUNT + address

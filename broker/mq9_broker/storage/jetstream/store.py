@@ -23,6 +23,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from mq9_wire.protocol import PRIORITY_ORDER
+
 from ..mailbox_store import MailboxRecord, MailboxStore, Mark, Once, Position, SendLimits
 from .mapping import RETENTION_SECONDS, Layout
 from .messages import Messages
@@ -237,6 +239,19 @@ class ClusterStore:
     async def count(self, mailbox: str) -> int:
         """How many messages ``mailbox``'s log holds."""
         return await self._reads.count(mailbox)
+
+    async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
+        """(#99) How many messages each priority's lane of ``mailbox`` holds, as the stream
+        holds them (a message past its TTL until it is removed): one direct get a lane, whose
+        answer says how many more match its filter."""
+        reads = self._reads
+        stream = reads.layout.mailbox_stream(mailbox)
+        counts = {}
+        for priority in PRIORITY_ORDER:
+            request = {"seq": 1, "next_by_subj": reads.layout.lane_filter(mailbox, priority)}
+            batch = await reads.requests.direct_batch(stream, {**request, "batch": 1})
+            counts[priority.value] = len(batch.entries) + batch.pending
+        return counts
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
