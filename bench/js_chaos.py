@@ -88,7 +88,7 @@ class RecordingClient(Mq9Client):
         finally:
             self.acks.append((sent, time.monotonic(), msg_id, outcome))
 
-    async def fetch(self, mail_address: str, **options: Any) -> list[Any]:  # type: ignore[override]
+    async def fetch(self, mail_address: str, **options: Any) -> list[Any]:
         sent = time.monotonic()
         highest = group_acks(self, self.mailbox, GROUP).highest
         answer = await super().fetch(mail_address, **options)

@@ -56,6 +56,10 @@ DeadLetterHook = Callable[[Message, int, str], Awaitable[None] | None]
 # max_wait_ms, holding the handler of every connection that shares it (docs/protocol.md §1):
 # so we never ask the broker to wait, but read at once, again every this many seconds.
 POLL_SECONDS = 0.1
+# How often one fetch puts back a group's position it finds behind an ack of this client's
+# readers before it reads on anyway (what such an answer holds at or below that ack is done,
+# never handed out: GroupAcks.done_among).
+BEHIND_TRIES = 3
 
 T = TypeVar("T")
 
@@ -76,7 +80,11 @@ class GroupAcks:
     What one of them finished above the highest ack answered is done for
     all of them (``finished``): a reader whose own answers cannot prove the group may move
     past a message returns from ``done`` without acking, and the others, handed the same
-    message by the same position, must neither hand it out again nor wait on it."""
+    message by the same position, must neither hand it out again nor wait on it. And what is
+    at or below the highest ack answered is done for all of them, whatever a broker's answer
+    says of the group's position (``done_among``): an answer may be behind it again right
+    after a reader put the position back (a lower commit that landed late, a replica that
+    read an older position; issue #98, item 9)."""
 
     def __init__(self) -> None:
         self.turn = asyncio.Lock()
@@ -92,9 +100,16 @@ class GroupAcks:
 
     def done_among(self, messages: Iterable[Message]) -> set[int]:
         """Which of ``messages`` a reader of this client finished (the same message: its
-        create_time too)."""
-        finished = self.finished
-        return {m.msg_id for m in messages if finished.get(m.msg_id) == m.create_time}
+        create_time too), or an ack of theirs answered passed: at or below the highest one,
+        and seen before it was sent (a newer message under such an id is of a log that went
+        back, not a done one)."""
+        finished, highest, newest = self.finished, self.highest, self.newest_time
+        return {
+            m.msg_id
+            for m in messages
+            if finished.get(m.msg_id) == m.create_time
+            or (highest is not None and m.msg_id <= highest and m.create_time <= newest)
+        }
 
     def acked(self, msg_id: int, newest_time: int) -> None:
         self.highest = msg_id if self.highest is None else max(self.highest, msg_id)
@@ -563,17 +578,27 @@ class GroupReader:
         while True:
             asked = state.ask(num_msgs)
             answer, fit, asked = await self._read(asked, *start)
-            if self.commit and (state.went_back(answer) or self._acks.went_back(answer)):
+            tries = 0
+            while (
+                self.commit
+                and tries < BEHIND_TRIES
+                and (state.went_back(answer) or self._acks.went_back(answer))
+            ):
                 # The group's position is behind this reader's last ack, or another's of this
-                # client: put it back first, so nothing finished is handed out again.
+                # client: put it back first, so nothing finished is handed out again. The
+                # answer after that is checked too: it may be behind again (a lower commit
+                # landing late, a replica reading an older position; issue #98, item 9).
                 await self._ack(state.committed, again=True)
                 answer, fit, asked = await self._read(asked, *start)
+                tries += 1
             start = fixed_start(*start, answer)
-            if state.reused_ids(answer):
+            # (what an ack of this client passed is no reused id: the answer is behind)
+            if set(state.reused_ids(answer)) - self._acks.done_among(answer):
                 self._log_went_back(answer)
                 state = self.state  # this answer is the fresh state's first
             fresh = state.accept(answer, asked)
-            # Finished by another reader of this client: done here too (GroupAcks)
+            # Finished by another reader of this client, or passed by an ack of theirs that
+            # was answered (an answer still behind it): done here too (GroupAcks)
             finished = self._acks.done_among(fresh)
             if finished:
                 state.mark_done(finished)

@@ -131,3 +131,70 @@ async def test_an_ack_never_answered_is_not_overtaken_by_a_lower_one(client):
     assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 25
     assert await _ids(d, 10) == list(range(25, 35))
     assert a.committed == 4
+
+
+async def test_a_position_still_behind_after_it_was_put_back_hands_nothing_out_again(client):
+    """Issue #98, item 9: b's FETCH finds the group behind the ack a's returned ``done`` made
+    (a lower commit that landed late, a replica's stale read), and b puts it back; but the
+    broker's next answer is behind again (another late write landing between b's ACK and its
+    FETCH, or the same stale replica answering). b had never seen 10..19: its own floor kept
+    nothing out, and before the fix it handed them out again, after a's ``done`` returned.
+    Whatever the group's position a broker reads, a reader of this client hands out nothing at
+    or below an ack one of them had answered."""
+    box = await _box(client, 30)
+    a, b = GroupReader(client, box, "g"), GroupReader(client, box, "g")
+    assert await _ids(a, 20) == list(range(20))
+    await a.done(list(range(20)))  # returned: 0..19 are done for the group
+    await client.ack(box, "g", 9)  # a lower commit landing late: the group back at 10
+    transport = client._transport
+    request = transport.request
+    landed_again = asyncio.Event()
+
+    async def late_once_more(subject, body, headers, timeout):
+        answer = await request(subject, body, headers, timeout)
+        if subject == p.ack_subject(box) and b'"msg_id":19' in body and not landed_again.is_set():
+            landed_again.set()  # after b put the group back, it is behind once more
+            await request(subject, body.replace(b'"msg_id":19', b'"msg_id":9'), headers, timeout)
+        return answer
+
+    transport.request = late_once_more
+    try:
+        handed = await _ids(b, 10)
+    finally:
+        transport.request = request
+    assert landed_again.is_set()  # (b did put the group back, and found it behind again)
+    assert not set(handed) & set(range(20))  # before the fix: 10..19, done and handed out
+    assert handed == list(range(20, 30))
+    assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 20
+
+
+async def test_an_answer_behind_every_time_hands_out_nothing_done(client):
+    """A broker whose reads stay behind for a while (a deposed stream leader answering its
+    old state, say): every answer b gets shows 10..19 again, however often b puts the group
+    back. b hands out none of them; it hands out 20..29 once an answer shows them."""
+    box = await _box(client, 30)
+    a, b = GroupReader(client, box, "g"), GroupReader(client, box, "g")
+    assert await _ids(a, 20) == list(range(20))
+    await a.done(list(range(20)))
+    transport = client._transport
+    request = transport.request
+    stale = {"left": 6}
+
+    async def behind(subject, body, headers, timeout):
+        if subject == p.fetch_subject(box) and stale["left"] > 0:
+            stale["left"] -= 1
+            # the group's position as a replica that missed the last commits reads it
+            lower = p.ACK_REQUEST.body(group_name="g", mail_address=box, msg_id=9)
+            await request(p.ack_subject(box), lower, None, timeout)
+        return await request(subject, body, headers, timeout)
+
+    transport.request = behind
+    handed: list[int] = []
+    try:
+        for _ in range(8):
+            handed += await _ids(b, 10)
+    finally:
+        transport.request = request
+    assert stale["left"] == 0
+    assert not set(handed) & set(range(20))
+    assert handed == list(range(20, 30))
