@@ -49,6 +49,7 @@ from mq9_wire.protocol.errors import (
     RequestTimeout,
     SearchIndexEmpty,
     SearchNotBuilt,
+    StoreUnavailable,
     TooLarge,
     Unavailable,
     WireError,
@@ -179,6 +180,7 @@ __all__ = [  # noqa: RUF022  (grouped: the client, its errors, then the LangChai
     "ConnectionLost",
     "NoBroker",
     "ClusterUnavailable",
+    "StoreUnavailable",
     # the LangChain side, imported on first use
     "OPERATIONS",
     "Operation",

@@ -257,6 +257,10 @@ class MemoryTransport(HandlerTransport):
     """Requests answered by a broker engine in this process: ``engine``, or the engine of
     ``memory://NAME`` (``name``), looked up at connect (``memory_engine``)."""
 
+    # (#98) the bundled broker's engine, in this process: it keeps idempotency keys, said by
+    # the transport itself rather than learned from any answer
+    recognises_keys = True
+
     def __init__(self, engine: InProcessBroker | str = "") -> None:
         named = isinstance(engine, str)
         super().__init__(None if named else cast(InProcessBroker, engine))

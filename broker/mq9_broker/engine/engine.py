@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from mq9_wire import protocol as p
+from mq9_wire.protocol import names
 from mq9_wire.protocol.errors import MailboxExists, Mq9Error, from_reply
 from mq9_wire.semantic.ranking import AgentEntry
 
@@ -43,11 +44,13 @@ from ..storage.mailbox_store import (
     RETENTION_SECONDS,
     Full,
     KeyReused,
+    KeysFull,
     MailboxRecord,
     MailboxStore,
     Mark,
     Once,
 )
+from ..storage.sent_keys import scoped_key
 from . import owned as owning
 from . import rules
 from .answers import capped, cut_answer
@@ -167,6 +170,7 @@ class Engine(Carried, Generic[S]):
         self.seen_topics = Seen()
         self.seen_mailboxes = Seen()
         self.seen_agents = Seen()
+        self.keys_refused = 0  # (#98) keyed SENDs refused past the store's bounds on keys
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -288,6 +292,8 @@ class Engine(Carried, Generic[S]):
 
     async def _create(self, _target: str, _headers: Headers, creation: Creation) -> bytes:
         address = creation.address
+        if address == names.READYZ_PROBE:  # (#98) nobody's: its QUERY must find no mailbox
+            raise Mq9Error(p.err_reserved_mailbox(address))
         limit = self.limits.max_mailboxes
         if self._bound != (limit,):
             # (our choice) the store holds at most the bound's records, so it refuses one
@@ -324,7 +330,14 @@ class Engine(Carried, Generic[S]):
             mq9_key = headers.get(p.HEADER_KEY) if headers else None
             delay = -1 if sent.due is None else sent.due - now
             print_ = rules.fingerprint(message, mq9_key, delay, body)
-            once = Once(key, print_, self.limits.idempotency_window)
+            # (#98) a key is its sender's where the broker vouches for one: no other identity
+            # takes, blocks or learns anything through it
+            sender = headers.sender if isinstance(headers, Vouched) else None
+            limits = self.limits
+            once = Once(
+                scoped_key(sender, key), print_, limits.idempotency_window,
+                int(self.clock() * 1000), limits.max_keys, limits.max_keys_per_sender,
+            )  # fmt: skip
         try:
             if sent.due is not None:
                 # (a delayed message is numbered when due, whatever the mailbox holds then: its
@@ -343,6 +356,10 @@ class Engine(Carried, Generic[S]):
             assert key is not None
             window = self.limits.idempotency_window
             raise Mq9Error(p.err_idempotency_key_reused(key, address, window)) from None
+        except KeysFull as full:
+            self.keys_refused += 1
+            window = self.limits.idempotency_window
+            raise Mq9Error(p.err_idempotency_keys_full(full.why, window)) from None
         return rules.SENT % msg_id if once is None else rules.sent_once(msg_id, once.duplicate)
 
     # -- FETCH and ACK ---------------------------------------------------------------------
@@ -526,6 +543,7 @@ class Engine(Carried, Generic[S]):
     # -- agent registry --------------------------------------------------------------------
 
     async def _register(self, _target: str, _headers: Headers, entry: AgentEntry) -> bytes:
+        rules.check_unreserved("REGISTER", entry.name)
         rules.check_entry_fits(entry, self._message_limit())
         entry.create_time = self.now_second()
         if self.search and entry.card is not None:
@@ -554,6 +572,7 @@ class Engine(Carried, Generic[S]):
 
     async def _unregister(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         name = request["name"]
+        rules.check_unreserved("UNREGISTER", name)
         if await self.store.unregister(name):  # an unknown name succeeds all the same
             # the row named by the registration, whatever card it held (RobustMQ)
             await self.store.index_drop(name)
@@ -562,6 +581,7 @@ class Engine(Carried, Generic[S]):
 
     async def _report(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         # No check that the agent exists, and nothing DISCOVER shows (RobustMQ)
+        rules.check_unreserved("REPORT", request["name"])
         await self.store.report(request["name"], request["report_info"] or "", self.now_second())
         return OK
 

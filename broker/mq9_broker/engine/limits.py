@@ -40,3 +40,10 @@ class BrokerLimits:
     # cover a client's resends and a broker's restart; each key costs the store a record
     # (docs/bench.md)
     idempotency_window: int = 600
+    # (#98) The keys a broker whose store is in this process (memory, SQLite) holds at once, in
+    # all and per sender it vouched for (--credentials): a new key past either is refused in
+    # one line (err_idempotency_keys_full). A key costs about 780 bytes held (docs/bench.md),
+    # so 100,000 bound them near 80 MiB; 10,000 a sender is 16 keyed SENDs a second for the
+    # whole window. The cluster store keeps keys in its stream (servers' storage, Nats-TTL).
+    max_keys: int | None = 100_000
+    max_keys_per_sender: int | None = 10_000

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from mq9_wire import protocol as p
 from mq9_wire._nats.fits import MAX_PENDING, PENDING_SHARE
+from mq9_wire.protocol import names
 from mq9_wire.protocol.errors import Mq9Error, WireError
 from mq9_wire.semantic.ranking import AgentEntry
 
@@ -82,6 +83,14 @@ def _without_sender(headers: Headers) -> Headers:
     if headers and any(_is_sender(name) for name in headers):
         return {name: value for name, value in headers.items() if not _is_sender(name)}
     return headers
+
+
+def check_unreserved(verb: str, name: object) -> None:
+    """(#98) Refuse ``verb`` of an agent name the broker reserves, on every store, with or
+    without credentials (names.reserved_agent_refusal)."""
+    refusal = names.reserved_agent_refusal(verb, name)
+    if refusal is not None:
+        raise Mq9Error(refusal)
 
 
 def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:

@@ -84,6 +84,7 @@ from mq9_wire.protocol.names import (
     is_digest,
     is_reserved,
     is_wake_rules,
+    reserved_agent_refusal,
 )
 
 from ..engine.owned import Answering, Headers, Keep, Named, Requester, Undo
@@ -400,6 +401,11 @@ class Ownership:
     def _may_name(self, principal: str, verb: str, name: Any, listed: bool) -> bytes | None:
         if not isinstance(name, str) or not name:
             return None  # the engine says what is wrong with the body
+        if is_reserved(name):
+            # (#98) nobody's, whatever a record says (one kept from before this broker refused
+            # them): the probe's REPORT passes, every other request is refused, nothing claimed
+            refusal = reserved_agent_refusal(verb, name)
+            return None if refusal is None else p.encode(p.ERROR_REPLY.write(error=refusal))
         owner = self.agents.get(name)
         if owner == principal:
             return None

@@ -28,6 +28,7 @@ __all__ = [
     "AgentRow",
     "Full",
     "KeyReused",
+    "KeysFull",
     "Lanes",
     "MailboxRecord",
     "MailboxStore",
@@ -121,10 +122,25 @@ class Once:
     with the first's. The store sets ``duplicate`` when it answered from the key (nothing
     stored), and raises ``KeyReused`` when the key's first SEND was another."""
 
-    key: str
+    key: str  # scoped to its sender where the broker vouched for one (sent_keys.scoped_key)
     fingerprint: bytes
     window: int
+    # (#98) the SEND's millisecond on the broker's clock: a window is exact, not whole seconds
+    # from a truncated second; and the keys a store in this process may hold, in all and a
+    # sender (None: no bound; the cluster store's keys are the servers', bounded there)
+    at_ms: int = 0
+    most: int | None = None
+    most_each: int | None = None
     duplicate: bool = False
+
+
+class KeysFull(Exception):
+    """(#98) A keyed SEND with a new key when the store holds as many as its bounds allow
+    (``why``: which one): refused, nothing stored."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class KeyReused(Exception):

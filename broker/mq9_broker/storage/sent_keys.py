@@ -3,15 +3,34 @@ and key, until their window ends: the first SEND's msg_id (-1: delayed) and fing
 
 Kept in the order written, which is the order their windows end (one broker, one window), so
 the ones past their end are dropped from the front as new ones come; one found past its end is
-absent, whatever is left to drop. What one costs is measured in docs/bench.md.
+absent, whatever is left to drop. Times are milliseconds (#98: a window of whole seconds counted
+from a truncated second let a resend 1.2 s into a 2 s window store again).
+
+A key is its sender's (#98): a broker that vouches for the sender keeps it under
+``scoped_key(sender, key)``, so another identity's SEND of the same key is a key of its own.
+The keys held are counted per sender (``None``: a SEND no broker vouched for), so a store can
+refuse one past its bounds (``room``). What one costs is measured in docs/bench.md.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-Kept = tuple[int, bytes, int]  # msg_id, fingerprint, the second the window ends
+Kept = tuple[int, bytes, int]  # msg_id, fingerprint, the millisecond the window ends
 _NEVER = 2**63  # (no key kept: no window ends)
+_SCOPE = "\n"  # between a sender and its key: no header value (so no key) holds a newline
+
+
+def scoped_key(sender: str | None, key: str) -> str:
+    """The key a store keeps for ``sender``'s SEND keyed ``key``: its own, whoever else uses
+    ``key`` (``sender`` None: the key as sent, one space for every unvouched sender)."""
+    return key if sender is None else f"{sender}{_SCOPE}{key}"
+
+
+def key_sender(scoped: str) -> str | None:
+    """The sender a kept key is scoped to (``scoped_key``'s), None for an unscoped one."""
+    sender, scope, _ = scoped.partition(_SCOPE)
+    return sender if scope else None
 
 
 class SentKeys:
@@ -19,32 +38,49 @@ class SentKeys:
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
-        # the front's window ends no sooner than this second (a bound, never above it): most
-        # SENDs' expire looks no further (#90)
+        # the front's window ends no sooner than this millisecond (a bound, never above it):
+        # most SENDs' expire looks no further (#90)
         self._soonest = _NEVER
+        self._per_sender: dict[str | None, int] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
 
+    def held_by(self, sender: str | None) -> int:
+        """How many keys scoped to ``sender`` are kept (ended ones not yet dropped too)."""
+        return self._per_sender.get(sender, 0)
+
+    def room(self, sender: str | None, most: int | None, most_each: int | None) -> str | None:
+        """None when one more key of ``sender`` fits ``most`` in all and ``most_each`` a
+        sender (None: no bound); else which bound is reached, in words (#98)."""
+        if most is not None and len(self._kept) >= most:
+            return f"this broker holds {most} keys in all"
+        if most_each is not None and sender is not None and self.held_by(sender) >= most_each:
+            return f"you hold {most_each} keys, the most one sender may"
+        return None
+
     def get(self, mailbox: str, key: str, now: int) -> tuple[int, bytes] | None:
-        """The first SEND's msg_id and fingerprint, while its window lasts at ``now``."""
+        """The first SEND's msg_id and fingerprint, while its window lasts at ``now`` (ms)."""
         kept = self._kept.get((mailbox, key))
         if kept is None or kept[2] <= now:
             return None
         return kept[0], kept[1]
 
     def put(self, mailbox: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
-        """Keep a key until second ``until`` (written again: it moves to the end)."""
+        """Keep a key until millisecond ``until`` (written again: it moves to the end)."""
         kept, name = self._kept, (mailbox, key)
         moved = kept.pop(name, None) is not None
         kept[name] = (msg_id, fingerprint, until)
         if moved:  # (it may have been the front: the next one is, whatever its end)
             self._soonest = min(self._soonest, next(iter(kept.values()))[2])
+        else:
+            sender = key_sender(key)
+            self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
         if until < self._soonest:
             self._soonest = until
 
     def expire(self, now: int) -> bool:
-        """Drop the keys whose window ended by ``now``, oldest first; whether any went."""
+        """Drop the keys whose window ended by ``now`` (ms), oldest first; whether any went."""
         if now < self._soonest:
             return False
         kept = self._kept
@@ -56,9 +92,17 @@ class SentKeys:
                 self._soonest = until
                 break
             del kept[name]
+            self._forget(key_sender(name[1]))
             dropped = True
         return dropped
 
+    def _forget(self, sender: str | None) -> None:
+        left = self._per_sender[sender] - 1
+        if left:
+            self._per_sender[sender] = left
+        else:
+            del self._per_sender[sender]
+
     def rows(self) -> list[tuple[str, str, int, bytes, int]]:
-        """Every key kept: mailbox, key, msg_id, fingerprint, until."""
+        """Every key kept: mailbox, key, msg_id, fingerprint, until (ms)."""
         return [(box, key, *kept) for (box, key), kept in self._kept.items()]

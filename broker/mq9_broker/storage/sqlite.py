@@ -54,7 +54,9 @@ def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
 # 5: the request log (log_folded; versions 3 and 4 are upgraded in place)
-SCHEMA_VERSION = 6
+# 6: the keyed SENDs (sent_keys, #90)
+# 7: their windows end on a millisecond (until_ms, #98; version 6 upgraded in place)
+SCHEMA_VERSION = 7
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 LOG_SUFFIX = "-log"  # the request log: beside SQLite's own "-wal"
 FOLD_EVERY = 64  # records folded into SQLite together
@@ -116,14 +118,15 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
     create_time INTEGER NOT NULL
 );
 """
-# (#90, schema 6) The keyed SENDs answered, each until its window ends (second ``until_s``)
+# (#90, schema 6) The keyed SENDs answered, each until its window ends (millisecond
+# ``until_ms`` since schema 7, #98: second ``until_s`` before)
 _SENT_KEYS = """
 CREATE TABLE IF NOT EXISTS sent_keys (
     mailbox     TEXT NOT NULL,
     key         TEXT NOT NULL,
     msg_id      INTEGER NOT NULL, -- the first SEND's (-1: delayed)
     fingerprint BLOB NOT NULL,
-    until_s     INTEGER NOT NULL,
+    until_ms    INTEGER NOT NULL,
     PRIMARY KEY (mailbox, key)
 );
 """
@@ -189,10 +192,10 @@ _PUT_INDEX = _statement(
 _DROP_INDEX = _statement(17, "DELETE FROM agent_index WHERE card_name = ?")
 _PUT_SENT_KEY = _statement(
     18,
-    "INSERT OR REPLACE INTO sent_keys (mailbox, key, msg_id, fingerprint, until_s)"
+    "INSERT OR REPLACE INTO sent_keys (mailbox, key, msg_id, fingerprint, until_ms)"
     " VALUES (?,?,?,?,?)",
 )
-_DROP_SENT_KEYS = _statement(19, "DELETE FROM sent_keys WHERE until_s <= ?")
+_DROP_SENT_KEYS = _statement(19, "DELETE FROM sent_keys WHERE until_ms <= ?")
 _INT64 = 1 << 63
 
 
@@ -300,12 +303,15 @@ class SqliteStorage(Storage):
                 f"BEGIN IMMEDIATE;{_SCHEMA}{_SENT_KEYS}{_LOG_FOLDED}"
                 f"PRAGMA user_version={SCHEMA_VERSION};"
             )
-        elif version in (3, 4, 5):
+        elif version in (3, 4, 5, 6):
             if version == 3:
                 _add_checksums(db)
             if version < 5:
                 for statement in _LOG_FOLDED.strip().split(";\n"):
                     db.execute(statement)
+            if version == 6:  # the same windows' ends, in milliseconds
+                db.execute("ALTER TABLE sent_keys RENAME COLUMN until_s TO until_ms")
+                db.execute("UPDATE sent_keys SET until_ms = until_ms * 1000")
             db.execute(_SENT_KEYS)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
@@ -690,7 +696,7 @@ class SqliteStorage(Storage):
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
         for address, key, msg_id, fingerprint, until in db.execute(
-            "SELECT mailbox, key, msg_id, fingerprint, until_s FROM sent_keys ORDER BY until_s"
+            "SELECT mailbox, key, msg_id, fingerprint, until_ms FROM sent_keys ORDER BY until_ms"
         ):
             engine.sent_keys.put(address, key, msg_id, bytes(fingerprint), _unsigned(until))
         counts["agents"] += restore_agents(

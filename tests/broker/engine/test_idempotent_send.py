@@ -46,7 +46,7 @@ async def test_a_key_stores_one_message_and_answers_its_msg_id(engine: BrokerEng
         again = [await client.send(box, {"n": 1}, idempotency_key="k-1", tags=["a"])]
         other = await client.send(box, {"n": 1}, idempotency_key="k-2", tags=["a"])
         assert again == [first] and other != first
-        assert client.keys_recognised is True
+        assert client.keys_recognised_for(box) is True
         stored = await client.fetch(box, deliver="earliest")
         assert [m.msg_id for m in stored] == [first, other]
         # the key is the broker's: never stored with the message, never shown to a reader
@@ -195,7 +195,7 @@ async def test_a_broker_without_keys_is_learned_and_never_resent_to() -> None:
 
     async with Mq9Client(transport=old_broker) as client:
         assert await client.send("a.box", "x", idempotency_key="k") == 7
-        assert client.keys_recognised is False
+        assert client.keys_recognised_for("a.box") is False
 
 
 async def test_robustmq_is_not_sent_the_key() -> None:

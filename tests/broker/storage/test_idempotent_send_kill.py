@@ -55,7 +55,7 @@ async def test_keyed_sends_through_a_brokers_kill_are_answered_and_stored_once(
         async with Mq9Client(servers[0], request_timeout=10.0) as client:
             await client.mailbox_create(name="jobs", ttl=0)
             await client.send("jobs", "hello", idempotency_key="hello")  # learns keys work
-            assert client.keys_recognised is True
+            assert client.keys_recognised_for("jobs") is True
             sends = []
             for n in range(BEFORE + AFTER):
                 if n == BEFORE:

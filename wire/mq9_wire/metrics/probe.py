@@ -9,7 +9,8 @@ The write is an AGENT.REPORT of ``PROBE_AGENT``, a name reserved for it: a REPOR
 under its name, the last one replacing the one before (one record, whatever the number of
 probes: the cluster store's reports bucket holds one key for it, the memory and SQLite stores
 one entry, RobustMQ one more report it never reads), DISCOVER never shows it, no agent owns it
-(``--credentials`` lets every agent report on a name nobody registered), and the cluster store
+(the bundled broker refuses every client's REGISTER, UNREGISTER and CREATE of it, on every
+store, #98: so no agent's request can turn a /readyz 503), and the cluster store
 acknowledges it only once a quorum of its servers holds it. When the write is not answered, a
 QUERY of ``PROBE_MAILBOX`` (no mailbox: "no such mailbox" is the answer) says whether reads
 still are: the console stays up read-only and says so. The broker counts a QUERY of
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol.errors import MalformedReply, Mq9Error, NotConnected, Unavailable
+from ..protocol.names import READYZ_PROBE
 
 
 class ProbedClient(Protocol):
@@ -41,10 +43,12 @@ class ProbedClient(Protocol):
     async def agent_report(self, report: dict[str, Any]) -> None: ...
 
 
-PROBE_MAILBOX = "mq9.readyz.probe"  # a valid address nobody needs to create
-PROBE_AGENT = "mq9.readyz.probe"  # the name the probe's REPORT is stored under
+PROBE_MAILBOX = READYZ_PROBE  # a valid address nobody may create (#98)
+PROBE_AGENT = READYZ_PROBE  # the name the probe's REPORT is stored under, nobody may register
 PROBE_DEADLINE = 3.0  # seconds the broker has to answer (a cluster that lost its quorum: 503)
 PROBE_KEPT = 1.0
+# (#99) the longest a /readyz waits for a probe: a probe that takes longer goes on behind it
+ANSWER_WITHIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,25 @@ class Probe:
         self._running: asyncio.Future[str | None] | None = None
 
     async def __call__(self) -> str | None:
+        """(#99) Answered within ``ANSWER_WITHIN``: a probe still under way then goes on (its
+        answer kept for the next ask), and this one is the last probe's answer, or not ready
+        while none came yet (a console before its credential answered 503 after 6 s)."""
         last = self._last
         if last is not None and self.clock() - last[0] < self.kept:
             return last[1]
         if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self.ask())
-        why = await asyncio.shield(self._running)
-        self._last = (self.clock(), why)
-        return why
+            self._running.add_done_callback(self._keep)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._running), ANSWER_WITHIN)
+        except TimeoutError:
+            if last is not None:
+                return last[1]
+            return f"not known yet: no probe of the broker answered within {ANSWER_WITHIN:g} s"
+
+    def _keep(self, done: asyncio.Future[str | None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._last = (self.clock(), done.result())
 
 
 def answering(client: Callable[[], ProbedClient | None], deadline: float = PROBE_DEADLINE) -> Probe:

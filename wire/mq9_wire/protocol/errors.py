@@ -161,6 +161,13 @@ class ClusterUnavailable(Unavailable):
     stored_nothing: bool = False
 
 
+class StoreUnavailable(ClusterUnavailable):
+    """(#98) The bundled broker's JetStream store did not take the request for now: its
+    servers electing a stream's leader, without a quorum, or slower than the store's deadline.
+    The same request may pass unchanged a moment later; the bundled broker said it (these are
+    its words), and it keeps idempotency keys, so a keyed SEND is sent again through it."""
+
+
 # -- the words on the wire -----------------------------------------------------------------------
 
 # What a RobustMQ cluster answers while a node, its shard or the meta leader is out of reach
@@ -180,6 +187,22 @@ TRANSIENT_MARKERS = (
     "ConnectError",
     "The service is currently unavailable",
 )
+# (#98) What the bundled broker's JetStream store answers while its servers cannot take a request
+# for now (nats-server's words it repeats, and its own for a request unanswered): never a
+# refusal. A write JetStream refused, or that reached no stream ("no responders": no leader to
+# take it), stored nothing; one unacknowledged may have been stored.
+STORE_OUTAGE = (
+    "JetStream system temporarily unavailable",  # nats-server: no quorum, no meta leader
+    "JetStream cluster can not handle request",  # nats-server: a leader not there yet
+    "stream is offline",  # nats-server: its stream's peers not there
+    "JetStream did not answer",  # the store: a request unanswered within its deadline
+    "JetStream did not acknowledge a write",  # the store: a write unanswered (stored or not)
+)
+_WRITE_NOT_STORED = (
+    "JetStream refused a write",
+    "JetStream did not acknowledge a write: no responders",
+)
+
 # DISCOVER with text or semantic on RobustMQ's default build (meta-service
 # services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
 SEARCH_NOT_BUILT = "agent search is not enabled in this build (missing the 'vector-search' feature)"
@@ -375,6 +398,22 @@ def err_idempotency_key_reused(key: str, address: str, window: int) -> str:
     )
 
 
+def err_reserved_mailbox(address: str) -> str:
+    """(#98) A CREATE of a mailbox name the broker keeps for itself (the readiness probe's)."""
+    return (
+        f"CREATE refused: mailbox {address} is reserved by the broker (its readiness probe "
+        "asks of it): give another name"
+    )
+
+
+def err_idempotency_keys_full(why: str, window: int) -> str:
+    """(#98) A keyed SEND with a new key past a broker's bounds on the keys it holds."""
+    return (
+        f"SEND refused: no room for another idempotency key ({why}, each kept {window} s): "
+        "send it without a key, or once older keys' windows end"
+    )
+
+
 def err_idempotency_key_size(size: int) -> str:
     return (
         f"SEND refused: an mq9-idempotency-key of {size} bytes: this broker takes keys of 1 to "
@@ -438,6 +477,7 @@ WIRE_TEXTS = (
     # anywhere in any reply, so early; ``from_reply`` adds what to do (ClusterUnavailable)
     _reads(ClusterUnavailable, "|".join(map(re.escape, TRANSIENT_MARKERS)), ROBUSTMQ,
            *TRANSIENT_MARKERS),
+    _reads(StoreUnavailable, "|".join(map(re.escape, STORE_OUTAGE)), OURS, *STORE_OUTAGE),
     _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND
            err_mailbox_missing, says=MAILBOX_MISSING),
     _reads(MailboxNotFound, r"Tenant \S+ topic '(?P<address>.*)' not found in broker cache$",
@@ -472,6 +512,10 @@ WIRE_TEXTS = (
     _reads(LimitReached, r"(?:mailbox|agent|consumer group) limit reached", OURS,
            err_mailbox_limit, err_agent_limit, err_group_limit),
     _reads(LimitReached, r"mailbox \S+ is full", OURS, err_mailbox_full),
+    _reads(InvalidArgument, r"^[A-Z]+ refused: (?:agent name .* is under '|mailbox \S+ is "
+           r"reserved by the broker)", OURS, err_reserved_mailbox),
+    _reads(LimitReached, r"SEND refused: no room for another idempotency key", OURS,
+           err_idempotency_keys_full),
     _reads(InvalidArgument, r"SEND refused: (?:idempotency key .* was used|an mq9-idempotency-key)",
            OURS, err_idempotency_key_reused, err_idempotency_key_size),
     _reads(InvalidArgument, r"invalid |missing field|unknown variant|duplicate field", ROBUSTMQ,
@@ -493,6 +537,8 @@ def from_reply(error: str, subject: str = "") -> Mq9Error:
         found = text.pattern.search(error)
         if found and text.cls is ClusterUnavailable:
             return _cluster_unavailable(error, subject)
+        if found and text.cls is StoreUnavailable:
+            return _store_unavailable(error, subject)
         if found and text.says:
             quoted_groups = {name: quoted(value) for name, value in found.groupdict().items()}
             message = text.says.format(**quoted_groups)
@@ -506,6 +552,22 @@ def _attributes(found: re.Match[str]) -> dict[str, int | str]:
     """The attributes a matched text gives, numbers as ints."""
     groups = found.groupdict().items()
     return {name: int(value) if value.isdigit() else value for name, value in groups}
+
+
+def _store_unavailable(error: str, subject: str) -> StoreUnavailable:
+    nothing = any(words in error for words in _WRITE_NOT_STORED)
+    sent = subject.startswith(MSG_SEND)
+    stored = (
+        "; the message may or may not have been stored: query the mailbox before sending it "
+        "again (a SEND with an idempotency key is sent again by this client, stored once)"
+        if sent and not nothing
+        else ""
+    )
+    return StoreUnavailable(
+        f"{error} — the broker's JetStream store cannot take this for now (its servers are "
+        f"electing a leader, lost their quorum, or are slow); try again shortly{stored}",
+        stored_nothing=nothing,
+    )
 
 
 def _cluster_unavailable(error: str, subject: str) -> ClusterUnavailable:

@@ -35,6 +35,10 @@ WAKE_FAILED = WAKE_ROOT + "failed"
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
 CALLER_SUFFIX = ".calls"  # a toolkit's caller is named <its mailbox>.calls
 ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"  # every mailbox's arrivals
+# (#98) The readiness probe's (metrics/probe.py): the agent its REPORT is stored under, and
+# the mailbox its QUERY asks of. Nobody's: no client registers, unregisters or creates it, on
+# any store, so no agent's request can make a server's /readyz fail
+READYZ_PROBE = RESERVED_ROOT + ".readyz.probe"
 
 DIGEST_DIGITS = 32  # hex digits: 128 bits of SHA-256
 _KEPT_TEXT = 256  # characters: the longest text whose digest is kept (4,096 at most, ~1.5 MB)
@@ -64,6 +68,21 @@ def is_digest(text: str) -> bool:
 def is_reserved(address: str) -> bool:
     """Whether ``address`` is under the reserved root (the root itself included)."""
     return address == RESERVED_ROOT or address.startswith(RESERVED_ROOT + ".")
+
+
+def reserved_agent_refusal(verb: str, name: object) -> str | None:
+    """(#98) Why ``verb`` (REGISTER, UNREGISTER, REPORT) of the agent ``name`` is refused: an
+    agent name under the reserved root is the library's and the broker's, nobody's to take.
+    The readiness probe alone REPORTs there, on its own name (no registration holds it)."""
+    if not isinstance(name, str) or not is_reserved(name):
+        return None
+    if verb == "REPORT" and name == READYZ_PROBE:
+        return None
+    return (
+        f"{verb} refused: agent name {name!r} is under '{RESERVED_ROOT}.', which the broker "
+        "reserves (its readiness probe, task stores, reply mailboxes, leases, wake rules): "
+        "give another name"
+    )
 
 
 def task_store_address(agent_mailbox: str) -> str:
