@@ -590,10 +590,10 @@ def _check_payload(engine: BrokerEngine | Engine[ClusterStore], connection: Nats
             f"--max-payload {given} is above the largest message these servers carry: {most} "
             f"bytes in a FETCH answer ({why}); give --max-payload {most} or less"
         )
-    log.warning(
-        "--max-payload %d is above what nats-server carries: messages are limited to %d "
-        "bytes in a FETCH answer (%s; SEND refuses larger ones)",
-        given,
+    # (#99) nobody set it: no warning at each start, the banner says what is in effect
+    log.debug(
+        "messages up to %d bytes: the most these servers carry in a FETCH answer (%s; SEND "
+        "refuses larger ones)",
         most,
         why,
     )

@@ -31,6 +31,7 @@ from typing import Any
 
 from mq9_wire import protocol as p
 from mq9_wire.metrics import OperatorEndpoint, need_prometheus
+from mq9_wire.metrics.probe import ANSWER_WITHIN
 
 from ..broker import Broker
 from ..engine.engine import COMMANDS
@@ -270,7 +271,23 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     survey = collector.cluster_survey()
     if survey is None:
         return None
-    collector.writes, collector.wrote = await survey.answers(), True
+    # (#99) answered within ANSWER_WITHIN: a write probe that takes longer (up to its deadline,
+    # a cluster without its quorum) goes on behind this answer, which is the last probe's
+    # (not ready while none answered yet); the next /readyz has it
+    probing = asyncio.ensure_future(survey.answers())
+
+    def keep(done: asyncio.Future[str | None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            collector.writes, collector.wrote = done.result(), True
+
+    probing.add_done_callback(keep)
+    try:
+        answered = await asyncio.wait_for(asyncio.shield(probing), ANSWER_WITHIN)
+    except TimeoutError:
+        if collector.wrote:
+            return collector.writes
+        return f"not known yet: the JetStream store answered no write within {ANSWER_WITHIN:g} s"
+    collector.writes, collector.wrote = answered, True
     return collector.writes
 
 

