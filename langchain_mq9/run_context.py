@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -137,17 +138,21 @@ def _runtime() -> Any:
         return None
 
 
-def tool_call_key(tool: str, call_id: str, arguments: str = "") -> str:
+def tool_call_key(tool: str, call_id: str, arguments: str = "", agent: str | None = None) -> str:
     """The idempotency key of a send made by the tool call ``call_id`` of ``tool`` with
-    ``arguments`` (their text): the call's id and arguments within its run's LangGraph thread
-    and checkpoint namespace where it has them (a tool call id is unique to one model answer;
-    the thread and namespace keep two runs' apart where a model numbers its calls, the
-    arguments two calls of code that reuses an id). LangGraph replays a step with the same
-    config and calls after an interrupt or a crash (durable execution), and a ``RetryPolicy``
-    runs it again so: the same key, so the broker stores the send once. 35 characters."""
+    ``arguments`` (their text), for the agent ``agent`` (its mailbox: the run's or the
+    toolkit's). In a LangGraph graph with a checkpointer (a thread), the call's id and
+    arguments within its agent, thread and checkpoint namespace (the node's task, which
+    LangGraph derives again when it replays the step after an interrupt or a crash, and a
+    ``RetryPolicy`` runs it again so): the same key, so the broker stores the send once, while
+    two agents, two threads or two steps whose models number their ids alike (``call_0``) never
+    share one (#98). Anywhere else nothing replays a call, and a model's ids may repeat: a key
+    of this call's own, which covers the client's resends of it. 35 characters."""
     config = var_child_runnable_config.get()
     configurable = (config or {}).get("configurable") or {}
-    thread = configurable.get("thread_id") or ""
-    namespace = configurable.get("checkpoint_ns") or ""
-    named = f"{tool}\n{thread}\n{namespace}\n{call_id}\n{arguments}"
+    thread = configurable.get("thread_id")
+    namespace = configurable.get("checkpoint_ns")
+    if not thread or not namespace:  # no graph's checkpointed step: nothing replays this call
+        return "lc." + uuid.uuid4().hex
+    named = f"{tool}\n{agent or ''}\n{thread}\n{namespace}\n{call_id}\n{arguments}"
     return "lc." + hashlib.sha256(named.encode("utf-8", "backslashreplace")).hexdigest()[:32]

@@ -84,16 +84,18 @@ class Mq9Tool(BaseTool):
     def get_input_schema(self, config: Any = None) -> type[BaseModel]:
         return self.operation.input_model
 
-    def _arguments(self, kwargs: dict[str, Any]) -> BaseModel:
+    def _arguments(self, kwargs: dict[str, Any], policy: ToolPolicy) -> BaseModel:
         kwargs.pop("run_manager", None)
         args = self.operation.input_model.model_validate(kwargs)
         # A send the model gave no key is keyed by its tool call: a replayed or retried call
         # (LangGraph's durable execution, a RetryPolicy) stores one message, a new call another
-        # (its arguments too: code that reuses a call id for other arguments sends anew)
+        # (its arguments too: code that reuses a call id for other arguments sends anew), and
+        # the key names its agent, so two agents' calls never share one (#98)
         if vars(args).get("idempotency_key") == "":
             call = _TOOL_CALL.get()
             if call:
-                key = tool_call_key(self.operation.name, call, repr(kwargs))
+                agent = policy.agent_mailbox
+                key = tool_call_key(self.operation.name, call, repr(kwargs), agent)
                 args.idempotency_key = key  # type: ignore[attr-defined]
         return args
 
@@ -121,15 +123,16 @@ class Mq9Tool(BaseTool):
     # _run/_arun return (content, artifact), annotated ``Any`` (see the top of this module).
     # The run may name the agent (run_context.py): its policy then, else the toolkit's.
     def _run(self, **kwargs: Any) -> Any:
-        args = self._arguments(kwargs)
-        run, wait = current_run(self.policy), self.operation.wait_seconds(args)
+        run = current_run(self.policy)
+        args = self._arguments(kwargs, run.policy)
+        wait = self.operation.wait_seconds(args)
         with _as_tool_errors(), run.waiting(self.name, wait):
             outcome = self.connection.run_sync(self._call(args, run.policy), wait=wait)
         return outcome.text(), outcome.artifact
 
     async def _arun(self, **kwargs: Any) -> Any:
-        args = self._arguments(kwargs)
         run = current_run(self.policy)
+        args = self._arguments(kwargs, run.policy)
         with _as_tool_errors(), run.waiting(self.name, self.operation.wait_seconds(args)):
             outcome = await self.connection.run(self._call(args, run.policy))
         return outcome.text(), outcome.artifact

@@ -1,14 +1,18 @@
-"""call_agent sends once per tool call (issue #90): the same tool call run again (a LangGraph
-replay, a retry) is the same task, its request left in the agent's mailbox once; a new call is
-a new task. The agent is offline (registered, its mailbox made, nothing serving it), so what
-reached it is what waits in its mailbox."""
+"""call_agent sends once per tool call (issue #90): the same tool call run again by LangGraph (a
+replay, a node's RetryPolicy) is the same task, its request left in the agent's mailbox once; a
+new call is a new task, and so is every call outside a graph, where nothing replays a call and
+a model's ids may repeat (#98). The agent is offline (registered, its mailbox made, nothing
+serving it), so what reached it is what waits in its mailbox."""
 
 from __future__ import annotations
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.a2a import wire as w
 from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.testing import call
+from langgraph.types import RetryPolicy
+
+from langchain_mq9.testing import ScriptedChatModel, call, calls
+from tests.langchain.test_sends_once import Crash, crash_once, graph
 from tests.support.a2a_support import text_graph
 
 AGENT = "agent.offline"
@@ -25,20 +29,29 @@ async def waiting(client) -> list:
     return [m for m in await client.query(AGENT, limit=100) if m.header.get(w.HEADER_METHOD)]
 
 
-async def test_the_same_call_agent_call_twice_is_one_task_sent_once(broker):
+async def test_a_call_run_again_by_its_graph_is_one_task_and_a_new_call_another(broker):
     async with broker.client() as client:
         await offline_agent(client)
         async with Mq9Toolkit(server=broker.url, calls=True, agent_mailbox="agent.boss") as kit:
+            model = ScriptedChatModel(
+                steps=[
+                    calls(("call_agent", {"agent": AGENT, "task": "shout this"}),
+                          ("flaky", {"note": "x"})),
+                    "Asked.",
+                ]
+            )  # fmt: skip
+            retry = RetryPolicy(max_attempts=2, initial_interval=0.0, jitter=False, retry_on=Crash)
+            app = graph(model, [*kit.get_tools(), crash_once()], retry_policy=retry)
+            await app.ainvoke(
+                {"messages": [("user", "go")]}, {"configurable": {"thread_id": "calls-1"}}
+            )
+            assert len(await waiting(client)) == 1  # the node ran twice: one task
             tool = next(t for t in kit.get_tools() if t.name == "call_agent")
             [tool_call] = call("call_agent", agent=AGENT, task="shout this").tool_calls
             first = await tool.ainvoke({**tool_call, "type": "tool_call"})
-            again = await tool.ainvoke({**tool_call, "type": "tool_call"})
+            again = await tool.ainvoke({**tool_call, "type": "tool_call"})  # outside a graph
             assert first.status != "error", first.content
-            assert again.artifact.task_id == first.artifact.task_id
-            assert len(await waiting(client)) == 1
-            [new_call] = call("call_agent", agent=AGENT, task="shout this").tool_calls
-            other = await tool.ainvoke({**new_call, "type": "tool_call"})
-            assert other.artifact.task_id != first.artifact.task_id
-            assert len(await waiting(client)) == 2
+            assert again.artifact.task_id != first.artifact.task_id
+            assert len(await waiting(client)) == 3
             listed = await next(t for t in kit.get_tools() if t.name == "list_calls").ainvoke({})
-            assert '"count":2' in listed.replace(" ", "") or listed.count("task_id") == 2
+            assert '"count":3' in listed.replace(" ", "") or listed.count("task_id") == 3

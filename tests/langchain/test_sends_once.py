@@ -134,19 +134,41 @@ async def test_a_tools_node_run_again_by_its_retry_policy_stores_one_message(bro
     assert [m.payload for m in await stored(broker)] == [b"once"]
 
 
-async def test_the_same_tool_call_invoked_twice_stores_one_message_a_new_call_another(broker):
+async def test_outside_a_graph_a_models_reused_call_id_is_never_merged(broker):
+    """#98 item 4: outside a LangGraph graph nothing replays a tool call, and a model may
+    number its ids (``call_0`` each answer, as ScriptedChatModel and several local models do):
+    two agents' calls, and one agent's two answers, each store their message and are told so
+    truly."""
     await made_inbox(broker)
-    async with Mq9Toolkit(server=broker.url) as kit:
-        send = next(t for t in kit.get_tools() if t.name == "send_message")
-        [tool_call] = call("send_message", mail_address=INBOX, payload="hello").tool_calls
-        first = await send.ainvoke({**tool_call, "type": "tool_call"})
-        again = await send.ainvoke({**tool_call, "type": "tool_call"})
-        assert first.artifact == again.artifact  # the first send's msg_id, answered again
-        assert len(await stored(broker)) == 1
-        [new_call] = call("send_message", mail_address=INBOX, payload="hello").tool_calls
-        other = await send.ainvoke({**new_call, "type": "tool_call"})
-        assert other.artifact != first.artifact
-    assert [m.payload for m in await stored(broker)] == [b"hello", b"hello"]
+    [tool_call] = call("send_message", mail_address=INBOX, payload="hello").tool_calls
+    tool_call = {**tool_call, "id": "call_0", "type": "tool_call"}
+    answers = []
+    async with (
+        Mq9Toolkit(server=broker.url, agent_mailbox="agent.one") as one,
+        Mq9Toolkit(server=broker.url, agent_mailbox="agent.two") as two,
+    ):
+        for kit in (one, two, one):  # two agents, then the first one's next answer
+            send = next(t for t in kit.get_tools() if t.name == "send_message")
+            answers.append(await send.ainvoke(tool_call))
+    assert len({a.artifact for a in answers}) == 3, [a.artifact for a in answers]
+    assert all(a.status != "error" for a in answers)
+    assert [m.payload for m in await stored(broker)] == [b"hello"] * 3
+
+
+async def test_two_agents_in_one_thread_numbering_their_calls_alike_send_apart(broker):
+    """In graphs with a checkpointer, two agents that share a thread id and whose models number
+    their calls alike: a key names its agent, so each stores its message."""
+    await made_inbox(broker)
+    [tool_call] = call("send_message", mail_address=INBOX, payload="per agent").tool_calls
+    tool_call = {**tool_call, "id": "call_0"}
+    for agent in ("agent.one", "agent.two"):
+        async with Mq9Toolkit(server=broker.url, agent_mailbox=agent) as kit:
+            script = ScriptedChatModel(steps=[AIMessage("", tool_calls=[tool_call]), "Sent."])
+            app = graph(script, kit.get_tools())
+            await app.ainvoke(
+                {"messages": [("user", "go")]}, {"configurable": {"thread_id": "shared"}}
+            )
+    assert len(await stored(broker)) == 2
 
 
 async def test_the_same_call_in_two_threads_is_two_messages(broker):

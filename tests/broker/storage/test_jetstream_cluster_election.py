@@ -7,14 +7,18 @@ here, not timed (the per-try wait short, the one deadline long).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
 import nats
 import pytest
 
+from langchain_mq9 import Mq9Client
+from mq9_broker import Broker, BrokerConfig
 from mq9_broker.storage import StorageError
 from mq9_broker.storage.jetstream import ClusterStore
+from mq9_wire.protocol.errors import Mq9Error
 from tests.support.jetstream_servers import FORMING, JetStreamCluster, open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes
@@ -64,3 +68,51 @@ async def test_a_request_never_answered_fails_at_the_one_deadline(
         assert store.requests.sent_again > 0
     finally:
         await connection.close()
+
+
+async def test_keyed_sends_through_the_stream_leaders_kill_are_answered_and_stored_once(
+    cluster: JetStreamCluster,
+) -> None:
+    """#98 item 5: the server leading the messages stream is SIGKILLed (and started again)
+    under a keyed SEND every 20 ms. Before #98 some reached the caller as a final error
+    ("JetStream did not acknowledge a write: no responders"); now each answer meaning "not
+    stored, try again" is retryable, the client sends the SEND again with its key within its
+    request_timeout, and every payload is stored once."""
+    layout = f"K{uuid.uuid4().hex[:10]}"
+    probe = await open_replicated_store(cluster.urls[0], layout)
+    info = await probe.requests.api(f"STREAM.INFO.{probe.layout.messages}", None)
+    await probe.close()
+    await probe.requests.connection.close()
+    leader = cluster.by_name(info["cluster"]["leader"])
+    # the broker and the client on a server that is not killed: the election is the subject
+    other = next(server for server in cluster.servers if server is not leader)
+    config = BrokerConfig(
+        nats=other.url, store="jetstream", stream=layout, replicas=3, search=False,
+        cluster_wait=FORMING,
+    )  # fmt: skip
+    sends = 60
+    async with Broker(config, say=lambda _: None):
+        async with Mq9Client(other.url, request_timeout=FORMING) as client:
+            await client.mailbox_create(name="jobs", ttl=0)
+            await client.send("jobs", "hello", idempotency_key="hello")
+
+            async def sent(n: int) -> int | str:
+                try:
+                    return await client.send("jobs", f"job {n}", idempotency_key=f"job-{n}")
+                except Mq9Error as exc:
+                    return f"{type(exc).__name__}(retryable={exc.retryable}): {exc}"
+
+            tasks = []
+            for n in range(sends):
+                if n == sends // 3:
+                    leader.kill()
+                if n == 2 * sends // 3:
+                    leader.start()
+                tasks.append(asyncio.ensure_future(sent(n)))
+                await asyncio.sleep(0.02)
+            answered = await asyncio.gather(*tasks)
+            failed = [(n, out) for n, out in enumerate(answered) if isinstance(out, str)]
+            assert failed == [], failed
+            stored = await client.query("jobs", limit=100)
+            texts = [m.payload.decode() for m in stored if m.payload != b"hello"]
+            assert sorted(texts) == sorted(f"job {n}" for n in range(sends))

@@ -198,10 +198,8 @@ STORE_OUTAGE = (
     "JetStream did not answer",  # the store: a request unanswered within its deadline
     "JetStream did not acknowledge a write",  # the store: a write unanswered (stored or not)
 )
-_WRITE_NOT_STORED = (
-    "JetStream refused a write",
-    "JetStream did not acknowledge a write: no responders",
-)
+_REFUSED_WRITE = "JetStream refused a write"
+_NO_RESPONDERS = "no responders"  # nats-py's words: the request reached no subscriber
 
 # DISCOVER with text or semantic on RobustMQ's default build (meta-service
 # services/mq9/agent.rs ~143, wrapped by common/base error/common.rs ~132 and tonic's Status).
@@ -555,7 +553,8 @@ def _attributes(found: re.Match[str]) -> dict[str, int | str]:
 
 
 def _store_unavailable(error: str, subject: str) -> StoreUnavailable:
-    nothing = any(words in error for words in _WRITE_NOT_STORED)
+    unacknowledged = "JetStream did not acknowledge a write" in error
+    nothing = _REFUSED_WRITE in error or (unacknowledged and _NO_RESPONDERS in error)
     sent = subject.startswith(MSG_SEND)
     stored = (
         "; the message may or may not have been stored: query the mailbox before sending it "
