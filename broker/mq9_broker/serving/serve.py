@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 from mq9_wire import protocol as p
 from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
 from mq9_wire._nats.guard import flush_in_order, protect
+from mq9_wire._nats.jetstream.window import reader
 from mq9_wire.protocol.names import arrival_subject
 
 from ..engine.engine import command_for
@@ -383,6 +384,10 @@ class NatsService:
 
     async def _answer(self, msg: Msg, stamp: Stamp = None) -> None:
         self._tell_engine()
+        if self._each_on_a_task:  # (a task of its own: its context is its own)
+            # #98: the store's reads for it take turns for the read window by requester
+            # (_nats/jetstream/window.py), so one client's large reads hold no other's
+            reader.set(self._requester(msg))
         if self.identities is not None:  # #53: the gate, then the engine making ownership (#74)
             reply = await self.identities.handle(self.engine, msg)
         else:

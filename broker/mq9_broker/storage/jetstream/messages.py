@@ -31,6 +31,8 @@ from .mapping import (
 )
 from .numbering import Numbering, Write
 from .requests import JetStreamError
+from .sizes import SMALL_ENTRY, largest_of
+from .window import sized
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
@@ -88,13 +90,16 @@ class Messages:
         at or below its message and at or above every message of the mailbox, from the
         stream's leader (current): from the head, the one message after the newest of each
         batch; a mailbox with no head (none written since heads, a layout's before) from its
-        newest message (a deleted newest one's marker too); None when its log holds none."""
+        newest message (a deleted newest one's marker too); None when its log holds none. What
+        the head says of its messages' sizes is kept for the reads as of it (#98, sizes.py)."""
         layout = self.layout
         box = token(mailbox)
         stream = layout.box_stream(box)
-        head = await self.requests.leader_get(stream, last_by_subject=layout.head_subject(box))
+        head = await self._head(box)
         if head is not None:  # (its lanes, when it says: what a read by lane must reach)
-            return Mark(int(head.data) - 1, head.seq - 1, lanes_of(head.headers))
+            next_id = int(head.data)
+            self.numbering.sizes.saw(box, head.seq, next_id, largest_of(head.headers))
+            return Mark(next_id - 1, head.seq - 1, lanes_of(head.headers))
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         return None if entry is None else Mark(msg_id_of(entry.subject), entry.seq)
 
@@ -110,13 +115,27 @@ class Messages:
     async def find(self, mailbox: str, msg_id: int) -> Mark | None:
         """Where ``mailbox``'s message ``msg_id`` is (the leader's: current); None when
         it holds none."""
-        layout = self.layout
-        entry = await self.requests.leader_get(
-            layout.mailbox_stream(mailbox), last_by_subject=layout.id_filter(mailbox, msg_id)
-        )
+        entry = await self._message(mailbox, msg_id)
         if entry is None or DELETED in entry.headers:
             return None
         return Mark(msg_id, entry.seq)
+
+    async def _head(self, box: str) -> StoredEntry | None:
+        """``box``'s head from the leader, read at its own size (#98)."""
+        layout = self.layout
+        with sized(SMALL_ENTRY):
+            return await self.requests.leader_get(
+                layout.box_stream(box), last_by_subject=layout.head_subject(box)
+            )
+
+    async def _message(self, mailbox: str, msg_id: int) -> StoredEntry | None:
+        """``mailbox``'s message ``msg_id`` from the leader, read as large as the mailbox's
+        newest head seen says its messages are (#98)."""
+        layout = self.layout
+        with sized(self.numbering.sizes.below_id(token(mailbox), msg_id)):
+            return await self.requests.leader_get(
+                layout.mailbox_stream(mailbox), last_by_subject=layout.id_filter(mailbox, msg_id)
+            )
 
     async def seq_for(self, mailbox: str, msg_id: int) -> int:
         """A sequence at or below the first of ``mailbox``'s messages numbered ``msg_id`` or
@@ -142,8 +161,8 @@ class Messages:
             return False
         stream = layout.mailbox_stream(mailbox)
         entry, head = await asyncio.gather(
-            self.requests.leader_get(stream, last_by_subject=layout.id_filter(mailbox, msg_id)),
-            self.requests.leader_get(stream, last_by_subject=layout.head_subject(token(mailbox))),
+            self._message(mailbox, msg_id),
+            self._head(token(mailbox)),
         )
         if entry is None or DELETED in entry.headers:
             return False

@@ -58,6 +58,8 @@ from .mapping import (
 )
 from .queueing import Queues, Write
 from .requests import JetStreamError
+from .sizes import LARGEST, SMALL_ENTRY, Sizes, largest_of, stored_size
+from .window import sized
 
 if TYPE_CHECKING:
     from .requests import Requests
@@ -76,8 +78,10 @@ class Numbering:
 
     def __init__(self, requests: Requests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
-        # box -> (last sequence, next msg_id, each lane's newest msg_id): its head
-        self.last: dict[str, tuple[int, int, Lanes]] = {}
+        # box -> (last sequence, next msg_id, each lane's newest msg_id, the largest message
+        # written as it says: None when it does not, #98): its head
+        self.last: dict[str, tuple[int, int, Lanes, int | None]] = {}
+        self.sizes = Sizes()  # #98: each mailbox's newest head seen, for its reads (sizes.py)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
         # box -> at least how many messages it holds as of its head in ``last`` (bounded
@@ -93,6 +97,7 @@ class Numbering:
         needed)."""
         self.last.clear()
         self.seqs.clear()
+        self.sizes.forget()
 
     def seq_of(self, box: str, msg_id: int) -> int | None:
         """``box``'s message ``msg_id``'s sequence, when written or read lately."""
@@ -124,7 +129,7 @@ class Numbering:
             if state is None:
                 state, marker = await self.read_last(box)
                 self.counts.pop(box, None)
-            expected, first_id, lanes = state
+            expected, first_id, lanes, largest = state
             batch = whole = [write for write in whole if not write.future.done()]
             # (#90) a key once a batch: a second SEND of it goes in the next, which finds it
             whole, later = one_per_key(whole)
@@ -139,7 +144,9 @@ class Numbering:
                 return  # (each answered already: refused as full)
             after = _lanes_after(lanes, batch, first_id)
             try:
-                last_seq = await self._publish(box, batch, expected, first_id, after)
+                last_seq, largest = await self._publish(
+                    box, batch, expected, first_id, after, largest
+                )
             except JetStreamError as exc:
                 duplicate = exc.err_code == ErrorCode.DUPLICATE_IN_BATCH
                 if duplicate and len(batch) == 1 and batch[0].staged:
@@ -165,7 +172,8 @@ class Numbering:
             if held is not None:
                 self.counts[box] = held + count
             # (the batch's last entry is the head: the mailbox's last sequence)
-            self.last[box] = (last_seq, first_id + count, after)
+            self.last[box] = (last_seq, first_id + count, after, largest)
+            self.sizes.saw(box, last_seq, first_id + count, largest)
             self.written.add(box)
             seqs = self.seqs
             if len(seqs) >= KEPT:
@@ -227,13 +235,21 @@ class Numbering:
         await asyncio.gather(*purges, *(self._delete(box, seq) for seq in gone))
 
     async def _publish(
-        self, box: str, batch: list[Write], expected: int, first_id: int, lanes: Lanes
-    ) -> int:
+        self,
+        box: str,
+        batch: list[Write],
+        expected: int,
+        first_id: int,
+        lanes: Lanes,
+        largest: int | None,
+    ) -> tuple[int, int | None]:
         """The batch numbered from ``first_id``, then the head (with each lane's newest msg_id,
         ``lanes``), expecting ``expected`` as the head's last sequence (0: no head yet); the
         head's sequence. The mailboxes whose
         batches are ready in one turn of the event loop go as one atomic batch, each its
-        own head and expectation (``Batches``): one request, one acknowledgement for all."""
+        own head and expectation (``Batches``): one request, one acknowledgement for all.
+        The head says the largest message written up to it (#98, sizes.py) when the one
+        before did (``largest``); the head's sequence, and what it says."""
         layout = self.layout
         entries: list[Entry] = []
         for index, write in enumerate(batch):
@@ -244,32 +260,46 @@ class Numbering:
                 entries.append((layout.tag_subject(box, tag), tag.encode(), ahead))
             subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
             entries.append((subject, write.data, write.headers))
+            if largest is not None:
+                largest = max(largest, stored_size(subject, write.data, write.headers))
         # (a rollup: one head a mailbox, the one before goes)
-        head = expecting(expected, {ROLLUP: ROLLUP_SUBJECT, LANES: lanes_text(lanes)})
+        said = {ROLLUP: ROLLUP_SUBJECT, LANES: lanes_text(lanes)}
+        if largest is not None:
+            said[LARGEST] = str(largest)
+        head = expecting(expected, said)
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
-        return await self._batches.write(entries, layout.stream_of(box))
+        return await self._batches.write(entries, layout.stream_of(box)), largest
 
-    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes], int]:
+    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes, int | None], int]:
         """``box``'s head sequence, next msg_id and lanes from the leaders: the head's (the
         record's next number when above it); no head (a mailbox no write reached since this
         layout wrote heads, or one silent past the retention): 0 and the number after its
         newest message, else the record's; and, then, the sequence of a deleted newest
-        message's marker, when the newest is one (a layout's before heads), else 0."""
+        message's marker, when the newest is one (a layout's before heads), else 0. With them the
+        largest message the head says (#98: None when it does not; 0 for a mailbox holding
+        none, whose first head then says)."""
         layout = self.layout
         stream = layout.box_stream(box)
-        head, following = await asyncio.gather(
-            self.requests.leader_get(stream, last_by_subject=layout.head_subject(box)),
-            self.record_next(box),
-        )
+        head, following = await asyncio.gather(self._head(box), self.record_next(box))
         if head is not None:
             lanes = lanes_of(head.headers) or await self._lanes_stored(box)
-            return (head.seq, max(int(head.data), following), lanes), 0
+            largest = largest_of(head.headers)
+            self.sizes.saw(box, head.seq, int(head.data), largest)
+            return (head.seq, max(int(head.data), following), lanes, largest), 0
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         if entry is None:
-            return (0, following, NO_LANES), 0
+            return (0, following, NO_LANES, 0), 0
         marker = entry.seq if DELETED in entry.headers else 0
         lanes = await self._lanes_stored(box)
-        return (0, max(msg_id_of(entry.subject) + 1, following), lanes), marker
+        return (0, max(msg_id_of(entry.subject) + 1, following), lanes, None), marker
+
+    async def _head(self, box: str) -> StoredEntry | None:
+        """``box``'s head from the leader, read at its own size (#98)."""
+        layout = self.layout
+        with sized(SMALL_ENTRY):
+            return await self.requests.leader_get(
+                layout.box_stream(box), last_by_subject=layout.head_subject(box)
+            )
 
     async def _lanes_stored(self, box: str) -> Lanes:
         """Each lane's newest msg_id stored, from the leader, for a head that does not say

@@ -5,7 +5,17 @@ past it is left for the next read. A replica behind the leader answers with what
 (nats-server 2.12 and later ignore the ``min_last_seq`` asked): a read by msg_id asks the
 leader for a hole below one it read, a read by lane for what it lacked short of the lane's
 newest msg_id, which the mailbox's head keeps (docs/broker.md, "Reads from replicas"); a
-QUERY may miss the newest messages."""
+QUERY may miss the newest messages.
+
+Each read is counted in the read window (``_nats/jetstream/window.py``) at the largest message
+its mailbox holds, as the newest head this broker saw says (sizes.py, #98): a read as of a
+head (a FETCH's lanes, a QUERY's walk, a tag's messages) asks with that head's largest; the
+index entries and heads at their own small size; a read that may find a message newer than
+any head seen (a key's newest, a lane's last asked without a head) at the servers' largest.
+A batch may bring one message past the head it was asked as of (the servers stop a batch
+after the message that reaches its ``max_bytes``, whatever its size, and take no as-of
+sequence for a batch by subject: tried on nats-server 2.15, ``up_to_seq`` is ignored there),
+a message written since: the connection's other half is room for it."""
 
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mq9_wire._nats.jetstream.api import kv_stream
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 from ...state.mailbox import StoredMessage, finds
@@ -34,6 +45,8 @@ from .mapping import (
     unframe,
 )
 from .numbering import Numbering
+from .sizes import SMALL_ENTRY
+from .window import sized
 
 if TYPE_CHECKING:
     from .requests import Requests, StoredEntry
@@ -68,6 +81,9 @@ class Reads:
 
     def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
+        # (#98) a group's position and marker (positions.py: a few numbers) are read at
+        # their own size: each FETCH of a group reads both
+        requests.entry_most[kv_stream(layout.groups)] = SMALL_ENTRY
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
         # (a lane's filter, its newest msg_id as its head said) -> the msg_id the leader said
         # the lane ends at below it: that newest message deleted since
@@ -76,6 +92,13 @@ class Reads:
     def forget(self) -> None:
         self._unreadable.clear()
         self._ends.clear()
+
+    def _most(self, mailbox: str, upto: int | None = None) -> int | None:
+        """The most a message of ``mailbox`` takes, as of sequence ``upto`` (None: as of the
+        newest head seen); None when no head seen says (sizes.py)."""
+        sizes = self.numbering.sizes
+        box = token(mailbox)
+        return sizes.largest(box) if upto is None else sizes.below_seq(box, upto)
 
     def _message(self, entry: StoredEntry) -> StoredMessage:
         header, payload = unframe(entry.data)
@@ -113,7 +136,9 @@ class Reads:
             return None  # (after year 9999: nothing was written then)
         else:
             request["start_time"] = datetime.fromtimestamp(max(at_time, 0), UTC).isoformat()
-        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
+        stream = self.layout.mailbox_stream(mailbox)
+        with sized(self._most(mailbox)):
+            batch = await self.requests.direct_batch(stream, request)
         if not batch.entries:
             return None
         entry = batch.entries[0]
@@ -122,7 +147,9 @@ class Reads:
     async def count(self, mailbox: str) -> int:
         """How many messages ``mailbox``'s log holds."""
         request = {"seq": 1, "next_by_subj": self.layout.mailbox_filter(mailbox), "batch": 1}
-        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
+        stream = self.layout.mailbox_stream(mailbox)
+        with sized(self._most(mailbox)):
+            batch = await self.requests.direct_batch(stream, request)
         return len(batch.entries) + batch.pending
 
     async def read_lanes(
@@ -190,13 +217,17 @@ class Reads:
         ids = range(start.msg_id, upto.msg_id + 1)
         filters = [layout.box_id_filter(box, msg_id) for msg_id in ids]
         requests = self.requests
+        most = self._most(mailbox, upto.seq)
         reads = [requests.direct_last(stream, f, min_last_seq=upto.seq) for f in filters]
-        entries = list(await asyncio.gather(*reads))
+        with sized(most):
+            entries = list(await asyncio.gather(*reads))
         found = [n for n, entry in enumerate(entries) if entry is not None]
         below = len(entries) if beyond else (found[-1] if found else 0)
         holes = [n for n in range(below) if entries[n] is None]
         again = [requests.leader_get(stream, last_by_subject=filters[n]) for n in holes]
-        for n, entry in zip(holes, await asyncio.gather(*again), strict=True):
+        with sized(most):
+            gotten = await asyncio.gather(*again)
+        for n, entry in zip(holes, gotten, strict=True):
             entries[n] = entry
         lanes: dict[Priority, list[StoredMessage]] = {p: [] for p in PRIORITY_ORDER}
         after = start.seq
@@ -227,7 +258,9 @@ class Reads:
         stream = layout.mailbox_stream(mailbox)
         if upto is None:
             return (await self._walk(stream, subject, start, limit, None, now, None)).found
-        return (await self._walk(stream, subject, start, limit, upto.seq, now, upto)).found
+        most = self._most(mailbox, upto.seq)
+        walk = await self._walk(stream, subject, start, limit, upto.seq, now, upto, most)
+        return walk.found
 
     async def _lane(
         self, mailbox: str, priority: Priority, start: Mark, limit: int, upto: Mark, now: int
@@ -254,16 +287,19 @@ class Reads:
         end = None if newest is None else Mark(newest, upto.seq)
         found: list[StoredMessage] = []
         at = start
+        most = self._most(mailbox, upto.seq) if end is not None else None
         while True:  # (each turn reads on from a later sequence, up to upto.seq at most)
-            walk = await self._walk(stream, subject, at, limit - len(found), upto.seq, now, end)
+            wanted = limit - len(found)
+            walk = await self._walk(stream, subject, at, wanted, upto.seq, now, end, most)
             found += walk.found
             if len(found) >= limit or (newest is not None and walk.reached >= newest):
                 break
             if newest is not None and self._ends.get((subject, newest), newest) <= walk.reached:
                 break  # the newest deleted: the leader said the lane ends here
-            entry = await self.requests.leader_get(
-                stream, seq=walk.seq, next_by_subject=subject
-            )
+            with sized(most):
+                entry = await self.requests.leader_get(
+                    stream, seq=walk.seq, next_by_subject=subject
+                )
             if entry is None or entry.seq > upto.seq:
                 if newest is not None:
                     if len(self._ends) >= _ENDS_KEPT:
@@ -288,11 +324,13 @@ class Reads:
         upto: int | None,
         now: int,
         end: Mark | None,
+        most: int | None = None,
     ) -> _Walk:
         """``subject``'s messages (a filter of one mailbox's, in its ``stream``) from
         ``start``, as of ``upto``; ``end``, when the caller knows it, the subject's last
         message (else asked, as of ``upto``). With them, how far it went: the highest msg_id
-        it saw (``start.msg_id - 1`` when none) and the sequence after its last entry."""
+        it saw (``start.msg_id - 1`` when none) and the sequence after its last entry.
+        ``most``: the most one of its messages takes (None: unknown, the servers' largest)."""
         found: list[StoredMessage] = []
         seq = max(start.seq, 1)
         low = start.msg_id - 1  # (the message at start.seq may be the one below start)
@@ -310,7 +348,8 @@ class Reads:
                 # more would have the servers walk the rest of the stream for them
                 request["batch"] = max(1, min(request["batch"], end.msg_id - low + 1))
                 request["min_last_seq"] = upto
-            batch = await self.requests.direct_batch(stream, request)
+            with sized(most):
+                batch = await self.requests.direct_batch(stream, request)
             for entry in batch.entries:
                 if upto is not None and entry.seq > upto:
                     return walk.past(low, seq)
@@ -360,8 +399,9 @@ class Reads:
                 some = pointers[at : at + limit - len(found)]
                 at += len(some)
                 wanted = sorted({seq for _, seq in some if seq not in read})
+                most = self._most(mailbox, upto)
                 messages = await asyncio.gather(
-                    *(self._message_at(mailbox, seq, upto) for seq in wanted)
+                    *(self._message_at(mailbox, seq, upto, most) for seq in wanted)
                 )
                 read.update(zip(wanted, messages, strict=True))
                 for own, seq in some:
@@ -393,7 +433,8 @@ class Reads:
         wanted = 1
         while seq <= upto:
             request = {"seq": seq, "next_by_subj": subject, "batch": wanted, "min_last_seq": upto}
-            batch = await self.requests.direct_batch(stream, request)
+            with sized(SMALL_ENTRY):
+                batch = await self.requests.direct_batch(stream, request)
             for entry in batch.entries:
                 target = entry.seq + int(entry.headers.get(AHEAD) or 0)
                 if target <= upto:  # (one written after: the next QUERY's)
@@ -405,7 +446,9 @@ class Reads:
         pointers.sort()
         return pointers
 
-    async def _message_at(self, mailbox: str, seq: int, upto: int) -> StoredMessage | None:
+    async def _message_at(
+        self, mailbox: str, seq: int, upto: int, most: int | None = None
+    ) -> StoredMessage | None:
         """``mailbox``'s message at sequence ``seq``; None when it is gone (or a marker)."""
         request = {
             "seq": seq,
@@ -413,7 +456,9 @@ class Reads:
             "batch": 1,
             "min_last_seq": upto,
         }
-        batch = await self.requests.direct_batch(self.layout.mailbox_stream(mailbox), request)
+        stream = self.layout.mailbox_stream(mailbox)
+        with sized(most):
+            batch = await self.requests.direct_batch(stream, request)
         if not batch.entries or batch.entries[0].seq != seq:
             return None
         return self._readable(batch.entries[0])

@@ -1,24 +1,35 @@
 """The read window moved to the NATS floor with the JetStream requests (issue #92):
-``mq9_wire._nats.jetstream.window``. Its names, re-exported for the cluster store's modules."""
+``mq9_wire._nats.jetstream.window``. Its names, re-exported for the cluster store's modules
+(#98: ``reader``, who a read is for, which the serving layer sets; ``sized``, the most a
+read's messages take, which the store says from a mailbox's head; ``SMALL_ROOM`` and
+``SMALL_READ``, the small reads' room beside the window)."""
 
 from mq9_wire._nats.jetstream.window import (
     BATCH_BYTES,
     FILE_RECORD_MOST,
+    SMALL_READ,
+    SMALL_ROOM,
     ReadWindow,
     batch_bytes,
     batch_share,
     file_record_size,
     json_share,
     largest_entry,
+    reader,
+    sized,
 )
 
 __all__ = [
     "BATCH_BYTES",
     "FILE_RECORD_MOST",
+    "SMALL_READ",
+    "SMALL_ROOM",
     "ReadWindow",
     "batch_bytes",
     "batch_share",
     "file_record_size",
     "json_share",
     "largest_entry",
+    "reader",
+    "sized",
 ]

@@ -61,6 +61,7 @@ from .window import (
     ReadWindow,
     batch_bytes,
     batch_share,
+    entry_most,
     file_record_size,
     json_share,
     largest_entry,
@@ -198,6 +199,20 @@ class Requests:
         self.sent_again = 0  # how many unanswered requests were sent again (tests count them)
         # #88: what the reads on the connection may bring at once (window.py)
         self.window = ReadWindow()
+        # #98: the most one message of a stream can take, where its owner knows (buckets of
+        # small values); a read's own bound (window.sized) first
+        self.entry_most: dict[str, int] = {}
+
+    def room_for(self, stream: str) -> int:
+        """The most one stored message a read of ``stream`` brings can take, as a
+        max_payload (window.py's formulas): the read's bound when its caller set one
+        (``window.sized``: the cluster store's, from what the mailbox's head says), else the
+        stream's, else the servers' max_payload."""
+        room = self.connection.max_payload
+        bound = entry_most.get()
+        if bound is None:
+            bound = self.entry_most.get(stream)
+        return room if bound is None else min(room, bound)
 
     async def start(self) -> None:
         # One subscription for every batched read: a read's answers come to an inbox below it
@@ -307,7 +322,7 @@ class Requests:
         if next_by_subject is not None:
             request["next_by_subj"] = next_by_subject
         # (its answer holds the message in base64: taken from the read window, window.py)
-        share = await self.window.take(json_share(self.connection.max_payload))
+        share = await self.window.take(json_share(self.room_for(stream)))
         try:
             answer = await self.api(f"STREAM.MSG.GET.{stream}", request)
         except JetStreamError as exc:
@@ -361,7 +376,7 @@ class Requests:
     ) -> Batch:
         """One direct get's answers, once the read window has room for the most they may
         hold (window.py); a batch by sequence asks no more bytes than leave that room."""
-        room = self.connection.max_payload
+        room = self.room_for(stream)
         if single:
             share = largest_entry(room)
         elif "multi_last" in request:
