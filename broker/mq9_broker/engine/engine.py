@@ -332,11 +332,14 @@ class Engine(Carried, Generic[S]):
             print_ = rules.fingerprint(message, mq9_key, delay, body)
             # (#98) a key is its sender's where the broker vouches for one: no other identity
             # takes, blocks or learns anything through it
-            sender = headers.sender if isinstance(headers, Vouched) else None
             limits = self.limits
+            if isinstance(headers, Vouched):
+                key_held, most_each = scoped_key(headers.sender, key), limits.max_keys_per_sender
+            else:  # (no sender to bound: the bound in all alone)
+                key_held, most_each = key, None
             once = Once(
-                scoped_key(sender, key), print_, limits.idempotency_window,
-                int(self.clock() * 1000), limits.max_keys, limits.max_keys_per_sender,
+                key_held, print_, limits.idempotency_window, int(self.clock() * 1000),
+                limits.max_keys, most_each,
             )  # fmt: skip
         try:
             if sent.due is not None:

@@ -45,7 +45,6 @@ from .mailbox_store import (
     answered,
 )
 from .process_state import ProcessState
-from .sent_keys import key_sender
 
 
 def _record(topic: Mailbox) -> MailboxRecord:
@@ -166,11 +165,12 @@ class ProcessStore(ProcessState):
         """(under the lock) ``KeysFull`` when a new key of ``once``'s sender is past the
         store's bounds (#98), the keys whose windows ended dropped first: decided with the
         write, in its one step."""
-        if once.most is None and once.most_each is None:
-            return
-        if self.sent_keys.expire(once.at_ms):
+        keys = self.sent_keys
+        if once.most is not None and len(keys) < once.most and once.most_each is None:
+            return  # (most SENDs: room in all, no sender's bound asked)
+        if keys.expire(once.at_ms):
             self.storage.keys_expired(once.at_ms)
-        full = self.sent_keys.room(key_sender(once.key), once.most, once.most_each)
+        full = keys.room(once.key, once.most, once.most_each)
         if full is not None:
             raise KeysFull(full)
 

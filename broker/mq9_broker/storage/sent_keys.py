@@ -8,8 +8,8 @@ from a truncated second let a resend 1.2 s into a 2 s window store again).
 
 A key is its sender's (#98): a broker that vouches for the sender keeps it under
 ``scoped_key(sender, key)``, so another identity's SEND of the same key is a key of its own.
-The keys held are counted per sender (``None``: a SEND no broker vouched for), so a store can
-refuse one past its bounds (``room``). What one costs is measured in docs/bench.md.
+The keys held are counted in all and per vouched sender, so a store can refuse one past its
+bounds (``room``). What one costs is measured in docs/bench.md.
 """
 
 from __future__ import annotations
@@ -41,21 +41,23 @@ class SentKeys:
         # the front's window ends no sooner than this millisecond (a bound, never above it):
         # most SENDs' expire looks no further (#90)
         self._soonest = _NEVER
-        self._per_sender: dict[str | None, int] = {}
+        self._per_sender: dict[str, int] = {}  # the keys scoped to each vouched sender
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def held_by(self, sender: str | None) -> int:
+    def held_by(self, sender: str) -> int:
         """How many keys scoped to ``sender`` are kept (ended ones not yet dropped too)."""
         return self._per_sender.get(sender, 0)
 
-    def room(self, sender: str | None, most: int | None, most_each: int | None) -> str | None:
-        """None when one more key of ``sender`` fits ``most`` in all and ``most_each`` a
-        sender (None: no bound); else which bound is reached, in words (#98)."""
+    def room(self, key: str, most: int | None, most_each: int | None) -> str | None:
+        """None when one more key like ``key`` (a scoped key's sender counted) fits ``most`` in
+        all and ``most_each`` a sender (None: no bound); else which bound is reached, in
+        words (#98)."""
         if most is not None and len(self._kept) >= most:
             return f"this broker holds {most} keys in all"
-        if most_each is not None and sender is not None and self.held_by(sender) >= most_each:
+        held = self._per_sender.get(key.partition(_SCOPE)[0], 0) if _SCOPE in key else 0
+        if most_each is not None and held >= most_each:
             return f"you hold {most_each} keys, the most one sender may"
         return None
 
@@ -73,8 +75,8 @@ class SentKeys:
         kept[name] = (msg_id, fingerprint, until)
         if moved:  # (it may have been the front: the next one is, whatever its end)
             self._soonest = min(self._soonest, next(iter(kept.values()))[2])
-        else:
-            sender = key_sender(key)
+        elif _SCOPE in key:  # (a vouched sender's: counted against its bound)
+            sender = key.partition(_SCOPE)[0]
             self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
         if until < self._soonest:
             self._soonest = until
@@ -92,11 +94,12 @@ class SentKeys:
                 self._soonest = until
                 break
             del kept[name]
-            self._forget(key_sender(name[1]))
+            if _SCOPE in name[1]:
+                self._forget(name[1].partition(_SCOPE)[0])
             dropped = True
         return dropped
 
-    def _forget(self, sender: str | None) -> None:
+    def _forget(self, sender: str) -> None:
         left = self._per_sender[sender] - 1
         if left:
             self._per_sender[sender] = left
