@@ -180,7 +180,7 @@ def cli(
 @json_option
 @click.pass_context
 def agents(ctx: click.Context, as_json: bool) -> None:
-    """List the registered agents."""
+    """List the registered agents. Changes nothing."""
     _session(ctx, as_json).operate("agent_discover", {"query": ""}, render.agents)
 
 
@@ -189,7 +189,7 @@ def agents(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def discover(ctx: click.Context, query: str, as_json: bool) -> None:
-    """Find agents by what they do, best first."""
+    """Find agents by what they do, best first. Changes nothing."""
     _session(ctx, as_json).operate("agent_discover", {"query": query}, render.agents)
 
 
@@ -202,7 +202,10 @@ def discover(ctx: click.Context, query: str, as_json: bool) -> None:
 def register(
     ctx: click.Context, name: str, capabilities: str, mailbox: str | None, as_json: bool
 ) -> None:
-    """Register an agent: an A2A card carrying its mailbox."""
+    """Register an agent: an A2A card carrying its mailbox.
+
+    Changes: the registry (the card, replacing one of the same name), and creates the mailbox
+    if it is missing."""
     args = {"name": name, "capabilities": capabilities}
     policy = _policy(agent_mailbox=mailbox)
     _session(ctx, as_json).operate("agent_register", args, render.registered, policy)
@@ -213,7 +216,9 @@ def register(
 @json_option
 @click.pass_context
 def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Remove an agent from the registry."""
+    """Remove an agent from the registry.
+
+    Changes: the registry (the card is gone); its mailbox and messages stay."""
     _session(ctx, as_json).operate("agent_unregister", {"name": name}, render.unregistered)
 
 
@@ -239,7 +244,10 @@ def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
 def send(
     ctx: click.Context, /, mailbox: str, payload: str | None, path: Any, as_json: bool, **sent: Any
 ) -> None:
-    """Store a message for MAILBOX: PAYLOAD, --file, or standard input ('-' or nothing)."""
+    """Store a message for MAILBOX: PAYLOAD, --file, or standard input ('-' or nothing).
+
+    Changes: MAILBOX holds one more message (with --key, the older one with that key is
+    replaced). `mq9 create` makes a mailbox."""
     session = _session(ctx, as_json)
     if payload is not None and path is not None:
         stop(Failure("give the payload as an argument or --file, not both", USAGE))
@@ -256,9 +264,14 @@ def send(
     session.operate("send_message", args, render.sent)
 
 
-@cli.command(epilog="Example: mq9 fetch agent.worker --group workers --wait 30000")
+@cli.command(epilog="Example: mq9 fetch agent.worker --group workers --consume --wait 30000")
 @click.argument("mailbox")
-@click.option("--group", default="default", show_default=True, help="the consumer group")
+@click.option(
+    "--group",
+    default="default",
+    show_default=True,
+    help="the consumer group whose waiting messages to show (or take, with --consume)",
+)
 @click.option(
     "--wait",
     type=click.IntRange(0, 30_000),
@@ -266,12 +279,74 @@ def send(
     metavar="MS",
     help="wait this long for a message",
 )
+@click.option(
+    "--consume",
+    is_flag=True,
+    help="take them for GROUP, as a worker does: ack each next (`mq9 ack`); one never "
+    "acked is handed out again, and set aside as a dead letter after a few hand-outs",
+)
 @json_option
 @click.pass_context
-def fetch(ctx: click.Context, mailbox: str, group: str, wait: int, as_json: bool) -> None:
-    """Take what waits for GROUP, most urgent first (ack them next)."""
-    args = {"mail_address": mailbox, "max_wait_ms": wait}
-    _session(ctx, as_json).operate("fetch_messages", args, render.messages, _policy(group=group))
+def fetch(
+    ctx: click.Context, mailbox: str, group: str, wait: int, consume: bool, as_json: bool
+) -> None:
+    """Show what waits for GROUP in MAILBOX, most urgent first.
+
+    Changes nothing (a look: no position moves, nothing is handed out, counted toward a dead
+    letter or set aside), unless --consume: then the messages are taken for GROUP, to be
+    acked next, and GROUP's workers see them as handed out."""
+    session, policy = _session(ctx, as_json), _policy(group=group)
+    if consume:
+        args = {"mail_address": mailbox, "max_wait_ms": wait}
+
+        async def taking(client: Mq9Client) -> dict[str, Any]:
+            done = await overview.operate(client, "fetch_messages", args, policy)
+            said = (
+                f"taken for group {group}: ack each with `mq9 ack {mailbox} MSG_ID --group "
+                f"{group}`; one never acked is handed out again, then set aside"
+            )
+            return done | {"group": group, "consumed": True, "said": said}
+
+        session.show(session.run(taking, "fetch_messages", mailbox), render.fetched)
+        return
+
+    async def looking(client: Mq9Client) -> dict[str, Any]:
+        found = await overview.waiting(client, mailbox, group, wait)
+        said = (
+            f"a look: nothing taken for group {group} (`--consume` takes them)"
+            if found
+            else f"nothing waits for group {group}"
+        )
+        views = [message_view(m) for m in found]
+        return {"messages": views, "count": len(views), "group": group, "consumed": False,
+                "said": said}  # fmt: skip
+
+    session.show(session.run(looking, "fetch_messages", mailbox), render.fetched)
+
+
+@cli.command(epilog="Example: mq9 create team.inbox --ttl 86400 --description 'mail for the team'")
+@click.argument("mailbox")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="seconds the mailbox lives (0: for ever); its messages go with it",
+)
+@click.option("--description", default="", help="what it is for, kept with it")
+@json_option
+@click.pass_context
+def create(ctx: click.Context, mailbox: str, ttl: int, description: str, as_json: bool) -> None:
+    """Create MAILBOX.
+
+    Changes: a new mailbox (one that exists already is left as it is, and said: exit 1)."""
+    session = _session(ctx, as_json)
+
+    async def creating(client: Mq9Client) -> dict[str, Any]:
+        await overview.create(client, mailbox, ttl, description)
+        return {"mail_address": mailbox, "ttl": ttl, "description": description, "created": True}
+
+    session.show(session.run(creating, "create_mailbox", mailbox), render.created)
 
 
 @cli.command(epilog="Example: mq9 ack agent.worker 41 --group workers")
@@ -284,7 +359,10 @@ def fetch(ctx: click.Context, mailbox: str, group: str, wait: int, as_json: bool
 def ack(
     ctx: click.Context, mailbox: str, msg_id: int, group: str, set_aside: str, as_json: bool
 ) -> None:
-    """Confirm GROUP handled MAILBOX up to MSG_ID (or set one aside)."""
+    """Confirm GROUP handled MAILBOX up to MSG_ID (or set one aside).
+
+    Changes: GROUP's position in MAILBOX moves past MSG_ID (the messages are not deleted);
+    --set-aside stores the message in MAILBOX.dlq, saying why."""
     args = {"mail_address": mailbox, "msg_id": msg_id, "set_aside": set_aside}
     session, policy = _session(ctx, as_json), _policy(group=group)
 
@@ -298,7 +376,7 @@ def ack(
             hint = (
                 f"these wait: {waiting}"
                 if waiting
-                else f"ack an id `mq9 fetch {mailbox} --group {group}` showed"
+                else f"ack an id `mq9 fetch {mailbox} --group {group} --consume` took"
             )
             raise Failure(
                 f"msg_id {msg_id} is not waiting for an ack by group {group} in {mailbox} "
@@ -323,7 +401,7 @@ def ack(
 def query(
     ctx: click.Context, /, mailbox: str, tags: tuple[str, ...], as_json: bool, **given: Any
 ) -> None:
-    """Read MAILBOX without consuming anything."""
+    """Read MAILBOX, oldest first. Changes nothing: no group's position moves."""
     args = {"mail_address": mailbox, "tags": list(tags), **given}
     session, limit = _session(ctx, as_json), given["limit"]
 
@@ -370,7 +448,7 @@ def _maybe_cut(shown: list[dict[str, Any]]) -> bool:
 @json_option
 @click.pass_context
 def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
-    """Delete one message."""
+    """Delete one message. Changes: the message is gone from MAILBOX for good."""
     args = {"mail_address": mailbox, "msg_id": msg_id}
     session = _session(ctx, as_json)
 
@@ -399,7 +477,9 @@ def watch(
     seconds: float | None,
     as_json: bool,
 ) -> None:
-    """Follow MAILBOX live: each new message as it arrives (consumes nothing). Ctrl-C stops."""
+    """Follow MAILBOX live: each new message as it arrives. Ctrl-C stops.
+
+    Changes nothing: no group's position moves."""
     session = _session(ctx, as_json)
 
     async def follow(client: Mq9Client) -> None:
@@ -423,7 +503,7 @@ def watch(
 
 @cli.group(cls=_Group, epilog="Example: mq9 dlq list agent.worker")
 def dlq() -> None:
-    """A mailbox's dead letters (in <mailbox>.dlq): list, show, replay."""
+    """A mailbox's dead letters (in <mailbox>.dlq): list, show (changing nothing), replay."""
 
 
 @dlq.command("list", epilog="Example: mq9 dlq list agent.worker --json")
@@ -431,7 +511,8 @@ def dlq() -> None:
 @json_option
 @click.pass_context
 def dlq_list(ctx: click.Context, mailbox: str, as_json: bool) -> None:
-    """The dead letters of MAILBOX: why, how often they failed, whether replayed."""
+    """The dead letters of MAILBOX: why, how often they failed, whether replayed. Changes
+    nothing."""
     session = _session(ctx, as_json)
 
     async def listing(client: Mq9Client) -> tuple[str, list[overview.Letter] | None]:
@@ -455,7 +536,8 @@ def dlq_list(ctx: click.Context, mailbox: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def dlq_show(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None:
-    """One dead letter, payload and all (MSG_ID in the dead-letter mailbox)."""
+    """One dead letter, payload and all (MSG_ID in the dead-letter mailbox). Changes
+    nothing."""
     session = _session(ctx, as_json)
     address, letters = session.run(lambda c: overview.dead_letters(c, mailbox))
     found = [x for x in letters or () if x.message.msg_id == msg_id]
@@ -469,7 +551,10 @@ def dlq_show(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> No
 @json_option
 @click.pass_context
 def dlq_replay(ctx: click.Context, mailbox: str, as_json: bool) -> None:
-    """Send MAILBOX's dead letters back to it, each once."""
+    """Send MAILBOX's dead letters back to it, each once.
+
+    Changes: MAILBOX holds each dead letter again (a new message each); MAILBOX.dlq records
+    which were replayed, so a replay again sends none twice."""
     session = _session(ctx, as_json)
     done = session.run(lambda c: overview.replay_dead_letters(c, mailbox))
     data = {"sent": done.sent, "skipped": {str(k): v for k, v in done.skipped.items()}}
@@ -482,19 +567,20 @@ def dlq_replay(ctx: click.Context, mailbox: str, as_json: bool) -> None:
 @cli.group(cls=_Group, epilog="Example: mq9 calls --reply agent.me.calls list")
 @click.option(
     "--reply",
-    required=True,
     metavar="MAILBOX",
     help="the caller's reply mailbox (its agent_mailbox + '.calls', or its reply_mailbox)",
 )
 @click.pass_context
-def calls(ctx: click.Context, reply: str) -> None:
-    """The calls one caller made: list, show, answer a question, cancel."""
+def calls(ctx: click.Context, reply: str | None) -> None:
+    """The calls one caller made: list, show (changing nothing), answer a question, cancel."""
     ctx.meta["reply"] = reply
 
 
 def _call(
     ctx: click.Context, as_json: bool, name: str, args: dict[str, Any], human: Callable[..., str]
 ) -> None:
+    if ctx.meta["reply"] is None:  # (checked here: `mq9 calls list --help` needs none)
+        stop(Failure("Missing option '--reply' (see mq9 calls --help)", USAGE))
     policy = _policy(reply_mailbox=ctx.meta["reply"])
     _session(ctx, as_json).operate(name, args, human, policy)
 
@@ -504,7 +590,7 @@ def _call(
 @json_option
 @click.pass_context
 def calls_list(ctx: click.Context, state: str, as_json: bool) -> None:
-    """Each call and its state."""
+    """Each call and its state. Changes nothing."""
     _call(ctx, as_json, "list_calls", {"state": state}, render.calls)
 
 
@@ -514,7 +600,7 @@ def calls_list(ctx: click.Context, state: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def calls_show(ctx: click.Context, task_id: str, wait: int, as_json: bool) -> None:
-    """One call: its state, and its result, question or reason."""
+    """One call: its state, and its result, question or reason. Changes nothing."""
     _call(ctx, as_json, "check_call", {"task_id": task_id, "wait_seconds": wait}, render.call)
 
 
@@ -525,7 +611,9 @@ def calls_show(ctx: click.Context, task_id: str, wait: int, as_json: bool) -> No
 @json_option
 @click.pass_context
 def calls_answer(ctx: click.Context, task_id: str, answer: str, wait: int, as_json: bool) -> None:
-    """Answer the question of a call waiting for input (input-required)."""
+    """Answer the question of a call waiting for input (input-required).
+
+    Changes: the answer is sent to the called agent's mailbox."""
     args = {"task_id": task_id, "answer": answer, "wait_seconds": wait}
     _call(ctx, as_json, "answer_call", args, render.call)
 
@@ -535,7 +623,7 @@ def calls_answer(ctx: click.Context, task_id: str, answer: str, wait: int, as_js
 @json_option
 @click.pass_context
 def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Ask the agent to cancel a call."""
+    """Ask the agent to cancel a call. Changes: a cancel request is sent to its mailbox."""
     _call(ctx, as_json, "cancel_call", {"task_id": task_id}, render.call)
 
 
@@ -590,7 +678,10 @@ def calls_cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
 )
 @click.pass_context
 def console(ctx: click.Context, /, **options: Any) -> None:
-    """Serve the web console: agents, mailboxes, dead letters, calls, live."""
+    """Serve the web console: agents, mailboxes, dead letters, calls, live.
+
+    Changes nothing, unless --allow-writes: then a person may replay, delete, ack, set aside
+    and answer calls from it (each write logged with --audit-log)."""
     try:
         from .console.serve import serve
     except ImportError as exc:
@@ -611,7 +702,7 @@ def console(ctx: click.Context, /, **options: Any) -> None:
 @cli.command(epilog="Example: mq9 completion bash >> ~/.bashrc")
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
-    """Print the shell completion script for SHELL."""
+    """Print the shell completion script for SHELL. Changes nothing (append it yourself)."""
     complete = get_completion_class(shell)
     assert complete is not None  # Click has each of SHELLS
     click.echo(complete(cli, {}, "mq9", COMPLETE_VAR).source())

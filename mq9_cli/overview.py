@@ -372,6 +372,22 @@ async def message_at(client: Mq9ClientLike, address: str, msg_id: int) -> Messag
     )
 
 
+async def waiting(client: Mq9ClientLike, address: str, group: str, wait_ms: int) -> list[Message]:
+    """(#99) What waits for ``group`` in ``address``, most urgent first, as a FETCH of the
+    group answers it: a FETCH moves no position and hands nothing out (docs/protocol.md
+    §5.3), and nothing here records a hand-out (a ``GroupReader`` counts those toward a dead
+    letter): a person's look. A group that never acked here reads from the beginning."""
+    return await client.fetch(
+        address, group_name=group, deliver="earliest", num_msgs=QUERY_CAP, max_wait_ms=wait_ms
+    )
+
+
+async def create(client: Mq9Client, address: str, ttl: int, description: str) -> None:
+    """(#99) Make mailbox ``address`` (``ttl`` seconds, 0: for ever; ``description`` kept
+    with it); ``MailboxExists`` when it is there already (left as it is)."""
+    await client.mailbox_create(name=address, ttl=ttl, desc=description or None)
+
+
 async def exists(client: Mq9ClientLike, address: str) -> bool:
     """Whether ``address`` is a mailbox now (a QUERY of one message)."""
     try:

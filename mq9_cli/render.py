@@ -96,6 +96,16 @@ def messages(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fetched(data: dict[str, Any]) -> str:
+    """``mq9 fetch``: the messages, and whether they were taken (``said``)."""
+    return messages(data) + "\n" + printable(data["said"])
+
+
+def created(data: dict[str, Any]) -> str:
+    ttl = f"{data['ttl']} s" if data["ttl"] else "for ever"
+    return printable(f"created {data['mail_address']} (lives {ttl})")
+
+
 def letter(shown: dict[str, Any]) -> str:
     about = shown.get("dead_letter")
     if about is None:

@@ -133,12 +133,12 @@ async def test_fetch_ack_query_delete(server):
     await client.mailbox_create(name="team.work")
     for n in range(3):
         await client.send("team.work", f"job {n}", priority="critical" if n == 2 else "normal")
-    fetched = await as_json(url, "fetch", "team.work", "--group", "workers")
+    fetched = await as_json(url, "fetch", "team.work", "--group", "workers", "--consume")
     assert [m["msg_id"] for m in fetched["messages"]] == [2, 0, 1]  # most urgent first
     acked = await as_json(url, "ack", "team.work", "2", "--group", "workers")
     assert acked["confirmed"] == [2]
     # the group's position is the broker's: a fetch from a new process starts after it
-    again = await as_json(url, "fetch", "team.work", "--group", "workers")
+    again = await as_json(url, "fetch", "team.work", "--group", "workers", "--consume")
     assert 2 not in [m["msg_id"] for m in again["messages"]]
     queried = await as_json(url, "query", "team.work")
     assert [m["payload"] for m in queried["messages"]] == ["job 0", "job 1", "job 2"]
@@ -419,7 +419,7 @@ async def test_set_aside_says_what_it_did_and_a_wrong_ack_speaks_to_a_person(ser
     url, client = server
     await client.mailbox_create(name="team.aside")
     await client.send("team.aside", "poison")
-    fetched = await as_json(url, "fetch", "team.aside", "--group", "workers")
+    fetched = await as_json(url, "fetch", "team.aside", "--group", "workers", "--consume")
     [msg_id] = [m["msg_id"] for m in fetched["messages"]]
     code, out, err = await mq9(
         url, "ack", "team.aside", str(msg_id), "--group", "workers", "--set-aside", "bad input"
@@ -432,7 +432,7 @@ async def test_set_aside_says_what_it_did_and_a_wrong_ack_speaks_to_a_person(ser
     code, out, err = await mq9(url, "ack", "team.aside", "77", "--group", "workers")
     assert code == 1 and out == "" and len(err.splitlines()) == 1
     assert "fetch_messages" not in err and "mail_address" not in err
-    assert "mq9 fetch team.aside --group workers" in err
+    assert "mq9 fetch team.aside --group workers --consume" in err
 
 
 @pytest.mark.slow
