@@ -10,11 +10,12 @@ import asyncio
 import pytest
 from operator_support import names_in
 
-from langchain_mq9 import Mq9Client
+from langchain_mq9 import LimitReached, Mq9Client
 from langchain_mq9.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, is_dead_letters
 from mq9_broker.config import BrokerConfig
+from mq9_broker.engine.limits import BrokerLimits
 
 pytestmark = pytest.mark.slow  # a nats-server
 
@@ -91,3 +92,21 @@ async def test_what_the_broker_holds_and_answers_exactly():
             assert {"mq9_broker_request_duration_seconds_bucket"} <= names_in(text)
         status, _ = await _get(endpoint.port, "/readyz")
         assert status == 503
+
+
+async def test_the_keys_held_and_refused_are_counted():
+    """#98 item 6: the keys a broker holds are a gauge, those refused past its bound a
+    counter."""
+    config = BrokerConfig(port=0, search=False, limits=BrokerLimits(max_keys=2))
+    broker = Broker(config, say=lambda _: None)
+    endpoint = broker_endpoint(broker, "127.0.0.1", 0)
+    async with endpoint, broker, Mq9Client(broker.url) as client:
+        await client.mailbox_create(name="agent.k")
+        for key in ("a", "b", "a"):
+            await client.send("agent.k", "x", idempotency_key=key)
+        with pytest.raises(LimitReached):
+            await client.send("agent.k", "x", idempotency_key="c")
+        status, text = await _get(endpoint.port, "/metrics")
+    assert status == 200
+    assert _value(text, "mq9_broker_idempotency_keys") == 2
+    assert _value(text, "mq9_broker_idempotency_keys_refused_total") == 1

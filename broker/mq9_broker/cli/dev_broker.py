@@ -238,6 +238,11 @@ def _limit_options(limits: Group) -> None:
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
         ("--max-agents", "max_agents", "most agents the registry holds"),
         ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
+        # (#98) the keys a memory or SQLite store holds (about 780 bytes each); the cluster
+        # store's are its stream's entries
+        ("--max-keys", "max_keys", "most idempotency keys held at once, in all"),
+        ("--max-keys-per-sender", "max_keys_per_sender",
+         "most idempotency keys held at once for one agent (--credentials)"),
     ):
         limits.add_argument(
             flag,

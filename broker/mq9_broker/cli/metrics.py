@@ -113,7 +113,18 @@ class BrokerCollector:
         connections.add_metric(["disconnected"], opened - up)
         yield connections
         engine = broker.engine
+        if engine is not None:  # (#98) the keys refused past --max-keys(-per-sender)
+            from prometheus_client.core import CounterMetricFamily
+
+            yield CounterMetricFamily(
+                f"{PREFIX}_idempotency_keys_refused", "keyed SENDs refused because the keys "
+                "held reached --max-keys or --max-keys-per-sender", value=engine.keys_refused,
+            )  # fmt: skip
         if isinstance(engine, BrokerEngine):
+            yield GaugeMetricFamily(
+                f"{PREFIX}_idempotency_keys", "idempotency keys held by this broker's store "
+                "(memory, SQLite; #98: bounded by --max-keys)", value=len(engine.store.sent_keys),
+            )  # fmt: skip
             yield from self.held.families(engine)
         elif (survey := self.cluster_survey()) is not None:
             yield from _cluster_families(survey)
