@@ -42,8 +42,9 @@ from mq9_wire._nats.redaction import redact
 from mq9_wire.protocol import clipped
 from mq9_wire.protocol.errors import Mq9Error
 
-from . import events, questions, resources, tasks, watch, webhooks
+from . import events, questions, resources, task_events, tasks, watch, webhooks
 from .owners import ClientPolicies, client_of
+from .task_events import TaskLog
 
 log = logging.getLogger("mcp_server")
 
@@ -235,7 +236,13 @@ class Mq9McpServer(Server):
         # only states this server sealed, for this client (``state_keys``: shared by replicas)
         self.middleware.append(questions.state_boundary(self.owner_of, SERVER_NAME, state_keys))
         self.middleware.append(questions.checked_input)  # before the task middleware: outer
-        tasks.serve(self, tasks.TaskStore(self.owner_of), self.start_call, self.wait_of)
+        # every task's events kept in the mail store (tasks/stream, task_events.py): a task a
+        # server started again finds there is taken up by resume_call
+        timeout = connection.request_timeout + CALL_GRACE_SECONDS
+        store = tasks.TaskStore(
+            self.owner_of, connection=connection, timeout=timeout, resume=self.resume_call
+        )
+        tasks.serve(self, store, self.start_call, self.wait_of)
         self.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
         # the streams and watches count per client: its worker names share its slice
         watch.serve(self, self.watches, self.policy_of, self.client_of_request)
@@ -310,7 +317,8 @@ class Mq9McpServer(Server):
             return None
 
         async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            return await self.run_call(policy, ctx, named)
+            # a waiting agent call tells its states to the task's timeline (task_events.py)
+            return await self.run_call(policy, ctx, named, task_events.call_states())
 
         async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
             operation = operation_named(policy, params.name)
@@ -320,6 +328,37 @@ class Mq9McpServer(Server):
             return cast(types.CallToolResult, result)  # asked through the task: never input
 
         return as_task
+
+    def resume_call(self, ctx: Ctx, found: TaskLog) -> tasks.Run | None:
+        """What is left of a task found in the store that no process runs (a server started
+        again): ``fetch_messages`` and ``check_call`` run again as they were (the group's
+        unacked messages come back; a call's state is read again); ``call_agent`` and
+        ``answer_call`` become a ``check_call`` of the call once its timeline told the call's
+        task_id, else run again only under their ``idempotency_key`` (the agent is called once);
+        anything else cannot be taken up (None)."""
+        policy = self.policies.policy
+        name = found.call.get("name")
+        arguments = found.call.get("arguments")
+        operation = operation_named(policy, name) if isinstance(name, str) else None
+        if operation is None or not isinstance(arguments, dict):
+            return None
+        if operation.name in ("fetch_messages", "check_call"):
+            params = types.CallToolRequestParams(name=str(name), arguments=arguments)
+        elif operation.name in ("call_agent", "answer_call"):
+            called = found.last.get(task_events.CALL_STATE, {}).get("task_id")
+            if isinstance(called, str) and called:
+                wait = arguments.get("wait_seconds", 0)
+                params = types.CallToolRequestParams(
+                    name=policy.tool_name("check_call"),
+                    arguments={"task_id": called, "wait_seconds": wait},
+                )
+            elif arguments.get("idempotency_key"):
+                params = types.CallToolRequestParams(name=str(name), arguments=arguments)
+            else:
+                return None
+        else:
+            return None
+        return self.start_call(ctx, params)
 
     async def handle_list_templates(
         self, _ctx: Ctx, _params: Any
@@ -362,8 +401,9 @@ class Mq9McpServer(Server):
                 listed.list_changed = False
         if tasks.offered(version):
             capabilities.tasks = tasks.capability()
-        if tasks.extension_offered(version):
-            capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
+        if tasks.extension_offered(version):  # with tasks/stream (draft SEP-2694's name)
+            offered: dict[str, Any] = {tasks.EXTENSION: {"eventStreams": {}}}
+            capabilities.extensions = {**(capabilities.extensions or {}), **offered}
         # Events (#71): an extension at 2026-07-28; before, whose capabilities have no
         # extensions, in the experimental capabilities
         if version in MODERN_PROTOCOL_VERSIONS:

@@ -16,6 +16,12 @@
   of another kind) asks again under a new key, as a call sent back without it is (SEP-2322);
   ``tasks/result`` and ``tasks/list`` are not part of the extension.
 
+Every task keeps a timeline of events in the mail store (``task_events.py``), read with
+``tasks/stream`` (the draft SEP-2694) in both eras: a status event at each change of the task's
+status, and each state of a waiting agent call. A task this process does not hold is looked for
+there (a server started again, or another replica): found, it is its owner's again, and what is
+left of its work runs here (``Resume``).
+
 A client that does not ask (or does not declare the extension) gets today's answer. The MCP
 SDK 2.3 serves neither form (its tools/call results are checked as a ``CallToolResult``), so the
 task answer to ``tools/call`` is given by a middleware before the SDK's check, and ``tasks/*``
@@ -25,11 +31,13 @@ are served as methods of this server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from mcp import types
 from mcp.server.context import CallNext, HandlerResult
@@ -37,12 +45,16 @@ from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
+from langchain_mq9.client.connection import Mq9Connection
 from langchain_mq9.operations.results import JsonObject
 
-from . import questions
+from . import questions, task_events
 from .owners import client_of
+from .task_events import TaskLog
+
+log = logging.getLogger("mcp_server")
 
 # The one revision with Tasks in the protocol itself (2026-07-28 has them as an extension).
 TASKS_VERSION = "2025-11-25"
@@ -61,6 +73,10 @@ POLL_INTERVAL_MS = 1000
 
 # A call run as a task: given how to ask the user a question (None: it asks nothing).
 Run = Callable[[questions.Ask | None], Awaitable[types.CallToolResult]]
+# What is left of a task's work, for a task found in the store that no process runs: given the
+# request that found it and its timeline (``TaskLog.call``: the tool call it ran, ``last``: the
+# newest event of each type), its Run, or None when it cannot be taken up again.
+Resume = Callable[[Ctx, TaskLog], Run | None]
 
 
 def _now() -> str:
@@ -108,6 +124,17 @@ class _Task:
     runner: asyncio.Task[None] | None = None
     asked: int = 0  # questions put to the client, each asking again (2026-07-28: inputRequests)
     question: _Question | None = None  # the outstanding one
+    log: TaskLog | None = None  # its events, in the store (task_events.py)
+    shown: str = ""  # the status its timeline last told
+
+    def changed(self, *, last: bool = False) -> None:
+        """Tell the timeline the task's status, if it changed (``last``: the final one)."""
+        if self.log is None:
+            return
+        view = self.detailed()
+        if view["status"] != self.shown or last:
+            self.shown = str(view["status"])
+            self.log.emit(task_events.STATUS, view, last=last)
 
     def detailed(self) -> JsonObject:
         """The task as the 2026-07-28 extension shows it (its ``DetailedTask``): the result
@@ -145,6 +172,7 @@ class _Task:
         finally:
             self.question = None
             self.last_updated_at = _now()
+            self.changed()
 
     def _put(self, request: JsonObject, answer: asyncio.Future[str | None], times: int) -> None:
         """The question outstanding under a new key: SEP-2663 has a client skip a key it has
@@ -153,6 +181,7 @@ class _Task:
         key = f"{questions.ANSWER_KEY}{self.asked}:{self.task_id}"
         self.question = _Question(key, request, answer, times)
         self.last_updated_at = _now()
+        self.changed()
 
     def answer(self, responses: JsonObject) -> None:
         """The client's answer to the outstanding question, if ``responses`` holds it (an
@@ -189,21 +218,52 @@ class TaskStore:
         self,
         owner_of: Callable[[Ctx], str] = lambda _ctx: "",
         clock: Callable[[], float] = time.monotonic,
+        *,
+        connection: Mq9Connection | None = None,
+        timeout: float = 10.0,
+        resume: Resume | None = None,
     ) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
         self.owner_of = owner_of
         self.clock = clock
+        self._streams: set[tuple[int, str]] = set()  # (connection, task) of each open stream
+        self.connection = connection  # where the timelines are kept (None: nowhere)
+        self.timeout = timeout
+        self.resume = resume
 
-    def start(self, owner: str, run: Run, ttl: int | None, *, asks: bool = False) -> _Task | None:
+    async def start(
+        self,
+        owner: str,
+        run: Run,
+        ttl: int | None,
+        *,
+        asks: bool = False,
+        call: types.CallToolRequestParams | None = None,
+    ) -> _Task | None:
         """Run ``run`` as a new task of ``owner`` (None: no room, see ``MAX_TASKS``); with
-        ``asks`` its questions go to the client through the task (2026-07-28)."""
+        ``asks`` its questions go to the client through the task (2026-07-28). ``call``: the
+        tool call it runs, kept with its timeline for a server started again."""
         if not self._make_room(owner):
             return None
         ttl = min(ttl or DEFAULT_TTL_MS, MAX_TTL_MS)
-        task = _Task(task_id=secrets.token_urlsafe(16), ttl=ttl, owner=owner, started=self.clock())
+        task = _Task(task_id=secrets.token_hex(16), ttl=ttl, owner=owner, started=self.clock())
+        if self.connection is not None:
+            task.log = TaskLog(self.connection, task.task_id, self.timeout)
+            told = {"name": call.name, "arguments": call.arguments or {}} if call else {}
+            try:
+                await task.log.open(owner, {**told, "asks": asks}, ttl, task.created_at)
+            except (Exception, TimeoutError) as exc:  # the store away: a task without events
+                log.warning("task %s: no event timeline (%s)", task.task_id, exc)
+                task.log = None
         self.tasks[task.task_id] = task
+        task.changed()  # seq 0: working
+        self._launch(task, run, asks)
+        return task
 
+    @staticmethod
+    def _launch(task: _Task, run: Run, asks: bool) -> None:
         async def work() -> None:
+            task_events.CURRENT.set(task.log)
             try:
                 task.result = await run(task.ask if asks else None)
                 task.status = "failed" if task.result.is_error else "completed"
@@ -212,8 +272,42 @@ class TaskStore:
                 raise
             finally:
                 task.last_updated_at = _now()
+                task.changed(last=True)
 
         task.runner = asyncio.get_running_loop().create_task(work())
+
+    async def _adopt(self, ctx: Ctx, task_id: str) -> _Task | None:
+        """A task of the caller's that no process here holds, from its timeline in the store
+        (a server started again): its state as the timeline last told it, and what is left of
+        its work running here (``resume``), or, when none can be, a tool error saying so."""
+        if self.connection is None:
+            return None
+        found = await TaskLog.load(self.connection, task_id, self.timeout)
+        owner = self.owner_of(ctx)
+        if found is None or found.owner != owner:
+            return None
+        if task_id in self.tasks:  # found meanwhile by another request
+            return self.tasks[task_id]
+        if not self._make_room(owner):
+            raise MCPError(types.INTERNAL_ERROR, f"{MAX_TASKS} tasks are kept: try again later")
+        ttl = found.ttl_ms or DEFAULT_TTL_MS
+        task = _Task(task_id=task_id, ttl=ttl, owner=owner, started=self.clock(), log=found)
+        task.created_at = found.created_at or task.created_at
+        status = found.last.get(task_events.STATUS, {})
+        task.shown = str(status.get("status", ""))
+        self.tasks[task_id] = task
+        if found.ended:
+            result = status.get("result")
+            if isinstance(result, dict):
+                task.result = types.CallToolResult.model_validate(result)
+                task.status = "failed" if task.result.is_error else "completed"
+            else:
+                task.status = "cancelled" if status.get("status") == "cancelled" else "failed"
+            return task
+        run = self.resume(ctx, found) if self.resume is not None else None
+        log.info("task %s taken up from the store (%s)", task_id,
+                 "resumed" if run else "not resumable")  # fmt: skip
+        self._launch(task, run or _not_resumable, bool(found.call.get("asks")))
         return task
 
     def _make_room(self, owner: str) -> bool:
@@ -236,16 +330,58 @@ class TaskStore:
                 return False
             del self.tasks[done[0].task_id]
 
-    def find(self, ctx: Ctx, task_id: str) -> _Task:
-        """The caller's task ``task_id``: another client's answers exactly as a missing one."""
+    async def find(self, ctx: Ctx, task_id: str) -> _Task:
+        """The caller's task ``task_id`` (held here, else found in the store): another
+        client's answers exactly as a missing one."""
         task = self.tasks.get(task_id)
+        if task is None:
+            task = await self._adopt(ctx, task_id)
         if task is None or task.owner != self.owner_of(ctx):
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
         return task
 
+    async def stream(self, ctx: Ctx, params: StreamTaskParams) -> JsonObject:
+        """``tasks/stream`` (the draft SEP-2694): the task's events after ``after`` (none: from
+        the earliest kept), then the live ones, each a ``notifications/tasks/event`` of this
+        request; ``{}`` once the task ended and all were sent. At most one stream of a task
+        per connection (-32602 for a second)."""
+        _extension_era(ctx)  # a 2026-07-28 client without the extension: -32021
+        task = await self.find(ctx, params.task_id)
+        if task.log is None:  # ended before this server was started, or never stored
+            found = None
+            if self.connection is not None:
+                found = await TaskLog.load(self.connection, task.task_id, self.timeout)
+            if found is None:
+                if params.after is not None or task.status == "working":
+                    raise task_events.events_gone(task.task_id, 0)
+                return {}
+            task.log = found
+        key = (id(ctx.session), task.task_id)
+        if key in self._streams:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"a tasks/stream of task {task.task_id} is open on this connection: cancel it "
+                "first",
+            )
+        self._streams.add(key)
+        task_log = task.log
+
+        async def send(event: JsonObject) -> None:
+            note = _Notification(method=task_events.NOTIFICATION, params=event)
+            await ctx.session.send_notification(
+                cast(types.ServerNotification, note), related_request_id=ctx.request_id
+            )
+
+        try:
+            return await task_events.stream(
+                task_log, params.after, send, lambda: task.runner is not None
+            )
+        finally:
+            self._streams.discard(key)
+
     async def get(self, ctx: Ctx, params: types.GetTaskRequestParams) -> JsonObject:
         extension = _extension_era(ctx)  # first: it refuses a client without the extension
-        task = self.find(ctx, params.task_id)
+        task = await self.find(ctx, params.task_id)
         if extension:
             task.seen = task.seen or task.result is not None  # the result is in the answer
             return task.detailed()
@@ -253,7 +389,7 @@ class TaskStore:
 
     async def result(self, ctx: Ctx, params: types.GetTaskPayloadRequestParams) -> JsonObject:
         _not_in_extension(ctx)
-        task = self.find(ctx, params.task_id)
+        task = await self.find(ctx, params.task_id)
         if task.runner is not None:
             await asyncio.wait({task.runner})
         if task.result is None:
@@ -265,12 +401,12 @@ class TaskStore:
         """2026-07-28's answer to a task's input requests (an agent's question)."""
         if not _extension_era(ctx):
             raise MCPError(types.METHOD_NOT_FOUND, "Method not found", "tasks/update")
-        self.find(ctx, params.task_id).answer(params.input_responses)
+        (await self.find(ctx, params.task_id)).answer(params.input_responses)
         return {}
 
     async def cancel(self, ctx: Ctx, params: types.CancelTaskRequestParams) -> JsonObject:
         extension = _extension_era(ctx)
-        task = self.find(ctx, params.task_id)
+        task = await self.find(ctx, params.task_id)
         if extension:  # an acknowledgement, even of a task that ended meanwhile
             await self._stop(task)
             return {}
@@ -291,6 +427,30 @@ class TaskStore:
         owner = self.owner_of(ctx)
         mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
         return {"tasks": mine}
+
+
+async def _not_resumable(_ask: questions.Ask | None) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=(
+            "mq9-mcp was started again while this task ran, and its work cannot be taken up "
+            "again safely (an agent call not yet made, say): list_calls shows what was sent"
+        ))],
+        is_error=True,
+    )  # fmt: skip
+
+
+class _Notification(BaseModel):
+    """A notification the SDK's typed ones do not know (``notifications/tasks/event``)."""
+
+    method: str
+    params: JsonObject
+
+
+class StreamTaskParams(types.RequestParams):
+    """``tasks/stream`` (draft SEP-2694): the task, and the last seq the client handled."""
+
+    task_id: str
+    after: StrictInt | None = Field(default=None, ge=0)
 
 
 class UpdateTaskParams(types.RequestParams):
@@ -384,6 +544,7 @@ def serve(
     server.add_request_handler("tasks/update", UpdateTaskParams, store.update)
     server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, store.cancel)
     server.add_request_handler("tasks/list", types.PaginatedRequestParams, store.list)
+    server.add_request_handler("tasks/stream", StreamTaskParams, store.stream)
 
     async def as_task(ctx: Ctx, call_next: CallNext) -> HandlerResult:
         if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
@@ -396,13 +557,14 @@ def serve(
             return await call_next(ctx)
         owner = store.owner_of(ctx)
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # its questions: the model's
-            task = store.start(owner, run, params.task.ttl if params.task else None)
+            ttl = params.task.ttl if params.task else None
+            task = await store.start(owner, run, ttl, call=params)
             return {"task": _wire(task.view())} if task else await call_next(ctx)
         # the server decides: a call sent again with input (the answer to a question of ours)
         # is answered, and one that waits no longer than a poll would gains nothing as a task
         if params.input_responses or wait_of(params) <= POLL_INTERVAL_MS / 1000:
             return await call_next(ctx)
-        task = store.start(owner, run, None, asks=True)
+        task = await store.start(owner, run, None, asks=True, call=params)
         if task is None:  # no room: answered as without a task
             return await call_next(ctx)
         stamp = {types.SERVER_INFO_META_KEY: server.server_info_stamp}

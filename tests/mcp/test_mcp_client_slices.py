@@ -179,7 +179,7 @@ async def test_made_up_worker_names_share_their_clients_slice_of_tasks(monkeypat
         await release.wait()
         return types.CallToolResult(content=[])
 
-    started = [store.start(f"1.2.3.4 d made-up-{n}", waiting, None) for n in range(5)]
+    started = [await store.start(f"1.2.3.4 d made-up-{n}", waiting, None) for n in range(5)]
     assert [task is not None for task in started] == [True, True, True, False, False]
-    assert store.start("5.6.7.8 d alice", waiting, None) is not None  # another client's own
+    assert await store.start("5.6.7.8 d alice", waiting, None) is not None  # another client's own
     release.set()

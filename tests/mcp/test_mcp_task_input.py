@@ -31,7 +31,7 @@ async def asking() -> tasks.TaskStore:
         assert ask is not None
         return types.CallToolResult(content=[types.TextContent(text=repr(await ask(FORM)))])
 
-    assert store.start("", run, None, asks=True) is not None
+    assert await store.start("", run, None, asks=True) is not None
     return store
 
 

@@ -147,12 +147,12 @@ async def test_past_the_limit_of_running_tasks_a_call_answers_without_one(monkey
         await release.wait()
         return types.CallToolResult(content=[])
 
-    first = store.start("", blocked, None)
-    assert first is not None and store.start("", blocked, None) is not None
-    assert store.start("", blocked, None) is None  # two running: no third
+    first = await store.start("", blocked, None)
+    assert first is not None and await store.start("", blocked, None) is not None
+    assert await store.start("", blocked, None) is None  # two running: no third
     release.set()
     await asyncio.wait({first.runner})
-    assert store.start("", blocked, None) is None  # finished, but its result is unread
+    assert await store.start("", blocked, None) is None  # finished, but its result is unread
     await store.result(Ctx(), types.GetTaskPayloadRequestParams(task_id=first.task_id))
-    assert store.start("", blocked, None) is not None  # a read one makes room (forgotten)
+    assert await store.start("", blocked, None) is not None  # a read one makes room (forgotten)
     assert first.task_id not in store.tasks
