@@ -22,6 +22,7 @@ from mq9_wire.protocol.errors import (
     Mq9Error,
     NotAllowed,
     NotConnected,
+    StoreUnavailable,
     Unavailable,
 )
 
@@ -183,7 +184,7 @@ def _outage(exc: Mq9Error, text: str, operation: str | None, mailbox: str | None
     """A cluster that cannot answer for now: what is down, the broker's words, and that a
     retry may work."""
     words = text.partition(" — ")[0]  # (the client's own hint after it is a model's)
-    if isinstance(exc, ClusterUnavailable):
+    if isinstance(exc, ClusterUnavailable) and not isinstance(exc, StoreUnavailable):
         down = (
             "the mq9 cluster could not reach a part of itself (a node, a shard or the meta "
             "leader is down or changing)"
