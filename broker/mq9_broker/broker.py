@@ -388,6 +388,10 @@ class Broker:
         store = ClusterStore(
             connection, name=config.stream, replicas=replicas, streams=config.streams
         )
+        # #98: the store's large reads on a connection of their own, so no small read's
+        # answer (nor a request served on ``connection``) waits behind a 31 MiB one
+        large = await self._connect(url, name=f"{NAME} large reads", error_cb=_nats_error, **login)
+        await store.requests.use_for_large(large)
         self._cluster = engine = Engine(store, limits=config.limits, search=config.search)
         await open_store(store, _placing(wait))
         layout = store.layout  # (its count of message streams: the recorded one, #81)

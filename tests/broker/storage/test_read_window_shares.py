@@ -230,3 +230,23 @@ def test_a_read_sized_by_its_mailbox_is_counted_at_that_and_asks_its_batches_as_
     # so a get of such a mailbox is small, and its batches ask 1 MiB as on servers of 1 MiB
     assert largest_entry(2048) < SMALL_READ < largest_entry(64 * MIB)
     assert PENDING_SHARE + SMALL_ROOM < 64 * MIB  # what the reads may wait for at once
+
+
+class _Carrier:
+    is_connected = True
+
+
+def test_the_reads_larger_than_a_small_one_go_on_the_large_reads_connection():
+    requests = Requests.__new__(Requests)
+    main, large = _Connection(), _Carrier()
+    requests.connection = main  # type: ignore[assignment]
+    requests.window = ReadWindow()
+    requests._inbox, requests._large_inbox = "_INBOX.main", "_INBOX.large"
+    requests.large = None
+    assert requests._carrier(LARGE) == (main, "_INBOX.main")  # (none given: the one)
+    requests.large = large  # type: ignore[assignment]
+    assert requests._carrier(LARGE) == (large, "_INBOX.large")
+    assert requests._carrier(SMALL) == (main, "_INBOX.main")
+    assert requests._carrier(SMALL_READ + 1) == (large, "_INBOX.large")
+    large.is_connected = False  # (reconnecting: the one connection meanwhile)
+    assert requests._carrier(LARGE) == (main, "_INBOX.main")

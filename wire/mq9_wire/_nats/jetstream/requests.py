@@ -202,6 +202,27 @@ class Requests:
         # #98: the most one message of a stream can take, where its owner knows (buckets of
         # small values); a read's own bound (window.sized) first
         self.entry_most: dict[str, int] = {}
+        # #98: a connection of their own for the reads that may be large (``use_for_large``):
+        # nats-server sends a connection's bytes in order, so a small answer behind a 31 MiB
+        # one on the same connection waits until the broker has read it all
+        self.large: NatsClient | None = None
+        self._large_inbox = ""
+        self._large_subscription: Any = None
+
+    async def use_for_large(self, connection: NatsClient) -> None:
+        """Send the reads larger than a small read (window.py) on ``connection`` (another
+        to the same servers, opened and closed by the owner; fenced here as this one)."""
+        fence(connection, self.write_refused)
+        inbox = connection.new_inbox()
+        self._large_subscription = await connection.subscribe(f"{inbox}.*", cb=self._route)
+        self.large, self._large_inbox = connection, inbox
+
+    def _carrier(self, share: int) -> tuple[NatsClient, str]:
+        """The connection a read of ``share`` bytes goes on, and its inbox prefix."""
+        large = self.large
+        if large is not None and share > self.window.small_read and large.is_connected:
+            return large, self._large_inbox
+        return self.connection, self._inbox
 
     def room_for(self, stream: str) -> int:
         """The most one stored message a read of ``stream`` brings can take, as a
@@ -239,6 +260,11 @@ class Requests:
         return True
 
     async def stop(self) -> None:
+        large, self.large = self.large, None
+        if self._large_subscription is not None:
+            subscription, self._large_subscription = self._large_subscription, None
+            if large is not None and not large.is_closed:
+                await subscription.unsubscribe()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -256,9 +282,15 @@ class Requests:
     # -- the API ---------------------------------------------------------------------------
 
     async def api(
-        self, subject: str, request: Mapping[str, Any] | None, *, again: float | None = None
+        self,
+        subject: str,
+        request: Mapping[str, Any] | None,
+        *,
+        again: float | None = None,
+        connection: NatsClient | None = None,
     ) -> dict[str, Any]:
         """A JetStream API request's answer; ``JetStreamError`` when it says an error.
+        ``connection``: another than the client's own (#98: a large read's).
 
         ``again``: the request is safe to send twice (a read, or a create of the same
         config), so an unanswered one is sent again after that many seconds, within the one
@@ -270,7 +302,8 @@ class Requests:
         def ask() -> Any:
             wait = deadline.left() if again is None else min(again, deadline.left())
             subject_sent = API_PREFIX + subject
-            return nats_request(self.connection, subject_sent, body, timeout=max(wait, 0.001))
+            on = self.connection if connection is None else connection
+            return nats_request(on, subject_sent, body, timeout=max(wait, 0.001))
 
         def not_yet(exc: Exception) -> None:
             if isinstance(exc, WriteRefused):
@@ -322,15 +355,22 @@ class Requests:
         if next_by_subject is not None:
             request["next_by_subj"] = next_by_subject
         # (its answer holds the message in base64: taken from the read window, window.py)
-        share = await self.window.take(json_share(self.room_for(stream)))
+        share = json_share(self.room_for(stream))
+        connection, _ = self._carrier(share)
+        share = await self.window.take(share)
         try:
-            answer = await self.api(f"STREAM.MSG.GET.{stream}", request)
+            answer = await self.api(f"STREAM.MSG.GET.{stream}", request, connection=connection)
         except JetStreamError as exc:
             if exc.err_code == ErrorCode.NO_MESSAGE_FOUND or exc.code == 404:
                 return None
             raise
         finally:
             self.window.give(share)
+        if connection is not self.connection:
+            # (#98) a large answer: its JSON read, then its base64, each holding the loop a
+            # while (a 31 MiB message: 0.1 and 0.3 s on a busy 2-core machine); what else
+            # is ready (another client's small reads) goes between
+            await asyncio.sleep(0)
         return gotten(answer["message"])
 
     async def direct_last(
@@ -385,7 +425,8 @@ class Requests:
             most = batch_bytes(room, self.window.size)
             request = {**request, "max_bytes": min(int(request.get("max_bytes") or most), most)}
             share = batch_share(request["max_bytes"], count, room)
-        inbox = f"{self._inbox}.{next(self._numbers)}"
+        connection, prefix = self._carrier(share)
+        inbox = f"{prefix}.{next(self._numbers)}"
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[inbox] = queue
         entries: list[StoredEntry] = []
@@ -393,7 +434,7 @@ class Requests:
         try:
             async with asyncio.timeout(self.timeout):
                 taken = await self.window.take(share) if share else 0
-                await self.connection.publish(
+                await connection.publish(
                     f"{API_PREFIX}DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
                 )
                 while True:
