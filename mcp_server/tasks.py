@@ -226,7 +226,7 @@ class TaskStore:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
         self.owner_of = owner_of
         self.clock = clock
-        self._streams: set[tuple[int, str]] = set()  # (connection, task) of each open stream
+        self._streams: set[tuple[object, str]] = set()  # (connection, task) of each open stream
         self.connection = connection  # where the timelines are kept (None: nowhere)
         self.timeout = timeout
         self.resume = resume
@@ -356,7 +356,7 @@ class TaskStore:
                     raise task_events.events_gone(task.task_id, 0)
                 return {}
             task.log = found
-        key = (id(ctx.session), task.task_id)
+        key = (_connection_of(ctx), task.task_id)
         if key in self._streams:
             raise MCPError(
                 types.INVALID_PARAMS,
@@ -427,6 +427,16 @@ class TaskStore:
         owner = self.owner_of(ctx)
         mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
         return {"tasks": mine}
+
+
+def _connection_of(ctx: Ctx) -> object:
+    """The connection a request came on, as SEP-2694 counts streams: over HTTP its MCP session
+    (2025-11-25's ``Mcp-Session-Id``; a 2026-07-28 request, which has none, is its own), over
+    stdio the one session."""
+    headers = getattr(ctx.request, "headers", None)
+    if headers is not None:
+        return headers.get("mcp-session-id") or object()
+    return id(ctx.session)
 
 
 async def _not_resumable(_ask: questions.Ask | None) -> types.CallToolResult:

@@ -245,15 +245,15 @@ async def test_one_owners_load_never_evicts_anothers_unread_or_running_task(monk
         await release.wait()
         return types.CallToolResult(content=[])
 
-    unread = await settled(tasks_.start("alice", finished, None))
-    running = tasks_.start("alice", blocked, None)
+    unread = await settled(await tasks_.start("alice", finished, None))
+    running = await tasks_.start("alice", blocked, None)
     # mallory fills her share, then the server: nothing of alice's makes room
-    mine = [await settled(tasks_.start("mallory", finished, None)) for _ in range(2)]
-    assert tasks_.start("mallory", finished, None) is None
+    mine = [await settled(await tasks_.start("mallory", finished, None)) for _ in range(2)]
+    assert await tasks_.start("mallory", finished, None) is None
     assert {unread.task_id, running.task_id} <= set(tasks_.tasks)
     # a result mallory has read makes room for her next one, as may alice's once she read it
     await tasks_.result(Ctx("mallory"), types.GetTaskPayloadRequestParams(task_id=mine[0].task_id))
-    assert tasks_.start("mallory", finished, None) is not None
+    assert await tasks_.start("mallory", finished, None) is not None
     assert mine[0].task_id not in tasks_.tasks
     assert {unread.task_id, running.task_id} <= set(tasks_.tasks)
     release.set()
@@ -262,30 +262,30 @@ async def test_one_owners_load_never_evicts_anothers_unread_or_running_task(monk
 async def test_an_owner_at_its_share_makes_room_only_from_its_own_read_tasks(monkeypatch):
     monkeypatch.setattr(tasks, "MAX_TASKS_PER_OWNER", 2)
     tasks_ = store()
-    first, second = [await settled(tasks_.start("alice", finished, None)) for _ in range(2)]
-    assert tasks_.start("alice", finished, None) is None  # both unread
-    assert tasks_.start("bob", finished, None) is not None  # another owner's share is his own
+    first, second = [await settled(await tasks_.start("alice", finished, None)) for _ in range(2)]
+    assert await tasks_.start("alice", finished, None) is None  # both unread
+    assert await tasks_.start("bob", finished, None) is not None  # another owner's share is his own
     await tasks_.result(Ctx("alice"), types.GetTaskPayloadRequestParams(task_id=second.task_id))
-    assert tasks_.start("alice", finished, None) is not None
+    assert await tasks_.start("alice", finished, None) is not None
     assert set(tasks_.tasks) >= {first.task_id} and second.task_id not in tasks_.tasks
 
 
 async def test_a_finished_task_is_forgotten_its_ttl_after_it_was_made():
     clock = Clock()
     tasks_ = store(clock)
-    task = await settled(tasks_.start("alice", finished, 5000))
+    task = await settled(await tasks_.start("alice", finished, 5000))
     clock.now += 4.9
-    tasks_.start("alice", finished, None)
+    await tasks_.start("alice", finished, None)
     assert task.task_id in tasks_.tasks
     clock.now += 0.2
-    tasks_.start("alice", finished, None)
+    await tasks_.start("alice", finished, None)
     assert task.task_id not in tasks_.tasks
 
 
 async def test_tasks_list_shows_only_the_callers_tasks():
     tasks_ = store()
-    mine = await settled(tasks_.start("alice", finished, None))
-    await settled(tasks_.start("bob", finished, None))
+    mine = await settled(await tasks_.start("alice", finished, None))
+    await settled(await tasks_.start("bob", finished, None))
     listed = await tasks_.list(Ctx("alice"), None)
     assert [t["taskId"] for t in listed["tasks"]] == [mine.task_id]
     with pytest.raises(MCPError) as stolen:

@@ -33,6 +33,7 @@ from testbed.ports import unclaimed_port
 from tests.support.mcp_support import (
     ACCEPT,
     EXTENSION,
+    LEGACY,
     MODERN,
     ROOT,
     Peer,
@@ -60,8 +61,10 @@ class Follower:
     """A client following one task's events with ``tasks/stream``, keeping the last seq it
     handled (as the SEP says: persisted only once the event is handled)."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, task_id: str, worker: str) -> None:
-        self.http, self.url, self.task_id, self.worker = http, url, task_id, worker
+    def __init__(
+        self, http: httpx.AsyncClient, url: str, task_id: str, worker: str, era: str = MODERN
+    ) -> None:
+        self.http, self.url, self.task_id, self.worker, self.era = http, url, task_id, worker, era
         self.seen: list[dict[str, Any]] = []
         self.done = False
 
@@ -70,7 +73,9 @@ class Follower:
         return self.seen[-1]["seq"] if self.seen else None
 
     def request(self, after: Any = None, *, with_after: bool | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"taskId": self.task_id, "_meta": meta(self.worker)}
+        params: dict[str, Any] = {"taskId": self.task_id}
+        if self.era == MODERN:
+            params["_meta"] = meta(self.worker)
         if with_after if with_after is not None else after is not None:
             params["after"] = after
         return {"jsonrpc": "2.0", "id": 1, "method": "tasks/stream", "params": params}
@@ -287,3 +292,21 @@ async def test_a_waiting_fetch_run_as_a_task_tells_its_status_and_result():
             assert statuses == ["working", "completed"], follower.seen
             fetched = follower.seen[-1]["payload"]["result"]["structuredContent"]
             assert [m["payload"] for m in fetched["messages"]] == ["hello"]
+
+
+async def test_one_stream_of_a_task_per_connection_and_2025_clients_stream_too():
+    with serve_in_thread("--server", "memory://") as url:
+        async with client(url) as http:
+            peer = await Peer(http, url, LEGACY, "dave").open()  # a session: one connection
+            answer = await peer.call(TICKER, task=True, count=40, interval_ms=50)
+            task_id = answer["result"]["task"]["taskId"]
+            follower = Follower(http, url, task_id, "dave", LEGACY)
+            follower.headers = peer.headers  # type: ignore[method-assign]  # its session
+            following = asyncio.ensure_future(follower.follow())
+            await until(lambda: follower.seen, timeout=30, what="the first event")
+            error = await rpc_error(peer, "tasks/stream", taskId=task_id)
+            assert error["code"] == types.INVALID_PARAMS and "open on this connection" in (
+                error["message"]
+            ), error
+            assert await following == "done"
+            check_timeline(follower.seen, task_id, 40)
