@@ -24,7 +24,7 @@ from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from mq9_wire.protocol import QUERY_CAP
+from mq9_wire.protocol import MAX_DELAY_SECONDS, QUERY_CAP
 
 from ..a2a.shapes import JsonObject, JsonValue
 
@@ -81,7 +81,7 @@ class SendMessageInput(_Input):
     priority: Literal["normal", "urgent", "critical"] = "normal"
     key: str = Field(default="", description="A newer message with this key replaces it.")
     tags: list[str] = Field(default_factory=list)
-    delay: int = Field(default=0, ge=0, description="Seconds until readable.")
+    delay: int = Field(default=0, ge=0, le=MAX_DELAY_SECONDS, description="Seconds until readable.")
     ttl: int = Field(default=0, ge=0, description="Seconds to live; 0 = forever.")
     # A send with a key is stored once, however often it is retried (within the broker's
     # window); '' = the LangChain tool call's own key (tools.py). No words for the model: the

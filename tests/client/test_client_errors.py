@@ -13,7 +13,7 @@ import logging
 import nats
 import pytest
 
-from langchain_mq9 import MailboxNotFound, Mq9Client, Mq9Error, Priority
+from langchain_mq9 import InvalidArgument, MailboxNotFound, Mq9Client, Mq9Error, Priority
 from langchain_mq9.client.transport import NOT_CONNECTED
 from langchain_mq9.operations.catalog import explain
 from mq9_broker import BrokerEngine, serve_on_nats
@@ -143,6 +143,8 @@ async def test_unknown_priority_refused_without_fallback(client, requests_seen):
         {"ttl": True},
         {"delay": 1.5},
         {"ttl": 2**31},
+        {"delay": 365 * 86_400 + 1},  # (#100) past RobustMQ's delay queue
+        {"delay": 3 * 365 * 86_400},
         {"key": ""},
         {"key": "two\nlines"},
         {"key": " padded "},
@@ -893,3 +895,15 @@ async def test_a_send_while_no_broker_serves_waits_for_one_within_its_timeout(ba
         finally:
             await service.stop()
             await connection.close()
+
+
+async def test_a_delay_past_robustmqs_queue_is_refused_in_one_line_naming_the_bound(client):
+    """#100: RobustMQ 8bd49dc's delay task panics on a deadline past its queue's wheel (2^36-1
+    ms, about 795 days ahead): a delay longer than a year is refused before it is sent, in one
+    line naming the bound and what to choose; a year is taken."""
+    box = await client.mailbox_create()
+    with pytest.raises(InvalidArgument) as caught:
+        await client.send(box, "x", delay=3 * 365 * 86_400)
+    text = caught.value.message
+    assert "\n" not in text and str(p.MAX_DELAY_SECONDS) in text and "payload" in text
+    assert await client.send(box, "x", delay=p.MAX_DELAY_SECONDS) == -1

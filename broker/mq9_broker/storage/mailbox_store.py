@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mq9_wire import protocol as p
+
 from ..state.mailbox import StoredMessage
 
 __all__ = [
@@ -196,7 +198,12 @@ class SendLimits:
 
 # A store that keeps a tag or a key as data (the state held in this process): nothing to
 # bound but the message's size
-OPEN = SendLimits()
+# (#100) a store in this process holds any delay; the bundled broker takes RobustMQ's bound on
+# one all the same (limits.MAX_DELAY_SECONDS), so what it takes, RobustMQ does too
+OPEN = SendLimits(
+    delay_most=p.MAX_DELAY_SECONDS,
+    delay_most_why="RobustMQ's delay queue holds no later one: the same bound here",
+)
 
 
 # -- the protocol ----------------------------------------------------------------------------

@@ -388,6 +388,10 @@ async def test_message_ttl_is_visible_through_the_second_expire_at(broker):
 async def test_a_delay_or_ttl_beyond_100_years_is_refused(broker, name, seconds):
     # (our choice) send.rs adds a u64 to now_second() without overflow checks, wrapping round;
     # here a delay's or TTL's second must be a time (sending.py, MOST_SECONDS), on every store
+    if broker.transport == "robustmq":
+        # (#100) RobustMQ panics a handler on such a TTL ("overflow when adding duration to
+        # instant") and a delay-queue task on such a delay: never sent to it
+        pytest.skip("these values crash RobustMQ 8bd49dc's tasks (issue #100)")
     box = await create(broker)
     reply = await broker.raw(p.send_subject(box), b"x", {name: str(seconds)})
     assert reply == {
@@ -395,6 +399,8 @@ async def test_a_delay_or_ttl_beyond_100_years_is_refused(broker, name, seconds)
         f"of {MOST_SECONDS} (100 years)"
     }
     longest = MOST_SECONDS
+    if name == p.HEADER_DELAY:  # (#100) RobustMQ's delay queue's bound, on every store
+        longest = p.MAX_DELAY_SECONDS
     if name == p.HEADER_DELAY and getattr(broker, "cluster", None) is not None:
         # (its stream's retention would drop a longer one)
         longest = ClusterStore.send_limits.delay_most or MOST_SECONDS

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .limits import MAX_ADDRESS_LENGTH, MAX_CONTROL_LINE, MAX_GROUP_NAME, MAX_IDEMPOTENCY_KEY
+from .limits import (
+    MAX_ADDRESS_LENGTH,
+    MAX_CONTROL_LINE,
+    MAX_DELAY_SECONDS,
+    MAX_GROUP_NAME,
+    MAX_IDEMPOTENCY_KEY,
+)
 from .quoting import quoted
 from .subjects import MSG_SEND, TENANT
 
@@ -396,6 +402,16 @@ def err_idempotency_key_reused(key: str, address: str, window: int) -> str:
     )
 
 
+def err_delay_too_long(delay: int) -> str:
+    """(#100) A delay past the longest RobustMQ's delay queue holds (limits.MAX_DELAY_SECONDS):
+    the client's refusal, before it is sent, and the bundled broker's."""
+    return (
+        f"invalid delay {delay}: at most {MAX_DELAY_SECONDS} seconds (365 days), the longest "
+        "RobustMQ's delay queue holds; for a later time, send it nearer then, or send it now "
+        "with the date in the payload"
+    )
+
+
 def err_reserved_mailbox(address: str) -> str:
     """(#98) A CREATE of a mailbox name the broker keeps for itself (the readiness probe's)."""
     return (
@@ -516,6 +532,7 @@ WIRE_TEXTS = (
            err_idempotency_keys_full),
     _reads(InvalidArgument, r"SEND refused: (?:idempotency key .* was used|an mq9-idempotency-key)",
            OURS, err_idempotency_key_reused, err_idempotency_key_size),
+    _reads(InvalidArgument, r"invalid delay \d+: at most", OURS, err_delay_too_long),
     _reads(InvalidArgument, r"invalid |missing field|unknown variant|duplicate field", ROBUSTMQ,
            *SERDE_REFUSALS),  # and the client's own refusals of a value ("invalid ttl ...")
     _reads(InvalidArgument, r"\S+ must not be empty", ROBUSTMQ,

@@ -27,7 +27,13 @@ MAX_CONTROL_LINE = 4096
 MAX_ADDRESS_LENGTH = 3800
 # How much of a value an error quotes (quoting.py)
 QUOTE_CHARS = 60
-MAX_SECONDS = 2**31 - 1  # the client's bound for ttl and delay: about 68 years
+MAX_SECONDS = 2**31 - 1  # the client's bound for ttl (and a mailbox's): about 68 years
+# (#100) The longest delay: RobustMQ 8bd49dc queues a delayed message in tokio-util's DelayQueue
+# (delay-message manager.rs, pop.rs), whose timer wheel holds a deadline at most 2^36-1 ms
+# (about 795 days) past the time the wheel last advanced, and panics its task past that
+# ("invalid deadline"): every later delayed message of that shard is then never delivered. One
+# year leaves a wheel idle for 430 days inside its bound. The bundled broker takes the same.
+MAX_DELAY_SECONDS = 365 * 86_400
 # An idempotency key's longest (UTF-8 bytes, our choice: Stripe's 255 characters, rounded up):
 # a broker keeps each key it saw for its window, so the key's length is what a key costs it
 MAX_IDEMPOTENCY_KEY = 256

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Any, TypeGuard
 
-from .errors import InvalidArgument, MalformedReply, WireError
-from .limits import MAX_IDEMPOTENCY_KEY, MAX_SECONDS, MAX_U64
+from .errors import InvalidArgument, MalformedReply, WireError, err_delay_too_long
+from .limits import MAX_DELAY_SECONDS, MAX_IDEMPOTENCY_KEY, MAX_SECONDS, MAX_U64
 from .quoting import quoted
 from .serde import encode, repeated_names, utf8
 from .shapes import MSG_ITEM
@@ -193,7 +193,7 @@ def send_headers(
     if key is not None:
         headers[HEADER_KEY] = check_key(key)
     if delay is not None:  # RobustMQ delays even with 0 (the reply's msg_id is then -1)
-        headers[HEADER_DELAY] = str(check_int("delay", delay, 0, MAX_SECONDS))
+        headers[HEADER_DELAY] = str(check_delay(delay))
     if ttl is not None:
         headers[HEADER_TTL] = str(check_int("ttl", ttl, 0, MAX_SECONDS))
     tags = [] if tags is None else check_tags(tags)
@@ -269,3 +269,14 @@ def check_tags(tags: object) -> list[str]:
                 "breaks (U+2028 and the like too) or control characters"
             )
     return [utf8("tag", tag.strip()) for tag in tags]
+
+
+def check_delay(delay: object) -> int:
+    """(#100) A SEND's delay, in seconds: from 0 to ``MAX_DELAY_SECONDS`` (a year), the most
+    RobustMQ's delay queue is sure to hold; a longer one is refused before it is sent (one
+    RobustMQ cannot hold panics its delay task, and every later delayed message of its shard
+    is lost)."""
+    if isinstance(delay, int) and not isinstance(delay, bool) and delay > MAX_DELAY_SECONDS:
+        raise InvalidArgument(err_delay_too_long(delay))
+    return check_int("delay", delay, 0, MAX_DELAY_SECONDS)
+
