@@ -19,7 +19,8 @@ shows it, at each change of its status, the result in the last) and ``io.mq9.cal
 state a waiting agent call goes through, as ``check_call`` shows it). What is kept: at most
 ``MAX_EVENTS`` events a task (past that the oldest go, and a cursor before them is
 ``events_gone``), each payload at most ``MAX_PAYLOAD_CHARS`` of JSON (a larger one is stored cut,
-marked ``truncated``), for the task's TTL and an hour more (the mailbox's TTL).
+marked ``truncated``), as long as the task is (its mailbox's TTL: the task's and an hour, so a
+task running past its TTL keeps its timeline; ``tasks.py`` forgets a finished one at its TTL).
 """
 
 from __future__ import annotations

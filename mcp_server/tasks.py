@@ -31,6 +31,7 @@ are served as methods of this server.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import secrets
 import time
@@ -286,11 +287,13 @@ class TaskStore:
         owner = self.owner_of(ctx)
         if found is None or found.owner != owner:
             return None
+        ttl = found.ttl_ms or DEFAULT_TTL_MS
+        if found.ended and _age(found.created_at) >= ttl / 1000:
+            return None  # forgotten its TTL after it was made, as one held here would be
         if task_id in self.tasks:  # found meanwhile by another request
             return self.tasks[task_id]
         if not self._make_room(owner):
             raise MCPError(types.INTERNAL_ERROR, f"{MAX_TASKS} tasks are kept: try again later")
-        ttl = found.ttl_ms or DEFAULT_TTL_MS
         task = _Task(task_id=task_id, ttl=ttl, owner=owner, started=self.clock(), log=found)
         task.created_at = found.created_at or task.created_at
         status = found.last.get(task_events.STATUS, {})
@@ -427,6 +430,15 @@ class TaskStore:
         owner = self.owner_of(ctx)
         mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
         return {"tasks": mine}
+
+
+def _age(created_at: str) -> float:
+    """Seconds since ``created_at`` (``_now``'s form); 0 for a time that does not read."""
+    try:
+        made = calendar.timegm(time.strptime(created_at[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - made)
 
 
 def _connection_of(ctx: Ctx) -> object:

@@ -231,6 +231,23 @@ async def test_a_task_followed_through_ten_cuts_gets_every_event_once_in_order(n
                 # and tasks/get agrees: the task completed, with the ticker's result
                 got = (await peer.rpc("tasks/get", taskId=task_id))["result"]
                 assert got["status"] == "completed", got
+                if cut == "server-killed":  # a server started again knows it from the store:
+                    await asyncio.to_thread(kill_and_start)
+                    async with client(url) as fresh:
+                        thief = await Peer(fresh, url, MODERN, "thief").open()
+                        error = await rpc_error(thief, "tasks/get", taskId=task_id)
+                        assert "no task" in error["message"], error  # its owner's only
+                        owner = await Peer(fresh, url, MODERN, "follower").open()
+                        got = (await owner.rpc("tasks/get", taskId=task_id))["result"]
+                        assert got["status"] == "completed", got
+                        assert got["result"]["content"][0]["text"] == str(TICKS)
+                        again = Follower(fresh, url, task_id, "follower")
+                        again.seen = follower.seen[-3:]
+                        assert await again.follow() == "done"  # nothing after the last
+                        assert again.seen == follower.seen[-3:]
+                        replay = Follower(fresh, url, task_id, "follower")
+                        assert await replay.follow() == "done"  # from the first, once more
+                        assert replay.seen == follower.seen
 
 
 async def rpc_error(peer: Peer, method: str, **params: Any) -> dict[str, Any]:
@@ -310,3 +327,30 @@ async def test_one_stream_of_a_task_per_connection_and_2025_clients_stream_too()
             ), error
             assert await following == "done"
             check_timeline(follower.seen, task_id, 40)
+
+
+async def test_a_waiting_fetch_is_taken_up_by_a_server_started_again(nats_server):
+    port = unclaimed_port()
+    async with served_engine(nats_server.url):
+        with ticker_process(nats_server.url, port) as kill_and_start:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with client(url) as http:
+                peer = await Peer(http, url, MODERN, "erin").open()
+                box = (await peer.data("create_mailbox", name="erin.inbox"))["mail_address"]
+                answer = await peer.call("fetch_messages", mail_address=box, max_wait_ms=30000)
+                task_id = answer["result"]["taskId"]
+                follower = Follower(http, url, task_id, "erin")
+                reading = asyncio.ensure_future(follower.follow())
+                await until(lambda: follower.seen, timeout=30, what="the task's first status")
+            await asyncio.to_thread(kill_and_start)  # while the fetch waits
+            assert await reading == "gone"
+            async with client(url) as http:
+                follower.http = http
+                peer = await Peer(http, url, MODERN, "erin").open()
+                following = asyncio.ensure_future(follower.follow())  # takes the task up
+                await peer.data("send_message", mail_address=box, payload="after the restart")
+                assert await following == "done"
+    assert [e["seq"] for e in follower.seen] == [0, 1]
+    assert [e["payload"]["status"] for e in follower.seen] == ["working", "completed"]
+    fetched = follower.seen[-1]["payload"]["result"]["structuredContent"]["messages"]
+    assert [m["payload"] for m in fetched] == ["after the restart"]
