@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# RobustMQ 8bd49dc, built by hand outside this repository, for the real-broker lane (#100;
+# CONTRIBUTING.md, "The real-broker lane"). Nothing here runs in CI.
+#
+#   testbed/robustmq.sh build SRC [default|vector-search]   # ~90 min on 2 cores, niced
+#   testbed/robustmq.sh start SRC [default|vector-search]   # on loopback, NATS on :4222
+#
+# SRC: a work tree of robustmq/robustmq at 8bd49dc (from a git mirror: `git --work-tree=SRC
+# checkout 8bd49dc -- .`). The build needs Debian's protobuf-compiler, clang, libclang-dev and
+# lld (RobustMQ's .cargo/config.toml links with lld), and the Rust toolchain this machine has:
+# RobustMQ pins 1.97.0, which rustup cannot fetch here; 1.95.0 builds it. Each feature set
+# builds into a target directory of its own beside SRC.
+set -euo pipefail
+command=${1:?build or start}
+src=$(cd "${2:?the RobustMQ source tree}" && pwd)
+features=${3:-default}
+target="$src/../rmq-target-$features"
+flags=()
+[ "$features" = "vector-search" ] && flags=(--features vector-search)
+
+case "$command" in
+build)
+  for tool in protoc clang ld.lld; do
+    command -v "$tool" >/dev/null || { echo "needs $tool: apt-get install protobuf-compiler clang libclang-dev lld" >&2; exit 2; }
+  done
+  cd "$src"
+  RUSTUP_TOOLCHAIN=${RUSTUP_TOOLCHAIN:-1.95.0} CARGO_TARGET_DIR="$target" \
+    nice -n 19 cargo build -j 2 -p cmd --bin broker-server "${flags[@]}"
+  echo "built: $target/debug/broker-server"
+  ;;
+start)
+  binary="$target/debug/broker-server"
+  [ -x "$binary" ] || { echo "not built: $binary (testbed/robustmq.sh build first)" >&2; exit 2; }
+  home=$(mktemp -d)
+  # RobustMQ's minimal config, on loopback, with one partition a mailbox (docs/deploy.md: its
+  # template's 3 interleaves msg_ids); a vector-search build embeds with the model directory
+  # bench/discovery.py writes when MQ9_ROBUSTMQ_MODEL names it
+  cat > "$home/server.toml" <<EOF
+cluster_name = "broker-server"
+broker_id = 1
+broker_ip = "127.0.0.1"
+roles = ["meta", "broker", "engine"]
+grpc_port = 1228
+http_port = 58080
+meta_addrs = { 1 = "127.0.0.1:1228" }
+
+[runtime]
+default_topic_partition_num = 1
+
+[log]
+log_config = "$src/config/logger.toml"
+log_path = "$home/logs"
+EOF
+  if [ -n "${MQ9_ROBUSTMQ_MODEL:-}" ]; then
+    printf '\n[llm_client]\nembedding_model_path = "%s"\n' "$MQ9_ROBUSTMQ_MODEL" >> "$home/server.toml"
+  fi
+  cd "$home"
+  echo "RobustMQ ($features) in $home; NATS on nats://127.0.0.1:4222"
+  exec "$binary" --conf "$home/server.toml"
+  ;;
+*)
+  echo "build or start" >&2
+  exit 2
+  ;;
+esac
