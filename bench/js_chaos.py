@@ -77,6 +77,11 @@ class RecordingClient(Mq9Client):
         self.acks: list[tuple[float, float, int, str]] = []  # sent, ended, msg_id, raised
         # (when sent, the highest ACK answered then, the answer's ids at or below it)
         self.behind: list[tuple[float, int, list[int]]] = []
+        # each msg_id's create_time as the first answer holding it said, and the msg_ids
+        # answered later with another (the stream's timestamp, in whole seconds, as the
+        # replica that answered the read stored it)
+        self.stamps: dict[int, int] = {}
+        self.restamped: dict[int, list[int]] = {}
 
     async def ack(self, mail_address: str, group_name: str, msg_id: int) -> None:
         sent, outcome = time.monotonic(), ""
@@ -92,6 +97,10 @@ class RecordingClient(Mq9Client):
         sent = time.monotonic()
         highest = group_acks(self, self.mailbox, GROUP).highest
         answer = await super().fetch(mail_address, **options)
+        for m in answer:
+            first = self.stamps.setdefault(m.msg_id, m.create_time)
+            if first != m.create_time:
+                self.restamped.setdefault(m.msg_id, [first]).append(m.create_time)
         if highest is not None and options.get("group_name") == GROUP:
             old = [m.msg_id for m in answer if m.msg_id <= highest]
             if old:
@@ -127,6 +136,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dones: list[tuple[float, list[int], int]] = []
     failures = {"fetch": 0, "done": 0}
     below_answered = 0  # --group: handed out at or below the highest ACK answered before
+    # what each fetch and each returned done was, for the story of a done undone:
+    # (reader, sent, returned, ids, the highest ACK answered when sent and when returned)
+    fetch_log: list[tuple[str, float, float, list[int], int, int]] = []
+    # (reader, returned, ids, its committed, the highest ACK answered then, ids finished then)
+    done_log: list[tuple[str, float, list[int], int, int, list[int]]] = []
     kills: list[dict[str, Any]] = []
     mailbox = results["mailbox"] = lane_mailbox(args.streams)
     with JetStreamCluster(3) as cluster:
@@ -195,6 +209,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             first = texts.setdefault(m.msg_id, m.text())
                             other_text += first != m.text()
                         handed.append((sent, ids))
+                        if shared is not None:
+                            now_acks = group_acks(client, mailbox, GROUP)
+                            fetch_log.append(
+                                (
+                                    f"w{number}",
+                                    sent,
+                                    time.monotonic(),
+                                    ids,
+                                    -1 if answered is None else answered,
+                                    -1 if now_acks.highest is None else now_acks.highest,
+                                )
+                            )
                         by_reader[f"w{number}"] = by_reader.get(f"w{number}", 0) + len(ids)
                         if not ids:
                             if until.is_set():
@@ -210,6 +236,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 failures["done"] += 1
                                 await asyncio.sleep(0.05)
                         dones.append((time.monotonic(), ids, group.committed or -1))
+                        if shared is not None:
+                            now_acks = group_acks(client, mailbox, GROUP)
+                            done_log.append(
+                                (
+                                    f"w{number}",
+                                    dones[-1][0],
+                                    ids,
+                                    group.committed or -1,
+                                    -1 if now_acks.highest is None else now_acks.highest,
+                                    sorted(i for i in ids if i in now_acks.finished),
+                                )
+                            )
 
             finished = asyncio.Event()
             if shared is not None:
@@ -268,6 +306,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for msg_id in missing[:50]:
                 in_stream.append(await store.find(mailbox, msg_id) is not None)
             results["missing_first_50_in_stream"] = in_stream
+            if shared is not None:  # each stream entry of a msg_id answered with two stamps
+                layout = Layout(stream, args.streams)
+                entries: dict[str, list[list[Any]]] = {}
+                name = layout.stream_name(layout.stream_of(token(mailbox)))
+                for msg_id in list(shared.restamped)[:5]:
+                    found: list[list[Any]] = []
+                    seq = 0
+                    while len(found) < 10:
+                        entry = await store.requests.leader_get(
+                            name, seq=seq, next_by_subject=layout.id_filter(mailbox, msg_id)
+                        )
+                        if entry is None:
+                            break
+                        found.append([entry.seq, entry.time, entry.subject, len(entry.data)])
+                        seq = entry.seq + 1
+                    entries[str(msg_id)] = found
+                results["restamped_entries"] = entries
             results["missing_first_50"] = missing[:50]
             await store.close()
             await probe.close()
@@ -290,6 +345,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             {"highest": highest, "ids": ids[:10]} for _, highest, ids in shared.behind[:10]
         ]
         results["handed_out_at_or_below_an_answered_ack"] = below_answered
+        results["undone_stories"] = _stories(fetch_log, done_log, shared.acks)
+        results["msg_ids_answered_with_two_create_times"] = len(shared.restamped)
+        results["restamped_first"] = dict(list(shared.restamped.items())[:10])
     results.update(
         kills=kills,
         sends_answered=len(answered),
@@ -309,6 +367,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         load_after=os.getloadavg(),
     )
     return results
+
+
+def _stories(
+    fetch_log: list[tuple[str, float, float, list[int], int, int]],
+    done_log: list[tuple[str, float, list[int], int, int, list[int]]],
+    acks: list[tuple[float, float, int, str]],
+) -> list[dict[str, Any]]:
+    """For each id a fetch handed out after a done given it had returned (at most 10): the
+    fetch, the done, every fetch and done of that id, and the ACKs sent around them."""
+    first_done: dict[int, tuple[str, float, list[int], int, int, list[int]]] = {}
+    for entry in sorted(done_log, key=lambda d: d[1]):
+        for msg_id in entry[2]:
+            first_done.setdefault(msg_id, entry)
+    stories: list[dict[str, Any]] = []
+    for reader, sent, returned, ids, highest_sent, highest_back in fetch_log:
+        for msg_id in ids:
+            done = first_done.get(msg_id)
+            if done is None or done[1] >= sent or len(stories) >= 10:
+                continue
+            since = done[1] - 30
+            stories.append(
+                {
+                    "msg_id": msg_id,
+                    "fetch": [reader, sent, returned, highest_sent, highest_back, ids[0], ids[-1]],
+                    "done": [done[0], done[1], min(done[2]), max(done[2]), *done[3:]],
+                    "fetches_of_it": [
+                        [r, s, b, hs, hb, min(i), max(i)]
+                        for r, s, b, i, hs, hb in fetch_log
+                        if msg_id in i
+                    ],
+                    "dones_of_it": [
+                        [r, w, min(i), max(i), c, h, msg_id in fin]
+                        for r, w, i, c, h, fin in done_log
+                        if msg_id in i
+                    ],
+                    "acks_around": [
+                        list(a) for a in sorted(acks) if since <= a[0] <= returned + 1
+                    ][-60:],
+                }
+            )
+    return stories
 
 
 def _handed_out_after_done(

@@ -8,7 +8,9 @@ group's position moved back (15 times in 9 kills, on the earlier JetStream store
 gone with that store in issue #72; docs/groups.md): a reader that fetched before another's ack
 acked lower after it, or an ACK sent again after a failover landed behind one sent meanwhile.
 The readers of one client now ack in turn, never below the highest ack answered; a position
-moved back by someone else is put back before anything is handed out.
+moved back by someone else is put back before anything is handed out. Issue #98, item 9: and
+the answer read after that put-back is checked too, and what is at or below the highest ack
+answered is done for every reader of the client, whatever an answer says.
 """
 
 from __future__ import annotations
@@ -131,6 +133,48 @@ async def test_an_ack_never_answered_is_not_overtaken_by_a_lower_one(client):
     assert (await client.fetch(box, group_name="g", max_wait_ms=0))[0].msg_id == 25
     assert await _ids(d, 10) == list(range(25, 35))
     assert a.committed == 4
+
+
+async def test_an_ack_answered_while_a_read_is_under_way_is_checked_against_it(client):
+    """Issue #98, item 9, as the chaos lane found it (no kill, no stale read: one client's
+    readers interleaving; bench/js_chaos.py --group). Past 0..4, c finishes 15..24 while it
+    still holds 5..14: its ``done`` returns without an ack, 15..24 done for the client. b's
+    fetch is sent after it: its FETCH reads the group at 5, and a's ack of 14 is answered
+    before that answer is looked at, so b puts the group back (acks 14 again) and reads again,
+    at 15. Before that answer is looked at, c finishes 5..14 and acks 24, which is answered:
+    15..24 are behind the group now, no longer "finished above the highest ack". Before the
+    fix b took the answer after a put-back as it came and handed 15..24 out again, after c's
+    ``done`` of them had returned."""
+    box = await _box(client, 35)
+    a, b, c = readers = [GroupReader(client, box, "g") for _ in range(3)]
+    await _each_done_first(readers, 5)  # (past their first batches)
+    assert await _ids(a, 10) == list(range(5, 15))
+    assert await _ids(c, 20) == list(range(5, 25))
+    await c.done(list(range(15, 25)))  # returned: 15..24 are done (c holds 5..14: no ack)
+    transport = client._transport
+    request = transport.request
+    reads = 0
+
+    async def interleaved(subject, body, headers, timeout):
+        nonlocal reads
+        answer = await request(subject, body, headers, timeout)
+        if subject == p.fetch_subject(box):
+            reads += 1
+            if reads == 1:  # b's FETCH was read at 5; a's ack of 14 is answered meanwhile
+                await a.done(list(range(5, 15)))
+            elif reads == 2:  # b's second read, at 15; c's ack of 24 is answered meanwhile
+                await c.done(list(range(5, 15)))
+        return answer
+
+    transport.request = interleaved
+    try:
+        handed = await _ids(b, 10)
+    finally:
+        transport.request = request
+    assert reads >= 2  # (b did put the group back, and read again)
+    assert c.committed == 24
+    assert not set(handed) & set(range(25))  # before the fix: 15..24
+    assert handed == list(range(25, 35))
 
 
 async def test_a_position_still_behind_after_it_was_put_back_hands_nothing_out_again(client):
