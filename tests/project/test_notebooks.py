@@ -103,7 +103,7 @@ def run_notebook(path: Path, kernel_specs: KernelSpecManager, env: dict[str, str
         output for cell in code_cells for output in cell.outputs if output.output_type == "error"
     ]
     assert errors == []
-    # Nothing deprecated on the way (create_react_agent's notice, say): what a user would see
+    # Nothing deprecated on the way (a LangGraph deprecation notice, say): what a user would see
     # as a warning cell output, the kernel shows on stderr. LangChain's own notice that its MCP
     # client (langchain.mcp, notebook 03) is in beta is what every user of it sees: shown.
     warned = [
