@@ -302,6 +302,10 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     return collector.writes
 
 
+async def _written(collector: BrokerCollector, survey: StoreSurvey) -> None:
+    collector.writes, collector.wrote = await survey.answers(), True
+
+
 def broker_endpoint(
     broker: Broker, host: str, port: int, monitors: Sequence[str] = ()
 ) -> OperatorEndpoint:
@@ -314,13 +318,20 @@ def broker_endpoint(
     registry = prometheus.CollectorRegistry(auto_describe=False)
     collector = BrokerCollector(broker, broker.meter)
     registry.register(collector)
-    refresh = collector.refresh
-    if monitors:
-        servers = ServersWatched(monitors)
-        registry.register(servers)
+    watched = ServersWatched(monitors) if monitors else None
+    if watched is not None:
+        registry.register(watched)
 
-        async def refresh() -> None:
-            await asyncio.gather(collector.refresh(), servers.refresh())
+    async def refresh() -> None:
+        # (#99) a scrape waits for the store's readiness write (within the scrape's deadline),
+        # where a /readyz answers at once: the gauges it exports are this scrape's, and an
+        # alert on them is not a scrape late
+        survey = collector.cluster_survey() if ready(broker) is None else None
+        await asyncio.gather(
+            collector.refresh(),
+            *([] if watched is None else [watched.refresh()]),
+            *([] if survey is None else [_written(collector, survey)]),
+        )
 
     return OperatorEndpoint(
         host, port, registry, lambda: store_ready(broker, collector),
