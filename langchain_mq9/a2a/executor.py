@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +39,23 @@ class ExecutorFailed(Exception):
 
 
 class _Collected(EventQueue):
-    """The events an executor publishes during one turn."""
+    """The events an executor publishes during one turn; ``progress``, where given, is awaited
+    with them after each update of a task still working (#101: each is an event the caller's
+    stream gets, and may replay)."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[list[Event]], Awaitable[None]] | None = None) -> None:
         self.events: list[Event] = []
+        self.progress = progress
 
     async def enqueue_event(self, event: Event) -> None:
         self.events.append(event)
+        if self.progress is None:
+            return
+        if isinstance(event, TaskArtifactUpdateEvent) or (
+            isinstance(event, TaskStatusUpdateEvent)
+            and json_object(event).get("status", {}).get("state") == w.WORKING
+        ):
+            await self.progress(self.events)
 
 
 @dataclass
@@ -112,7 +123,7 @@ class ExecutorServer(AgentServer):
             context_id=turn.context_id,
             task=to_proto(turn.existing, Task) if turn.existing else None,
         )
-        queue = _Collected()
+        queue = _Collected(lambda events: self._progress(turn, events))
         try:
             await self.executor.execute(context, queue)
         except asyncio.CancelledError:
@@ -133,6 +144,15 @@ class ExecutorServer(AgentServer):
                 "not completed, failed or input-required"
             )
         return found, None
+
+    async def _progress(self, turn: Turn, events: list[Event]) -> None:
+        """A working task's update (its status message, or an artifact or a chunk of one):
+        kept as a ``working`` state with what was published so far, an event of the task."""
+        found = _outcome(events)
+        self._progressed.add(turn.slot)  # the server's own "working" is said by then
+        await self._report(
+            turn, w.WORKING, artifacts=found.artifacts, status_message=found.status_message
+        )
 
     def _asked(self, interrupts: Any) -> StateFields:
         """The question as the executor asked it: its whole status message."""

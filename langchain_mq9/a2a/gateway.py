@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -65,6 +66,7 @@ from a2a.utils.errors import (
     PushNotificationNotSupportedError,
 )
 from a2a.utils.task import apply_history_length, validate_history_length
+from google.protobuf.struct_pb2 import Struct
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.datastructures import Headers
@@ -301,8 +303,13 @@ class GatewayHandler(RequestHandler):
     @staticmethod
     def _shown(task: Task) -> Task:
         """A task as the HTTP client sees it: without our own bookkeeping (which reply
-        mailbox owns it)."""
+        mailbox owns it), with its newest event's number (#101: ``seq`` under the resume
+        extension's key, unless a stream placed it already)."""
         if "mq9" in task.metadata:
+            ours = task.metadata["mq9"]
+            seq = ours[w.SEQ] if isinstance(ours, Struct) and w.SEQ in ours else None
+            if w.RESUME_EXTENSION not in task.metadata and isinstance(seq, float | int):
+                task.metadata[w.RESUME_EXTENSION] = {"seq": int(seq)}
             del task.metadata["mq9"]
         return task
 
@@ -332,9 +339,12 @@ class GatewayHandler(RequestHandler):
         validate_history_length(params.configuration)
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.send_wait)
+        key = idempotency_key(context)
         with _said():
             params, on_sent = await self._push_inline(params, transport)
-            answer = await transport.send_message(params, context=timeout, on_sent=on_sent)
+            answer = await transport.send_message(
+                params, context=timeout, on_sent=on_sent, idempotency_key=key
+            )
         if answer.HasField("message"):  # the agent answered with a Message, not a task
             return answer.message
         return apply_history_length(self._shown(answer.task), params.configuration)
@@ -344,9 +354,12 @@ class GatewayHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
+        key = idempotency_key(context)
         with _said():
             params, on_sent = await self._push_inline(params, transport)
-            events = transport.send_message_streaming(params, context=timeout, on_sent=on_sent)
+            events = transport.send_message_streaming(
+                params, context=timeout, on_sent=on_sent, idempotency_key=key
+            )
             async for task in self._until_closing(events, transport):
                 yield task
 
@@ -378,8 +391,9 @@ class GatewayHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
+        after = last_event_id(context)  # #101: resumed after the last event the client saw
         with _said():
-            events = transport.subscribe(params, context=timeout)
+            events = transport.subscribe(params, context=timeout, after=after)
             async for task in self._until_closing(events, transport):
                 yield task
 
@@ -500,7 +514,62 @@ async def _now(transport: Mq9Transport, task: Task) -> Task:
             now = await transport.get_task(GetTaskRequest(id=task.id))
     except (A2AError, Mq9Error, TimeoutError):
         return task
-    return GatewayHandler._shown(now)
+    now = GatewayHandler._shown(now)
+    if w.RESUME_EXTENSION in now.metadata:  # the task as it stands: no event, no cursor (#101)
+        where = now.metadata[w.RESUME_EXTENSION]
+        if isinstance(where, Struct) and "seq" in where:
+            now.metadata[w.RESUME_EXTENSION] = {"snapshot": where["seq"]}
+    return now
+
+
+# #101: what a client sends beside a request, as an HTTP header or (gRPC) call metadata,
+# lower-cased there; a2a-sdk's client sends either from ClientCallContext.service_parameters
+LAST_EVENT_ID = "Last-Event-ID"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_KEY_CHARS = 255  # an Idempotency-Key: 1 to 255 visible ASCII characters
+MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
+
+
+def request_header(context: ServerCallContext, name: str) -> str | None:
+    """A request's header (HTTP bindings), or its call's metadata (gRPC), by name."""
+    headers = context.state.get("headers")
+    if isinstance(headers, Mapping):
+        value = headers.get(name.lower())
+        return value if isinstance(value, str) else None
+    grpc_context = context.state.get("grpc_context")
+    if grpc_context is not None:
+        for key, value in grpc_context.invocation_metadata() or ():
+            if key.lower() == name.lower() and isinstance(value, str):
+                return value
+    return None
+
+
+def last_event_id(context: ServerCallContext) -> int | None:
+    """The ``Last-Event-ID`` a SubscribeToTask names (None: none): the number of the last
+    event the client saw; InvalidParamsError for one that is no such number."""
+    value = request_header(context, LAST_EVENT_ID)
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_CURSOR:
+        raise InvalidParamsError(
+            f"{LAST_EVENT_ID} {text[:40]!r}: the number of an event (its SSE id, or its "
+            f"metadata's {w.RESUME_EXTENSION} seq)"
+        )
+    return int(text)
+
+
+def idempotency_key(context: ServerCallContext) -> str | None:
+    """The ``Idempotency-Key`` a SendMessage carries (None: none); InvalidParamsError for one
+    that is not 1 to 255 visible ASCII characters."""
+    value = request_header(context, IDEMPOTENCY_KEY)
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY_CHARS or not all(33 <= ord(c) <= 126 for c in value):
+        raise InvalidParamsError(
+            f"{IDEMPOTENCY_KEY}: 1 to {MAX_KEY_CHARS} visible ASCII characters"
+        )
+    return value
 
 
 def reply_mailbox(gateway: str, tenant: str) -> str:
@@ -573,7 +642,8 @@ class _Conventions:
             await refused(scope, receive, send)
             return
         # A2A 11.1: the HTTP+JSON binding answers application/json (a2a-sdk says a2a+json)
-        await self.app(scope, receive, _plain_json(send) if REST + "/" in path else send)
+        sent = _plain_json(send) if REST + "/" in path else send
+        await self.app(scope, receive, _sse_ids(sent))
 
     def _cached(self, send: Send) -> Send:
         body_hash = hashlib.sha256()
@@ -605,6 +675,84 @@ class _Conventions:
             await send(message)
 
         return cached
+
+
+def _sse_ids(send: Send) -> Send:
+    """An event stream's events given their SSE ``id`` (#101): the task's event number its
+    JSON carries (``metadata[RESUME_EXTENSION].seq``), so a client's ``Last-Event-ID`` is
+    the last event it got; an event without one (a snapshot ahead of a replay) has no id,
+    and an EventSource keeps the one it had."""
+    streaming = False
+    held = b""
+
+    async def sent(message: AsgiMessage) -> None:
+        nonlocal streaming, held
+        if message["type"] == "http.response.start":
+            kinds = [v for k, v in message.get("headers", []) if k.lower() == b"content-type"]
+            streaming = any(v.startswith(b"text/event-stream") for v in kinds)
+            await send(message)
+            return
+        if not streaming or message["type"] != "http.response.body":
+            await send(message)
+            return
+        held += message.get("body", b"")
+        more = message.get("more_body", False)
+        out: list[bytes] = []
+        while True:  # whole events only (an event ends with a blank line)
+            cut = _event_end(held)
+            if cut is None:
+                break
+            event, held = held[: cut[0]], held[cut[1] :]
+            out.append(_with_id(event) + cut[2])
+        if not more and held:
+            out.append(held)
+            held = b""
+        await send({**message, "body": b"".join(out)})
+
+    return sent
+
+
+def _event_end(data: bytes) -> tuple[int, int, bytes] | None:
+    """Where the first whole SSE event in ``data`` ends: (its end, the next's start, the
+    blank line between), or None."""
+    ends = [(data.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n", b"\r\r")]
+    found = [(i, sep) for i, sep in ends if i >= 0]
+    if not found:
+        return None
+    i, sep = min(found)
+    return i, i + len(sep), sep
+
+
+def _with_id(event: bytes) -> bytes:
+    """An SSE event with an ``id:`` line naming its task's event number, if its data says it."""
+    lines = event.splitlines()
+    if any(line.startswith(b"id:") for line in lines):
+        return event
+    data = b"\n".join(line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:"))
+    if w.RESUME_EXTENSION.encode() not in data:
+        return event
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return event
+    seq = _event_seq(body)
+    if seq is None:
+        return event
+    newline = b"\r\n" if b"\r\n" in event else b"\n"
+    return f"id: {seq}".encode() + newline + event
+
+
+def _event_seq(body: object) -> int | None:
+    """The ``seq`` of the task a streamed JSON-RPC or HTTP+JSON event carries."""
+    if isinstance(body, dict) and isinstance(body.get("result"), dict):
+        body = body["result"]  # JSON-RPC's envelope
+    task = body.get("task") if isinstance(body, dict) else None
+    meta = task.get("metadata") if isinstance(task, dict) else None
+    place = meta.get(w.RESUME_EXTENSION) if isinstance(meta, dict) else None
+    seq = place.get("seq") if isinstance(place, dict) else None
+    if isinstance(seq, bool) or not isinstance(seq, int | float) or seq < 0:
+        return None
+    return int(seq)
 
 
 def _plain_json(send: Send) -> Send:
@@ -650,15 +798,17 @@ def gateway_card(
         "pushNotifications": push,
         "extendedAgentCard": True,  # GetExtendedAgentCard answers a tenant (the same card)
     }
+    extensions: list[JsonValue] = [resume_extension()]
     if push and jwks_url:
-        capabilities["extensions"] = [
+        extensions.append(
             {
                 "uri": PUSH_JWT_EXTENSION,
                 "description": "each push carries a JWT (X-Mq9-Push-JWT) signed by these keys",
                 "required": False,
                 "params": {"jwksUrl": jwks_url},
             }
-        ]
+        )
+    capabilities["extensions"] = extensions
     return {
         "name": name,
         "description": str(card.get("description") or f"{name}, an mq9 agent"),
@@ -671,6 +821,29 @@ def gateway_card(
         "skills": card.get("skills")
         or [{"id": "tasks", "name": name, "description": "takes A2A tasks", "tags": ["mq9"]}],
         **tenants.card_fields(),
+    }
+
+
+def resume_extension() -> JsonObject:
+    """The card's word for #101 (an extension of ours until A2A names one: a2aproject/A2A
+    #1986, #1893): where a streamed task carries its event number, where a SubscribeToTask
+    names the last one seen, and the SendMessage idempotency key."""
+    return {
+        "uri": w.RESUME_EXTENSION,
+        "description": (
+            "each event of a task is numbered (metadata[uri].seq, the SSE id); SubscribeToTask "
+            "with the last one seen replays every event after it, then follows; a SendMessage "
+            "under one Idempotency-Key reaches the agent once, per tenant"
+        ),
+        "required": False,
+        "params": {
+            "eventMetadataKey": w.RESUME_EXTENSION,
+            "cursorHeader": LAST_EVENT_ID,
+            "cursorGrpcMetadata": LAST_EVENT_ID.lower(),
+            "idempotencyHeader": IDEMPOTENCY_KEY,
+            "idempotencyGrpcMetadata": IDEMPOTENCY_KEY.lower(),
+            "gap": "gap",
+        },
     }
 
 

@@ -35,7 +35,7 @@ from . import wire as w
 from .arrivals import Arrivals, Bell
 from .push_auth import PUSH_JWT_EXTENSION, PushSigner
 from .shapes import ArtifactJson, CardJson, JsonObject, MessageJson, TaskJson
-from .store import Asker, TaskStore, deliver, ensure_mailbox
+from .store import Asker, TaskStore, deliver, ensure_mailbox, log_event
 
 T = TypeVar("T")
 # A task as this server tells tasks apart: its owner's part of the store (``Asker.scope``: None
@@ -213,6 +213,11 @@ class AgentServer:
         self._running: dict[Slot, tuple[asyncio.Task[tuple[Any, Any]], Asker]] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
         self._one_task = KeyedLock()  # by task (Slot): its requests, until its run starts
+        # #101: each state a task's events, numbered in the order written (one at a time per
+        # task): the last number given, while the task runs (from its stored state after that)
+        self._numbering = KeyedLock()
+        self._seqs: dict[Slot, int] = {}
+        self._progressed: set[Slot] = set()  # runs that reported their own working states
         self._loop: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -447,14 +452,30 @@ class AgentServer:
         await self._to_caller(reply_to, f"answering about task {task_id}", send)
 
     async def _deliver(
-        self, reply_to: str, snapshot: TaskJson, answering: int | None = None
+        self,
+        reply_to: str,
+        snapshot: TaskJson,
+        answering: int | None = None,
+        *,
+        event: bool = False,
     ) -> None:
         """Leave a task state with the caller (its reply mailbox); ``answering``: the msg_id
-        of the GetTask or CancelTask it answers (each is answered, whatever was sent before)."""
+        of the GetTask or CancelTask it answers (each is answered, whatever was sent before);
+        ``event``: a new state, also left as the task's event (``store.log_event``, #101)."""
         what = f"sending task {snapshot['id']} to {reply_to}"
-        await self._to_caller(
+        newest = self._to_caller(
             reply_to, what, lambda: deliver(self.client, reply_to, snapshot, answering=answering)
         )
+        if not event or not w.seq_of(snapshot):
+            await newest
+            return
+        logged = self._to_caller(
+            reply_to, what + " (event)", lambda: log_event(self.client, reply_to, snapshot)
+        )
+        both = await asyncio.gather(logged, newest, return_exceptions=True)
+        failed = [r for r in both if r is not None]
+        if failed:
+            raise failed[0]
 
     async def _to_caller(
         self, reply_to: str, what: str, send: Callable[[], Awaitable[None]]
@@ -568,6 +589,8 @@ class AgentServer:
             history=history,
             metadata=meta,
         )
+        # Numbered after the state the turn began from (the store's: also after a restart)
+        self._seqs.setdefault(turn.slot, w.seq_of(turn.existing))
         return await self._publish(snapshot, turn.asker)
 
     async def _follow(self, turn: Turn, run: asyncio.Task[tuple[Any, Any]]) -> None:
@@ -576,7 +599,8 @@ class AgentServer:
             # A run that ends within ``working_after`` reports its end only (a cancel of the
             # run ends this wait too: it is done then)
             await asyncio.wait({run}, timeout=self.working_after)
-            if not run.done() and not await self._report(turn, w.WORKING):
+            said = turn.slot in self._progressed  # (an executor's own updates say it)
+            if not run.done() and not said and not await self._report(turn, w.WORKING):
                 run.cancel()  # the request cannot be kept: the task failed, saying why
                 await asyncio.gather(run, return_exceptions=True)
                 return
@@ -592,6 +616,7 @@ class AgentServer:
             return
         finally:
             self._running.pop(turn.slot, None)
+            self._progressed.discard(turn.slot)
         if interrupts:
             await self._report(turn, w.INPUT_REQUIRED, **self._asked(interrupts))
             return
@@ -638,6 +663,26 @@ class AgentServer:
         return False
 
     async def _keep_state(self, snapshot: TaskJson, owner: Asker) -> None:
+        """Number the state (the task's next event, #101: after the last one this server
+        wrote, or the stored state's), then keep it (``_write_state``). One task's states are
+        numbered and written one at a time, so their numbers are the order they were kept in."""
+        slot: Slot = (owner.scope, snapshot["id"])
+        async with self._numbering.hold(slot):
+            seq = w.seq_of(snapshot)
+            if not seq:  # (a state that was not kept, numbered already, keeps its number)
+                before = self._seqs.get(slot)
+                if before is None:
+                    stored = self._stored(snapshot["id"], owner)
+                    before = w.seq_of(await stored)
+                seq = before + 1
+                snapshot = w.with_seq(snapshot, seq)
+            await self._write_state(snapshot, owner)
+            if w.task_state(snapshot) in w.STOPPED:
+                self._seqs.pop(slot, None)  # a later turn numbers from the stored state
+            else:
+                self._seqs[slot] = seq
+
+    async def _write_state(self, snapshot: TaskJson, owner: Asker) -> None:
         """Keep a state in the store and leave it with the caller. A state that stops the task
         is stored before the caller may see it: a replica that dies between the two leaves it
         stored, so a redelivered request sends it again instead of running the task again. A
@@ -648,7 +693,7 @@ class AgentServer:
         keep = self._persist(what, lambda: self.store.put(snapshot))
         if reply_to and w.task_state(snapshot) not in w.STOPPED:
             both = await asyncio.gather(
-                keep, self._deliver(reply_to, snapshot), return_exceptions=True
+                keep, self._deliver(reply_to, snapshot, event=True), return_exceptions=True
             )
             failed = [r for r in both if r is not None]
             if failed:
@@ -656,7 +701,7 @@ class AgentServer:
         else:
             await keep
             if reply_to:
-                await self._deliver(reply_to, snapshot)
+                await self._deliver(reply_to, snapshot, event=True)
         if self.push is not None:
             self._push_state(snapshot, owner)
 

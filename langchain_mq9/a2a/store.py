@@ -16,6 +16,7 @@ naming who asked, so that a replica still writing ``working`` cannot hide it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -139,6 +140,47 @@ async def deliver(
         headers=headers,
         idempotency_key=state_key(snapshot, key, answering),
     )
+
+
+async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
+    """Leave a numbered task state with the caller as an event of its own (#101): under
+    ``event.{id}.{seq}``, never compacted by a later state, so a stream cut at any point is
+    replayed from here; the same event sent again is stored once (``state_key``)."""
+    seq = w.seq_of(snapshot)
+    if not seq:
+        return
+    key = w.event_key(snapshot["id"], seq)
+    await keep(
+        client,
+        mailbox,
+        key,
+        snapshot,
+        tags=[w.EVENT_TAG],
+        headers=w.event_headers(snapshot["id"], w.task_state(snapshot)),
+        idempotency_key=state_key(snapshot, key),
+    )
+
+
+async def events(
+    client: Mq9Client, mailbox: str, task_id: str, after: int, upto: int
+) -> list[TaskJson] | None:
+    """The task's events ``after`` < seq <= ``upto`` kept in ``mailbox``, in order (each read
+    by its own key, side by side: a query by tag answers at most 100, oldest first); None
+    when one of them is not kept (expired, deleted, or written before #101): a gap."""
+    if upto <= after:
+        return []
+
+    async def one(seq: int) -> TaskJson | None:
+        found = cast(TaskJson | None, await latest(client, mailbox, w.event_key(task_id, seq)))
+        return found if found is not None and w.seq_of(found) == seq else None
+
+    found: list[TaskJson] = []
+    for start in range(after + 1, upto + 1, 32):  # 32 reads at a time
+        batch = await asyncio.gather(*(one(s) for s in range(start, min(start + 32, upto + 1))))
+        if any(b is None for b in batch):
+            return None
+        found += [b for b in batch if b is not None]
+    return found
 
 
 def _mq9_metadata(snapshot: Mapping[str, object] | None) -> JsonObject:

@@ -61,7 +61,7 @@ from .arrivals import NO_ANNOUNCEMENTS, Arrivals
 from .caller import AgentCaller, CallError, CallState, _user_turns
 from .protojson import json_object, request_json, to_proto
 from .shapes import JsonObject, MessageJson, TaskJson
-from .store import latest, tasks_in
+from .store import events, latest, tasks_in
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
@@ -95,10 +95,13 @@ class Mq9Transport(ClientTransport):
 
     # -- SendMessage ------------------------------------------------------------------------
 
-    async def _submit(self, request: SendMessageRequest) -> tuple[str, int, int, bool]:
+    async def _submit(
+        self, request: SendMessageRequest, idempotency_key: str | None = None
+    ) -> tuple[str, int, int, bool, int]:
         """Send the request: the task's id, how many caller turns it will have, the newest
-        error answer about it before this request (the agent's answer to it comes after), and
-        whether it was sent before (``once_per_message``: its answer may be there already)."""
+        error answer about it before this request (the agent's answer to it comes after),
+        whether it was sent before (``once_per_message``, or ``idempotency_key``: its answer
+        may be there already), and the task's newest event before it (#101)."""
         caller = self._caller
         body = request_json(request)
         msg = body.get("message")
@@ -114,15 +117,28 @@ class Mq9Transport(ClientTransport):
         task_id = msg.get("taskId")
         try:
             message_id = msg.get("messageId")
+            if not task_id and idempotency_key:
+                # #101 (A2A #1893): the key names the request, for this caller (a tenant) alone
+                try:
+                    task_id, resent = await caller.submit_once(
+                        self.mailbox, body, IDEMPOTENCY_ONCE + idempotency_key
+                    )
+                except CallError:
+                    raise InvalidParamsError(
+                        f"Idempotency-Key {idempotency_key[:80]!r} was used before with another "
+                        "request: a new request needs a new key"
+                    ) from None
+                return task_id, 1, -1, resent, 0
             if not task_id and self.once_per_message and isinstance(message_id, str) and message_id:
                 task_id, resent = await caller.submit_once(self.mailbox, body, message_id)
-                return task_id, 1, -1, resent
+                return task_id, 1, -1, resent, 0
             if not task_id:
-                return await caller.submit(self.mailbox, body), 1, -1, False
+                return await caller.submit(self.mailbox, body), 1, -1, False, 0
             before, errors = await asyncio.gather(self._known(task_id), self._error_ids(task_id))
             _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
             await caller.send_request(self.mailbox, body, w.SEND, task_id)
-            return task_id, _user_turns(before) + 1, max(errors, default=-1), False
+            turns = _user_turns(before) + 1
+            return task_id, turns, max(errors, default=-1), False, w.seq_of(before)
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
 
@@ -136,6 +152,7 @@ class Mq9Transport(ClientTransport):
         *,
         context: ClientCallContext | None = None,
         on_sent: Callable[[str], Awaitable[None]] | None = None,
+        idempotency_key: str | None = None,
     ) -> SendMessageResponse:
         """The task once it stops (or as it stands when the call's time is up, or at once with
         ``returnImmediately``); the agent's Message when it answered with one (docs/a2a.md,
@@ -143,7 +160,7 @@ class Mq9Transport(ClientTransport):
         awaited with the task's id once the request is sent (the gateway keeps a push config
         given in the request so)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns, errors, resent = await self._submit(request)
+        task_id, turns, errors, resent, _ = await self._submit(request, idempotency_key)
         if on_sent is not None:
             await on_sent(task_id)
         newest: TaskJson | None = None
@@ -163,16 +180,48 @@ class Mq9Transport(ClientTransport):
         *,
         context: ClientCallContext | None = None,
         on_sent: Callable[[str], Awaitable[None]] | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[StreamResponse]:
+        """The submitted task (event 0 of a new task), then each event of the task (#101:
+        each numbered, none skipped: those a look missed are read from the reply mailbox)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
-        task_id, turns, errors, resent = await self._submit(request)
+        task_id, turns, errors, resent, before = await self._submit(request, idempotency_key)
         if on_sent is not None:
             await on_sent(task_id)
-        if not resent:  # (a task sent before: its states as they stand, from the first)
-            yield StreamResponse(task=to_proto(_submitted(task_id, request), Task))
+        if not resent:  # (a task sent before: its events from the first)
+            # a new task's event 0; a follow-up's first answer, ahead of its new events
+            place = {"snapshot": before} if before else {"seq": 0}
+            first = placed(_submitted(task_id, request), **place)
+            yield StreamResponse(task=to_proto(first, Task))
         states = self._states_after_send(task_id, context, turns, errors, mark, resent)
-        async for snapshot in states:
+        async for snapshot in self._numbered(task_id, states, before):
             yield StreamResponse(task=to_proto(snapshot, Task))
+
+    async def _numbered(
+        self, task_id: str, snapshots: AsyncGenerator[TaskJson], last: int
+    ) -> AsyncGenerator[TaskJson]:
+        """Each event of the task after event ``last``, in order, once, placed (``placed``):
+        ``snapshots`` are the newest states as looks found them; an event a look skipped (two
+        kept between looks) is read from the reply mailbox; one not kept there any more is
+        said, once, as a gap (the newest state with ``gap``). A state without a number (an
+        agent from before #101) is passed on as it is."""
+        async for snapshot in snapshots:
+            seq = w.seq_of(snapshot)
+            if not seq:
+                yield snapshot
+                continue
+            if seq <= last:
+                continue  # seen (the state before a follow-up, or a look again)
+            if seq > last + 1:
+                kept = await events(self.client, self.reply_mailbox, task_id, last, seq - 1)
+                if kept is None:
+                    yield placed(snapshot, seq=seq, gap={"after": last, "resumedAt": seq})
+                    last = seq
+                    continue
+                for event in kept:
+                    yield placed(event, seq=w.seq_of(event))
+            yield placed(snapshot, seq=seq)
+            last = seq
 
     def _states_after_send(
         self,
@@ -339,20 +388,52 @@ class Mq9Transport(ClientTransport):
         return to_proto(snapshot, Task)
 
     async def subscribe(
-        self, request: SubscribeToTaskRequest, *, context: ClientCallContext | None = None
+        self,
+        request: SubscribeToTaskRequest,
+        *,
+        context: ClientCallContext | None = None,
+        after: int | None = None,
     ) -> AsyncGenerator[StreamResponse]:
         """The task as it stands at once (``submitted`` while the agent has not taken it),
-        then each new state until a final one: an input-required task is followed through
-        its answer. A task that ended already is refused (A2A: UnsupportedOperationError)."""
+        then each new event until a final one: an input-required task is followed through
+        its answer. A task that ended already is refused (A2A: UnsupportedOperationError).
+
+        ``after`` (#101: the last event the client saw, its ``Last-Event-ID``): the task as it
+        stands first (A2A 9.4; placed as a ``snapshot``, which moves no cursor), then every
+        event after ``after``, in order, then each new one; a task that ended since is
+        replayed to its end. A cursor older than what the reply mailbox keeps is answered
+        with the task as it stands, placed with its number and a ``gap``, then new events; a
+        cursor past the task's newest event is refused (InvalidParamsError)."""
         current = await self._known(request.id)
-        if w.task_state(current) in w.FINAL:
-            raise UnsupportedOperationError(
-                f"task {request.id} is {w.short_state(w.task_state(current))}: nothing to "
-                "subscribe to (GetTask reads it)"
-            )
-        yield StreamResponse(task=to_proto(current, Task))
+        newest = w.seq_of(current)
+        ended = w.task_state(current) in w.FINAL
+        if after is None:
+            if ended:
+                raise UnsupportedOperationError(
+                    f"task {request.id} is {w.short_state(w.task_state(current))}: nothing to "
+                    "subscribe to (GetTask reads it)"
+                )
+            yield StreamResponse(task=to_proto(placed(current, seq=newest), Task))
+        else:
+            if after > newest:
+                raise InvalidParamsError(
+                    f"Last-Event-ID {after} is past task {request.id}'s newest event "
+                    f"({newest}): subscribe without it"
+                )
+            kept = await events(self.client, self.reply_mailbox, request.id, after, newest - 1)
+            if kept is None:
+                gap = {"after": after, "resumedAt": newest}
+                yield StreamResponse(task=to_proto(placed(current, seq=newest, gap=gap), Task))
+            else:
+                yield StreamResponse(task=to_proto(placed(current, snapshot=newest), Task))
+                if newest > after:
+                    for event in [*kept, current]:
+                        event = placed(event, seq=w.seq_of(event))
+                        yield StreamResponse(task=to_proto(event, Task))
+            if ended:
+                return
         following = self._snapshots(lambda: self._snapshot(request.id), context, until=w.FINAL)
-        async for snapshot in following:
+        async for snapshot in self._numbered(request.id, following, newest):
             if snapshot != current:
                 yield StreamResponse(task=to_proto(snapshot, Task))
 
@@ -525,6 +606,19 @@ def message_answer(snapshot: Mapping[str, object]) -> MessageJson | None:
     found = status.get("message") if isinstance(status, dict) else None
     answered = isinstance(found, dict) and w.task_state(snapshot) == w.COMPLETED
     return cast(MessageJson, found) if answered else None
+
+
+IDEMPOTENCY_ONCE = "Idempotency-Key\n"  # what a key names, apart from any messageId
+
+
+def placed(state: TaskJson, /, **place: object) -> TaskJson:
+    """A task state with its place among the task's events (#101), public, under
+    ``metadata[RESUME_EXTENSION]``: ``seq`` (the event's number: a client's cursor, its SSE
+    ``id``), or ``snapshot`` (the task as it stands at that number, ahead of a replay: moves
+    no cursor), and ``gap`` where events were lost to the client (``after``, ``resumedAt``)."""
+    meta = dict(state.get("metadata") or {})
+    meta[w.RESUME_EXTENSION] = cast(JsonObject, place)
+    return cast(TaskJson, {**state, "metadata": meta})
 
 
 def _timeout(context: ClientCallContext | None) -> float:

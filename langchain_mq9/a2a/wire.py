@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TypeGuard, cast
 
 from mq9_wire.protocol import HEADER_SENDER, MQ9_URL_SCHEME, is_valid_address, names, nests_deeper
 
@@ -101,6 +101,18 @@ MAX_REQUEST_DEPTH = 32
 # AgentCapabilities.extensions): an agent registered only for its mailbox has an mq9 interface
 # too, but takes plain messages, so a task sent to it would never be answered.
 TASKS_EXTENSION = "urn:langchain-mq9:a2a-tasks"
+
+# Resume with replay (#101): each state of a task an agent keeps is an event, numbered per task
+# (``metadata.mq9.seq``: 1, 2, ...; the caller's own ``submitted`` is 0), and left with the
+# caller twice: under ``task.{id}`` (the newest state: compacted) and under
+# ``event.{id}.{seq}`` (each event: kept, tag ``mq9.event``), so a stream cut anywhere is
+# replayed from the reply mailbox by any gateway, after any restart.
+EVENT_KEY = "event."
+EVENT_TAG = "mq9.event"
+SEQ = "seq"
+# The card extension saying so (ours until A2A names one: a2aproject/A2A#1986), and the
+# metadata key under which each streamed Task carries its place (docs/a2a.md, "Resume").
+RESUME_EXTENSION = "urn:langchain-mq9:a2a-resume:v1"
 
 
 def new_id() -> str:
@@ -265,6 +277,27 @@ def artifact(result: JsonValue) -> ArtifactJson:
     """The result as an A2A Artifact: text as a text part, anything else as a data part."""
     part: PartJson = {"text": result} if isinstance(result, str) else {"data": result}
     return {"artifactId": new_id(), "name": "result", "parts": [part]}
+
+
+def seq_of(snapshot: Mapping[str, object] | None) -> int:
+    """A task state's event number (``metadata.mq9.seq``; 0 for a state without one: the
+    caller's ``submitted``, or a state kept before #101)."""
+    meta = (snapshot or {}).get("metadata")
+    mq9 = meta.get("mq9") if isinstance(meta, dict) else None
+    seq = mq9.get(SEQ) if isinstance(mq9, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else 0
+
+
+def with_seq(snapshot: TaskJson, seq: int) -> TaskJson:
+    """``snapshot`` numbered ``seq`` (a copy: its ``metadata.mq9.seq``)."""
+    meta = dict(snapshot.get("metadata") or {})
+    mq9 = meta.get("mq9")
+    meta["mq9"] = {**(mq9 if isinstance(mq9, dict) else {}), SEQ: seq}
+    return cast(TaskJson, {**snapshot, "metadata": meta})
+
+
+def event_key(task_id: str, seq: int) -> str:
+    return f"{EVENT_KEY}{task_id}.{seq}"
 
 
 def event_headers(task_id: str, state: str) -> dict[str, str]:
