@@ -15,9 +15,10 @@ import typing
 from pathlib import Path
 
 from mq9_broker import BrokerEngine
-from mq9_broker.engine import owned, rules
+from mq9_broker.engine import counting, owned, rules
 from mq9_broker.engine.engine import COMMANDS, UNKNOWN, command_for
 from mq9_wire import protocol as p
+from mq9_wire.protocol.subjects import MSG_COUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "broker" / "mq9_broker" / "engine" / "engine.py"
@@ -34,6 +35,7 @@ EVERY_SUBJECT = {
     p.AGENT_UNREGISTER,
     p.AGENT_REPORT,
     p.AGENT_DISCOVER,
+    MSG_COUNT,  # (#99) its entry is engine/counting.py's, until engine.py's table has it
 }
 
 
@@ -51,7 +53,7 @@ def test_every_command_has_one_entry_holding_all_its_parts():
     for subject, command in COMMANDS.items():
         assert command.subject == subject
         assert inspect.iscoroutinefunction(command.handler), subject
-        assert command.handler.__qualname__.startswith("Engine."), subject
+        assert command.handler.__qualname__.startswith("Engine.") or command is counting.COUNT
         assert callable(command.read) and callable(command.body_limit), subject
         assert isinstance(command.owned, owned.Owned), subject
     # each handler is one command's: no two entries share one
