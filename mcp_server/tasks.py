@@ -71,6 +71,9 @@ MAX_TTL_MS = 60 * 60 * 1000
 MAX_TASKS = 256
 MAX_TASKS_PER_OWNER = 32  # per client, whatever worker names it sends
 POLL_INTERVAL_MS = 1000
+# tasks/stream requests open at once (the SEP asks them bounded): per client, and in all
+MAX_STREAMS_PER_CLIENT = 16
+MAX_STREAMS = 256
 
 # A call run as a task: given how to ask the user a question (None: it asks nothing).
 Run = Callable[[questions.Ask | None], Awaitable[types.CallToolResult]]
@@ -227,7 +230,8 @@ class TaskStore:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
         self.owner_of = owner_of
         self.clock = clock
-        self._streams: set[tuple[object, str]] = set()  # (connection, task) of each open stream
+        # (connection, task) of each open tasks/stream, and its client
+        self._streams: dict[tuple[object, str], str] = {}
         self.connection = connection  # where the timelines are kept (None: nowhere)
         self.timeout = timeout
         self.resume = resume
@@ -366,7 +370,18 @@ class TaskStore:
                 f"a tasks/stream of task {task.task_id} is open on this connection: cancel it "
                 "first",
             )
-        self._streams.add(key)
+        client = client_of(task.owner)
+        if sum(1 for c in self._streams.values() if c == client) >= MAX_STREAMS_PER_CLIENT:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"a client keeps at most {MAX_STREAMS_PER_CLIENT} tasks/stream requests open: "
+                "cancel one",
+            )
+        if len(self._streams) >= MAX_STREAMS:
+            raise MCPError(
+                types.INTERNAL_ERROR, f"{MAX_STREAMS} tasks/stream requests are open: try later"
+            )
+        self._streams[key] = client
         task_log = task.log
 
         async def send(event: JsonObject) -> None:
@@ -380,7 +395,7 @@ class TaskStore:
                 task_log, params.after, send, lambda: task.runner is not None
             )
         finally:
-            self._streams.discard(key)
+            self._streams.pop(key, None)
 
     async def get(self, ctx: Ctx, params: types.GetTaskRequestParams) -> JsonObject:
         extension = _extension_era(ctx)  # first: it refuses a client without the extension
