@@ -153,6 +153,7 @@ async def _measure(payload: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{say} filling (load {_load()})", file=sys.stderr, flush=True)
         await _fill(urls, stream, {"page": args.messages, "hundred": 100, "victim": 20})
         broker_args = ["--nats", ",".join(urls), "--store", "jetstream", "--stream", stream]
+        broker_args += ["--no-search"]  # (no model: the reads are measured, nothing else)
         broker_args += ["--max-payload", str(LARGEST_TAKEN if raised else MIB)]
         if args.answer_rate is not None:
             broker_args += ["--answer-rate", str(args.answer_rate)]
