@@ -69,7 +69,7 @@ def backoff(attempt: int) -> float:
 
 def default_input(graph: Any, text: str) -> Any:
     """What a graph is invoked with: a user message for a graph with a ``messages`` channel
-    (``create_react_agent``, ``MessagesState``), else the text itself."""
+    (``langchain.agents.create_agent``, ``MessagesState``), else the text itself."""
     channels = getattr(graph, "channels", None)
     if isinstance(channels, dict) and "messages" in channels:
         return {"messages": [("user", text)]}

@@ -10,7 +10,7 @@ import json
 
 import pytest
 from calls_support import until_state
-from langgraph.prebuilt import create_react_agent
+from langchain.agents import create_agent
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.a2a import wire as w
@@ -43,7 +43,7 @@ async def caller_agent(broker, steps, opened: list):
         opened.append(client)
         toolkit = Mq9Toolkit(client=client, agent_mailbox="agent.boss", calls=True)
     model = ScriptedChatModel(steps=steps)
-    return toolkit, create_react_agent(model, toolkit.get_tools())
+    return toolkit, create_agent(model, toolkit.get_tools())
 
 
 def tool_calls(state) -> list[str]:

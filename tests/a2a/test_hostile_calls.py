@@ -11,8 +11,8 @@ import asyncio
 import json
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
-from langgraph.prebuilt import create_react_agent
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.a2a import wire as w
@@ -369,7 +369,7 @@ async def test_a_scripted_co_agent_fails_to_forge_a_result(client):
         "Done.",
     ]  # fmt: skip
     kit = Mq9Toolkit(client=client)
-    attacker = create_react_agent(ScriptedChatModel(steps=steps), kit.get_tools())
+    attacker = create_agent(ScriptedChatModel(steps=steps), kit.get_tools())
     state = await attacker.ainvoke({"messages": [("user", "fix the audit")]})
     answers = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert [m.status for m in answers] == ["error", "error"]
