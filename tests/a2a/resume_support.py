@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -77,11 +78,23 @@ class Reader:
     first_events: list[dict] = field(default_factory=list)  # each stream's first place
     ended: bool = False
     streams: int = 0
+    errors: list[str] = field(default_factory=list)  # how streams ended under a kill
+    replayed: int = 0  # events a resubscribe replayed (older than the task as it stood)
+    _caught_up: int = -1
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.got)} events {self.got[0]}..{self.got[-1]}, {self.streams} streams, "
+            f"{self.replayed} replayed, gaps {self.gaps}, cuts by kill {len(self.errors)}"
+        )
 
     def took(self, task: Task, first: bool) -> None:
         where = place(task)
         if first:
             self.first_events.append(where)
+            self._caught_up = int(where.get("snapshot", -1))
+        elif "seq" in where and int(where["seq"]) <= self._caught_up:
+            self.replayed += 1  # kept while the client was away, replayed from the mailbox
         if "gap" in where:
             self.gaps.append(dict(where["gap"]))
         if "seq" in where:
@@ -94,10 +107,17 @@ class Reader:
         if task.status.state in FINAL:
             self.ended = True
 
-    async def read(self, a2a, *, cut_after: float | None) -> None:
+    async def read(self, a2a, *, cut_after: float | None, killed: bool = False) -> None:
         """Subscribe (with the cursor, once there is one) and read until the stream ends or
         ``cut_after`` seconds pass (then the connection is dropped: the stream's generator
-        closed, its HTTP connection or gRPC call with it)."""
+        closed, its HTTP connection or gRPC call with it); ``killed``: or until the gateway
+        dies under it (the stream's error taken as the cut)."""
+        if killed:
+            try:
+                await self.read(a2a, cut_after=cut_after)
+            except Exception as exc:  # the gateway was killed: the connection's error
+                self.errors.append(type(exc).__name__)
+            return
         context = None
         if self.cursor is not None:
             context = ClientCallContext(service_parameters={"Last-Event-ID": str(self.cursor)})
@@ -125,7 +145,7 @@ class Reader:
 
 
 def _first_wrong(got: list[int]) -> str:
-    for before, after in zip(got, got[1:], strict=False):
+    for before, after in itertools.pairwise(got):
         if after != before + 1:
             return f"after event {before} came {after} (of {len(got)} events)"
     return "?"

@@ -88,6 +88,7 @@ async def test_a_client_cut_ten_times_gets_every_event_once_in_order(client, bin
             await asyncio.sleep(pause)  # events go on meanwhile
         executor.finish.set()
         await reader.read(at_other, cut_after=30)  # to the end
+        print(f"#101 cut run, {binding}: {reader.summary()}")
         reader.check()
         assert reader.streams == CUTS + 1
         # Each resubscribe began with the task as it stands (A2A 9.4): a snapshot, no event
