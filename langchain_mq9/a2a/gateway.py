@@ -87,7 +87,13 @@ from .protojson import to_proto
 from .push_auth import JWKS_PATH, PUSH_JWT_EXTENSION
 from .shapes import CardJson, JsonObject, JsonValue
 from .store import ensure_mailbox
-from .transport import Mq9Transport
+from .transport import (
+    IDEMPOTENCY_KEY,
+    LAST_EVENT_ID,
+    Mq9Transport,
+    cursor_value,
+    key_value,
+)
 
 BEARER = "bearer"
 API_KEY = "api-key"
@@ -522,16 +528,10 @@ async def _now(transport: Mq9Transport, task: Task) -> Task:
     return now
 
 
-# #101: what a client sends beside a request, as an HTTP header or (gRPC) call metadata,
-# lower-cased there; a2a-sdk's client sends either from ClientCallContext.service_parameters
-LAST_EVENT_ID = "Last-Event-ID"
-IDEMPOTENCY_KEY = "Idempotency-Key"
-MAX_KEY_CHARS = 255  # an Idempotency-Key: 1 to 255 visible ASCII characters
-MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
-
-
 def request_header(context: ServerCallContext, name: str) -> str | None:
-    """A request's header (HTTP bindings), or its call's metadata (gRPC), by name."""
+    """A request's header (HTTP bindings), or its call's metadata (gRPC), by name (#101:
+    ``Last-Event-ID``, ``Idempotency-Key``; a2a-sdk's client sends either from
+    ``ClientCallContext.service_parameters``)."""
     headers = context.state.get("headers")
     if isinstance(headers, Mapping):
         value = headers.get(name.lower())
@@ -547,29 +547,13 @@ def request_header(context: ServerCallContext, name: str) -> str | None:
 def last_event_id(context: ServerCallContext) -> int | None:
     """The ``Last-Event-ID`` a SubscribeToTask names (None: none): the number of the last
     event the client saw; InvalidParamsError for one that is no such number."""
-    value = request_header(context, LAST_EVENT_ID)
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_CURSOR:
-        raise InvalidParamsError(
-            f"{LAST_EVENT_ID} {text[:40]!r}: the number of an event (its SSE id, or its "
-            f"metadata's {w.RESUME_EXTENSION} seq)"
-        )
-    return int(text)
+    return cursor_value(request_header(context, LAST_EVENT_ID))
 
 
 def idempotency_key(context: ServerCallContext) -> str | None:
     """The ``Idempotency-Key`` a SendMessage carries (None: none); InvalidParamsError for one
     that is not 1 to 255 visible ASCII characters."""
-    value = request_header(context, IDEMPOTENCY_KEY)
-    if value is None:
-        return None
-    if not 0 < len(value) <= MAX_KEY_CHARS or not all(33 <= ord(c) <= 126 for c in value):
-        raise InvalidParamsError(
-            f"{IDEMPOTENCY_KEY}: 1 to {MAX_KEY_CHARS} visible ASCII characters"
-        )
-    return value
+    return key_value(request_header(context, IDEMPOTENCY_KEY))
 
 
 def reply_mailbox(gateway: str, tenant: str) -> str:

@@ -103,6 +103,7 @@ class Mq9Transport(ClientTransport):
         whether it was sent before (``once_per_message``, or ``idempotency_key``: its answer
         may be there already), and the task's newest event before it (#101)."""
         caller = self._caller
+        idempotency_key = key_value(idempotency_key)
         body = request_json(request)
         msg = body.get("message")
         if not isinstance(msg, dict) or not msg.get("parts"):
@@ -160,6 +161,7 @@ class Mq9Transport(ClientTransport):
         awaited with the task's id once the request is sent (the gateway keeps a push config
         given in the request so)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
+        idempotency_key = idempotency_key or _parameter(context, IDEMPOTENCY_KEY)
         task_id, turns, errors, resent, _ = await self._submit(request, idempotency_key)
         if on_sent is not None:
             await on_sent(task_id)
@@ -185,6 +187,7 @@ class Mq9Transport(ClientTransport):
         """The submitted task (event 0 of a new task), then each event of the task (#101:
         each numbered, none skipped: those a look missed are read from the reply mailbox)."""
         mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
+        idempotency_key = idempotency_key or _parameter(context, IDEMPOTENCY_KEY)
         task_id, turns, errors, resent, before = await self._submit(request, idempotency_key)
         if on_sent is not None:
             await on_sent(task_id)
@@ -403,7 +406,10 @@ class Mq9Transport(ClientTransport):
         event after ``after``, in order, then each new one; a task that ended since is
         replayed to its end. A cursor older than what the reply mailbox keeps is answered
         with the task as it stands, placed with its number and a ``gap``, then new events; a
-        cursor past the task's newest event is refused (InvalidParamsError)."""
+        cursor past the task's newest event is refused (InvalidParamsError). An a2a-sdk
+        client over the mq9 binding gives it as its ``Last-Event-ID`` service parameter."""
+        if after is None:
+            after = cursor_value(_parameter(context, LAST_EVENT_ID))
         current = await self._known(request.id)
         newest = w.seq_of(current)
         ended = w.task_state(current) in w.FINAL
@@ -609,6 +615,47 @@ def message_answer(snapshot: Mapping[str, object]) -> MessageJson | None:
 
 
 IDEMPOTENCY_ONCE = "Idempotency-Key\n"  # what a key names, apart from any messageId
+# #101: what a client sends beside a request (an HTTP header, gRPC call metadata, an a2a-sdk
+# client's ClientCallContext.service_parameters), named so in the gateway's card
+LAST_EVENT_ID = "Last-Event-ID"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_KEY_CHARS = 255  # an Idempotency-Key: 1 to 255 visible ASCII characters
+MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
+
+
+def _parameter(context: ClientCallContext | None, name: str) -> str | None:
+    """A service parameter of an a2a-sdk client's call, by name (any case)."""
+    given = (context.service_parameters if context is not None else None) or {}
+    for key, value in given.items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def cursor_value(value: str | None) -> int | None:
+    """A ``Last-Event-ID``'s event number (None: none given); InvalidParamsError for one that
+    is no such number."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_CURSOR:
+        raise InvalidParamsError(
+            f"{LAST_EVENT_ID} {text[:40]!r}: the number of an event (its SSE id, or its "
+            f"metadata's {w.RESUME_EXTENSION} seq)"
+        )
+    return int(text)
+
+
+def key_value(value: str | None) -> str | None:
+    """An ``Idempotency-Key`` (None: none given); InvalidParamsError for one that is not 1 to
+    255 visible ASCII characters."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY_CHARS or not all(33 <= ord(c) <= 126 for c in value):
+        raise InvalidParamsError(
+            f"{IDEMPOTENCY_KEY}: 1 to {MAX_KEY_CHARS} visible ASCII characters"
+        )
+    return value
 
 
 def placed(state: TaskJson, /, **place: object) -> TaskJson:

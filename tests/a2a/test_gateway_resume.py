@@ -20,7 +20,7 @@ from a2a.client.client import ClientCallContext
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, SubscribeToTaskRequest
 from a2a.utils.errors import A2AError
 from resume_support import Reader, Steps, cut_moments, place
-from test_gateway import AGENT, ALICE, BOB
+from test_gateway import AGENT, ALICE, BOB, until_stopped
 from test_gateway_grpc import _StreamBearer, _UnaryBearer, grpc_gateway
 
 from langchain_mq9.a2a import wire as w
@@ -142,7 +142,7 @@ async def test_a_replay_of_an_ended_task_goes_to_its_end_and_bad_cursors_are_ref
         reader = Reader(await started(a2a, executor))
         await reader.read(a2a, cut_after=0.2)
         executor.finish.set()
-        await asyncio.sleep(0.3)  # the task ends while the client is away
+        await until_stopped(a2a, reader.task_id)  # the task ends while the client is away
         await reader.read(a2a, cut_after=30)
         reader.check()
         newest = reader.cursor
