@@ -101,16 +101,19 @@ async def test_readers_take_turns_for_the_window_a_flooder_goes_behind_the_other
     assert reads.granted == ["large0"]
     reads.done("large0")
     await _turns()
-    # the window kept for no one of mallory's 23 reads waiting before theirs: both go next,
-    # together (they fit), and mallory's next read after them
-    assert reads.granted == ["large0", "bob", "carol"]
+    # bob and carol joined the turns after mallory's first grant: her next read, then theirs
+    # (together: they fit), then hers again; not her 23 reads waiting before theirs
+    assert reads.granted == ["large0", "large1"]
+    reads.done("large1")
+    await _turns()
+    assert reads.granted == ["large0", "large1", "bob", "carol"]
     reads.done("bob")
     await _turns()
-    assert reads.granted == ["large0", "bob", "carol"]  # (carol still holds her part)
+    assert reads.granted[-1] == "carol"  # (carol still holds her part: large2 waits)
     reads.done("carol")
     await _turns()
-    assert reads.granted[-1] == "large1"
-    for n in range(1, FLOOD):
+    assert reads.granted[-1] == "large2"
+    for n in range(2, FLOOD):
         reads.done(f"large{n}")
     await asyncio.gather(*reads.tasks.values())
 
@@ -160,16 +163,23 @@ async def test_small_reads_take_turns_in_their_room_and_one_reader_keeps_its_ord
     reads = Reads(window)
     reads.start("mallory", "large", LARGE)
     await _turns()
-    # mallory fills the small room with her own small reads, more waiting; alice's first
-    # small read goes as soon as one of them is given back, before mallory's next
-    for n in range(4):
+    # mallory fills the small room with her own small reads, more waiting; alice's small
+    # read joins the turns behind mallory (granted before alice came), and goes before
+    # mallory's next after that
+    for n in range(5):
         reads.start("mallory", f"m{n}", SMALL_READ)
     reads.start("alice", "a", SMALL_READ)
     await _turns()
     assert reads.granted == ["large", "m0", "m1"]
     reads.done("m0")
     await _turns()
-    assert reads.granted == ["large", "m0", "m1", "a"]
+    assert reads.granted == ["large", "m0", "m1", "m2"]
+    reads.done("m1")
+    await _turns()
+    assert reads.granted == ["large", "m0", "m1", "m2", "a"]
+    reads.done("m2")
+    await _turns()
+    assert reads.granted[-1] == "m3"
     # a reader's reads go in the order they came, large or small
     reads.start("alice", "a-large", LARGE)
     reads.start("alice", "a-after", SMALL)
@@ -250,3 +260,43 @@ def test_the_reads_larger_than_a_small_one_go_on_the_large_reads_connection():
     assert requests._carrier(SMALL_READ + 1) == (large, "_INBOX.large")
     large.is_connected = False  # (reconnecting: the one connection meanwhile)
     assert requests._carrier(LARGE) == (main, "_INBOX.main")
+
+
+async def test_a_reader_making_up_a_name_for_each_read_gets_no_more_turns_than_another():
+    reads = Reads(ReadWindow())
+    reads.start("bob", "hold", LARGE)
+    await _turns()
+    medium = batch_share(MIB, 1000, MIB)  # (not small: each waits for the window)
+    for n in range(6):  # mallory's reads, each under a name never seen (an inbox a request)
+        reads.start(f"mallory-{n}", f"m{n}", medium)
+    for n in range(3):
+        reads.start("alice", f"a{n}", medium)
+    await _turns()
+    reads.done("hold")
+    await _turns()
+    for n in range(6):  # (all fit the window together: granted in their turns' order)
+        reads.done(f"m{n}")
+    for n in range(3):
+        reads.done(f"a{n}")
+    await asyncio.gather(*reads.tasks.values())
+    # mallory's newcomers came before alice's first read: ahead of it, as first come
+    assert reads.granted == ["hold", *(f"m{n}" for n in range(6)), "a0", "a1", "a2"]
+    # but a name new each read is no turn ahead of a reader already waiting
+    later = Reads(ReadWindow())
+    later.start("bob", "hold", LARGE)
+    later.start("alice", "a0", medium)
+    await _turns()
+    later.done("hold")
+    await _turns()
+    later.start("alice", "a1", LARGE)  # alice holds a0: her next waits its turn
+    await _turns()
+    for n in range(4):
+        later.start(f"mallory-{n}", f"m{n}", LARGE)
+    await _turns()
+    later.done("a0")
+    await _turns()
+    # a1 waited before mallory's newcomers came: granted first, not behind four new names
+    assert later.granted == ["hold", "a0", "a1"]
+    for name in list(later.release):
+        later.done(name)
+    await asyncio.gather(*later.tasks.values())

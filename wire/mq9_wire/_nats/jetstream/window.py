@@ -25,7 +25,9 @@ small reads for 9-35 s. So:
   is counted at that, not at the largest the servers carry, and its batches ask ``max_bytes``
   as on servers of that size;
 - the window is shared by reader (``reader``: the requester the serving layer names, the
-  broker's own reads ""): readers take turns, one granted going behind the others; a reader
+  broker's own reads ""): readers take turns, one granted going behind the others, a newcomer
+  joining behind those granted before it came (a name made up for each read is no extra
+  turn); a reader
   holding reads may hold at most half the window (a read alone may take it all); a read that
   does not fit the window's free room keeps it for itself, the readers behind it waiting, so
   a large read is never starved by small ones;
@@ -132,9 +134,9 @@ class ReadWindow:
         self.held: dict[str, int] = {}  # of the window, by reader
         # the reads waiting, by reader, each reader's in the order they came
         self._waiting: dict[str, deque[tuple[int, asyncio.Future[int]]]] = {}
-        # when each reader holding or waiting was last granted a read (a count): the one
-        # granted longest ago (or never) has the next turn
-        self._served: dict[str, int] = {}
+        # when each reader holding or waiting was last granted a read (a count; a newcomer:
+        # just after the last grant before it came): the one granted longest ago goes next
+        self._served: dict[str, float] = {}
         self._grants = 0
 
     @property
@@ -153,6 +155,10 @@ class ReadWindow:
                 return ticket
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(who, deque()).append((share, future))
+        # a newcomer joins the turns behind the readers granted before it came, ahead of
+        # those granted since: a client making up a new name for each read gets no more
+        # turns for it than a reader that waits
+        self._served.setdefault(who, self._grants + 0.5)
         self._wake()
         try:
             return await future
@@ -207,15 +213,15 @@ class ReadWindow:
         return ticket
 
     def _wake(self) -> None:
-        """Grant what waits and may go, readers in turn (the one granted longest ago, or
-        never, first): each grant puts its reader behind the others and starts again from
-        the first. A reader's first read that would fit its part but not the window's free
-        room keeps the window for itself."""
+        """Grant what waits and may go, readers in turn (the one granted longest ago first, a
+        newcomer as if granted just as it came): each grant puts its reader behind the others
+        and starts again from the first. A reader's first read that would fit its part but
+        not the window's free room keeps the window for itself."""
         granted = True
         while granted and self._waiting:
             granted, kept = False, False
             served = self._served
-            for who in sorted(self._waiting, key=lambda w: served.get(w, 0)):
+            for who in sorted(self._waiting, key=lambda w: served.get(w, -1.0)):
                 queue = self._waiting[who]
                 share, future = queue[0]
                 if future.done():  # (cancelled: its task removes it)
