@@ -66,7 +66,7 @@ from a2a.utils.errors import (
     PushNotificationNotSupportedError,
 )
 from a2a.utils.task import apply_history_length, validate_history_length
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.struct_pb2 import Struct  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.datastructures import Headers
