@@ -108,7 +108,7 @@ async def test_a_survey_is_kept_then_read_again_and_the_scrape_says_how_old():
         async with Broker(config, say=lambda _: None) as broker:
             assert broker.url is not None
             endpoint = broker_endpoint(broker, "127.0.0.1", 0)
-            survey = endpoint.refresh.__self__.cluster_survey()  # (the broker's collector)
+            survey = endpoint.refresh.__self__.collector.cluster_survey()  # (the broker's)
             survey.clock = lambda: now[0]
             async with endpoint, Mq9Client(broker.url) as client:
                 await client.mailbox_create(name="agent.k")

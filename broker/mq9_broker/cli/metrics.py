@@ -27,6 +27,7 @@ import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mq9_wire import protocol as p
@@ -321,22 +322,32 @@ def broker_endpoint(
     watched = ServersWatched(monitors) if monitors else None
     if watched is not None:
         registry.register(watched)
-
-    async def refresh() -> None:
-        # (#99) a scrape waits for the store's readiness write (within the scrape's deadline),
-        # where a /readyz answers at once: the gauges it exports are this scrape's, and an
-        # alert on them is not a scrape late
-        survey = collector.cluster_survey() if ready(broker) is None else None
-        await asyncio.gather(
-            collector.refresh(),
-            *([] if watched is None else [watched.refresh()]),
-            *([] if survey is None else [_written(collector, survey)]),
-        )
-
+    scrape = _Scrape(broker, collector, watched)
     return OperatorEndpoint(
         host, port, registry, lambda: store_ready(broker, collector),
-        ready_metric=f"{PREFIX}_ready", refresh=refresh,
+        ready_metric=f"{PREFIX}_ready", refresh=scrape.refresh,
     )  # fmt: skip
+
+
+@dataclass
+class _Scrape:
+    """What a scrape reads first: the collector's figures, the nats-servers watched, and
+    (#99) the store's readiness write, waited for within the scrape's deadline (a /readyz
+    answers at once): the gauges it exports are this scrape's, an alert on them not a scrape
+    late."""
+
+    broker: Broker
+    collector: BrokerCollector
+    watched: ServersWatched | None
+
+    async def refresh(self) -> None:
+        collector = self.collector
+        survey = collector.cluster_survey() if ready(self.broker) is None else None
+        await asyncio.gather(
+            collector.refresh(),
+            *([] if self.watched is None else [self.watched.refresh()]),
+            *([] if survey is None else [_written(collector, survey)]),
+        )
 
 
 SERVERS_KEPT = 5.0  # seconds one read of the servers answers the scrapes after it
