@@ -195,3 +195,23 @@ async def test_sse_events_carry_their_number_as_id_and_the_card_says_so(client):
                     break
         assert ids == list(range(2, 7))  # the snapshot first, without an id; then 2, 3, ...
         executor.finish.set()
+
+
+async def test_the_mq9_binding_resumes_after_a_service_parameter_cursor(client):
+    """An a2a-sdk client over the mq9 binding (no gateway): the same cursor and key, given as
+    its call's service parameters."""
+    from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+
+    executor = Steps()
+    async with ExecutorServer(executor, name=AGENT, client=client, worker="w1"):
+        factory = ClientFactory(ClientConfig(supported_protocol_bindings=["mq9"], streaming=True))
+        register_mq9(factory, client, reply_mailbox="app.calls")
+        a2a = factory.create(await mq9_agent_card(client, AGENT))
+        reader = Reader(await started(a2a, executor))
+        for read_for, pause in cut_moments(7, 3):
+            await reader.read(a2a, cut_after=read_for)
+            await asyncio.sleep(pause)
+        executor.finish.set()
+        await reader.read(a2a, cut_after=30)
+        reader.check()
+        assert all("snapshot" in p for p in reader.first_events[1:]), reader.first_events
