@@ -82,9 +82,10 @@ class GroupAcks:
     past a message returns from ``done`` without acking, and the others, handed the same
     message by the same position, must neither hand it out again nor wait on it. And what is
     at or below the highest ack answered is done for all of them, whatever a broker's answer
-    says of the group's position (``done_among``): an answer may be behind it again right
-    after a reader put the position back (a lower commit that landed late, a replica that
-    read an older position; issue #98, item 9)."""
+    says of the group's position (``done_among``): an answer read before another reader's
+    ack was answered comes back behind it, even the one read right after a put-back (the
+    chaos lane's done undone, issue #98, item 9), as does one read behind a lower commit that
+    landed late or by a replica that read an older position."""
 
     def __init__(self) -> None:
         self.turn = asyncio.Lock()
@@ -586,8 +587,9 @@ class GroupReader:
             ):
                 # The group's position is behind this reader's last ack, or another's of this
                 # client: put it back first, so nothing finished is handed out again. The
-                # answer after that is checked too: it may be behind again (a lower commit
-                # landing late, a replica reading an older position; issue #98, item 9).
+                # answer after that is checked too: it may be behind again (another reader's
+                # ack answered while it was read, a lower commit landing late, a replica
+                # reading an older position; issue #98, item 9).
                 await self._ack(state.committed, again=True)
                 answer, fit, asked = await self._read(asked, *start)
                 tries += 1
