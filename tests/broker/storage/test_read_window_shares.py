@@ -300,3 +300,39 @@ async def test_a_reader_making_up_a_name_for_each_read_gets_no_more_turns_than_a
     for name in list(later.release):
         later.done(name)
     await asyncio.gather(*later.tasks.values())
+
+
+async def test_the_serving_layer_names_each_requests_reader_for_the_store_on_its_own_task():
+    from nats.aio.msg import Msg
+
+    from mq9_broker.serving.serve import NatsService
+
+    seen: list[str] = []
+
+    class Engine:
+        answers_in_read_loop = False  # (the cluster store's: each request a task of its own)
+
+        def __init__(self) -> None:
+            self.arrivals: list[object] = []
+
+        def carry(self, carrier: object, max_bytes: int | None) -> None:
+            pass
+
+        async def handle(self, subject: str, headers: object, data: bytes) -> bytes:
+            seen.append(reader.get())
+            return b'{"error":""}'
+
+    class Connection:
+        max_payload = MIB
+        is_connected = True
+
+        async def publish(self, subject: str, data: bytes) -> None:
+            pass
+
+    service = NatsService(Engine(), Connection())  # type: ignore[arg-type]
+    for reply in ("_INBOX.mallory.1", "_INBOX.alice.7", "_INBOX.mallory.2"):
+        subject = "$mq9.AI.MSG.QUERY.box"
+        msg = Msg(None, subject=subject, reply=reply, data=b"{}")  # type: ignore[arg-type]
+        await asyncio.ensure_future(service._answer(msg))
+    assert seen == ["_INBOX.mallory", "_INBOX.alice", "_INBOX.mallory"]
+    assert reader.get() == ""  # (set on each request's task, never on the caller's)
