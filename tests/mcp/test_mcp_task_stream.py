@@ -28,8 +28,11 @@ import pytest
 from mcp import types
 from task_stream_server import TICK, TICKER, serve_in_thread
 
+from langchain_mq9 import Mq9Client
+from langchain_mq9.a2a.server import AgentServer
 from mcp_server import task_events
 from testbed.ports import unclaimed_port
+from tests.support.a2a_support import text_graph, text_io
 from tests.support.mcp_support import (
     ACCEPT,
     EXTENSION,
@@ -151,7 +154,7 @@ async def start_ticker(peer: Peer, ticks: int = TICKS, interval_ms: int = INTERV
 
 
 @contextmanager
-def ticker_process(broker: str, port: int) -> Any:
+def ticker_process(broker: str, port: int, *options: str) -> Any:
     """The ticker server as a process of its own (so it can be SIGKILLed): yields a function
     that kills it and starts it again on the same port."""
     state: dict[str, subprocess.Popen] = {}
@@ -159,7 +162,7 @@ def ticker_process(broker: str, port: int) -> Any:
     def start() -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.mcp.task_stream_server", "--server", broker,
-             "--port", str(port), "--log-level", "warning"],
+             "--port", str(port), "--log-level", "warning", *options],
             cwd=ROOT, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         state["process"] = process
@@ -354,3 +357,54 @@ async def test_a_waiting_fetch_is_taken_up_by_a_server_started_again(nats_server
     assert [e["payload"]["status"] for e in follower.seen] == ["working", "completed"]
     fetched = follower.seen[-1]["payload"]["result"]["structuredContent"]["messages"]
     assert [m["payload"] for m in fetched] == ["after the restart"]
+
+
+async def test_a_waiting_agent_call_is_taken_up_as_a_check_of_the_call(nats_server):
+    """The call was sent and its task_id told (an io.mq9.call.state event) before mq9-mcp was
+    SIGKILLed: the server started again follows the same call (check_call), never calls the
+    agent a second time, and the task completes with the agent's answer."""
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def upper(text: str) -> str:
+        ran.append(text)
+        await asyncio.wait_for(release.wait(), 60)
+        return text.upper()
+
+    port = unclaimed_port()
+    calls = ("--calls", "--agent-mailbox", "agent.me")  # its calls kept in agent.me.calls
+    async with (
+        served_engine(nats_server.url),
+        Mq9Client(nats_server.url) as agent_client,
+        AgentServer(text_graph(upper), name="agent.upper", client=agent_client, **text_io()),
+    ):
+        with ticker_process(nats_server.url, port, *calls) as kill_and_start:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with client(url) as http:
+                peer = await Peer(http, url, MODERN, "frank").open()
+                arguments = {"agent": "agent.upper", "task": "hello", "wait_seconds": 60}
+                answer = await peer.rpc("tools/call", name="call_agent", arguments=arguments)
+                assert answer["result"].get("resultType") == "task", answer
+                task_id = answer["result"]["taskId"]
+                follower = Follower(http, url, task_id, "frank")
+                reading = asyncio.ensure_future(follower.follow())
+
+                def told_the_call() -> bool:
+                    return any(e["type"] == task_events.CALL_STATE for e in follower.seen)
+
+                await until(told_the_call, timeout=60, what="the call's first state")
+            await asyncio.to_thread(kill_and_start)
+            assert await reading == "gone"
+            release.set()
+            async with client(url) as http:
+                follower.http = http
+                while not follower.done:
+                    await follower.follow()
+    assert ran == ["hello"]  # the agent was called once
+    seqs = [e["seq"] for e in follower.seen]
+    assert seqs == list(range(len(seqs))), seqs
+    last = follower.seen[-1]["payload"]
+    assert last["status"] == "completed", last
+    assert last["result"]["structuredContent"]["result"] == "HELLO", last
+    states = [e["payload"]["state"] for e in follower.seen if e["type"] == task_events.CALL_STATE]
+    assert states[-1] == "completed", states
