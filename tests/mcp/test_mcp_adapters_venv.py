@@ -1,6 +1,8 @@
-"""The toolkit installs beside langchain-mcp-adapters (issue #54). Every adapters release the
-index serves pins mcp<2, and mq9-mcp runs on mcp>=2.3: so the MCP SDK is the ``mcp`` extra, the
-base install is what the toolkit needs, and mq9-mcp runs from a virtualenv of its own.
+"""The toolkit installs beside langchain-mcp-adapters (issue #54), for projects still on it: it
+is discontinued (0.3.2 its last release; its README points to ``langchain.mcp``, the client the
+docs lead with: test_mcp_langchain.py). Every adapters release the index serves pins mcp<2,
+and mq9-mcp runs on mcp>=2.3: so the MCP SDK is the ``mcp`` extra, the base install is what the
+toolkit needs, and mq9-mcp runs from a virtualenv of its own.
 
 A fresh virtualenv gets this project's three wheels (no extras): mq9-mcp there says in one line what
 to install. Then langchain-mcp-adapters joins it (mcp 1.x with it): mq9-mcp there says to run
