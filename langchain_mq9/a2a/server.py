@@ -58,6 +58,9 @@ FETCH_WAIT_MS = 500
 # a look of the caller's at it), a longer one shows ``working`` this much later. A graph's run
 # takes many loop turns even when it answers at once, so no fixed number of turns tells.
 WORKING_AFTER = 0.1
+# How long a task's events stay in its caller's reply mailbox for a stream to be replayed
+# from (#101); the newest state stays as long as the mailbox. 0: as long as the mailbox.
+EVENT_TTL = 24 * 3600
 
 
 def backoff(attempt: int) -> float:
@@ -173,6 +176,7 @@ class AgentServer:
         push_destinations: Destinations | None = None,
         working_after: float = WORKING_AFTER,
         push_signer: PushSigner | None = None,
+        event_ttl: int = EVENT_TTL,
     ) -> None:
         self.graph = graph
         self.name = name
@@ -198,6 +202,9 @@ class AgentServer:
         if not working_after >= 0:  # NaN too
             raise ValueError(f"working_after is seconds, 0 or more, not {working_after!r}")
         self.working_after = working_after
+        if not isinstance(event_ttl, int) or event_ttl < 0:
+            raise ValueError(f"event_ttl is whole seconds, 0 or more, not {event_ttl!r}")
+        self.event_ttl = event_ttl
         self.store = TaskStore(client, self.mailbox)
         # A request past its retry budget (it took every replica that ran it down with it:
         # docs/groups.md) is set aside; its caller is told, unless the options say otherwise.
@@ -470,7 +477,9 @@ class AgentServer:
             await newest
             return
         logged = self._to_caller(
-            reply_to, what + " (event)", lambda: log_event(self.client, reply_to, snapshot)
+            reply_to,
+            what + " (event)",
+            lambda: log_event(self.client, reply_to, snapshot, ttl=self.event_ttl),
         )
         both = await asyncio.gather(logged, newest, return_exceptions=True)
         failed = [r for r in both if r is not None]
@@ -968,7 +977,9 @@ async def serve_agent(
     text becomes the graph's input, and the graph's result the task's), ``register``,
     ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
     before a failed broker step is tried again, by attempt: ``backoff``), ``working_after``
-    (seconds a run may take before its task is reported ``working``: ``WORKING_AFTER``).
+    (seconds a run may take before its task is reported ``working``: ``WORKING_AFTER``),
+    ``event_ttl`` (whole seconds a task's events stay in its caller's reply mailbox for a cut
+    stream to be replayed from: ``EVENT_TTL``, a day; 0 as long as the mailbox keeps them).
     """
     if (server is None) == (client is None):
         raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")

@@ -96,6 +96,7 @@ async def keep(
     tags: list[str] | None = None,
     headers: dict[str, str] | None = None,
     idempotency_key: str | None = None,
+    ttl: int | None = None,
 ) -> None:
     """Leave ``value`` (JSON) in ``mailbox`` under ``key``: it replaces the older one
     (``idempotency_key``: stored once however often sent, where the client takes keys)."""
@@ -105,6 +106,7 @@ async def keep(
         key=key,
         tags=tags,
         headers=headers,
+        **({"ttl": ttl} if ttl else {}),
         **keyed(client, idempotency_key),
     )
 
@@ -142,10 +144,11 @@ async def deliver(
     )
 
 
-async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
+async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson, *, ttl: int = 0) -> None:
     """Leave a numbered task state with the caller as an event of its own (#101): under
     ``event.{id}.{seq}``, never compacted by a later state, so a stream cut at any point is
-    replayed from here; the same event sent again is stored once (``state_key``)."""
+    replayed from here, for ``ttl`` seconds (0: as long as the mailbox keeps messages); the
+    same event sent again is stored once (``state_key``)."""
     seq = w.seq_of(snapshot)
     if not seq:
         return
@@ -158,6 +161,7 @@ async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None
         tags=[w.EVENT_TAG],
         headers=w.event_headers(snapshot["id"], w.task_state(snapshot)),
         idempotency_key=state_key(snapshot, key),
+        ttl=ttl or None,
     )
 
 

@@ -215,3 +215,25 @@ async def test_the_mq9_binding_resumes_after_a_service_parameter_cursor(client):
         await reader.read(a2a, cut_after=30)
         reader.check()
         assert all("snapshot" in p for p in reader.first_events[1:]), reader.first_events
+
+
+async def test_events_past_their_time_are_a_gap_and_later_ones_replay(broker, client):
+    """A task's events stay ``event_ttl`` seconds (here 60, on the broker's hand-moved clock):
+    a cursor whose next event expired is answered with the task and a said gap."""
+    if broker.clock is None:
+        pytest.skip("needs the bundled broker's clock")
+    executor = Steps()
+    async with (
+        ExecutorServer(executor, name=AGENT, client=client, worker="w1", event_ttl=60),
+        grpc_gateway(client) as url,
+        a2a_client(url, ALICE, "GRPC") as a2a,
+    ):
+        reader = Reader(await started(a2a, executor))
+        await reader.read(a2a, cut_after=0.3)
+        cursor = reader.cursor
+        broker.clock.advance(61)  # the events so far expire; the task goes on
+        executor.finish.set()
+        await reader.read(a2a, cut_after=30)
+        [gap] = reader.gaps
+        assert gap["after"] == cursor and gap["resumedAt"] > cursor
+        assert reader.ended
