@@ -84,7 +84,7 @@ def tool_errors(state) -> list[str]:
 
 
 async def test_orchestrator_delegates_to_a_discovered_worker_and_gets_the_reply(broker):
-    build = create_agent  # LangChain 1.x's agent (LangGraph's create_react_agent is deprecated)
+    build = create_agent  # LangChain 1.x's agent, with its middleware
     async with (
         Mq9Toolkit(server=broker.url) as worker_kit,
         Mq9Toolkit(server=broker.url) as boss_kit,

@@ -196,9 +196,9 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
 
 
 # What an example may write to stderr: nothing, though every DeprecationWarning is shown
-# (PYTHONWARNINGS in run_example). agent_calls.py's summarizer was built with LangGraph's
-# create_react_agent, whose notice was expected here; it is langchain.agents.create_agent now
-# (issue #101). A name here maps to the stderr its example may write.
+# (PYTHONWARNINGS in run_example): every agent is langchain.agents.create_agent's, and LangGraph's
+# deprecated prebuilt agent, whose notice agent_calls.py once wrote here, is gone (issue #101).
+# A name here maps to the stderr its example may write.
 STDERR: dict[str, re.Pattern[str]] = {}
 
 
