@@ -32,8 +32,14 @@ the client), with ``--writers`` writers (the issue's lane: 4 and 4). The client 
 ACK it sends and how it ended (``acks``: sent, unanswered, sent below one sent before) and
 every FETCH answer holding a message at or below the highest ACK its readers had answered when
 the FETCH was sent (``answers_behind_an_answered_ack``: the group's position as a broker read
-it was behind an ACK stored before: a late lower write, or a stale read), and how many of
-those the readers handed out anyway.
+it was behind an ACK stored before: a late lower write, or a stale read); how many messages
+the readers handed out at or below the highest ACK answered when their fetch was sent
+(``handed_out_at_or_below_an_answered_ack``); for each message handed out after a ``done``
+given it had returned, its story (``undone_stories``: that fetch and that ``done`` with the
+highest ACK answered then, every fetch and ``done`` of it, the ACKs around); and the msg_ids
+FETCH answers gave two create_times (``msg_ids_answered_with_two_create_times``, with their
+stream entries as the leader holds them: a create_time is JetStream's timestamp as the
+replica that answered stored it).
 
     python -m bench.js_chaos --rounds 30 --group --readers 4 --writers 4 --out chaos.json
 """
