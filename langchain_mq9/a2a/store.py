@@ -106,7 +106,7 @@ async def keep(
         key=key,
         tags=tags,
         headers=headers,
-        **({"ttl": ttl} if ttl else {}),
+        ttl=ttl,
         **keyed(client, idempotency_key),
     )
 

@@ -60,8 +60,8 @@ from . import wire as w
 from .arrivals import NO_ANNOUNCEMENTS, Arrivals
 from .caller import AgentCaller, CallError, CallState, _user_turns
 from .protojson import json_object, request_json, to_proto
-from .shapes import JsonObject, MessageJson, TaskJson
-from .store import events, latest, tasks_in
+from .shapes import JsonObject, MessageJson, SendRequestJson, TaskJson
+from .store import events, keep, latest, tasks_in
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
@@ -125,10 +125,7 @@ class Mq9Transport(ClientTransport):
                         self.mailbox, body, IDEMPOTENCY_ONCE + idempotency_key
                     )
                 except CallError:
-                    raise InvalidParamsError(
-                        f"Idempotency-Key {idempotency_key[:80]!r} was used before with another "
-                        "request: a new request needs a new key"
-                    ) from None
+                    raise _key_used(idempotency_key) from None
                 return task_id, 1, -1, resent, 0
             if not task_id and self.once_per_message and isinstance(message_id, str) and message_id:
                 task_id, resent = await caller.submit_once(self.mailbox, body, message_id)
@@ -136,12 +133,47 @@ class Mq9Transport(ClientTransport):
             if not task_id:
                 return await caller.submit(self.mailbox, body), 1, -1, False, 0
             before, errors = await asyncio.gather(self._known(task_id), self._error_ids(task_id))
+            if idempotency_key:
+                return await self._follow_up_once(task_id, body, before, errors, idempotency_key)
             _check_follow_up(before, msg)  # refused here, at once: the agent would refuse too
             await caller.send_request(self.mailbox, body, w.SEND, task_id)
             turns = _user_turns(before) + 1
             return task_id, turns, max(errors, default=-1), False, w.seq_of(before)
         except CallError as exc:
             raise InvalidParamsError(str(exc)) from None
+
+    async def _follow_up_once(
+        self,
+        task_id: str,
+        body: SendRequestJson,
+        before: TaskJson,
+        errors: list[int],
+        idempotency_key: str,
+    ) -> tuple[str, int, int, bool, int]:
+        """A message to an existing task (an answer to its question) under an Idempotency-Key
+        (#101): sent once. Its record (``keyed.<digest>`` in the reply mailbox: the request's
+        digest, the turns it makes, the task's newest event before it) is kept before the
+        send; the same request again under the key answers the task as it goes on (sent again
+        only while the agent shows no sign of the first, the broker storing the keyed SEND
+        once); another request under the key is refused."""
+        named = (self.reply_mailbox, task_id, idempotency_key)
+        record_key = KEYED_KEY + w.once_id("follow-up", *named)
+        sent = w.digest(w.json_text(body))
+        record = await latest(self.client, self.reply_mailbox, record_key)
+        newest_error = max(errors, default=-1)
+        if record is not None:
+            turns, since = record.get("turns"), record.get("seq")
+            if record.get("sent") != sent or not isinstance(turns, int):
+                raise _key_used(idempotency_key)
+            if _user_turns(before) < turns:  # the agent has not taken it (the send was lost?)
+                await self._caller.send_request(self.mailbox, body, w.SEND, task_id, once=True)
+            return task_id, turns, newest_error, True, since if isinstance(since, int) else 0
+        _check_follow_up(before, body["message"])
+        turns = _user_turns(before) + 1
+        kept = {"taskId": task_id, "sent": sent, "turns": turns, "seq": w.seq_of(before)}
+        await keep(self.client, self.reply_mailbox, record_key, kept)
+        await self._caller.send_request(self.mailbox, body, w.SEND, task_id, once=True)
+        return task_id, turns, newest_error, False, w.seq_of(before)
 
     async def _error_ids(self, task_id: str) -> list[int]:
         found = await _kept(self.client, self.reply_mailbox, (_ERROR_KEY + task_id,))
@@ -621,6 +653,16 @@ LAST_EVENT_ID = "Last-Event-ID"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_KEY_CHARS = 255  # an Idempotency-Key: 1 to 255 visible ASCII characters
 MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
+
+
+KEYED_KEY = "keyed."  # + a digest: a follow-up message sent under an Idempotency-Key (#101)
+
+
+def _key_used(key: str) -> InvalidParamsError:
+    return InvalidParamsError(
+        f"Idempotency-Key {key[:80]!r} was used before with another request: a new request "
+        "needs a new key"
+    )
 
 
 def _parameter(context: ClientCallContext | None, name: str) -> str | None:

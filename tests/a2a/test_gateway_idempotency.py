@@ -21,7 +21,8 @@ from test_gateway import ALICE, BOB, served, until_stopped
 from test_gateway_grpc import grpc_gateway
 from test_gateway_resent import a2a_client, requests_waiting
 
-from tests.support.a2a_support import text_graph
+from tests.support.a2a_support import asking, text_graph
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # serves HTTP and gRPC in process
 
@@ -92,3 +93,40 @@ async def test_a_bad_key_is_refused_and_sends_nothing(client, binding):
             with pytest.raises(Exception, match="Idempotency-Key"):
                 await sent(alice, request("hello", "m-1"), bad)
         assert await requests_waiting(client) == 0
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_an_answer_resent_under_one_key_is_taken_once(client, binding):
+    """A message to an input-required task (its answer) under a key: resent, it answers the
+    task as it goes on and the agent takes one answer; another answer under the key is refused;
+    without a key, the resent answer is refused as before (the task takes no more answers)."""
+    async with (
+        grpc_gateway(client) as url,
+        a2a_client(url, ALICE, binding) as alice,
+        served(client, text_graph(asking)),
+    ):
+        first = await sent(alice, request("greet", "m-1"), None)
+        asked = await until_stopped(alice, first.id)
+        assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        answer = request("French", "m-2")
+        answer.message.task_id = first.id
+        answer.message.context_id = asked.context_id
+        await sent(alice, answer, "a-1")
+        again = await sent(alice, answer, "a-1")  # the answer's answer was lost: sent again
+        assert again.id == first.id
+        async def completed():
+            task = await alice.get_task(GetTaskRequest(id=first.id))
+            return task if task.status.state == TaskState.TASK_STATE_COMPLETED else None
+
+        done = await until(completed, timeout=20, what="the task completed", every=0.05)
+        assert done.artifacts[0].parts[0].text == "greet in French"
+        late = await sent(alice, answer, "a-1")
+        assert late.status.state == TaskState.TASK_STATE_COMPLETED
+        assert [m.role for m in late.history].count(Role.ROLE_USER) == 2
+        other = request("German", "m-3")
+        other.message.task_id = first.id
+        other.message.context_id = asked.context_id
+        with pytest.raises(A2AError, match="used before with another request"):
+            await sent(alice, other, "a-1")
+        with pytest.raises(A2AError, match="completed"):
+            await sent(alice, answer, None)

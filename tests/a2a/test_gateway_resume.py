@@ -17,7 +17,14 @@ import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.client.client import ClientCallContext
-from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, SubscribeToTaskRequest
+from a2a.types.a2a_pb2 import (
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+)
 from a2a.utils.errors import A2AError
 from resume_support import Reader, Steps, cut_moments, place
 from test_gateway import AGENT, ALICE, BOB, until_stopped
@@ -231,6 +238,13 @@ async def test_events_past_their_time_are_a_gap_and_later_ones_replay(broker, cl
         reader = Reader(await started(a2a, executor))
         await reader.read(a2a, cut_after=0.3)
         cursor = reader.cursor
+        assert cursor is not None
+
+        async def two_more() -> bool:  # events the client has not seen, then expired
+            task = await a2a.get_task(GetTaskRequest(id=reader.task_id))
+            return int(place(task).get("seq", 0)) >= cursor + 2
+
+        await until(two_more, timeout=20, what="two events after the cursor")
         broker.clock.advance(61)  # the events so far expire; the task goes on
         executor.finish.set()
         await reader.read(a2a, cut_after=30)

@@ -108,6 +108,5 @@ async def test_clients_on_three_bindings_resume_across_ten_sigkills(nats_broker,
                 print(f"#101 kill run, {binding}: {reader.summary()}")
                 reader.check()
                 assert reader.streams == KILLS + 1, (binding, reader.streams)
-                assert len(reader.errors) == KILLS, (binding, reader.errors)
     finally:
         gateway.stop()
