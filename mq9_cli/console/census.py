@@ -172,7 +172,11 @@ class Censuses:
         if done is not None and done.done_at is not None and now - done.done_at < fresh:
             return done
         if time.monotonic() >= self.unasked_until:
-            told = await asked(client, address, seed or [], self.clock)
+            try:
+                told = await asked(client, address, seed or [], self.clock)
+            except MailboxNotFound:  # gone meanwhile
+                self.forget(address)
+                raise
             if told is not None:
                 self.going.pop(address, None)
                 self.done[address] = told
