@@ -248,7 +248,9 @@ class Mq9Transport(ClientTransport):
             if seq <= last:
                 continue  # seen (the state before a follow-up, or a look again)
             if seq > last + 1:
-                kept = await events(self.client, self.reply_mailbox, task_id, last, seq - 1)
+                kept = None  # (more than MAX_REPLAY behind: a gap)
+                if seq - last <= MAX_REPLAY:
+                    kept = await events(self.client, self.reply_mailbox, task_id, last, seq - 1)
                 if kept is None:
                     yield placed(snapshot, seq=seq, gap={"after": last, "resumedAt": seq})
                     last = seq
@@ -458,7 +460,9 @@ class Mq9Transport(ClientTransport):
                     f"Last-Event-ID {after} is past task {request.id}'s newest event "
                     f"({newest}): subscribe without it"
                 )
-            kept = await events(self.client, self.reply_mailbox, request.id, after, newest - 1)
+            kept = None  # more than MAX_REPLAY events away: a gap, as if not kept
+            if newest - after <= MAX_REPLAY:
+                kept = await events(self.client, self.reply_mailbox, request.id, after, newest - 1)
             if kept is None:
                 gap = {"after": after, "resumedAt": newest}
                 yield StreamResponse(task=to_proto(placed(current, seq=newest, gap=gap), Task))
@@ -653,6 +657,9 @@ LAST_EVENT_ID = "Last-Event-ID"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_KEY_CHARS = 255  # an Idempotency-Key: 1 to 255 visible ASCII characters
 MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
+# The most events one resubscribe replays (each a read of the reply mailbox): a cursor further
+# behind is answered as one whose events are no longer kept (the task and a said gap)
+MAX_REPLAY = 1000
 
 
 KEYED_KEY = "keyed."  # + a digest: a follow-up message sent under an Idempotency-Key (#101)

@@ -251,3 +251,30 @@ async def test_events_past_their_time_are_a_gap_and_later_ones_replay(broker, cl
         [gap] = reader.gaps
         assert gap["after"] == cursor and gap["resumedAt"] > cursor
         assert reader.ended
+
+
+async def test_a_cursor_too_far_behind_is_a_gap_not_a_thousand_reads(client, monkeypatch):
+    """A resubscribe replays at most ``MAX_REPLAY`` events (each a read of the reply mailbox):
+    a cursor further behind is answered with the task and a said gap (here the bound is 3)."""
+    from langchain_mq9.a2a import transport
+
+    monkeypatch.setattr(transport, "MAX_REPLAY", 3)
+    executor = Steps()
+    async with (
+        ExecutorServer(executor, name=AGENT, client=client, worker="w1"),
+        grpc_gateway(client) as url,
+        a2a_client(url, ALICE, "HTTP+JSON") as a2a,
+    ):
+        task_id = await started(a2a, executor)
+
+        async def six() -> bool:
+            task = await a2a.get_task(GetTaskRequest(id=task_id))
+            return int(place(task).get("seq", 0)) >= 6
+
+        await until(six, timeout=20, what="six events")
+        executor.finish.set()
+        reader = Reader(task_id, cursor=1)
+        await reader.read(a2a, cut_after=30)
+        [gap] = reader.gaps
+        assert gap["after"] == 1 and gap["resumedAt"] >= 6
+        assert reader.ended
