@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from langchain_mq9.client.api import Mq9ClientLike
 from mq9_wire.protocol import PRIORITY_ORDER, Message
-from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error, RequestTimeout
 
 from .. import overview
 
@@ -45,6 +45,7 @@ COUNT_BYTES = 64 << 20
 ASKED_SECONDS = 2.0
 ASK_SECONDS = 2.0
 ASK_AGAIN_SECONDS = 30.0
+UNANSWERED_AGAIN_SECONDS = 600.0  # one that did not answer within ASK_SECONDS (RobustMQ)
 
 
 @dataclass
@@ -131,7 +132,9 @@ async def asked(
         counts, newest = await asyncio.wait_for(lane_counts(address), ASK_SECONDS)
     except MailboxNotFound:
         raise
-    except (Mq9Error, TimeoutError):  # unknown there, unanswered, refused: paged instead
+    except RequestTimeout as exc:  # unanswered (RobustMQ answers no subject it lacks)
+        raise TimeoutError from exc
+    except Mq9Error:  # unknown there, refused, the store away: paged instead
         return None
     now = clock()
     census = Census(address, now, next_from=None, done_at=now, pages=1, asked=True)
@@ -146,7 +149,9 @@ class Censuses:
     """The counts of the mailboxes the console looked at: the last finished one of each, and
     the one under way. Where the broker counts a mailbox itself (``asked``), that count, made
     again after ``ASKED_SECONDS``; else page by page. A broker that answered no count is
-    asked again only after ``ASK_AGAIN_SECONDS`` (an upgrade, a failover)."""
+    asked again only after ``ASK_AGAIN_SECONDS`` (an upgrade, a failover), one that did not
+    answer at all (RobustMQ: each ask costs a look ``ASK_SECONDS``) after
+    ``UNANSWERED_AGAIN_SECONDS``."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -177,11 +182,15 @@ class Censuses:
             except MailboxNotFound:  # gone meanwhile
                 self.forget(address)
                 raise
+            except TimeoutError:  # a broker with no such command: not asked for a while
+                told, self.unasked_until = None, time.monotonic() + UNANSWERED_AGAIN_SECONDS
+            else:
+                self.unasked_until = time.monotonic() + ASK_AGAIN_SECONDS
             if told is not None:
+                self.unasked_until = 0.0
                 self.going.pop(address, None)
                 self.done[address] = told
                 return told
-            self.unasked_until = time.monotonic() + ASK_AGAIN_SECONDS
         going = self.going.setdefault(address, Census(address, now))
         async with going.lock:
             if going.done_at is None:
