@@ -203,6 +203,13 @@ class Broker:
     layout: ClusterLayout | None = None
 
     @property
+    def keeps_keys(self) -> bool:
+        """Whether a SEND's idempotency key is kept (the bundled broker, every store): RobustMQ
+        keeps none, so there a replayed or retried send is stored again (#100, as the docs
+        say); a test of exactly once asserts what its broker does."""
+        return self.transport != "robustmq"
+
+    @property
     def engine(self) -> BrokerEngine:
         if self._engine is None:
             if self.cluster is not None:
