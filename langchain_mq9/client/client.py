@@ -633,13 +633,16 @@ class Mq9Client:
         limit: int | None = None,
         since: int | None = None,
         tags: list[str] | None = None,
+        again: bool = True,
     ) -> list[Message]:
         """Read a mailbox without consuming: never moves a group's position.
 
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
         of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
-        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5).
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5). A read that
+        fails in a way that may pass (a cluster electing a leader) is sent again within
+        ``request_timeout``; ``again=False``: one try, the broker's first answer (a probe's).
         """
         p.check_address(mail_address)
         body = p.QUERY_REQUEST.body(
@@ -648,7 +651,7 @@ class Mq9Client:
             since=None if since is None else p.check_int("since", since),
             limit=None if limit is None else p.check_int("limit", limit),
         )
-        reply = await self._call(p.query_subject(mail_address), body, repeatable=True)
+        reply = await self._call(p.query_subject(mail_address), body, repeatable=again)
         return self._messages(mail_address, reply)
 
     async def lane_counts(self, mail_address: str) -> tuple[dict[str, int], int | None]:

@@ -26,7 +26,9 @@ from tests.broker.identities.test_sender_vouched import Place, enforcing
 
 pytest.importorskip("nkeys")  # the credentials extra
 
-RESERVED_AGENTS = [READYZ_PROBE, RESERVED_ROOT, f"{RESERVED_ROOT}.tasks.x", f"{RESERVED_ROOT}.lease"]
+RESERVED_AGENTS = [
+    READYZ_PROBE, RESERVED_ROOT, f"{RESERVED_ROOT}.tasks.x", f"{RESERVED_ROOT}.lease"
+]  # fmt: skip
 
 
 def test_the_probe_asks_of_the_reserved_name():

@@ -91,28 +91,30 @@ async def test_keyed_sends_through_the_stream_leaders_kill_are_answered_and_stor
         cluster_wait=FORMING,
     )  # fmt: skip
     sends = 60
-    async with Broker(config, say=lambda _: None):
-        async with Mq9Client(other.url, request_timeout=FORMING) as client:
-            await client.mailbox_create(name="jobs", ttl=0)
-            await client.send("jobs", "hello", idempotency_key="hello")
+    async with (
+        Broker(config, say=lambda _: None),
+        Mq9Client(other.url, request_timeout=FORMING) as client,
+    ):
+        await client.mailbox_create(name="jobs", ttl=0)
+        await client.send("jobs", "hello", idempotency_key="hello")
 
-            async def sent(n: int) -> int | str:
-                try:
-                    return await client.send("jobs", f"job {n}", idempotency_key=f"job-{n}")
-                except Mq9Error as exc:
-                    return f"{type(exc).__name__}(retryable={exc.retryable}): {exc}"
+        async def sent(n: int) -> int | str:
+            try:
+                return await client.send("jobs", f"job {n}", idempotency_key=f"job-{n}")
+            except Mq9Error as exc:
+                return f"{type(exc).__name__}(retryable={exc.retryable}): {exc}"
 
-            tasks = []
-            for n in range(sends):
-                if n == sends // 3:
-                    leader.kill()
-                if n == 2 * sends // 3:
-                    leader.start()
-                tasks.append(asyncio.ensure_future(sent(n)))
-                await asyncio.sleep(0.02)
-            answered = await asyncio.gather(*tasks)
-            failed = [(n, out) for n, out in enumerate(answered) if isinstance(out, str)]
-            assert failed == [], failed
-            stored = await client.query("jobs", limit=100)
-            texts = [m.payload.decode() for m in stored if m.payload != b"hello"]
-            assert sorted(texts) == sorted(f"job {n}" for n in range(sends))
+        tasks = []
+        for n in range(sends):
+            if n == sends // 3:
+                leader.kill()
+            if n == 2 * sends // 3:
+                leader.start()
+            tasks.append(asyncio.ensure_future(sent(n)))
+            await asyncio.sleep(0.02)
+        answered = await asyncio.gather(*tasks)
+        failed = [(n, out) for n, out in enumerate(answered) if isinstance(out, str)]
+        assert failed == [], failed
+        stored = await client.query("jobs", limit=100)
+        texts = [m.payload.decode() for m in stored if m.payload != b"hello"]
+        assert sorted(texts) == sorted(f"job {n}" for n in range(sends))

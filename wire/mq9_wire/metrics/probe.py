@@ -27,7 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..protocol.errors import MalformedReply, Mq9Error, NotConnected, Unavailable
+from ..protocol.errors import (
+    MalformedReply,
+    Mq9Error,
+    NotConnected,
+    StoreUnavailable,
+    Unavailable,
+)
 from ..protocol.names import READYZ_PROBE
 
 
@@ -38,7 +44,9 @@ class ProbedClient(Protocol):
     @property
     def is_connected(self) -> bool: ...
 
-    async def query(self, mail_address: str, *, limit: int | None = None) -> Any: ...
+    async def query(
+        self, mail_address: str, *, limit: int | None = None, again: bool = True
+    ) -> Any: ...
 
     async def agent_report(self, report: dict[str, Any]) -> None: ...
 
@@ -71,7 +79,10 @@ class Answered:
 
 async def broker_answers(client: ProbedClient, deadline: float = PROBE_DEADLINE) -> str | None:
     """None when a broker answered ``client``'s QUERY within ``deadline``; else why not."""
-    return await _asked(client.query(PROBE_MAILBOX, limit=1), client, "a QUERY", deadline)
+    # one try (again=False): the broker's first answer says whether it answers reads, where
+    # the client would send a read again through an outage until its own deadline (#98)
+    query = client.query(PROBE_MAILBOX, limit=1, again=False)
+    return await _asked(query, client, "a QUERY", deadline)
 
 
 async def broker_writes(client: ProbedClient, deadline: float = PROBE_DEADLINE) -> Answered:
@@ -103,6 +114,11 @@ async def _asked(
             await request
     except TimeoutError:
         return f"no broker answered {what} within {deadline:g} s"
+    except StoreUnavailable as exc:
+        # (#98) the broker answered, its JetStream store could not take the request for now:
+        # a write not made; a read the broker itself answered, as it answers any refusal
+        if not refused_is_answer:
+            return f"no broker answered {what}: {type(exc).__name__}: {exc}"
     except (Unavailable, NotConnected, MalformedReply) as exc:
         return f"no broker answered {what}: {type(exc).__name__}: {exc}"
     except Mq9Error as exc:
