@@ -16,6 +16,7 @@ from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.operations.errors import OperationError
 from mq9_wire._nats.redaction import redact
 from mq9_wire.protocol.errors import (
+    STORE_OUTAGE,
     ClusterUnavailable,
     InvalidAddress,
     MailboxNotFound,
@@ -146,24 +147,14 @@ def failure(
     return Failure(f"{type(exc).__name__}: {text}", FAILED)
 
 
-# What the bundled broker answers while its JetStream store cannot, for now (#91 item 4): its
-# cluster store's words for a request unanswered (a server gone, a leader being elected), and
-# nats-server's own for a cluster without a quorum or a stream without a leader, which that
-# store repeats ("JetStream refused <request>: <nats-server's words>"). The request may pass
-# unchanged once the servers are back: an outage (exit 4), never a refusal.
-STORE_OUTAGE = (
-    "JetStream system temporarily unavailable",  # nats-server: no quorum, no meta leader
-    "JetStream cluster can not handle request",  # nats-server: a leader not there yet
-    "stream is offline",  # nats-server: its stream's peers not there
-    "JetStream did not answer",  # the store: a request unanswered within its deadline
-    "JetStream did not acknowledge a write",  # the store: a write unanswered (stored or not)
-)
 # A SEND that failed so may have been stored all the same: what a person checks first.
 UNSURE = ("may or may not", "did not acknowledge", "did not answer")
 
 
 def _said(exc: Mq9Error, operation: str | None, mailbox: str | None) -> Failure:
     text = shown(exc.message)
+    # the bundled broker's store unable for now (#91 item 4; the wire's StoreUnavailable, #98,
+    # its words, STORE_OUTAGE, beside): it may pass unchanged later, an outage, not a refusal
     if isinstance(exc, ClusterUnavailable) or any(m in text for m in STORE_OUTAGE):
         return Failure(_outage(exc, text, operation, mailbox), UNREACHABLE)
     code = _code(exc)
