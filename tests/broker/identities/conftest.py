@@ -1,0 +1,25 @@
+"""What the identity tests of this folder share: where an engine keeps its state (``place``:
+memory, SQLite, the cluster store) and a store of issued credentials (``identity_store``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mq9_broker.identities.store import IdentityStore
+from tests.broker.identities.test_sender_vouched import Place
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
+
+
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "bob", "carol", "mallory"):
+        store.issue(name)
+    yield store
+    store.close()
