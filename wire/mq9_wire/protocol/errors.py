@@ -550,10 +550,8 @@ def from_reply(error: str, subject: str = "") -> Mq9Error:
     plainer ones (``WireText.says``) with the broker's words as its ``detail``."""
     for text in WIRE_TEXTS:
         found = text.pattern.search(error)
-        if found and text.cls is ClusterUnavailable:
-            return _cluster_unavailable(error, subject)
-        if found and text.cls is StoreUnavailable:
-            return _store_unavailable(error, subject)
+        if found and text.cls in _OUTAGES:
+            return _outage(text.cls, error, subject)
         if found and text.says:
             quoted_groups = {name: quoted(value) for name, value in found.groupdict().items()}
             message = text.says.format(**quoted_groups)
@@ -569,31 +567,36 @@ def _attributes(found: re.Match[str]) -> dict[str, int | str]:
     return {name: int(value) if value.isdigit() else value for name, value in groups}
 
 
-def _store_unavailable(error: str, subject: str) -> StoreUnavailable:
-    unacknowledged = "JetStream did not acknowledge a write" in error
-    nothing = _REFUSED_WRITE in error or (unacknowledged and _NO_RESPONDERS in error)
-    sent = subject.startswith(MSG_SEND)
+# Why each kind of outage answered, and what its words say was stored: a RobustMQ cluster's
+# (TRANSIENT_MARKERS) or the bundled broker's JetStream store's (STORE_OUTAGE, #98)
+_OUTAGES = {
+    ClusterUnavailable: (
+        "the mq9 cluster could not reach the node that holds this (a node or the meta leader "
+        "is down or changing)",
+        "",
+    ),
+    StoreUnavailable: (
+        "the broker's JetStream store cannot take this for now (its servers are electing a "
+        "leader, lost their quorum, or are slow)",
+        " (a SEND with an idempotency key is sent again by this client, stored once)",
+    ),
+}
+
+
+def _outage(cls: type[ClusterUnavailable], error: str, subject: str) -> ClusterUnavailable:
+    """``error`` as the outage of kind ``cls``: its words, what happened, what to do; whether
+    the failed request certainly stored nothing."""
+    if cls is StoreUnavailable:
+        unacknowledged = "JetStream did not acknowledge a write" in error
+        nothing = _REFUSED_WRITE in error or (unacknowledged and _NO_RESPONDERS in error)
+    else:
+        nothing = NOT_STORED in error
+    why, keyed = _OUTAGES[cls]
     stored = (
         "; the message may or may not have been stored: query the mailbox before sending it "
-        "again (a SEND with an idempotency key is sent again by this client, stored once)"
-        if sent and not nothing
+        f"again{keyed}"
+        if subject.startswith(MSG_SEND) and not (nothing and cls is StoreUnavailable)
         else ""
     )
-    return StoreUnavailable(
-        f"{error} — the broker's JetStream store cannot take this for now (its servers are "
-        f"electing a leader, lost their quorum, or are slow); try again shortly{stored}",
-        stored_nothing=nothing,
-    )
+    return cls(f"{error} — {why}; try again shortly{stored}", stored_nothing=nothing)
 
-
-def _cluster_unavailable(error: str, subject: str) -> ClusterUnavailable:
-    stored = (
-        "; the message may or may not have been stored: query the mailbox before sending it again"
-        if subject.startswith(MSG_SEND)
-        else ""
-    )
-    return ClusterUnavailable(
-        f"{error} — the mq9 cluster could not reach the node that holds this (a node "
-        f"or the meta leader is down or changing); try again shortly{stored}",
-        stored_nothing=NOT_STORED in error,
-    )
