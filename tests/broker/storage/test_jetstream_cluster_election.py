@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import nats
 import pytest
@@ -30,18 +31,23 @@ def cluster() -> Iterator[JetStreamCluster]:
         yield servers
 
 
+async def _made_with_leader(cluster: JetStreamCluster, layout: str) -> tuple[Any, Any]:
+    """An R3 ``layout`` made, and the server leading its messages stream and another one."""
+    made = await open_replicated_store(cluster.urls[0], layout)
+    info = await made.requests.api(f"STREAM.INFO.{made.layout.messages}", None)
+    await made.close()
+    await made.requests.connection.close()
+    leader = cluster.by_name(info["cluster"]["leader"])
+    return leader, next(server for server in cluster.servers if server is not leader)
+
+
 async def test_a_store_opens_during_the_election_by_sending_again(
     cluster: JetStreamCluster,
 ) -> None:
     layout = f"E{uuid.uuid4().hex[:10]}"
-    first = await open_replicated_store(cluster.urls[0], layout)
-    info = await first.requests.api(f"STREAM.INFO.{first.layout.messages}", None)
-    await first.close()
-    await first.requests.connection.close()
-    leader = cluster.by_name(info["cluster"]["leader"])
+    leader, other = await _made_with_leader(cluster, layout)
     leader.kill()
     leader.start()
-    other = next(server for server in cluster.servers if server is not leader)
     connection = await nats.connect(other.url)
     # a try of 0.3 s within one deadline far longer than an election
     store = ClusterStore(connection, name=layout, replicas=3, timeout=FORMING, try_again=0.3)
@@ -79,13 +85,8 @@ async def test_keyed_sends_through_the_stream_leaders_kill_are_answered_and_stor
     stored, try again" is retryable, the client sends the SEND again with its key within its
     request_timeout, and every payload is stored once."""
     layout = f"K{uuid.uuid4().hex[:10]}"
-    probe = await open_replicated_store(cluster.urls[0], layout)
-    info = await probe.requests.api(f"STREAM.INFO.{probe.layout.messages}", None)
-    await probe.close()
-    await probe.requests.connection.close()
-    leader = cluster.by_name(info["cluster"]["leader"])
     # the broker and the client on a server that is not killed: the election is the subject
-    other = next(server for server in cluster.servers if server is not leader)
+    leader, other = await _made_with_leader(cluster, layout)
     config = BrokerConfig(
         nats=other.url, store="jetstream", stream=layout, replicas=3, search=False,
         cluster_wait=FORMING,
