@@ -3,8 +3,9 @@
 a client polls for (``events/poll``), is pushed on a long-lived request (``events/stream``) or has
 POSTed to its own URL (``events/subscribe``, ``webhooks.py``).
 
-The MCP SDK 2.3 does not implement the extension and its text is not installed here: the method
-names and shapes are the issue's reading of it, written down in docs/mcp.md ("MCP Events").
+The MCP SDK 2.3 does not implement the extension: the method names and shapes were written from
+the issue's reading of it, and held against the published SEP's abstract since (#101: docs/mcp.md,
+"MCP Events", says point by point what is the SEP's and what was not checked).
 
 An event says that a message is there, never what it says: its data is the message's msg_id,
 priority, key, tags and time; the payload stays with ``fetch_messages`` (which consumes it) and
@@ -90,14 +91,14 @@ class EventType:
     description: str
     source: Callable[[str], str]  # the mailbox named in the arguments -> the mailbox read
 
-    def listed(self) -> EventTypeListed:
+    def listed(self, delivery: list[str]) -> EventTypeListed:
         return {
             "name": self.name,
             "title": self.title,
             "description": self.description,
             "inputSchema": INPUT_SCHEMA,
             "payloadSchema": PAYLOAD_SCHEMA,
-            "delivery": DELIVERY,
+            "delivery": delivery,
             "replay": True,
         }
 
@@ -151,6 +152,11 @@ class Hooks(Protocol):
     ) -> JsonObject: ...
 
     async def unsubscribe(self, ctx: Ctx, subscription: str) -> JsonObject: ...
+
+    def offered(self, ctx: Ctx) -> bool:
+        """Whether ``ctx``'s client could subscribe a webhook at all (a principal of its own,
+        hosts the operator listed): ``events/list`` advertises the mode only then."""
+        ...
 
 
 INPUT_SCHEMA: JsonObject = {
@@ -461,8 +467,12 @@ def serve(
     ``client_of(ctx)``: its slice); ``webhooks``: a ``webhooks.Webhooks`` serving
     ``events/subscribe`` and ``events/unsubscribe``."""
 
-    async def listed(_ctx: Ctx, _params: ListParams) -> dict[str, list[EventTypeListed]]:
-        return {"events": [t.listed() for t in EVENT_TYPES.values()]}
+    async def listed(ctx: Ctx, _params: ListParams) -> dict[str, list[EventTypeListed]]:
+        # SEP-3415: delivery modes are "advertised per event type": webhook only where this
+        # client's events/subscribe could succeed
+        hooked = webhooks is not None and webhooks.offered(ctx)
+        delivery = DELIVERY if hooked else [d for d in DELIVERY if d != "webhook"]
+        return {"events": [t.listed(delivery) for t in EVENT_TYPES.values()]}
 
     async def poll(ctx: Ctx, params: PollParams) -> JsonObject:  # (the SDK's: a dict)
         return {**await _poll(reader, source_of(params, policy_of(ctx)), params)}

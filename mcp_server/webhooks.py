@@ -6,7 +6,8 @@ ends unless the client subscribes again (a refresh: the same event, arguments an
 
 A URL is the client's data: it goes through the package's SSRF guard (``_http/ssrf.py``), which
 lets only the hosts the operator listed (``--webhook-hosts``) be reached and connects to the
-addresses it checked. Only a client with a principal of its own subscribes: over stdio the
+addresses it checked; it is https (SEP-3415's "https callback URL"), plain http only to a
+loopback address. Only a client with a principal of its own subscribes: over stdio the
 process that started the server, over HTTP a request the bearer token let in (a server without
 ``--auth-token`` has no principals: every local process would be the same one).
 
@@ -30,6 +31,8 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from urllib.parse import urlsplit
 
 from mcp import types
 from mcp.server.context import ServerRequestContext as Ctx  # one request's
@@ -141,6 +144,9 @@ class Webhooks:
             response = await http.post(url, content=body, headers=headers)
             return response.status_code
 
+    def offered(self, ctx: Ctx) -> bool:
+        return has_principal(ctx) and not self.hosts.empty
+
     def _expire(self) -> None:
         now = self.clock()
         for hook in [h for h in self.by_id.values() if h.expires <= now]:
@@ -169,9 +175,18 @@ class Webhooks:
                 types.INVALID_PARAMS, INVALID_ARGUMENTS, "delivery.url: the URL to POST events to"
             )
         try:
-            await self.hosts.check(url)
+            addresses = await self.hosts.check(url)
         except HostRefused as exc:
             raise event_error(types.INVALID_PARAMS, FORBIDDEN, f"delivery.url: {exc}") from None
+        if urlsplit(url).scheme != "https" and not all(map(_loopback, addresses)):
+            # SEP-3415: a webhook "registers an https callback URL"; plain http only to a
+            # receiver on this machine (a loopback address the operator listed)
+            raise event_error(
+                types.INVALID_PARAMS,
+                INVALID_ARGUMENTS,
+                "delivery.url: an https URL (http only to a loopback address, a receiver on "
+                "this machine)",
+            )
         ttl_ms = params.ttl_ms or DEFAULT_TTL_MS
         if not MIN_TTL_MS <= ttl_ms <= MAX_TTL_MS:
             raise event_error(
@@ -280,6 +295,12 @@ class Webhooks:
                 await self.sleep(BACKOFF * 2**attempt)
         log.info("webhook %s: %d tries failed; again in %gs", hook.id, ATTEMPTS, RETRY_SECONDS)
         return False
+
+
+def _loopback(address: object) -> bool:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return bool(getattr(address, "is_loopback", False))
 
 
 def has_principal(ctx: Ctx) -> bool:

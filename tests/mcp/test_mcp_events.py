@@ -54,7 +54,8 @@ async def test_the_extension_is_declared_and_lists_its_event_types():
             for kind in types.values():
                 assert kind["inputSchema"]["required"] == ["mail_address"]
                 assert "payload" not in kind["payloadSchema"]["properties"]
-                assert kind["delivery"] == ["poll", "push", "webhook"]
+                # no --webhook-hosts (nor a principal): webhook is not advertised
+                assert kind["delivery"] == ["poll", "push"]
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
@@ -290,6 +291,8 @@ async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients
         async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
             alice, bob = Peer(http, url, MODERN, "alice"), Peer(http, url, MODERN, "bob")
             await alice.data("create_mailbox", name="inbox.w")
+            listed = (await alice.rpc("events/list"))["result"]
+            assert all(t["delivery"] == ["poll", "push", "webhook"] for t in listed["events"])
             sub = arrived("inbox.w")
             refused = await alice.rpc("events/subscribe", **sub,
                                       delivery={"url": "http://10.1.2.3/hook"})  # fmt: skip
@@ -475,7 +478,8 @@ def test_the_signature_is_standard_webhooks_v1():
 async def test_a_webhook_takes_the_clients_own_secret_and_refuses_what_is_out_of_shape():
     token = "u" * 40
     auth = {"Authorization": f"Bearer {token}"}
-    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", "127.0.0.1")
+    hosts = "127.0.0.1,10.1.2.3"  # 10.1.2.3: listed, yet plain http to it is refused
+    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", hosts)
     with http_server(*args) as url:
         async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
             alice = Peer(http, url, MODERN, "alice")
@@ -485,7 +489,8 @@ async def test_a_webhook_takes_the_clients_own_secret_and_refuses_what_is_out_of
                 "forbidden": [{"url": "file:///etc/passwd"}, {"url": "http://localhost.:1/"},
                               {"url": "http://[::1]:1/"}],
                 "invalid_arguments": [{}, {"url": hook.url, "secret": "whsec_short"},
-                                      {"url": hook.url, "secret": "not-a-secret" * 4}],
+                                      {"url": hook.url, "secret": "not-a-secret" * 4},
+                                      {"url": "http://10.1.2.3/hook"}],
             }  # fmt: skip
             for reason, deliveries in refusals.items():
                 for delivery in deliveries:
