@@ -401,9 +401,13 @@ class Mq9McpServer(Server):
                 listed.list_changed = False
         if tasks.offered(version):
             capabilities.tasks = tasks.capability()
-        if tasks.extension_offered(version):  # with tasks/stream (draft SEP-2694's name)
-            offered: dict[str, Any] = {tasks.EXTENSION: {"eventStreams": {}}}
-            capabilities.extensions = {**(capabilities.extensions or {}), **offered}
+        # The Tasks extension's settings are an empty object, as SEP-2663 defines them: a
+        # client checking them strictly (the MCP Inspector's ext-tasks) takes any other as the
+        # extension not offered, while it still declares it on every request, and then cannot
+        # read the task a waiting call answers. tasks/stream (draft SEP-2694) is served to
+        # whoever negotiated the extension, with nothing added to it.
+        if tasks.extension_offered(version):
+            capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
         # Events (#71): an extension at 2026-07-28; before, whose capabilities have no
         # extensions, in the experimental capabilities
         if version in MODERN_PROTOCOL_VERSIONS:

@@ -31,15 +31,16 @@ import contextvars
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict, TypeVar, final
 
 import anyio
 from mcp.shared.exceptions import MCPError
 
 from langchain_mq9.client.client import Mq9Client
 from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.operations.context import CallView, Progress
 from langchain_mq9.operations.results import JsonObject
 from mq9_wire.protocol.errors import Mq9Error
 
@@ -61,6 +62,50 @@ MAILBOX_PREFIX = "mq9mcp.task."
 WRITE_RETRY_SECONDS = 0.5  # a store write that failed is tried again, in order, this often
 POLL_SECONDS = 1.0  # a stream of a task run by another process looks this often
 
+T = TypeVar("T")
+
+
+class ToolCall(TypedDict, total=False):
+    """The tool call a task runs, as its header keeps it (what a server started again runs)."""
+
+    name: str
+    arguments: JsonObject  # the client's, as it sent them
+    asks: bool  # its questions go to the client through the task (2026-07-28)
+
+
+class TaskHeader(TypedDict):
+    """A task mailbox's first message: who owns the task, what it runs, its TTL, its birth."""
+
+    header: int  # 1
+    owner: str
+    call: ToolCall
+    ttlMs: int
+    createdAt: str
+
+
+@final  # no other keys: a record with "header" is never one (mypy narrows on it)
+class StoredEvent(TypedDict):
+    """One event as its task's mailbox keeps it (``last``: the task's final status)."""
+
+    seq: int
+    type: str  # STATUS or CALL_STATE
+    payload: JsonObject  # the event type's own JSON (the SEP: any), cut to MAX_PAYLOAD_CHARS
+    last: NotRequired[bool]
+
+
+class RelatedTask(TypedDict):
+    taskId: str
+
+
+class TaskEvent(TypedDict):
+    """One ``notifications/tasks/event``'s params, as the SEP spells them."""
+
+    seq: int
+    taskId: str
+    type: str
+    payload: JsonObject
+    _meta: dict[str, RelatedTask]  # RELATED_TASK: the task
+
 
 def mailbox_of(task_id: str) -> str:
     return MAILBOX_PREFIX + task_id
@@ -74,18 +119,48 @@ def events_gone(task_id: str, earliest: int) -> MCPError:
     )
 
 
-def _bounded(payload: JsonObject) -> JsonObject:
+def _bounded(payload: Mapping[str, object]) -> JsonObject:
     text = json.dumps(payload, ensure_ascii=False, default=str)
     if len(text) <= MAX_PAYLOAD_CHARS:
-        kept: JsonObject = json.loads(text)
-        return kept
+        return dict(json.loads(text))
     return {"truncated": True, "json": text[:MAX_PAYLOAD_CHARS]}
+
+
+def _parsed(record: object) -> TaskHeader | StoredEvent | None:
+    """A message of a task's mailbox, read back: its header, an event, or None (neither)."""
+    if not isinstance(record, dict):
+        return None
+    if record.get("header"):
+        call, ttl = record.get("call"), record.get("ttlMs")
+        known: ToolCall = {}
+        if isinstance(call, dict):
+            if isinstance(name := call.get("name"), str):
+                known["name"] = name
+            if isinstance(arguments := call.get("arguments"), dict):
+                known["arguments"] = arguments
+            known["asks"] = bool(call.get("asks"))
+        return TaskHeader(
+            header=1,
+            owner=str(record.get("owner", "")),
+            call=known,
+            ttlMs=ttl if isinstance(ttl, int) else 0,
+            createdAt=str(record.get("createdAt", "")),
+        )
+    seq, payload = record.get("seq"), record.get("payload")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None
+    event = StoredEvent(
+        seq=seq, type=str(record.get("type")), payload=payload if isinstance(payload, dict) else {}
+    )
+    if record.get("last"):
+        event["last"] = True
+    return event
 
 
 @dataclass
 class _Pending:
     seq: int
-    record: JsonObject
+    record: StoredEvent
 
 
 @dataclass
@@ -100,7 +175,7 @@ class TaskLog:
     earliest: int = 0
     ended: bool = False  # the task's last status is stored: nothing more comes
     owner: str = ""
-    call: JsonObject = field(default_factory=dict)  # the tool call the task runs
+    call: ToolCall = field(default_factory=lambda: ToolCall())  # the tool call the task runs
     ttl_ms: int = 0
     created_at: str = ""
     last: dict[str, JsonObject] = field(default_factory=dict)  # the newest payload of each type
@@ -114,22 +189,21 @@ class TaskLog:
     def mailbox(self) -> str:
         return mailbox_of(self.task_id)
 
-    async def _run(self, action: Callable[[Mq9Client], Awaitable[Any]]) -> Any:
+    async def _run(self, action: Callable[[Mq9Client], Awaitable[T]]) -> T:
         with anyio.fail_after(self.timeout):
             return await self.connection.run(action)
 
-    async def open(self, owner: str, call: JsonObject, ttl_ms: int, created_at: str) -> None:
+    async def open(self, owner: str, call: ToolCall, ttl_ms: int, created_at: str) -> None:
         """Make the task's mailbox (its TTL: the task's and an hour) and store who owns the
         task, what it runs, its TTL and when it was made."""
         self.owner, self.call, self.ttl_ms, self.created_at = owner, call, ttl_ms, created_at
         ttl = ttl_ms // 1000 + KEPT_AFTER_TTL_SECONDS
-        header = {"header": 1, "owner": owner, "call": call, "ttlMs": ttl_ms,
-                  "createdAt": created_at}  # fmt: skip
+        header = TaskHeader(header=1, owner=owner, call=call, ttlMs=ttl_ms, createdAt=created_at)
         key = f"task-header:{self.task_id}"
         await self._run(lambda c: c.mailbox_create(name=self.mailbox, ttl=ttl))
-        await self._run(lambda c: c.send(self.mailbox, header, idempotency_key=key))
+        await self._run(lambda c: c.send(self.mailbox, dict(header), idempotency_key=key))
 
-    def emit(self, kind: str, payload: JsonObject, *, last: bool = False) -> int:
+    def emit(self, kind: str, payload: Mapping[str, object], *, last: bool = False) -> int:
         """Add an event to the timeline (stored in order, in the background); its seq.
         ``last``: the task's final status, after which the timeline is closed."""
         if self.ended or self._end_seq is not None:
@@ -138,7 +212,7 @@ class TaskLog:
         self.next_seq += 1
         body = _bounded(payload)
         self.last[kind] = body
-        record: JsonObject = {"seq": seq, "type": kind, "payload": body}
+        record = StoredEvent(seq=seq, type=kind, payload=body)
         if last:
             record["last"] = True
             self._end_seq = seq
@@ -152,7 +226,7 @@ class TaskLog:
             pending = self._queue[0]
             key = f"task-event:{self.task_id}:{pending.seq}"
             def store(c: Mq9Client, p: _Pending = pending, k: str = key) -> Awaitable[int]:
-                return c.send(self.mailbox, p.record, idempotency_key=k)
+                return c.send(self.mailbox, dict(p.record), idempotency_key=k)
 
             try:
                 msg_id = await self._run(store)
@@ -191,7 +265,9 @@ class TaskLog:
 
     # -- reading --------------------------------------------------------------------------------
 
-    async def read(self, cursor: int) -> tuple[list[tuple[JsonObject, int]], int, bool]:
+    async def read(
+        self, cursor: int
+    ) -> tuple[list[tuple[TaskHeader | StoredEvent, int]], int, bool]:
         """The stored records (the header, the events) from msg_id ``cursor`` on, each with
         its msg_id, the cursor after them, whether more wait."""
         source = events.Source(events.EVENT_TYPES[events.ARRIVED], self.mailbox, self.mailbox)
@@ -199,8 +275,8 @@ class TaskLog:
         found = []
         for message in batch.messages:
             with contextlib.suppress(ValueError):
-                record = message.json()
-                if isinstance(record, dict):
+                record = _parsed(message.json())
+                if record is not None:
                     found.append((record, message.msg_id))
         return found, batch.cursor, batch.more
 
@@ -216,32 +292,28 @@ class TaskLog:
             while more:
                 records, cursor, more = await loaded.read(cursor)
                 for record, msg_id in records:
-                    if record.get("header") and not header:
+                    if "header" not in record:
+                        if header:  # an event before any header is never a task's
+                            loaded._take(record, msg_id)
+                    elif not header:
                         header = True
                         loaded._header(record)
-                    elif header and isinstance(record.get("seq"), int):
-                        loaded._take(record, msg_id)
         except MCPError:  # the mailbox is gone (or the broker away): no such task here
             return None
         return loaded if header else None  # without its header: never a task's
 
-    def _header(self, record: JsonObject) -> None:
-        self.owner = str(record.get("owner", ""))
-        call, ttl = record.get("call"), record.get("ttlMs")
-        self.call = call if isinstance(call, dict) else {}
-        self.ttl_ms = ttl if isinstance(ttl, int) else 0
-        self.created_at = str(record.get("createdAt", ""))
+    def _header(self, record: TaskHeader) -> None:
+        self.owner, self.call = record["owner"], record["call"]
+        self.ttl_ms, self.created_at = record["ttlMs"], record["createdAt"]
 
-    def _take(self, record: JsonObject, msg_id: int) -> None:
+    def _take(self, record: StoredEvent, msg_id: int) -> None:
         seq = record["seq"]
         if seq < self.next_seq:
             return  # a send tried again: the first one stored counts
         self.kept.append((seq, msg_id))
         self.earliest = self.kept[0][0]
         self.next_seq = seq + 1
-        payload = record.get("payload")
-        if isinstance(payload, dict):
-            self.last[str(record.get("type"))] = payload
+        self.last[record["type"]] = record["payload"]
         if record.get("last"):
             self.ended = True
 
@@ -249,12 +321,12 @@ class TaskLog:
 async def stream(
     log_of_task: TaskLog,
     after: int | None,
-    send: Callable[[JsonObject], Awaitable[None]],
+    send: Callable[[TaskEvent], Awaitable[None]],
     running_here: Callable[[], bool],
-) -> JsonObject:
+) -> None:
     """One ``tasks/stream``: the events after ``after`` (None: from the earliest kept) sent
     with ``send`` as they are read from the store, then the live ones, until the task's last
-    event is sent; ``{}`` then. ``running_here``: whether this process writes the log (else
+    event is sent. ``running_here``: whether this process writes the log (else
     it is looked at every ``POLL_SECONDS``)."""
     task_log = log_of_task
     if after is not None and after + 1 < task_log.earliest:
@@ -265,26 +337,26 @@ async def stream(
         waiting = task_log._stored  # an event stored after this read wakes the wait below
         records, cursor, more = await task_log.read(cursor)
         for record, _msg_id in records:
-            seq = record.get("seq")
-            if not isinstance(seq, int) or seq < want:
+            if "header" in record or record["seq"] < want:
                 continue
+            seq = record["seq"]
             if seq > want:  # what the client needs next is gone from the store
                 raise events_gone(task_log.task_id, seq)
-            note: JsonObject = {
+            note: TaskEvent = {
                 "seq": seq,
                 "taskId": task_log.task_id,
-                "type": record.get("type"),
-                "payload": record.get("payload") or {},
+                "type": record["type"],
+                "payload": record["payload"],
                 "_meta": {RELATED_TASK: {"taskId": task_log.task_id}},
             }
             await send(note)
             want = seq + 1
             if record.get("last"):
-                return {}
+                return
         if more:
             continue
         if task_log.ended and want >= task_log.next_seq:
-            return {}
+            return
         if running_here():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiting.wait(), POLL_SECONDS)
@@ -298,14 +370,14 @@ CURRENT: contextvars.ContextVar[TaskLog | None] = contextvars.ContextVar(
 )
 
 
-def call_states() -> Callable[[Any], Awaitable[None]] | None:
+def call_states() -> Progress | None:
     """Where a waiting agent call run as a task tells its states: an ``io.mq9.call.state``
     event each (None outside a task)."""
     task_log = CURRENT.get()
     if task_log is None:
         return None
 
-    async def report(view: Any) -> None:
-        task_log.emit(CALL_STATE, dict(view))
+    async def report(view: CallView) -> None:
+        task_log.emit(CALL_STATE, view)
 
     return report

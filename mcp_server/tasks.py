@@ -254,9 +254,11 @@ class TaskStore:
         task = _Task(task_id=secrets.token_hex(16), ttl=ttl, owner=owner, started=self.clock())
         if self.connection is not None:
             task.log = TaskLog(self.connection, task.task_id, self.timeout)
-            told = {"name": call.name, "arguments": call.arguments or {}} if call else {}
+            told = task_events.ToolCall(asks=asks)
+            if call is not None:
+                told["name"], told["arguments"] = call.name, call.arguments or {}
             try:
-                await task.log.open(owner, {**told, "asks": asks}, ttl, task.created_at)
+                await task.log.open(owner, told, ttl, task.created_at)
             except (Exception, TimeoutError) as exc:  # the store away: a task without events
                 log.warning("task %s: no event timeline (%s)", task.task_id, exc)
                 task.log = None
@@ -384,16 +386,15 @@ class TaskStore:
         self._streams[key] = client
         task_log = task.log
 
-        async def send(event: JsonObject) -> None:
-            note = _Notification(method=task_events.NOTIFICATION, params=event)
+        async def send(event: task_events.TaskEvent) -> None:
+            note = _Notification(method=task_events.NOTIFICATION, params=dict(event))
             await ctx.session.send_notification(
                 cast(types.ServerNotification, note), related_request_id=ctx.request_id
             )
 
         try:
-            return await task_events.stream(
-                task_log, params.after, send, lambda: task.runner is not None
-            )
+            await task_events.stream(task_log, params.after, send, lambda: task.runner is not None)
+            return {}
         finally:
             self._streams.pop(key, None)
 
@@ -480,7 +481,7 @@ class _Notification(BaseModel):
     """A notification the SDK's typed ones do not know (``notifications/tasks/event``)."""
 
     method: str
-    params: JsonObject
+    params: dict[str, object]  # a TaskEvent
 
 
 class StreamTaskParams(types.RequestParams):

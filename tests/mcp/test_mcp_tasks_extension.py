@@ -136,10 +136,12 @@ async def test_a_waiting_fetch_is_a_task_whose_result_comes_by_polling(transport
     tasks = Tasks()
     async with connected(transport, tasks) as client:
         assert client.protocol_version == MODERN
-        # the Tasks extension (with tasks/stream, the draft SEP-2694's eventStreams: see
-        # test_mcp_task_stream.py), beside MCP Events' (test_mcp_events.py)
+        # the Tasks extension, its settings empty as SEP-2663 defines them (a strict client,
+        # the Inspector's, sees any other as the extension not offered: test_inspector.py;
+        # tasks/stream is served all the same: test_mcp_task_stream.py), beside MCP Events'
+        # (test_mcp_events.py)
         assert client.server_capabilities.extensions == {
-            EXTENSION: {"eventStreams": {}},
+            EXTENSION: {},
             "io.modelcontextprotocol/events": {},
         }
         assert client.server_capabilities.tasks is None  # 2025-11-25's form is not offered

@@ -28,18 +28,21 @@ async def connection() -> AsyncIterator[Mq9Connection]:
 
 async def opened(connection: Mq9Connection, task_id: str = "a1b2") -> TaskLog:
     timeline = TaskLog(connection, task_id, timeout=5)
-    call = {"name": "fetch_messages", "arguments": {"mail_address": "x"}, "asks": False}
+    call = task_events.ToolCall(
+        name="fetch_messages", arguments={"mail_address": "x"}, asks=False
+    )
     await timeline.open("127.0.0.1 d alice", call, 60_000, "2026-11-28T06:00:00.000Z")
     return timeline
 
 
-async def streamed(timeline: TaskLog, after: int | None) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
+async def streamed(timeline: TaskLog, after: int | None) -> list[task_events.TaskEvent]:
+    sent: list[task_events.TaskEvent] = []
 
-    async def send(event: dict[str, Any]) -> None:
+    async def send(event: task_events.TaskEvent) -> None:
         sent.append(event)
 
-    assert await task_events.stream(timeline, after, send, lambda: True) == {}
+    # it returns once the task's last event was sent (tasks/stream then answers {})
+    await task_events.stream(timeline, after, send, lambda: True)
     return sent
 
 
