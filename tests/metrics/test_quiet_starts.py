@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 
+import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
@@ -48,9 +49,13 @@ async def test_a_probe_that_takes_long_goes_on_behind_an_answer(monkeypatch):
 
 @pytest.mark.slow  # a nats-server
 async def test_the_consoles_readyz_answers_before_its_probe_ends():
-    """Connected to a nats-server no broker serves: the write probe waits its 3 s, the read
-    probe 3 s more; /readyz answers meanwhile, not ready, saying it does not know yet."""
+    """Connected to a nats-server where something takes mq9's requests and never answers
+    (a broker hung): the write probe waits its 3 s, the read probe 3 s more; /readyz answers
+    meanwhile, not ready, saying it does not know yet."""
     with start_nats_server() as server:
+        silent = await nats.connect(server.url)
+        await silent.subscribe("$mq9.AI.>", cb=_never_answered)
+        await silent.flush()
         async with Mq9Client(server.url, request_timeout=30) as client:
             metrics = ConsoleMetrics("127.0.0.1:0", lambda: True, lambda: client)
             await metrics.start()
@@ -60,6 +65,11 @@ async def test_the_consoles_readyz_answers_before_its_probe_ends():
                 assert status == 503 and "not known yet" in text, (status, text)
             finally:
                 await metrics.stop()
+                await silent.close()
+
+
+async def _never_answered(_msg: object) -> None:
+    """A request taken and never answered."""
 
 
 async def _get(port: int) -> tuple[int, str]:
