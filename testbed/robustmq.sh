@@ -47,6 +47,12 @@ meta_addrs = { 1 = "127.0.0.1:1228" }
 [runtime]
 default_topic_partition_num = 1
 
+[rocksdb]
+data_path = "$home/data"
+
+[storage_runtime]
+data_path = ["$home/data/engine"]
+
 [log]
 log_config = "$src/config/logger.toml"
 log_path = "$home/logs"
@@ -54,7 +60,7 @@ EOF
   if [ -n "${MQ9_ROBUSTMQ_MODEL:-}" ]; then
     printf '\n[llm_client]\nembedding_model_path = "%s"\n' "$MQ9_ROBUSTMQ_MODEL" >> "$home/server.toml"
   fi
-  cd "$home"
+  cd "$src"  # (its relative defaults: config/certs, ...)
   echo "RobustMQ ($features) in $home; NATS on nats://127.0.0.1:4222"
   exec "$binary" --conf "$home/server.toml"
   ;;
