@@ -4,8 +4,8 @@ a client polls for (``events/poll``), is pushed on a long-lived request (``event
 POSTed to its own URL (``events/subscribe``, ``webhooks.py``).
 
 The MCP SDK 2.3 does not implement the extension: the method names and shapes were written from
-the issue's reading of it, and held against the published SEP's abstract since (#101: docs/mcp.md,
-"MCP Events", says point by point what is the SEP's and what was not checked).
+the issue's reading of it, and held point by point against the SEP's full text since (#101:
+docs/mcp.md, "MCP Events", says what is the SEP's and where mq9-mcp differs on purpose).
 
 An event says that a message is there, never what it says: its data is the message's msg_id,
 priority, key, tags and time; the payload stays with ``fetch_messages`` (which consumes it) and
@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NotRequired, Protocol, TypedDict, Unpack, cast
+from typing import Protocol, TypedDict, Unpack, cast
 
 import anyio
 from mcp import types
@@ -67,8 +67,20 @@ MAX_EVENTS = 100
 CUT_SAFE_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 15.0  # an events/stream says where it stands at least this often
 
+# How often a poller is told to look again (``nextPollMs``): a stream or a webhook hears of
+# arrivals at once; a poller that wants them sooner holds a stream instead.
+NEXT_POLL_MS = 2000
+
+# SEP-3415's error codes (its Error Handling section; provisional there until the SEP is
+# accepted), besides JSON-RPC's own -32602 and -32603.
+NOT_FOUND_CODE = -32023
+FORBIDDEN_CODE = -32024
+RESOURCE_EXHAUSTED_CODE = -32025
+UNSUPPORTED_CODE = -32026
+CALLBACK_ENDPOINT_CODE = -32027
+
 # The extension's errors as mq9-mcp answers them: a JSON-RPC error whose data names the reason
-# (docs/mcp.md lists them).
+# (docs/mcp.md lists them), beside the fields the SEP gives each code (``kind``, ``limit``).
 UNKNOWN_EVENT = "unknown_event"
 INVALID_ARGUMENTS = "invalid_arguments"
 INVALID_CURSOR = "invalid_cursor"
@@ -78,8 +90,8 @@ TOO_MANY = "too_many_subscriptions"
 UNAVAILABLE = "unavailable"
 
 
-def event_error(code: int, reason: str, text: str) -> MCPError:
-    return MCPError(code, text, {"reason": reason})
+def event_error(code: int, reason: str, text: str, **more: object) -> MCPError:
+    return MCPError(code, text, {"reason": reason, **more})
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,8 @@ class Polled(TypedDict):
     events: list[Event]
     cursor: str
     hasMore: bool
-    truncated: NotRequired[bool]  # messages were skipped (only where there were)
+    truncated: bool  # messages were skipped: the cursor given was passed over
+    nextPollMs: int
 
 
 class Hooks(Protocol):
@@ -151,7 +164,7 @@ class Hooks(Protocol):
         self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
     ) -> JsonObject: ...
 
-    async def unsubscribe(self, ctx: Ctx, subscription: str) -> JsonObject: ...
+    async def unsubscribe(self, ctx: Ctx, source: Source, url: str) -> JsonObject: ...
 
     def offered(self, ctx: Ctx) -> bool:
         """Whether ``ctx``'s client could subscribe a webhook at all (a principal of its own,
@@ -210,12 +223,19 @@ class ListParams(_Params):
     cursor: str | None = None  # one page holds every event type: no cursor is ever given
 
 
-class Subscription(_Params):
+class Named(_Params):
     """What names a subscription: the event type and its arguments."""
 
     name: str
     arguments: JsonObject = Field(default_factory=dict)
+
+
+class Subscription(Named):
+    """A subscription and where it starts: ``cursor`` (none: from now), and ``maxAgeMs``
+    (replay no message stored longer ago than that)."""
+
     cursor: str | None = None
+    max_age_ms: int | None = Field(default=None, ge=0)
 
 
 class PollParams(Subscription):
@@ -228,11 +248,16 @@ class StreamParams(Subscription):
 
 class SubscribeParams(Subscription):
     delivery: JsonObject = Field(default_factory=dict)
+    # absent: the server's default; null: no expiry asked for (``ttl_asked``)
     ttl_ms: int | None = None
 
+    @property
+    def ttl_asked(self) -> bool:
+        return "ttl_ms" in self.model_fields_set
 
-class UnsubscribeParams(_Params):
-    id: str
+
+class UnsubscribeParams(Named):
+    delivery: JsonObject = Field(default_factory=dict)
 
 
 class _Arguments(BaseModel):
@@ -253,16 +278,17 @@ class Source:
         return (self.event.name, self.mail_address)
 
 
-def source_of(params: Subscription, policy: ToolPolicy) -> Source:
+def source_of(params: Named, policy: ToolPolicy) -> Source:
     """The event type and mailbox ``params`` name, checked against the client's policy (its
     ``--allowed-mailboxes``, the mailboxes it created)."""
     event = EVENT_TYPES.get(params.name)
     if event is None:
         raise event_error(
-            types.INVALID_PARAMS,
+            NOT_FOUND_CODE,
             UNKNOWN_EVENT,
             f"no event type {clipped(params.name, 80)!r}: events/list names "
             f"{', '.join(EVENT_TYPES)}",
+            kind="event",
         )
     try:
         mail_address = _Arguments.model_validate(params.arguments).mail_address
@@ -277,7 +303,7 @@ def source_of(params: Subscription, policy: ToolPolicy) -> Source:
         policy.check(mail_address)
         policy.check(read)
     except (OperationError, Mq9Error) as exc:
-        raise event_error(types.INVALID_PARAMS, FORBIDDEN, redact(str(exc))) from None
+        raise event_error(FORBIDDEN_CODE, FORBIDDEN, redact(str(exc))) from None
     return Source(event, mail_address, read)
 
 
@@ -387,6 +413,41 @@ class Reader:
         log.warning("events of %s: a read past the lanes' ends skipped messages", source.read)
         return _batch(found, cursor, limit, more=True, truncated=True)
 
+    async def start(self, source: Source, cursor: int, max_age_ms: int | None) -> Start:
+        """Where a subscription given ``cursor`` starts: past the messages stored more than
+        ``max_age_ms`` ago (SEP-3415: replay begins at the later of the cursor and now less
+        ``maxAgeMs``), ``truncated`` when that passed over any. Messages are read in msg_id
+        order, and msg_ids are given as they are stored, so the old ones come first; a backlog
+        longer than ``START_READS`` reads is passed over whole (the SEP's "reset to now").
+        Without ``max_age_ms`` the cursor is where it starts."""
+        if max_age_ms is None:
+            return Start(cursor)
+        floor = time.time() - max_age_ms / 1000
+        truncated = False
+        for _ in range(START_READS):
+            batch = await self.after(source, cursor)
+            truncated = truncated or batch.truncated
+            fresh = [m for m in batch.messages if m.create_time >= floor]
+            if fresh:
+                return Start(fresh[0].msg_id, truncated or fresh[0] is not batch.messages[0])
+            truncated = truncated or bool(batch.messages)
+            cursor = batch.cursor
+            if not batch.more:
+                return Start(cursor, truncated)
+        return Start(await self.now(source), True)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a subscription starts reading, and whether getting there passed over messages."""
+
+    cursor: int
+    truncated: bool = False
+
+
+# How many reads ``Reader.start`` spends passing over old messages before it starts from now.
+START_READS = 10
+
 
 def _horizon(found: list[Message], num: int, cursor: int) -> int | None:
     """The last msg_id up to which ``found`` holds every message (None: all of them)."""
@@ -423,18 +484,23 @@ def _broker_error(exc: BaseException) -> MCPError:
         and not exc.retryable
         and not isinstance(exc, (MalformedReply, NotConnected))
     ):
-        return event_error(types.INVALID_PARAMS, FORBIDDEN, redact(explain(exc)))
+        return event_error(FORBIDDEN_CODE, FORBIDDEN, redact(explain(exc)))
     text = explain(exc) if isinstance(exc, Mq9Error) else "the broker did not answer in time"
     return event_error(types.INTERNAL_ERROR, UNAVAILABLE, redact(text))
 
 
 def _limit_error(exc: MCPError) -> MCPError:
     """The watch limits' refusals (``watch.py``: too many for the client, or for the server)
-    with the extension's reason."""
+    as the SEP's ``ResourceExhausted``, ``data.limit`` naming which."""
     if exc.error.data:  # already one of ours
         return exc
-    reason = TOO_MANY if exc.error.code == types.INVALID_PARAMS else UNAVAILABLE
-    return event_error(exc.error.code, reason, exc.error.message)
+    if exc.error.code == types.INVALID_PARAMS:  # the client's own share
+        return event_error(
+            RESOURCE_EXHAUSTED_CODE, TOO_MANY, exc.error.message, limit="subscriptions"
+        )
+    return event_error(
+        RESOURCE_EXHAUSTED_CODE, UNAVAILABLE, exc.error.message, limit="server_subscriptions"
+    )
 
 
 class EventNotification(BaseModel):
@@ -481,7 +547,7 @@ def serve(
         source = source_of(params, policy_of(ctx))
         cursor = parse_cursor(params.cursor)
         opened = _Stream(ctx, reader, watches, source, client_of(ctx), heartbeat_seconds)
-        return await opened.run(cursor)
+        return await opened.run(cursor, params.max_age_ms)
 
     server.add_request_handler("events/list", ListParams, listed)
     server.add_request_handler("events/poll", PollParams, poll)
@@ -491,27 +557,32 @@ def serve(
 
 
 async def _poll(reader: Reader, source: Source, params: PollParams) -> Polled:
-    """``events/poll``: the events after the client's cursor, at most ``maxEvents``."""
-    limit = params.max_events or MAX_EVENTS
-    if not 1 <= limit <= MAX_EVENTS:
-        raise event_error(types.INVALID_PARAMS, INVALID_ARGUMENTS, f"maxEvents: 1 to {MAX_EVENTS}")
+    """``events/poll``: the events after the client's cursor, at most ``maxEvents`` (a cap: one
+    above this server's own is taken as its own, the rest then ``hasMore``)."""
+    limit = MAX_EVENTS if params.max_events is None else min(params.max_events, MAX_EVENTS)
+    if limit < 1:
+        raise event_error(types.INVALID_PARAMS, INVALID_ARGUMENTS, "maxEvents: at least 1")
     cursor = parse_cursor(params.cursor)
-    if cursor is None:  # subscribing now: nothing yet, and where "now" is
-        return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False}
-    batch = await reader.after(source, cursor, limit)
-    answer: Polled = {
+    if cursor is None:  # subscribing now: nothing yet, and where "now" is (maxAgeMs ignored)
+        return {"events": [], "cursor": str(await reader.now(source)), "hasMore": False,
+                "truncated": False, "nextPollMs": NEXT_POLL_MS}  # fmt: skip
+    start = await reader.start(source, cursor, params.max_age_ms)
+    batch = await reader.after(source, start.cursor, limit)
+    return {
         "events": [occurrence(source, m) for m in batch.messages],
         "cursor": str(batch.cursor),
         "hasMore": batch.more,
+        "truncated": start.truncated or batch.truncated,
+        "nextPollMs": NEXT_POLL_MS,
     }
-    if batch.truncated:
-        answer["truncated"] = True
-    return answer
 
 
 class _Stream:
-    """One ``events/stream`` request: its events and heartbeats sent as notifications of the
-    request until the client cancels it, woken by the mailbox watch of ``watches``."""
+    """One ``events/stream`` request: ``notifications/events/active`` first (where it starts,
+    and whether messages were passed over to get there), then its events and heartbeats as
+    notifications of the request until the client cancels it, woken by the mailbox watch of
+    ``watches``; ``active`` again with ``truncated`` where a read had to pass messages over,
+    and ``notifications/events/error`` when the broker did not answer (the stream goes on)."""
 
     def __init__(
         self,
@@ -531,9 +602,14 @@ class _Stream:
     async def wake(self) -> None:
         self.arrived.set()
 
-    async def run(self, cursor: int | None) -> dict[str, str]:
+    async def run(self, cursor: int | None, max_age_ms: int | None) -> dict[str, str]:
         now = await self.reader.now(self.source)  # the mailbox exists (and "now", for no cursor)
-        cursor = now if cursor is None else cursor
+        start = (
+            Start(now)
+            if cursor is None
+            else await self.reader.start(self.source, cursor, max_age_ms)
+        )
+        cursor = start.cursor
         try:
             self.watches.open_stream(self.handle, self.owner)
         except MCPError as exc:
@@ -545,7 +621,7 @@ class _Stream:
                 )
             except MCPError as exc:
                 raise _limit_error(exc) from None
-            await self._heartbeat(cursor)
+            await self._active(cursor, start.truncated)
             while True:
                 cursor = await self._send_from(cursor)
         finally:
@@ -560,7 +636,13 @@ class _Stream:
             batch = await self.reader.after(self.source, cursor)
         except MCPError as exc:  # the broker away: say so, look again
             log.debug("events/stream of %s: %s", self.source.read, exc.error.message)
+            error = {"code": exc.error.code, "message": exc.error.message,
+                     "data": exc.error.data}  # fmt: skip
+            await _notify(self.ctx, "notifications/events/error", {"error": error, **self.meta})
             batch = Batch([], cursor)
+        if batch.truncated:  # a gap: the SEP's fresh "active", where delivery goes on from
+            resumed = batch.messages[0].msg_id if batch.messages else batch.cursor
+            await self._active(resumed, True)
         for message in batch.messages:
             event = {**occurrence(self.source, message), **self.meta}
             await _notify(self.ctx, "notifications/events/event", event)
@@ -571,6 +653,10 @@ class _Stream:
         if not self.arrived.is_set():
             await self._heartbeat(batch.cursor)
         return batch.cursor
+
+    async def _active(self, cursor: int, truncated: bool) -> None:
+        active = {"cursor": str(cursor), "truncated": truncated, **self.meta}
+        await _notify(self.ctx, "notifications/events/active", active)
 
     async def _heartbeat(self, cursor: int) -> None:
         heartbeat = {"cursor": str(cursor), **self.meta}
@@ -591,7 +677,14 @@ def _serve_webhooks(
             raise _limit_error(exc) from None
 
     async def unsubscribe(ctx: Ctx, params: UnsubscribeParams) -> JsonObject:
-        return await webhooks.unsubscribe(ctx, params.id)
+        # SEP-3415: resolved by the subscription's key (its principal, event, arguments and
+        # URL), never by its id; a key naming a mailbox the client may not watch is none of its
+        url = params.delivery.get("url")
+        if not isinstance(url, str) or not url:
+            raise event_error(
+                types.INVALID_PARAMS, INVALID_ARGUMENTS, "delivery.url: the URL subscribed"
+            )
+        return await webhooks.unsubscribe(ctx, source_of(params, policy_of(ctx)), url)
 
     server.add_request_handler("events/subscribe", SubscribeParams, subscribe)
     server.add_request_handler("events/unsubscribe", UnsubscribeParams, unsubscribe)

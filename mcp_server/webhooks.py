@@ -1,8 +1,16 @@
-"""Webhook delivery of MCP Events (``events/subscribe``, ``events/unsubscribe``; ``events.py``):
-the server POSTs each event to a URL the client gave, signed as Standard Webhooks signs
-(``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of
-"id.timestamp.body">`` with the subscription's ``whsec_`` secret), until the subscription's TTL
-ends unless the client subscribes again (a refresh: the same event, arguments and URL).
+"""Webhook delivery of MCP Events (``events/subscribe``, ``events/unsubscribe``; ``events.py``),
+as SEP-3415 profiles Standard Webhooks: the server POSTs each event to a URL the client gave,
+signed with the ``whsec_`` secret the client gave (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, and
+``X-MCP-Subscription-Id``), until the subscription's TTL ends unless the client subscribes again
+(a refresh: the same key, its principal, event, arguments and URL, of which its id is a digest).
+
+Before the first delivery to a URL the receiver confirms it wants them (the SEP's verification
+handshake: a signed ``{"type": "verification", "challenge"}`` it echoes in a 2xx answer), once
+per principal and URL: the operator's ``--webhook-hosts`` says where the server may reach, not
+what a receiver there agreed to, so an attacker cannot point deliveries at a listed host's
+endpoint that never asked for them. A read that had to pass messages over is told to the
+receiver as a ``{"type": "gap", "cursor"}`` envelope before the events after it.
 
 A URL is the client's data: it goes through the package's SSRF guard (``_http/ssrf.py``), which
 lets only the hosts the operator listed (``--webhook-hosts``) be reached and connects to the
@@ -12,10 +20,11 @@ process that started the server, over HTTP a request the bearer token let in (a 
 ``--auth-token`` has no principals: every local process would be the same one).
 
 Each event is POSTed in msg_id order; a subscription moves its cursor past an event once its URL
-answered 2xx. A failed POST is tried ``ATTEMPTS`` times in all, ``BACKOFF`` seconds apart and
-doubling; then the delivery waits ``RETRY_SECONDS`` (or new mail) and starts again from the same
-event, so a URL that was down gets every event, in order, once it is back (at least once: a
-receiver dedupes by ``webhook-id``).
+answered 2xx, or 410 or 413 (the receiver's "not this one": never tried again). A failed POST is
+tried ``ATTEMPTS`` times in all, ``BACKOFF`` seconds apart and doubling; then the delivery waits
+``RETRY_SECONDS`` (or new mail) and starts again from the same event, so a URL that was down
+gets every event, in order, once it is back (at least once: a receiver dedupes by
+``webhook-id``), for as long as the subscription's TTL lasts.
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from urllib.parse import urlsplit
@@ -42,13 +52,19 @@ from langchain_mq9._http.ssrf import HostPolicy, HostRefused, guarded_client
 from langchain_mq9.operations.results import JsonObject
 
 from .events import (
+    CALLBACK_ENDPOINT_CODE,
     FORBIDDEN,
+    FORBIDDEN_CODE,
     INVALID_ARGUMENTS,
     NOT_FOUND,
+    NOT_FOUND_CODE,
+    RESOURCE_EXHAUSTED_CODE,
+    TOO_MANY,
+    UNSUPPORTED_CODE,
     Batch,
-    Event,
     Reader,
     Source,
+    Start,
     SubscribeParams,
     event_error,
     occurrence,
@@ -63,9 +79,22 @@ BACKOFF = 0.5  # seconds before the second try, doubling
 RETRY_SECONDS = 30.0  # after the tries of a round failed: the next round
 TIMEOUT = 10.0  # seconds a POST may take
 DEFAULT_TTL_MS = 60 * 60 * 1000
-MAX_TTL_MS = 24 * 60 * 60 * 1000
+MAX_TTL_MS = 24 * 60 * 60 * 1000  # also the grant to a client asking for no expiry
 MIN_TTL_MS = 1000
 SECRET_PREFIX = "whsec_"
+# After a refresh gave a new secret, deliveries are signed with the old one too for this long
+# (the SEP's dual-signing grace window: a receiver may still hold only the old one).
+ROTATION_GRACE_SECONDS = 300.0
+# A (principal, URL) whose receiver echoed a challenge needs none again for this long.
+VERIFIED_SECONDS = MAX_TTL_MS / 1000
+# At most this many verification POSTs to one host in ``VERIFY_WINDOW`` seconds, whoever asks
+# (the SEP: rate-limited per destination host): a failed one makes no subscription, so nothing
+# else would bound how often a client has the server POST at a host.
+VERIFY_PER_HOST = 10
+VERIFY_WINDOW = 60.0
+# The receiver's refusals of one delivery that the SEP says are not to be tried again.
+NOT_AGAIN = (410, 413)
+CALLBACK_FAILED = "callback_endpoint_error"
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -76,8 +105,11 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+def derived_id(owner: str, url: str, name: str, arguments: JsonObject) -> str:
+    """The subscription's id: a digest of its key (principal, URL, event, arguments as canonical
+    JSON), the same across refreshes and restarts; a routing handle, never taken as input."""
+    key = json.dumps([owner, url, name, arguments], sort_keys=True, separators=(",", ":"))
+    return "sub_" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _checked_secret(secret: object) -> str:
@@ -87,14 +119,30 @@ def _checked_secret(secret: object) -> str:
         key = base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True) if ok else b""
     except ValueError:
         key = b""
-    if len(key) < 24:
+    if not 24 <= len(key) <= 64:
         raise event_error(
             types.INVALID_PARAMS,
             INVALID_ARGUMENTS,
-            "delivery.secret: whsec_ and the base64 of 24 to 64 random bytes, or none for the "
-            "server to make one",
+            "delivery.secret: whsec_ and the base64 of 24 to 64 random bytes, made by the "
+            "client (the server makes none)",
         )
     return str(secret)
+
+
+def _granted_ms(params: SubscribeParams) -> int:
+    """The TTL granted: the client's suggestion held to ``MIN_TTL_MS``..``MAX_TTL_MS`` (the SEP
+    has no refusal for a TTL: a grant clamped either way says so by its ``refreshBefore``);
+    none asked, the default; no expiry asked (null), the longest finite one: subscriptions
+    live in memory only, and the SEP's no-expiry grant must outlive a restart."""
+    if not params.ttl_asked:
+        return DEFAULT_TTL_MS
+    if params.ttl_ms is None:
+        return MAX_TTL_MS
+    return max(MIN_TTL_MS, min(params.ttl_ms, MAX_TTL_MS))
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @dataclass(eq=False)
@@ -107,13 +155,27 @@ class Webhook:
     cursor: int
     expires: float  # the store's clock
     ttl_ms: int
+    old_secret: str | None = None  # the one a refresh replaced, signing beside it until
+    old_until: float = 0.0  # (the store's clock)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     delivered: int = 0
     failures: int = 0
+    last_delivery: float | None = None  # wall clock
+    last_error: str | None = None  # the SEP's category of the last failure, None after a 2xx
 
 
-Post = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+@dataclass(frozen=True)
+class Answer:
+    """What a receiver answered a POST: its status and (at most 64 KiB of) its body."""
+
+    status: int
+    body: bytes = b""
+
+
+Post = Callable[[str, bytes, dict[str, str]], Awaitable[Answer]]
+
+DELIVERED, REFUSED, FAILED = "delivered", "refused", "failed"
 
 
 class Webhooks:
@@ -138,11 +200,13 @@ class Webhooks:
         self.sleep = sleep
         self.post = post or self._post
         self.by_id: dict[str, Webhook] = {}
+        self.verified: dict[tuple[str, str], float] = {}  # (owner, url): until (store's clock)
+        self.verifying: dict[str, list[float]] = {}  # host: when its verification POSTs went
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         async with guarded_client(self.hosts, timeout=TIMEOUT, max_bytes=64 * 1024) as http:
             response = await http.post(url, content=body, headers=headers)
-            return response.status_code
+            return Answer(response.status_code, response.content)
 
     def offered(self, ctx: Ctx) -> bool:
         return has_principal(ctx) and not self.hosts.empty
@@ -151,6 +215,8 @@ class Webhooks:
         now = self.clock()
         for hook in [h for h in self.by_id.values() if h.expires <= now]:
             self._drop(hook)
+        for key in [k for k, until in self.verified.items() if until <= now]:
+            del self.verified[key]
 
     def _drop(self, hook: Webhook) -> None:
         self.by_id.pop(hook.id, None)
@@ -158,16 +224,37 @@ class Webhooks:
         if hook.runner is not None:
             hook.runner.cancel()
 
-    async def subscribe(
-        self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
-    ) -> JsonObject:
-        if not has_principal(ctx):
+    def _principal(self, ctx: Ctx) -> str:
+        if not has_principal(ctx):  # the SEP: webhook calls need an authenticated principal
             raise event_error(
-                types.INVALID_PARAMS,
+                FORBIDDEN_CODE,
                 FORBIDDEN,
                 "webhook subscriptions need a client with a principal of its own: over HTTP, "
                 "start mq9-mcp with --auth-token; or poll (events/poll) or stream "
                 "(events/stream) instead",
+            )
+        return self.owner_of(ctx)
+
+    async def subscribe(
+        self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
+    ) -> JsonObject:
+        owner = self._principal(ctx)
+        if self.hosts.empty:
+            raise event_error(
+                UNSUPPORTED_CODE,
+                "unsupported",
+                "this server delivers no webhooks (no --webhook-hosts): poll or stream instead",
+                feature="deliveryMode",
+                value="webhook",
+            )
+        mode = params.delivery.get("mode", "webhook")
+        if mode != "webhook":
+            raise event_error(
+                UNSUPPORTED_CODE,
+                "unsupported",
+                "events/subscribe is for webhook delivery only (delivery.mode 'webhook')",
+                feature="deliveryMode",
+                value=str(mode)[:40],
             )
         url = params.delivery.get("url")
         if not isinstance(url, str) or not url:
@@ -177,47 +264,40 @@ class Webhooks:
         try:
             addresses = await self.hosts.check(url)
         except HostRefused as exc:
-            raise event_error(types.INVALID_PARAMS, FORBIDDEN, f"delivery.url: {exc}") from None
+            raise event_error(FORBIDDEN_CODE, FORBIDDEN, f"delivery.url: {exc}") from None
         if urlsplit(url).scheme != "https" and not all(map(_loopback, addresses)):
-            # SEP-3415: a webhook "registers an https callback URL"; plain http only to a
-            # receiver on this machine (a loopback address the operator listed)
+            # SEP-3415: callback URLs "MUST use https://"; plain http only to a receiver on this
+            # machine (a loopback address the operator listed), where nothing crosses a network
             raise event_error(
                 types.INVALID_PARAMS,
                 INVALID_ARGUMENTS,
                 "delivery.url: an https URL (http only to a loopback address, a receiver on "
                 "this machine)",
             )
-        ttl_ms = params.ttl_ms or DEFAULT_TTL_MS
-        if not MIN_TTL_MS <= ttl_ms <= MAX_TTL_MS:
-            raise event_error(
-                types.INVALID_PARAMS, INVALID_ARGUMENTS, f"ttlMs: {MIN_TTL_MS} to {MAX_TTL_MS}"
-            )
-        given = params.delivery.get("secret")
-        secret = None if given is None else _checked_secret(given)
-        owner = self.owner_of(ctx)
+        secret = _checked_secret(params.delivery.get("secret"))
+        ttl_ms = _granted_ms(params)
         self._expire()
-        hook = next(
-            (
-                h
-                for h in self.by_id.values()
-                if h.owner == owner and h.source.key == source.key and h.url == url
-            ),
-            None,
-        )
-        if hook is not None:  # a refresh: the TTL starts again, the cursor and secret stay
+        sub_id = derived_id(owner, url, source.event.name, {"mail_address": source.mail_address})
+        hook = self.by_id.get(sub_id)
+        if hook is not None and hook.owner == owner:
+            # a refresh: the TTL granted again, the secret replaced (the old one signing beside
+            # it a while), the cursor a no-op while the subscription is live
             hook.expires = self.clock() + ttl_ms / 1000
             hook.ttl_ms = ttl_ms
-            if secret is not None:
-                hook.secret = secret
-            return self._answer(hook, shown_secret=False)
-        start = await self.reader.now(source)
+            if secret != hook.secret:
+                hook.old_secret, hook.secret = hook.secret, secret
+                hook.old_until = self.clock() + ROTATION_GRACE_SECONDS
+            return {**self._answer(hook, False), "deliveryStatus": self._status(hook)}
+        start = Start(await self.reader.now(source)) if cursor is None else await (
+            self.reader.start(source, cursor, params.max_age_ms)
+        )  # fmt: skip
         hook = Webhook(
-            id=secrets.token_urlsafe(16),
+            id=sub_id,
             owner=owner,
             source=source,
             url=url,
-            secret=secret or new_secret(),
-            cursor=start if cursor is None else cursor,
+            secret=secret,
+            cursor=start.cursor,
             expires=self.clock() + ttl_ms / 1000,
             ttl_ms=ttl_ms,
         )
@@ -225,25 +305,101 @@ class Webhooks:
         async def arrived() -> None:
             hook.arrived.set()
 
+        # the watch limits first (the SEP: a refused subscription provisions nothing), then
+        # the receiver's consent
         await self.watches.start(hook, source.read, arrived, client_of(owner), must_exist=False)
+        try:
+            await self._verify(hook)
+        except BaseException:
+            self.watches.stop(hook)
+            raise
         self.by_id[hook.id] = hook
         hook.runner = asyncio.get_running_loop().create_task(self._deliver(hook))
-        return self._answer(hook, shown_secret=secret is None)
+        return self._answer(hook, start.truncated)
 
-    def _answer(self, hook: Webhook, *, shown_secret: bool) -> JsonObject:
-        answer: JsonObject = {"id": hook.id, "cursor": str(hook.cursor), "ttlMs": hook.ttl_ms}
-        if shown_secret:  # made here: the client's only chance to read it
-            answer["secret"] = hook.secret
-        return answer
+    def _answer(self, hook: Webhook, truncated: bool) -> JsonObject:
+        return {
+            "id": hook.id,
+            "refreshBefore": _iso(time.time() + hook.ttl_ms / 1000),
+            "cursor": str(hook.cursor),
+            "truncated": truncated,
+        }
 
-    async def unsubscribe(self, ctx: Ctx, subscription: str) -> JsonObject:
-        hook = self.by_id.get(subscription)
-        if hook is None or hook.owner != self.owner_of(ctx):  # another's: as one never made
+    @staticmethod
+    def _status(hook: Webhook) -> JsonObject:
+        last = None if hook.last_delivery is None else _iso(hook.last_delivery)
+        return {"active": True, "lastDeliveryAt": last, "lastError": hook.last_error}
+
+    async def unsubscribe(self, ctx: Ctx, source: Source, url: str) -> JsonObject:
+        owner = self._principal(ctx)
+        sub_id = derived_id(owner, url, source.event.name, {"mail_address": source.mail_address})
+        hook = self.by_id.get(sub_id)
+        if hook is None or hook.owner != owner:
             raise event_error(
-                types.INVALID_PARAMS, NOT_FOUND, f"no subscription {subscription[:64]!r}"
+                NOT_FOUND_CODE,
+                NOT_FOUND,
+                "no webhook subscription of this client's to that event, arguments and URL",
+                kind="subscription",
             )
         self._drop(hook)
         return {}
+
+    async def _verify(self, hook: Webhook) -> None:
+        """The receiver's consent to deliveries (the SEP's verification handshake), once per
+        principal and URL: a signed challenge it must echo in a 2xx answer. A failure is
+        ``CallbackEndpointError`` with one of the SEP's categories, never the receiver's
+        words (a client must not read an internal service's answers through it)."""
+        key = (hook.owner, hook.url)
+        if key in self.verified:
+            return
+        host = urlsplit(hook.url).hostname or ""
+        now = self.clock()
+        sent = [t for t in self.verifying.get(host, []) if t > now - VERIFY_WINDOW]
+        if len(sent) >= VERIFY_PER_HOST:
+            raise event_error(
+                RESOURCE_EXHAUSTED_CODE,
+                TOO_MANY,
+                f"{VERIFY_PER_HOST} receivers at {host[:80]} were asked to confirm webhooks in "
+                f"the last {VERIFY_WINDOW:g} s: try again later",
+                limit="verifications",
+                max=VERIFY_PER_HOST,
+            )
+        self.verifying[host] = [*sent, now]
+        challenge = secrets.token_urlsafe(24)
+        webhook_id = f"msg_verification_{secrets.token_hex(8)}"
+        message = {"type": "verification", "challenge": challenge}
+        body = json.dumps(message, separators=(",", ":")).encode()
+        reason: str | None
+        try:
+            answer = await self.post(hook.url, body, self._headers(hook, webhook_id, body))
+        except Exception as exc:  # refused, unreachable, too slow, too long an answer
+            reason = _category(exc)
+        else:
+            reason = _unconfirmed(answer, challenge)
+        if reason is not None:
+            raise event_error(
+                CALLBACK_ENDPOINT_CODE,
+                reason,
+                f"delivery.url did not confirm that it takes these deliveries ({reason}): it "
+                'must echo the verification envelope\'s challenge as {"challenge": ...} in a '
+                "2xx answer",
+            )
+        self.verified[key] = self.clock() + VERIFIED_SECONDS
+
+    def _headers(self, hook: Webhook, webhook_id: str, body: bytes) -> dict[str, str]:
+        """The delivery's headers, signed anew (each try regenerates the timestamp): with the
+        old secret too in the grace window after a rotation."""
+        timestamp = int(time.time())
+        keys = [hook.secret]
+        if hook.old_secret is not None and self.clock() < hook.old_until:
+            keys.append(hook.old_secret)
+        return {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": " ".join(sign(k, webhook_id, timestamp, body) for k in keys),
+            "x-mcp-subscription-id": hook.id,
+        }
 
     async def _deliver(self, hook: Webhook) -> None:
         """Deliver the hook's events until it expires or is dropped."""
@@ -261,40 +417,84 @@ class Webhooks:
         self._drop(hook)
 
     async def _round(self, hook: Webhook, batch: Batch) -> bool:
-        """POST the batch's events in order; whether more are left (a failure, or more mail)."""
+        """POST the batch's events in order (after a ``gap`` envelope, where the read passed
+        messages over); whether more are left (a failure, or more mail)."""
+        if batch.truncated:
+            resumed = batch.messages[0].msg_id if batch.messages else batch.cursor
+            gap = {"type": "gap", "cursor": str(resumed)}
+            if await self._post_one(hook, f"msg_gap_{secrets.token_hex(8)}", gap) == FAILED:
+                return await self._failed(hook)
+            hook.cursor = max(hook.cursor, resumed)
         for message in batch.messages:
             event = occurrence(hook.source, message)
-            if not await self._post_one(hook, event):
-                hook.failures += 1
-                await self.sleep(RETRY_SECONDS)
-                return True
-            hook.cursor = int(event["cursor"])
-            hook.delivered += 1
+            outcome = await self._post_one(hook, event["eventId"], event)
+            if outcome == FAILED:
+                return await self._failed(hook)
+            hook.cursor = int(event["cursor"])  # delivered, or refused for good (410, 413)
+            hook.delivered += outcome == DELIVERED
         if batch.messages or batch.more:
             hook.cursor = max(hook.cursor, batch.cursor)
         return batch.more
 
-    async def _post_one(self, hook: Webhook, event: Event) -> bool:
-        body = json.dumps(event, separators=(",", ":")).encode()
+    async def _failed(self, hook: Webhook) -> bool:
+        hook.failures += 1
+        await self.sleep(RETRY_SECONDS)
+        return True
+
+    async def _post_one(self, hook: Webhook, webhook_id: str, message: Mapping[str, object]) -> str:
+        body = json.dumps(message, separators=(",", ":")).encode()
         for attempt in range(ATTEMPTS):
-            timestamp = int(time.time())
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": event["eventId"],
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(hook.secret, event["eventId"], timestamp, body),
-            }
             try:
-                status = await self.post(hook.url, body, headers)
+                status = (
+                    await self.post(hook.url, body, self._headers(hook, webhook_id, body))
+                ).status
             except Exception as exc:  # refused, unreachable, too slow: tried again
                 log.info("webhook %s: POST failed (%s)", hook.id, type(exc).__name__)
+                hook.last_error = _category(exc)
                 status = 0
             if 200 <= status < 300:
-                return True
+                hook.last_delivery, hook.last_error = time.time(), None
+                return DELIVERED
+            if status:
+                hook.last_error = _status_category(status)
+            if status in NOT_AGAIN:
+                log.info(
+                    "webhook %s: %s refused (%d), not tried again", hook.id, webhook_id, status
+                )
+                return REFUSED
             if attempt + 1 < ATTEMPTS:
                 await self.sleep(BACKOFF * 2**attempt)
         log.info("webhook %s: %d tries failed; again in %gs", hook.id, ATTEMPTS, RETRY_SECONDS)
-        return False
+        return FAILED
+
+
+def _status_category(status: int) -> str:
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def _category(exc: BaseException) -> str:
+    """A failed POST as one of the SEP's ``lastError`` categories."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return "tls_error"
+        if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:
+            return "timeout"
+        seen = seen.__cause__ or seen.__context__
+    return "connection_refused"
+
+
+def _unconfirmed(answer: Answer, challenge: str) -> str | None:
+    """Why a verification's answer does not confirm it (None: it does)."""
+    if answer.status >= 400:
+        return _status_category(answer.status)
+    try:
+        echoed = json.loads(answer.body).get("challenge") if 200 <= answer.status < 300 else None
+    except (ValueError, AttributeError):
+        echoed = None
+    if isinstance(echoed, str) and hmac.compare_digest(echoed.encode(), challenge.encode()):
+        return None
+    return "challenge_failed"
 
 
 def _loopback(address: object) -> bool:

@@ -11,7 +11,9 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +25,7 @@ from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
+from tests.support.waiting import until
 
 WAIT = 20.0  # seconds any one thing a test waits for may take
 
@@ -75,7 +78,10 @@ async def test_poll_gives_each_arrival_once_in_msg_id_order_without_payload_or_c
                 sent.append(done["msg_id"])
             first = await poll(alice, sub, cursor=now["cursor"], maxEvents=3)
             assert [e["data"]["msg_id"] for e in first["events"]] == sent[:3]
-            assert first["hasMore"] is True
+            assert first["hasMore"] is True and first["truncated"] is False
+            assert first["nextPollMs"] > 0 and first["resultType"] == "complete"
+            # maxEvents is a cap: one past the server's own (100) is the server's own
+            assert len((await poll(alice, sub, cursor=now["cursor"], maxEvents=500))["events"]) == 4
             event = first["events"][1]
             assert event["name"] == ARRIVED and event["eventId"] and event["timestamp"]
             assert event["data"]["priority"] == "critical" and event["data"]["key"] == "k1"
@@ -105,16 +111,22 @@ async def test_bad_subscriptions_get_the_extensions_errors():
                 assert "error" in answer, answer
                 return answer["error"]
 
-            cases = {
-                "unknown_event": {"name": "mailbox.exploded", "arguments": {}},
-                "invalid_arguments": {"name": ARRIVED, "arguments": {"mailbox": "team.box"}},
-                "forbidden": arrived("other.box"),
-                "not_found": arrived("team.missing", cursor="0"),
-                "invalid_cursor": arrived("team.box", cursor="-1"),
-            }
-            for reason, params in cases.items():
+            # SEP-3415's Error Handling: NotFound -32023 (data.kind "event"), Forbidden -32024,
+            # InvalidParams -32602; data.reason names which of ours
+            cases = [
+                ("unknown_event", {"name": "mailbox.exploded", "arguments": {}}, -32023,
+                 {"kind": "event"}),
+                ("invalid_arguments", {"name": ARRIVED, "arguments": {"mailbox": "team.box"}},
+                 -32602, {}),
+                ("forbidden", arrived("other.box"), -32024, {}),
+                ("not_found", arrived("team.missing", cursor="0"), -32602, {}),
+                ("invalid_cursor", arrived("team.box", cursor="-1"), -32602, {}),
+                ("invalid_arguments", arrived("team.box", maxEvents=0), -32602, {}),
+            ]  # fmt: skip
+            for reason, params, code, more in cases:
                 found = await error(**params)
-                assert found["code"] == -32602 and found["data"] == {"reason": reason}, found
+                assert found["code"] == code, found
+                assert found["data"] == {"reason": reason, **more}, found
                 assert found["message"], found
             long = await error(**arrived("team.box", cursor="x" * 5000))
             assert long["message"].count("x") < 100
@@ -188,8 +200,9 @@ async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_g
             await alice.data("create_mailbox", name="inbox.s")
             sub = arrived("inbox.s")
             async with http_stream(http, url, "alice", **sub) as got:
-                heartbeat = await next_of(got, "notifications/events/heartbeat")
-                assert heartbeat["cursor"] == "0"
+                active = await next_of(got, "notifications/events/active")  # first, as the SEP says
+                assert active["cursor"] == "0" and active["truncated"] is False
+                assert active["_meta"] == {"io.modelcontextprotocol/subscriptionId": 1}
                 one = await alice.data("send_message", mail_address="inbox.s", payload="1")
                 event = await next_of(got, "notifications/events/event")
                 assert event["data"]["msg_id"] == one["msg_id"]
@@ -200,7 +213,7 @@ async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_g
                 for p in ("2", "3")
             ]
             async with http_stream(http, url, "alice", **sub, cursor=cursor) as got:
-                assert (await next_of(got, "notifications/events/heartbeat"))["cursor"] == cursor
+                assert (await next_of(got, "notifications/events/active"))["cursor"] == cursor
                 seen = [(await next_of(got, "notifications/events/event"))["data"]["msg_id"]
                         for _ in missed]  # fmt: skip
                 assert seen == missed
@@ -219,10 +232,12 @@ async def test_streams_count_in_their_clients_watch_limits_until_they_close():
             async with contextlib.AsyncExitStack() as stack:
                 for _ in range(8):  # watch.MAX_STREAMS_PER_OWNER
                     got = await stack.enter_async_context(http_stream(http, url, "alice", **sub))
-                    await next_of(got, "notifications/events/heartbeat")
+                    await next_of(got, "notifications/events/active")
                 async with http_stream(http, url, "alice", **sub) as got:
-                    refused = await asyncio.wait_for(got.get(), WAIT)
-                    assert refused["error"]["data"] == {"reason": "too_many_subscriptions"}
+                    refused = (await asyncio.wait_for(got.get(), WAIT))["error"]
+                    assert refused["code"] == -32025  # SEP-3415's ResourceExhausted
+                    assert refused["data"] == {"reason": "too_many_subscriptions",
+                                               "limit": "subscriptions"}  # fmt: skip
             # the streams closed (the client went away): their places are free again
             deadline = asyncio.get_running_loop().time() + WAIT
             while True:
@@ -231,17 +246,20 @@ async def test_streams_count_in_their_clients_watch_limits_until_they_close():
                 if "error" not in first or asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.2)
-            assert first["method"] == "notifications/events/heartbeat", first
+            assert first["method"] == "notifications/events/active", first
 
 
 class Receiver:
-    """A webhook receiver on loopback: records each POST and answers the statuses queued
-    (then 200)."""
+    """A webhook receiver on loopback, as SEP-3415 has one: echoes a verification envelope's
+    challenge (unless ``echo`` is off), records each other POST, and answers the statuses
+    queued (then 200)."""
 
     def __init__(self) -> None:
         self.port = unclaimed_port()
         self.posts: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
+        self.verifications: list[tuple[dict[str, str], bytes]] = []
         self.statuses: list[int] = []
+        self.echo = True
 
     async def __aenter__(self) -> Receiver:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -261,15 +279,28 @@ class Receiver:
         fields = (h.partition(":") for h in lines if h)
         headers = {k.strip().lower(): v.strip() for k, _, v in fields}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-        status = self.statuses.pop(0) if self.statuses else 200
-        await self.posts.put((headers, body))
-        head = f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        writer.write(head.encode())
+        message = json.loads(body)
+        answer = b""
+        if message.get("type") == "verification":
+            self.verifications.append((headers, body))
+            status = 200
+            if self.echo:
+                answer = json.dumps({"challenge": message["challenge"]}).encode()
+        else:
+            status = self.statuses.pop(0) if self.statuses else 200
+            await self.posts.put((headers, body))
+        head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(answer)}\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode() + answer)
         await writer.drain()
         writer.close()
 
     async def next(self) -> tuple[dict[str, str], bytes]:
         return await asyncio.wait_for(self.posts.get(), WAIT)
+
+
+def new_secret() -> str:
+    """A client's secret, as the SEP has the client make it: whsec_ and 32 random bytes."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def verified(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -282,50 +313,82 @@ def verified(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
-@pytest.mark.slow
+def hook_of(url: str, secret: str, **more: Any) -> dict[str, Any]:
+    return {"delivery": {"mode": "webhook", "url": url, "secret": secret}, **more}
+
+
+def webhook_server(token: str, hosts: str = "127.0.0.1") -> contextlib.AbstractContextManager[str]:
+    return http_server("--server", "memory://", "--auth-token", token, "--webhook-hosts", hosts)
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients_own():
     token = "t" * 40
-    auth = {"Authorization": f"Bearer {token}"}
-    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", "127.0.0.1")
-    with http_server(*args) as url:
+    with webhook_server(token) as url:
+        auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
             alice, bob = Peer(http, url, MODERN, "alice"), Peer(http, url, MODERN, "bob")
             await alice.data("create_mailbox", name="inbox.w")
             listed = (await alice.rpc("events/list"))["result"]
             assert all(t["delivery"] == ["poll", "push", "webhook"] for t in listed["events"])
             sub = arrived("inbox.w")
+            secret = new_secret()
             refused = await alice.rpc("events/subscribe", **sub,
-                                      delivery={"url": "http://10.1.2.3/hook"})  # fmt: skip
+                                      **hook_of("http://10.1.2.3/hook", secret))  # fmt: skip
+            assert refused["error"]["code"] == -32024, refused
             assert refused["error"]["data"] == {"reason": "forbidden"}, refused
-            answer = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url})
-            made = answer["result"]
-            assert made["secret"].startswith("whsec_") and made["cursor"] == "0"
+            made = (await alice.rpc("events/subscribe", **sub, **hook_of(hook.url, secret)))[
+                "result"
+            ]
+            assert made["cursor"] == "0" and made["truncated"] is False and "secret" not in made
+            assert made["id"].startswith("sub_") and made["refreshBefore"].endswith("Z")
+            # the receiver was asked first, signed with the client's secret and the id
+            [(asked, asked_body)] = hook.verifications
+            assert verified(secret, asked, asked_body)
+            assert asked["x-mcp-subscription-id"] == made["id"]
+            assert asked["webhook-id"].startswith("msg_verification_")
             hook.statuses = [503]  # the first try fails, the second is the same event
             sent = await alice.data("send_message", mail_address="inbox.w", payload="x")
             first_headers, first_body = await hook.next()
             headers, body = await hook.next()
             assert body == first_body and headers["webhook-id"] == first_headers["webhook-id"]
-            assert verified(made["secret"], headers, body)
+            assert verified(secret, headers, body)
+            assert headers["x-mcp-subscription-id"] == made["id"]
+            assert headers["content-type"] == "application/json"
             tampered = body.replace(b'"msg_id"', b'"msg_ix"')
-            assert not verified(made["secret"], headers, tampered)
+            assert not verified(secret, headers, tampered)
             event = json.loads(body)
+            assert headers["webhook-id"] == event["eventId"]
             assert event["data"]["msg_id"] == sent["msg_id"] and "x" not in event["data"].values()
-            # bob can neither see nor end alice's subscription; hers keeps delivering
-            gone = await bob.rpc("events/unsubscribe", id=made["id"])
-            assert gone["error"]["data"] == {"reason": "not_found"}
+            # bob can neither see nor end alice's subscription (its key holds her principal);
+            # the id is never taken as input
+            gone = await bob.rpc("events/unsubscribe", **sub, delivery={"url": hook.url})
+            assert gone["error"]["code"] == -32023, gone
+            assert gone["error"]["data"] == {"reason": "not_found", "kind": "subscription"}
+            by_id = await alice.rpc("events/unsubscribe", id=made["id"])
+            assert by_id["error"]["code"] == -32602, by_id
             await bob.data("create_mailbox", name="inbox.bob")
             bobs = (await bob.rpc("events/subscribe", **arrived("inbox.bob"),
-                                  delivery={"url": hook.url}))["result"]  # fmt: skip
+                                  **hook_of(hook.url, new_secret())))["result"]  # fmt: skip
             assert bobs["id"] != made["id"]
             two = await alice.data("send_message", mail_address="inbox.w", payload="y")
             headers, body = await hook.next()
             assert json.loads(body)["data"]["msg_id"] == two["msg_id"]
-            # a refresh keeps the subscription (and its secret), unsubscribe ends it
-            again = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url})
-            assert again["result"]["id"] == made["id"] and "secret" not in again["result"]
-            assert (await alice.rpc("events/unsubscribe", id=made["id"]))["result"] == {
-                "resultType": "complete", **{k: v for k, v in again["result"].items()
-                                              if k == "_meta"}}  # fmt: skip
+            # a refresh keeps the subscription: the same derived id, its state said
+            again = (await alice.rpc("events/subscribe", **sub, **hook_of(hook.url, secret)))[
+                "result"
+            ]
+            assert again["id"] == made["id"]
+            # the safe watermark: past the first event, at most past the second (its 2xx may
+            # not have reached the server yet)
+            assert again["cursor"] in (str(two["msg_id"]), str(two["msg_id"] + 1)), again
+            status = again["deliveryStatus"]
+            assert status["active"] is True and status["lastError"] is None
+            assert status["lastDeliveryAt"].endswith("Z")
+            # and unsubscribe by its key ends it
+            ended = await alice.rpc("events/unsubscribe", **sub, delivery={"url": hook.url})
+            ended_result = {k: v for k, v in ended["result"].items() if k != "_meta"}
+            assert ended_result == {"resultType": "complete"}, ended  # an empty Result
             await bob.data("send_message", mail_address="inbox.bob", payload="z")
             headers, body = await hook.next()
             assert json.loads(body)["data"]["mail_address"] == "inbox.bob"
@@ -333,15 +396,160 @@ async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
-async def test_webhooks_need_a_principal_of_their_own():
+async def test_webhooks_need_a_principal_of_their_own_and_hosts_to_go_to():
     with http_server("--server", "memory://", "--webhook-hosts", "127.0.0.1") as url:
         async with httpx.AsyncClient(timeout=WAIT) as http:
             alice = Peer(http, url, MODERN, "alice")
             await alice.data("create_mailbox", name="inbox.p")
             answer = await alice.rpc("events/subscribe", **arrived("inbox.p"),
-                                     delivery={"url": "http://127.0.0.1:9/x"})  # fmt: skip
+                                     **hook_of("http://127.0.0.1:9/x", new_secret()))  # fmt: skip
+            assert answer["error"]["code"] == -32024  # the SEP's Forbidden
             assert answer["error"]["data"] == {"reason": "forbidden"}
             assert "--auth-token" in answer["error"]["message"]
+    token = "n" * 40
+    with http_server("--server", "memory://", "--auth-token", token) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.p")
+            answer = await alice.rpc("events/subscribe", **arrived("inbox.p"),
+                                     **hook_of("http://127.0.0.1:9/x", new_secret()))  # fmt: skip
+            # no --webhook-hosts: the mode is not offered, the SEP's Unsupported
+            assert answer["error"]["code"] == -32026, answer
+            assert answer["error"]["data"] == {
+                "reason": "unsupported",
+                "feature": "deliveryMode",
+                "value": "webhook",
+            }
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_a_webhook_takes_only_the_clients_own_secret_and_refuses_what_is_out_of_shape():
+    token = "u" * 40
+    hosts = "127.0.0.1,10.1.2.3"  # 10.1.2.3: listed, yet plain http to it is refused
+    with webhook_server(token, hosts) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.own")
+            sub = arrived("inbox.own")
+            secret = new_secret()
+            refusals = {
+                (-32024, "forbidden"): [{"url": "file:///etc/passwd", "secret": secret},
+                                        {"url": "http://localhost.:1/", "secret": secret},
+                                        {"url": "http://[::1]:1/", "secret": secret}],
+                (-32602, "invalid_arguments"): [
+                    {}, {"url": hook.url}, {"url": hook.url, "secret": "whsec_short"},
+                    {"url": hook.url, "secret": "not-a-secret" * 4},
+                    {"url": hook.url, "secret": "whsec_" + base64.b64encode(b"k" * 65).decode()},
+                    {"url": "http://10.1.2.3/hook", "secret": secret}],
+            }  # fmt: skip
+            for (code, reason), deliveries in refusals.items():
+                for delivery in deliveries:
+                    answer = await alice.rpc("events/subscribe", **sub, delivery=delivery)
+                    assert answer["error"]["code"] == code, (delivery, answer)
+                    assert answer["error"]["data"] == {"reason": reason}, (delivery, answer)
+            polled = await alice.rpc(
+                "events/subscribe",
+                **sub,
+                delivery={"mode": "poll", "url": hook.url, "secret": secret},
+            )
+            assert polled["error"]["code"] == -32026, polled  # fmt: skip
+            assert not hook.verifications  # nothing refused reached the receiver
+            # a TTL is granted, never refused: clamped to a day, and no expiry asked for is
+            # a finite grant (subscriptions live in memory only)
+            for ttl in (10**12, None):
+                before = time.time()
+                made = await alice.rpc("events/subscribe", **sub, cursor="0",
+                                       **hook_of(hook.url, secret, ttlMs=ttl))  # fmt: skip
+                granted = made["result"]["refreshBefore"]
+                until = time.mktime(time.strptime(granted, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+                assert before < until <= time.time() + webhooks.MAX_TTL_MS / 1000, made
+            sent = await alice.data("send_message", mail_address="inbox.own", payload="p")
+            headers, body = await hook.next()
+            assert verified(secret, headers, body)
+            assert json.loads(body)["data"]["msg_id"] == sent["msg_id"]
+            # a new secret on a refresh: both sign for a while, so either verifies
+            rotated = new_secret()
+            await alice.rpc("events/subscribe", **sub, **hook_of(hook.url, rotated))
+            await alice.data("send_message", mail_address="inbox.own", payload="q")
+            headers, body = await hook.next()
+            assert len(headers["webhook-signature"].split()) == 2
+            assert verified(rotated, headers, body) and verified(secret, headers, body)
+            assert len(hook.verifications) == 1  # one (principal, URL): asked once
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_a_receiver_that_does_not_confirm_gets_nothing_and_is_asked_within_bounds():
+    token = "v" * 40
+    with webhook_server(token) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.v")
+            hook.echo = False  # a receiver that never asked for these deliveries
+            answers = [
+                await alice.rpc("events/subscribe", **arrived("inbox.v"),
+                                **hook_of(f"{hook.url}/{n}", new_secret()))
+                for n in range(webhooks.VERIFY_PER_HOST + 1)
+            ]  # fmt: skip
+            errors = [a["error"] for a in answers]
+            assert errors[0]["code"] == -32027, errors[0]  # the SEP's CallbackEndpointError
+            assert errors[0]["data"] == {"reason": "challenge_failed"}
+            # the receiver is asked at most so often, whoever asks
+            assert len(hook.verifications) == webhooks.VERIFY_PER_HOST
+            assert errors[-1]["code"] == -32025, errors[-1]
+            assert errors[-1]["data"]["limit"] == "verifications"
+            await alice.data("send_message", mail_address="inbox.v", payload="never sent")
+            assert hook.posts.empty()
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_a_delivery_the_receiver_refuses_with_410_is_not_tried_again():
+    token = "w" * 40
+    with webhook_server(token) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.g")
+            secret = new_secret()
+            await alice.rpc("events/subscribe", **arrived("inbox.g"), **hook_of(hook.url, secret))
+            hook.statuses = [410]
+            gone = await alice.data("send_message", mail_address="inbox.g", payload="1")
+            kept = await alice.data("send_message", mail_address="inbox.g", payload="2")
+            seen = [json.loads((await hook.next())[1])["data"]["msg_id"] for _ in range(2)]
+            assert seen == [gone["msg_id"], kept["msg_id"]]  # 410'd once, then the next
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_max_age_bounds_replay_in_every_mode_and_says_truncated():
+    token = "m" * 40
+    with webhook_server(token) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.age")
+            sub = arrived("inbox.age")
+            old = await alice.data("send_message", mail_address="inbox.age", payload="old")
+            [stored] = (await poll(alice, sub, cursor="0"))["events"]
+            # a message's time is whole seconds: once the next second began, it is older
+            # than any maxAgeMs of 0
+            next_second = stored["data"]["time"] + 1
+            await until(lambda: time.time() >= next_second, timeout=WAIT, what="the next second")
+            new = await alice.data("send_message", mail_address="inbox.age", payload="new")
+            whole = await poll(alice, sub, cursor="0", maxAgeMs=3_600_000)
+            assert [e["data"]["msg_id"] for e in whole["events"]] == [old["msg_id"], new["msg_id"]]
+            assert whole["truncated"] is False
+            bounded = await poll(alice, sub, cursor="0", maxAgeMs=0)
+            assert bounded["truncated"] is True
+            assert old["msg_id"] not in [e["data"]["msg_id"] for e in bounded["events"]]
+            async with http_stream(http, url, "alice", **sub, cursor="0", maxAgeMs=0) as got:
+                active = await next_of(got, "notifications/events/active")
+                assert active["truncated"] is True and int(active["cursor"]) > old["msg_id"]
+            made = await alice.rpc("events/subscribe", **sub, cursor="0", maxAgeMs=0,
+                                   **hook_of(hook.url, new_secret()))  # fmt: skip
+            assert made["result"]["truncated"] is True, made
+            assert int(made["result"]["cursor"]) > old["msg_id"]
 
 
 class Stdio:
@@ -420,7 +628,7 @@ async def test_over_stdio_poll_and_a_stream_resumed_after_it_was_cancelled():
         await mcp.tool("create_mailbox", name="inbox.io")
         sub = arrived("inbox.io")
         stream = await mcp.start("events/stream", **sub)
-        assert (await mcp.note("notifications/events/heartbeat"))["cursor"] == "0"
+        assert (await mcp.note("notifications/events/active"))["cursor"] == "0"
         one = await mcp.tool("send_message", mail_address="inbox.io", payload="1")
         event = await mcp.note("notifications/events/event")
         assert event["data"]["msg_id"] == one["msg_id"]
