@@ -111,7 +111,6 @@ class EventType:
             "inputSchema": INPUT_SCHEMA,
             "payloadSchema": PAYLOAD_SCHEMA,
             "delivery": delivery,
-            "replay": True,
         }
 
 
@@ -125,7 +124,6 @@ class EventTypeListed(TypedDict):
     inputSchema: JsonObject
     payloadSchema: JsonObject
     delivery: list[str]
-    replay: bool
 
 
 class EventData(TypedDict):

@@ -475,7 +475,9 @@ def _status_category(status: int) -> str:
 def _category(exc: BaseException) -> str:
     """A failed POST as one of the SEP's ``lastError`` categories."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(8):  # the chain of causes (httpx wraps ssl's and the socket's errors)
+        if seen is None:
+            break
         if isinstance(seen, ssl.SSLError):
             return "tls_error"
         if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:

@@ -23,6 +23,7 @@ import pytest
 from langchain_mq9.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+from testbed.devbroker import DevBroker
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
 from tests.support.waiting import until
@@ -57,6 +58,9 @@ async def test_the_extension_is_declared_and_lists_its_event_types():
             for kind in types.values():
                 assert kind["inputSchema"]["required"] == ["mail_address"]
                 assert "payload" not in kind["payloadSchema"]["properties"]
+                # the SEP's descriptor (and a title); replay is said by cursors not null
+                assert set(kind) == {"name", "title", "description", "inputSchema",
+                                     "payloadSchema", "delivery"}, kind  # fmt: skip
                 # no --webhook-hosts (nor a principal): webhook is not advertised
                 assert kind["delivery"] == ["poll", "push"]
 
@@ -184,9 +188,11 @@ async def http_stream(
             await reading
 
 
-async def next_of(got: asyncio.Queue[dict[str, Any]], method: str) -> dict[str, Any]:
+async def next_of(
+    got: asyncio.Queue[dict[str, Any]], method: str, wait: float = WAIT
+) -> dict[str, Any]:
     while True:
-        message = await asyncio.wait_for(got.get(), WAIT)
+        message = await asyncio.wait_for(got.get(), wait)
         assert "error" not in message, message
         if message.get("method") == method:
             return message["params"]
@@ -220,6 +226,25 @@ async def test_a_stream_pushes_arrivals_and_resumes_after_a_disconnect_without_g
                 four = await alice.data("send_message", mail_address="inbox.s", payload="4")
                 event = await next_of(got, "notifications/events/event")
                 assert event["data"]["msg_id"] == four["msg_id"]  # not "3" again
+
+
+@pytest.mark.slow  # starts the dev broker and mq9-mcp (processes)
+async def test_a_stream_says_the_broker_is_away_with_an_error_notification_and_goes_on():
+    """SEP-3415's ``notifications/events/error``: a read that failed (the broker gone) is told
+    on the stream, which stays open; its next heartbeat still comes."""
+    with DevBroker("--port", "0") as broker, http_server("--server", broker.url) as url:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(WAIT, read=120)) as http:
+            alice = Peer(http, url, MODERN, "alice")
+            await alice.data("create_mailbox", name="inbox.away")
+            async with http_stream(http, url, "alice", **arrived("inbox.away")) as got:
+                await next_of(got, "notifications/events/active")
+                broker.stop()
+                # the stream looks again at its next heartbeat (15 s), then the read fails
+                error = await next_of(got, "notifications/events/error", wait=90)
+                assert error["error"]["code"] == -32603, error
+                assert error["error"]["data"] == {"reason": "unavailable"}, error
+                assert error["_meta"] == {"io.modelcontextprotocol/subscriptionId": 1}
+                await next_of(got, "notifications/events/heartbeat", wait=90)
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
@@ -556,9 +581,12 @@ class Stdio:
     """``python -m mcp_server`` over stdio, driven line by line as a client knowing only the
     extension's text would."""
 
+    def __init__(self, *args: str) -> None:
+        self.args = args
+
     async def __aenter__(self) -> Stdio:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mcp_server", "--server", "memory://", cwd=ROOT,
+            sys.executable, "-m", "mcp_server", "--server", "memory://", *self.args, cwd=ROOT,
             env=server_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
@@ -641,6 +669,38 @@ async def test_over_stdio_poll_and_a_stream_resumed_after_it_was_cancelled():
         resumed = await mcp.note("notifications/events/event")
         assert resumed["data"]["msg_id"] == two["msg_id"]
         assert not [n for n in mcp.notes if n.get("method") == "notifications/events/event"]
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_a_read_that_passes_messages_over_says_so_on_a_stream_and_to_a_webhook():
+    """More critical mail after the cursor than a FETCH reads whole (``Reader.after``): the read
+    moves past what it could not read whole, and says so as SEP-3415 has it, a fresh
+    ``notifications/events/active`` with ``truncated`` on a stream, a signed ``gap`` envelope
+    to a webhook, each before the events after it."""
+    async with Stdio("--webhook-hosts", "127.0.0.1") as mcp, Receiver() as hook:
+        await mcp.tool("create_mailbox", name="inbox.many")
+        sub = arrived("inbox.many")
+        for i in range(10 * events.MAX_EVENTS + 1):
+            await mcp.tool("send_message", mail_address="inbox.many", payload=str(i),
+                           priority="critical")  # fmt: skip
+        stream = await mcp.start("events/stream", **sub, cursor="0")
+        first = await mcp.note("notifications/events/active")
+        assert first == {**first, "cursor": "0", "truncated": False}
+        gap = await mcp.note("notifications/events/active")
+        assert gap["truncated"] is True
+        event = await mcp.note("notifications/events/event")
+        assert int(gap["cursor"]) <= event["data"]["msg_id"]
+        await mcp.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": stream}})  # fmt: skip
+        secret = new_secret()
+        made = await mcp.request("events/subscribe", **sub, cursor="0", **hook_of(hook.url, secret))
+        headers, body = await hook.next()
+        envelope = json.loads(body)
+        assert envelope == {"type": "gap", "cursor": envelope["cursor"]}, envelope
+        assert headers["webhook-id"].startswith("msg_gap_") and verified(secret, headers, body)
+        assert headers["x-mcp-subscription-id"] == made["result"]["id"]
+        headers, body = await hook.next()
+        assert int(envelope["cursor"]) <= json.loads(body)["data"]["msg_id"]
 
 
 async def test_a_read_across_priority_lanes_longer_than_one_fetch_skips_and_repeats_nothing():
