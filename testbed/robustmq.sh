@@ -9,14 +9,28 @@
 # checkout 8bd49dc -- .`). The build needs Debian's protobuf-compiler, clang, libclang-dev and
 # lld (RobustMQ's .cargo/config.toml links with lld), and the Rust toolchain this machine has:
 # RobustMQ pins 1.97.0, which rustup cannot fetch here; 1.95.0 builds it. Each feature set
-# builds into a target directory of its own beside SRC.
+# builds into a target directory of its own beside SRC. The vector-search build links fastembed's
+# ONNX Runtime (ort-sys 2.0.0-rc.9), which would download its library from a CDN this machine
+# cannot reach: it links the one in onnxruntime's wheel instead (the `semantic` extra installs it),
+# from ORT_LIB_LOCATION, and `start` puts that directory on the library path.
 set -euo pipefail
 command=${1:?build or start}
 src=$(cd "${2:?the RobustMQ source tree}" && pwd)
 features=${3:-default}
 target="$src/../rmq-target-$features"
 flags=()
-[ "$features" = "vector-search" ] && flags=(--features vector-search)
+if [ "$features" = "vector-search" ]; then
+  flags=(--features vector-search)
+  # a directory holding libonnxruntime.so (and .so.1): the wheel's library, linked under both names
+  ort=${ORT_LIB_LOCATION:-$src/../ort-lib}
+  if [ ! -e "$ort/libonnxruntime.so.1" ]; then
+    wheel=$(python3 -c 'import onnxruntime, pathlib; print(next(pathlib.Path(onnxruntime.__file__).parent.glob("capi/libonnxruntime.so.*")))') \
+      || { echo "needs onnxruntime's wheel (pip install onnxruntime) or ORT_LIB_LOCATION" >&2; exit 2; }
+    mkdir -p "$ort" && cp "$wheel" "$ort/" && ln -sf "$(basename "$wheel")" "$ort/libonnxruntime.so" \
+      && ln -sf "$(basename "$wheel")" "$ort/libonnxruntime.so.1"
+  fi
+  export ORT_LIB_LOCATION=$ort ORT_PREFER_DYNAMIC_LINK=1 LD_LIBRARY_PATH=$ort${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 
 case "$command" in
 build)

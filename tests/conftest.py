@@ -26,7 +26,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from langchain_mq9 import Mq9Client
-from tests.support.shared_broker import Namespace, NamespacedTransport, clear_registry
+from tests.support.shared_broker import (
+    Namespace,
+    NamespacedTransport,
+    clear_registry,
+    named_client,
+)
 
 # What the fixtures below start is imported when one is used (#78: the collection of a few
 # test files, or of the unit tests of a room, imports no broker, store lane or nats-py for it)
@@ -209,6 +214,11 @@ class Broker:
         say); a test of exactly once asserts what its broker does."""
         return self.transport != "robustmq"
 
+    def copies(self, sends: int = 2) -> int:
+        """What ``sends`` SENDs under one key store: one on a broker that keeps keys, each of
+        them on RobustMQ (#100)."""
+        return 1 if self.keeps_keys else sends
+
     @property
     def engine(self) -> BrokerEngine:
         if self._engine is None:
@@ -388,7 +398,11 @@ async def broker(request):
     try:
         skip_what_cannot_run(request, started)
         _store_lane_differences(request, started)
-        yield started
+        with pytest.MonkeyPatch.context() as patch:
+            if started.names is not None:  # on a shared RobustMQ: toolkits take the test's names
+                made = named_client(started.names)
+                patch.setattr("langchain_mq9.client.connection.Mq9Client", made)
+            yield started
     finally:
         await stop_broker(started, handle)
 

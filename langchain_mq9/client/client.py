@@ -431,9 +431,12 @@ class Mq9Client:
     def keys_recognised_for(self, mail_address: str) -> bool | None:
         """Whether the broker keeps idempotency keys for SENDs to ``mail_address``: as it
         says of itself, else as its answers to this client's keyed SENDs there said (#98);
-        None: not known yet (a keyed SEND is then not sent again)."""
+        None: not known yet (a keyed SEND is then not sent again). RobustMQ keeps none: a
+        keyed SEND to it goes without its key, which it would store with the message (#100)."""
         if self.keys_recognised is not None:
             return self.keys_recognised
+        if is_robustmq(self.server_info):
+            return False
         return self._keys_by_mailbox.get(mail_address)
 
     def _learned_keys(self, mail_address: str, recognised: bool) -> None:

@@ -97,10 +97,21 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
         tags=args.tags or None,
         **keyed(client, args.idempotency_key),  # stored once per key (client/api.py: ours only)
     )
-    delayed = f"delayed: visible in {args.delay} s, it gets its msg_id then"
-    return Outcome(
-        MessageSent(sent=True, msg_id=msg_id, note=delayed if msg_id == -1 else None), msg_id
-    )
+    notes = [f"delayed: visible in {args.delay} s, it gets its msg_id then"] if msg_id == -1 else []
+    if args.idempotency_key and _keeps_no_keys(client, args.mail_address):
+        notes.append(NO_KEYS_KEPT)
+    return Outcome(MessageSent(sent=True, msg_id=msg_id, note="; ".join(notes) or None), msg_id)
+
+
+# #100: the words a keyed send answers with where the broker said it keeps no keys (RobustMQ)
+NO_KEYS_KEPT = "this broker keeps no idempotency keys: a call run again sends again"
+
+
+def _keeps_no_keys(client: object, address: str) -> bool:
+    """Whether the broker's answer to this client's keyed send said it keeps no keys (only
+    this package's client learns it: ``keys_recognised_for``)."""
+    recognised = getattr(client, "keys_recognised_for", None)
+    return callable(recognised) and recognised(address) is False
 
 
 def _fitted(

@@ -70,7 +70,7 @@ def graph(model: ScriptedChatModel, tools: list, **node: Any) -> Any:
 def copies(broker) -> int:
     """What a send run twice under one key stores: once on a broker that keeps keys, twice on
     RobustMQ, which keeps none (the client does not send it the key)."""
-    return 1 if broker.keeps_keys else 2
+    return broker.copies()
 
 
 async def stored(broker, address: str = INBOX) -> list:

@@ -19,6 +19,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9.operations.mailbox import NO_KEYS_KEPT
 from mq9_broker import BrokerEngine
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import GuardedClient, protect
@@ -282,6 +283,24 @@ async def test_twenty_clients_times_two_hundred_requests_without_a_timeout(liste
     async with Mq9Client(listener_url) as check:
         last = await check.fetch(mailbox, deliver="latest", max_wait_ms=0)
         assert last[0].msg_id == 1999  # every SEND stored once
+
+
+async def test_a_keyed_send_is_stored_each_time_and_the_send_tool_says_so(listener_url):
+    """RobustMQ keeps no idempotency keys (#100): a SEND under one key is stored as often as
+    it is sent, the client learns so from the answer (no ``duplicate``), and the send tool
+    tells the model that a call run again sends again."""
+    async with Mq9Client(listener_url) as client:
+        inbox = await client.mailbox_create(name=unique("shaped.keys"), ttl=600)
+        first = await client.send(inbox, "once?", idempotency_key="k-1")
+        assert await client.send(inbox, "once?", idempotency_key="k-1") == first + 1
+        assert client.keys_recognised_for(inbox) is False
+        async with Mq9Toolkit(client=client) as kit:
+            send = next(t for t in kit.get_tools() if t.name == "send_message")
+            args = {"mail_address": inbox, "payload": "keyed by the call"}
+            call = {"name": "send_message", "args": args, "id": "call-1", "type": "tool_call"}
+            answer = json.loads((await send.ainvoke(call)).content)
+        assert answer["note"] == NO_KEYS_KEPT, answer
+        assert len(await client.query(inbox)) == 3
 
 
 async def test_a_toolkit_answers_a_call_while_another_tool_waits(listener_url):

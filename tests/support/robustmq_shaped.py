@@ -16,7 +16,9 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
 8. with ``logins`` (user -> password: RobustMQ's ``auth_required``), a CONNECT without one of
    ``ClientConnect``'s required fields is dropped without a word, a wrong password is answered
    ``-ERR 'Authorization Violation'`` with the connection left open, and every SUB and PUB of a
-   connection not logged in gets that error too (docs/protocol.md §1.1, point 8).
+   connection not logged in gets that error too (docs/protocol.md §1.1, point 8);
+9. a SEND's ``mq9-idempotency-key`` header is not read (8bd49dc has no such thing, #100): every
+   SEND is stored, and its answer has no ``duplicate``.
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
 against a real RobustMQ in tests/robustmq/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL``
@@ -43,6 +45,7 @@ from mq9_broker.state.registry import AgentEntry, AgentRegistry
 from mq9_wire import protocol as p
 
 INBOX_PREFIX = "_INBOX."
+KEY_HEADER = p.HEADER_IDEMPOTENCY_KEY.lower()
 MAX_PAYLOAD = 1024 * 1024  # RobustMQ's default nats_runtime.max_payload
 # ClientConnect's fields that are not an Option (protocol/src/nats/packet.rs:61-89)
 CONNECT_REQUIRED = {"verbose", "pedantic", "tls_required", "name", "lang", "version"}
@@ -125,6 +128,8 @@ class RobustMQShapedListener:
             if not subject.startswith(p.PREFIX + "."):
                 writer.write(f"-ERR 'unrecognized mq9 subject: {subject}'\r\n".encode())
                 return
+            if headers:  # (point 9)
+                headers = {k: v for k, v in headers.items() if k.lower() != KEY_HEADER}
             answer = await self.engine.handle(subject, headers, body)  # one at a time (5)
             if reply is not None:
                 sid = self.inboxes.get(reply, "0")  # (point 1)

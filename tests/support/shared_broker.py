@@ -96,6 +96,20 @@ class NamespacedTransport:
         return names.answer(subject, reply)
 
 
+def named_client(namespace: Namespace) -> Any:
+    """An ``Mq9Client`` maker whose clients take ``namespace``'s names: put in place of the one
+    ``Mq9Connection`` opens its clients with (a toolkit's, an in-process MCP server's), so the
+    code under test and the test's own ``broker.client()`` meet at the same mailboxes."""
+    from langchain_mq9 import Mq9Client
+
+    def make(server: str, **options: Any) -> Mq9Client:
+        client = Mq9Client(server, **options)
+        client._transport = NamespacedTransport(client._transport, namespace)
+        return client
+
+    return make
+
+
 async def clear_registry(client: Any) -> None:
     """Unregister every agent the broker lists (RobustMQ registers an agent named "" but
     refuses to unregister it: that one stays)."""
