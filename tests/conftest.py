@@ -31,6 +31,7 @@ from tests.support.shared_broker import (
     NamespacedTransport,
     clear_registry,
     named_client,
+    until_indexed,
 )
 
 # What the fixtures below start is imported when one is used (#78: the collection of a few
@@ -213,6 +214,14 @@ class Broker:
         keeps none, so there a replayed or retried send is stored again (#100, as the docs
         say); a test of exactly once asserts what its broker does."""
         return self.transport != "robustmq"
+
+    async def search_settled(self, card: str, *, present: bool = True) -> None:
+        """On RobustMQ (whose vector-search build indexes a card about 0.5 s after REGISTER
+        answers and drops one about 1 s after UNREGISTER): wait until a search finds the card
+        named ``card``, or no longer does. The bundled broker's search is exact at once."""
+        if self.transport == "robustmq":
+            async with self.client() as client:
+                await until_indexed(client, card, present=present)
 
     def copies(self, sends: int = 2) -> int:
         """What ``sends`` SENDs under one key store: one on a broker that keeps keys, each of

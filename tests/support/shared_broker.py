@@ -110,9 +110,63 @@ def named_client(namespace: Namespace) -> Any:
     return make
 
 
+# A bound on RobustMQ's search index catching up with its registry on a busy machine (about
+# 0.5 s to index a card, 1 s to drop one, measured: robustmq_shaped.py), not a measured time.
+INDEX_SETTLES = 60.0
+
+
+def card_name(agent_info: Any) -> str | None:
+    """The name of the A2A card an agent's ``agent_info`` (or a REGISTER body) holds, which
+    names its row in RobustMQ's search index; None where nothing is indexed (not a card)."""
+    if isinstance(agent_info, str):
+        try:
+            agent_info = json.loads(agent_info)
+        except ValueError:
+            return None
+    if isinstance(agent_info, dict) and isinstance(agent_info.get("payload"), str):
+        return card_name(agent_info["payload"])  # {name, payload: "<card JSON>"}
+    if isinstance(agent_info, dict) and "skills" in agent_info and agent_info.get("name"):
+        return str(agent_info["name"])
+    return None
+
+
+async def until_indexed(client: Any, card: str, *, present: bool = True) -> None:
+    """On RobustMQ's vector-search build, whose search index trails its registry, wait until
+    a search finds the card named ``card`` (or, ``present=False``, finds it no more), as
+    RobustMQ's own tests wait (they sleep): an UNREGISTER that comes before the insert landed
+    leaves the card in the index for good (docs/protocol.md §7.2). Nothing to wait for on a
+    build without search. ``client``: a namespaced client of the shared RobustMQ."""
+    from tests.support.waiting import until
+
+    async def settled() -> bool:
+        try:
+            raw = await client._transport.request(
+                p.AGENT_DISCOVER, p.encode({"semantic": card, "limit": 1000}), None, 5
+            )
+        except pytest.skip.Exception:
+            return True  # the default build: no search, nothing trails
+        reply = json.loads(raw)
+        found = {a.get("name") for a in reply.get("agents") or () if isinstance(a, dict)}
+        if reply.get("error") and p.SEARCH_TABLE_MISSING not in reply["error"]:
+            raise AssertionError(f"search failed: {reply['error']}")
+        return (card in found) == present
+
+    what = f"RobustMQ's search to {'find' if present else 'lose'} the card {card!r}"
+    await until(settled, timeout=INDEX_SETTLES, what=what, every=0.1)
+
+
 async def clear_registry(client: Any) -> None:
     """Unregister every agent the broker lists (RobustMQ registers an agent named "" but
-    refuses to unregister it: that one stays)."""
+    refuses to unregister it: that one stays). UNREGISTER drops the search row its name
+    names: where that is the agent's own card, the card is indexed first and gone after, so
+    none stays in the index (a ghost, §7.2) for a later test to find. (A card registered
+    under another name has no row to drop: it stays findable, as RobustMQ keeps it.)"""
     for agent in await client.agent_discover():
-        if agent["name"]:
-            await client.agent_unregister(agent["name"])
+        name = agent["name"]
+        if name:
+            own_row = card_name(agent.get("agent_info")) == name
+            if own_row:
+                await until_indexed(client, name)
+            await client.agent_unregister(name)
+            if own_row:
+                await until_indexed(client, name, present=False)

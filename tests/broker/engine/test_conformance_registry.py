@@ -20,6 +20,8 @@ import json
 import pytest
 
 from mq9_wire import protocol as p
+from tests.support.shared_broker import INDEX_SETTLES, card_name
+from tests.support.waiting import until
 
 
 def a2a_card(name: str, description: str, *skills: tuple[str, str, list[str]], **extra) -> dict:
@@ -57,7 +59,14 @@ WEATHER = a2a_card(
 
 
 async def register(broker, body: dict | bytes) -> dict:
-    return await broker.raw(p.AGENT_REGISTER, body if isinstance(body, bytes) else p.encode(body))
+    """REGISTER; a card taken is searchable when this returns (RobustMQ's index trails)."""
+    reply = await broker.raw(
+        p.AGENT_REGISTER, body if isinstance(body, bytes) else p.encode(body)
+    )
+    card = card_name(body) if isinstance(body, dict) else None
+    if reply == {"error": ""} and card:
+        await broker.search_settled(card)
+    return reply
 
 
 async def registered(broker, name: str, payload: str) -> None:
@@ -81,7 +90,10 @@ async def names(broker, body: dict | None = None) -> list[str]:
 
 
 async def unregister(broker, name: str) -> dict:
-    return await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": name}))
+    """UNREGISTER; the search row the name names (if any) is gone when this returns."""
+    reply = await broker.raw(p.AGENT_UNREGISTER, p.encode({"name": name}))
+    await broker.search_settled(name, present=False)
+    return reply
 
 
 # -- REGISTER ------------------------------------------------------------------------------------
@@ -340,8 +352,12 @@ async def test_the_search_index_is_named_by_the_card(broker):
 
     newer = dict(TRANSLATOR, description="Translates French poetry into English prose")
     await registered(broker, "reg.two", json.dumps(newer))
-    [hit] = await discover(broker, {"text": "french"})
-    assert hit["description"] == newer["description"]  # the newer row replaced the first
+
+    async def replaced() -> bool:  # at once here; on RobustMQ once its index caught up
+        [hit] = await discover(broker, {"text": "french"})
+        return hit["description"] == newer["description"]
+
+    await until(replaced, timeout=INDEX_SETTLES, what="the newer row in place of the first")
 
     await unregister(broker, "reg.two")  # no row is named reg.two: the card stays findable
     assert await names(broker, {"text": "poetry"}) == ["translator"]

@@ -289,11 +289,19 @@ async def ack(broker, mail_address: str, group_name: str, msg_id: int) -> dict:
 
 
 async def register_agent(broker, name: str, card: dict) -> dict:
-    return await broker.raw(AGENT_REGISTER, agent_register_req(name, card))
+    """REGISTER, then (on RobustMQ) the wait for the search index the Rust tests sleep for."""
+    reply = await broker.raw(AGENT_REGISTER, agent_register_req(name, card))
+    if reply.get("error") == "":
+        await broker.search_settled(card["name"])
+    return reply
 
 
 async def unregister_agent(broker, name: str) -> dict:
-    return await broker.raw(AGENT_UNREGISTER, agent_unregister_req(name))
+    """UNREGISTER, then (on RobustMQ) the wait for its search row to go, as the Rust tests
+    sleep for it."""
+    reply = await broker.raw(AGENT_UNREGISTER, agent_unregister_req(name))
+    await broker.search_settled(name, present=False)
+    return reply
 
 
 async def discover(broker, body: bytes) -> dict:
@@ -370,7 +378,7 @@ def make_payment_agent(name: str) -> dict:
 async def test_mq9_agent_discover_text_test(broker):
     """tests/tests/mq9/agent_discover.rs::mq9_agent_discover_text_test.
 
-    The sleeps waiting for raft and the full-text index are dropped."""
+    The sleeps waiting for raft and the full-text index are a wait for the index (on RobustMQ)."""
     agent_name = f"payment-agent-{uuid.uuid4().hex[:8]}"
     card = make_payment_agent(agent_name)
 
@@ -392,7 +400,7 @@ async def test_mq9_agent_discover_text_test(broker):
 async def test_mq9_agent_discover_semantic_test(broker):
     """tests/tests/mq9/agent_discover.rs::mq9_agent_discover_semantic_test.
 
-    The sleeps waiting for raft and the vector index are dropped."""
+    The sleeps waiting for raft and the vector index are a wait for the index (on RobustMQ)."""
     agent_name = f"payment-agent-{uuid.uuid4().hex[:8]}"
     card = make_payment_agent(agent_name)
 
