@@ -21,6 +21,7 @@ from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order
 from testbed.nats_server import start_nats_server
 from testbed.ports import silent_port
+from tests.support.waiting import until
 
 INVALID_ADDRESSES = [
     "Upper",
@@ -895,6 +896,48 @@ async def test_a_send_while_no_broker_serves_waits_for_one_within_its_timeout(ba
         finally:
             await service.stop()
             await connection.close()
+
+
+def swept(most: int) -> list[int]:
+    """Seconds from 0 to 2^31-1 (what the client takes) where a sum, a unit or a timer wheel
+    could turn over: every power of two and its neighbours, ``most`` and its, and the ends."""
+    values = {0, 1, most - 1, most, most + 1, 2**31 - 1}
+    for k in range(32):
+        values |= {2**k - 1, 2**k, 2**k + 1}
+    return sorted(v for v in values if 0 <= v <= 2**31 - 1)
+
+
+async def test_every_delay_and_ttl_the_client_sends_leaves_delayed_delivery_alive(broker, client):
+    """#100: a sweep of delays and TTLs from 0 to 2^31-1 through the client. What the broker
+    cannot hold is refused in one line before it is sent (a delay past RobustMQ's delay queue)
+    or, by the cluster store, for its own shorter bound; every TTL is taken. After it, RobustMQ's
+    delay-queue tasks are all alive: ten 1 s delays, dealt to its five tasks in turn, all come."""
+    most = p.MAX_DELAY_SECONDS
+    if broker.cluster is not None:  # (its stream's retention would drop a longer delay)
+        from mq9_broker.storage.jetstream import ClusterStore
+
+        most = ClusterStore.send_limits.delay_most or most
+    box = await client.mailbox_create(ttl=0)
+    refused = []
+    for seconds in swept(p.MAX_DELAY_SECONDS):
+        try:
+            await client.send(box, f"delay {seconds}", delay=seconds or None)
+        except Mq9Error as exc:
+            assert seconds > most and "\n" not in exc.message, (seconds, exc.message)
+            refused.append(seconds)
+        await client.send(box, f"ttl {seconds}", ttl=seconds or None)
+    assert refused == [s for s in swept(p.MAX_DELAY_SECONDS) if s > most]
+    alive = await client.mailbox_create(ttl=0)
+    for i in range(10):
+        await client.send(alive, f"late {i}", delay=1)
+    hand_moved = broker._clock  # (RobustMQ and the cluster store keep their own time)
+    if hand_moved is not None:
+        hand_moved.advance(2)
+
+    async def all_delivered() -> bool:
+        return len(await client.query(alive, limit=100)) == 10
+
+    await until(all_delivered, timeout=60, what="ten 1 s delays delivered")
 
 
 async def test_a_delay_past_robustmqs_queue_is_refused_in_one_line_naming_the_bound(client):
