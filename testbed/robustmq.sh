@@ -57,12 +57,12 @@ roles = ["meta", "broker", "engine"]
 grpc_port = 1228
 http_port = 58080
 meta_addrs = { 1 = "127.0.0.1:1228" }
+# (8bd49dc reads its RocksDB folder from this top-level key; its template's [rocksdb] data_path
+# is not read, and without this key every run shares ./data in the source tree)
+data_path = "$home/data"
 
 [runtime]
 default_topic_partition_num = 1
-
-[rocksdb]
-data_path = "$home/data"
 
 [storage_runtime]
 data_path = ["$home/data/engine"]
