@@ -150,7 +150,13 @@ async def test_unsub_by_another_connection_forgets_every_inbox_with_that_sid(lis
     await mine.sync()  # RobustMQ serves connections on different handlers: this SUB first
     theirs.write(f"SUB _INBOX.{uuid.uuid4().hex} 907".encode())
     theirs.write(b"UNSUB 907")
-    await theirs.sync()
+    # A request of theirs after the UNSUB, answered: their UNSUB was handled (a connection's
+    # commands are handled in order, point 5; a PONG is not: RobustMQ answers PING apart,
+    # and once answered it before the UNSUB was handled)
+    after = "_INBOX." + uuid.uuid4().hex
+    theirs.write(f"SUB {after} 908".encode())
+    theirs.request(p.AGENT_DISCOVER, after, b"{}")
+    assert (await theirs.reply())[0] == after
     mine.request(p.AGENT_DISCOVER, inbox, b"{}")
     assert (await mine.reply())[1] == "0"
     await mine.close()
