@@ -239,41 +239,7 @@ class Webhooks:
         self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
     ) -> JsonObject:
         owner = self._principal(ctx)
-        if self.hosts.empty:
-            raise event_error(
-                UNSUPPORTED_CODE,
-                "unsupported",
-                "this server delivers no webhooks (no --webhook-hosts): poll or stream instead",
-                feature="deliveryMode",
-                value="webhook",
-            )
-        mode = params.delivery.get("mode", "webhook")
-        if mode != "webhook":
-            raise event_error(
-                UNSUPPORTED_CODE,
-                "unsupported",
-                "events/subscribe is for webhook delivery only (delivery.mode 'webhook')",
-                feature="deliveryMode",
-                value=str(mode)[:40],
-            )
-        url = params.delivery.get("url")
-        if not isinstance(url, str) or not url:
-            raise event_error(
-                types.INVALID_PARAMS, INVALID_ARGUMENTS, "delivery.url: the URL to POST events to"
-            )
-        try:
-            addresses = await self.hosts.check(url)
-        except HostRefused as exc:
-            raise event_error(FORBIDDEN_CODE, FORBIDDEN, f"delivery.url: {exc}") from None
-        if urlsplit(url).scheme != "https" and not all(map(_loopback, addresses)):
-            # SEP-3415: callback URLs "MUST use https://"; plain http only to a receiver on this
-            # machine (a loopback address the operator listed), where nothing crosses a network
-            raise event_error(
-                types.INVALID_PARAMS,
-                INVALID_ARGUMENTS,
-                "delivery.url: an https URL (http only to a loopback address, a receiver on "
-                "this machine)",
-            )
+        url = await self._callback_url(params)
         secret = _checked_secret(params.delivery.get("secret"))
         ttl_ms = _granted_ms(params)
         self._expire()
@@ -316,6 +282,46 @@ class Webhooks:
         self.by_id[hook.id] = hook
         hook.runner = asyncio.get_running_loop().create_task(self._deliver(hook))
         return self._answer(hook, start.truncated)
+
+    async def _callback_url(self, params: SubscribeParams) -> str:
+        """The webhook URL a subscribe names, checked: this server delivers webhooks, the mode
+        is webhook, the host is one the operator allows, and it is https (http to loopback)."""
+        if self.hosts.empty:
+            raise event_error(
+                UNSUPPORTED_CODE,
+                "unsupported",
+                "this server delivers no webhooks (no --webhook-hosts): poll or stream instead",
+                feature="deliveryMode",
+                value="webhook",
+            )
+        mode = params.delivery.get("mode", "webhook")
+        if mode != "webhook":
+            raise event_error(
+                UNSUPPORTED_CODE,
+                "unsupported",
+                "events/subscribe is for webhook delivery only (delivery.mode 'webhook')",
+                feature="deliveryMode",
+                value=str(mode)[:40],
+            )
+        url = params.delivery.get("url")
+        if not isinstance(url, str) or not url:
+            raise event_error(
+                types.INVALID_PARAMS, INVALID_ARGUMENTS, "delivery.url: the URL to POST events to"
+            )
+        try:
+            addresses = await self.hosts.check(url)
+        except HostRefused as exc:
+            raise event_error(FORBIDDEN_CODE, FORBIDDEN, f"delivery.url: {exc}") from None
+        if urlsplit(url).scheme != "https" and not all(map(_loopback, addresses)):
+            # SEP-3415: callback URLs "MUST use https://"; plain http only to a receiver on this
+            # machine (a loopback address the operator listed), where nothing crosses a network
+            raise event_error(
+                types.INVALID_PARAMS,
+                INVALID_ARGUMENTS,
+                "delivery.url: an https URL (http only to a loopback address, a receiver on "
+                "this machine)",
+            )
+        return url
 
     def _answer(self, hook: Webhook, truncated: bool) -> JsonObject:
         return {

@@ -59,12 +59,14 @@ WEATHER = a2a_card(
 
 
 async def register(broker, body: dict | bytes) -> dict:
-    """REGISTER; a card taken is searchable when this returns (RobustMQ's index trails)."""
+    """REGISTER; a card a new registration brings is searchable when this returns (RobustMQ's
+    index trails; a name registered already keeps its first registration and indexes none)."""
+    card = card_name(body) if isinstance(body, dict) else None
+    new = card is not None and body.get("name") not in await names(broker)
     reply = await broker.raw(
         p.AGENT_REGISTER, body if isinstance(body, bytes) else p.encode(body)
     )
-    card = card_name(body) if isinstance(body, dict) else None
-    if reply == {"error": ""} and card:
+    if reply == {"error": ""} and new:
         await broker.search_settled(card)
     return reply
 
