@@ -12,6 +12,7 @@ budget.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from mq9_wire import protocol as p
 from mq9_wire.protocol import Message
-from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound
+from mq9_wire.protocol.errors import ClusterUnavailable, MailboxExists, MailboxNotFound
 
 # A mailbox address whose first segment is RESERVED_ROOT belongs to the library: every tool
 # refuses it. The lease mailbox's name is computed where the broker, which tells whose it
@@ -227,7 +228,23 @@ class GroupRecords:
                 # The first record, or the mailbox lived out its TTL: make it (again).
                 with contextlib.suppress(MailboxExists):
                     await self.client.mailbox_create(name=self.address, ttl=self.mailbox_ttl)
-                await self.client.send(self.address, body, tags=some, ttl=ttl)
+                await self._send_to_new(body, some, ttl)
+
+    async def _send_to_new(self, body: str, tags: list[str], ttl: int | None) -> None:
+        """A record's SEND to a mailbox made a moment ago: RobustMQ may answer that its new
+        shard is not set up yet, the record perhaps stored; it is sent again until the
+        client's request timeout (a record twice is the same record: ``_records`` reads them
+        by tag)."""
+        wait = float(getattr(self.client, "request_timeout", 5.0))
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                await self.client.send(self.address, body, tags=tags, ttl=ttl)
+                return
+            except ClusterUnavailable:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
 
 class LeaseBox(GroupRecords):

@@ -34,7 +34,7 @@ async def run(tool, **args) -> dict:
 
 
 @pytest.mark.slow  # over a second on a quiet machine (#89)
-async def test_an_imported_card_is_found_and_called_beside_mq9_agents(client, monkeypatch):
+async def test_an_imported_card_is_found_and_called_beside_mq9_agents(broker, client, monkeypatch):
     monkeypatch.setenv("MQ9_A2A_ALLOW_HOSTS", "127.0.0.1")
     server = AgentServer(
         text_graph(str.lower),
@@ -47,6 +47,8 @@ async def test_an_imported_card_is_found_and_called_beside_mq9_agents(client, mo
     async with a2a_http_agent() as (base, _executor), server:
         entry = await import_card(client, base, hosts=LOOPBACK)
         assert entry["name"] == "shouter"
+        for card in ("shouter", "agent.whisper"):  # (RobustMQ's index trails its registry)
+            await broker.search_settled(card)
         toolkit = Mq9Toolkit(client=client, agent_mailbox="agent.boss", calls=True)
         tools = tools_of(toolkit)
         found = await run(tools["agent_discover"], query="")

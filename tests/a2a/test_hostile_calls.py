@@ -326,7 +326,9 @@ async def test_every_call_tool_answer_carrying_the_agents_words_is_marked_as_dat
 # -- routing -------------------------------------------------------------------------------------
 
 
-async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(client, attacker):
+async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(
+    broker, client, attacker
+):
     """A mailbox-only agent (and an impostor registered through the tools) may match the words
     best: call_agent picks the served agent, and by name refuses the others in clear words."""
     await client.agent_register(
@@ -338,6 +340,7 @@ async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(client
     kit = Mq9Toolkit(client=client, agent_mailbox="agent.victim", calls=True)
     card = {"description": "Writes summaries of texts", "skills": ["summarize reports"]}
     async with served(client, text_graph(str.upper), card=card):
+        await broker.search_settled(AGENT)  # (RobustMQ's index trails its registry)
         done = await used(kit, "call_agent", agent="summarizes reports", task="q3", wait_seconds=10)
         for name in ("agent.reports", "mallory.summarizer"):
             refused = await use(kit, "call_agent", agent=name, task="q3")

@@ -753,6 +753,7 @@ async def test_deeply_nested_card_does_not_break_discover(broker):
     first = await broker.raw(p.AGENT_REGISTER, card)
     plain = p.agent_card("plain", description="a finder of things", skills=["finder"])
     await raw_ok(broker, p.AGENT_REGISTER, p.encode(plain))
+    await broker.search_settled("plain")  # (RobustMQ's index trails its registry)
     for body in (b"{}", b'{"text":"finder"}', b'{"semantic":"finder"}'):
         found = await raw_ok(broker, p.AGENT_DISCOVER, body)
         assert "plain" in {agent["name"] for agent in found["agents"]}

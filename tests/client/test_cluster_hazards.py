@@ -26,6 +26,7 @@ from mq9_broker import (
 )
 from mq9_broker.state.clock import ManualClock
 from mq9_wire import protocol as p
+from mq9_wire.protocol.errors import ClusterUnavailable
 
 STORAGE_FORWARD = (
     "Failed to send request to node 1 with error message :exceeded max retry times (10)"
@@ -278,6 +279,43 @@ async def test_a_send_to_a_shard_not_set_up_yet_is_sent_again(serve):
         engine.prefix, engine.failures = p.MSG_SEND, 2
         assert await client.send(box, "once") == 0
         assert [m.text() for m in await client.query(box)] == ["once"]
+
+
+async def test_a_send_answered_shard_not_set_up_after_its_write_is_not_sent_again(serve):
+    """#100: RobustMQ's other words for a shard not set up yet ("offset state not found for
+    shard X, shard may not be initialized", met by the real-broker lane) come after the record
+    was written: the client does not send it again, and says it may have been stored."""
+    text = "offset state not found for shard dc5asfajueqq6358nlng-0, shard may not be initialized"
+    engine = FlakyCluster(text=text, work_first=True)
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="fresh")
+        engine.prefix, engine.failures = p.MSG_SEND, 1
+        with pytest.raises(ClusterUnavailable, match="may or may not have been stored"):
+            await client.send(box, "perhaps")
+        assert [m.text() for m in await client.query(box)] == ["perhaps"]
+
+
+async def test_a_group_record_to_a_lease_mailbox_made_a_moment_ago_goes_through(serve):
+    """The lane's case: a group's lease mailbox lived out its TTL, the reader makes it again
+    and its record's SEND meets the new shard not set up yet; the record is sent again (a
+    record twice is the same record) and ``done`` returns."""
+
+    class FreshShards(FlakyCluster):  # the first two SENDs after each CREATE: stored, then that
+        async def handle(self, subject, headers, body):
+            if subject == p.MAILBOX_CREATE:
+                self.prefix, self.failures = p.MSG_SEND + json.loads(body)["name"], 2
+            return await super().handle(subject, headers, body)
+
+    text = "offset state not found for shard dc5asfajueqq6358nlng-0, shard may not be initialized"
+    engine = FreshShards(text=text, work_first=True)
+    async with Mq9Client(await serve(engine)) as client:
+        box = await client.mailbox_create(name="work")
+        engine.failures = 0
+        await client.send(box, "job")
+        reader = GroupReader(client, box, "g", worker="w1")
+        [job] = await reader.fetch()  # its claim: the lease mailbox made, the record sent again
+        await reader.done([job.msg_id])
+        assert await reader.fetch() == []
 
 
 # -- item 3: group positions are per node; a reader puts its position back on the new node ------

@@ -115,6 +115,7 @@ PROTOCOL_MD = {  # protocol.md: { ...AgentCard, mailbox = "mq9://broker/agent.tr
 async def test_the_documented_bodies_register_a_findable_card(broker, body, mailbox, description):
     async with broker.client() as client:
         await client.agent_register(dict(body))
+        await broker.search_settled(body["name"])  # (RobustMQ's index trails its registry)
         listed = {a["name"]: a for a in await client.agent_discover()}
         found = await client.agent_discover(semantic="translate Chinese to English", limit=5)
         by_text = await client.agent_discover(text="translation", limit=5)

@@ -161,7 +161,8 @@ async def clear_registry(client: Any) -> None:
     names: where that is the agent's own card, the card is indexed first and gone after, so
     none stays in the index (a ghost, §7.2) for a later test to find. (A card registered
     under another name has no row to drop: it stays findable, as RobustMQ keeps it.)"""
-    for agent in await client.agent_discover():
+    listing = await client._transport.request(p.AGENT_DISCOVER, b"{}", None, 5)  # as stored
+    for agent in json.loads(listing).get("agents") or ():
         name = agent["name"]
         if name:
             own_row = card_name(agent.get("agent_info")) == name

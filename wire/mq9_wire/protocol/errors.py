@@ -185,6 +185,9 @@ TRANSIENT_MARKERS = (
     # a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
     # core/offset.rs: the offset is read before anything is written): nothing was stored
     NOT_STORED := "Offset state for shard",
+    # the same, met after the write (storage-engine core/write.rs: the high watermark's offset
+    # state read after the record was written): it may have been stored
+    "shard may not be initialized",
     "exceeded max retry times",
     "has to forward request to",
     "meta-service node is not currently the raft leader",
