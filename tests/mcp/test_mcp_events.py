@@ -346,6 +346,16 @@ def webhook_server(token: str, hosts: str = "127.0.0.1") -> contextlib.AbstractC
     return http_server("--server", "memory://", "--auth-token", token, "--webhook-hosts", hosts)
 
 
+@contextlib.asynccontextmanager
+async def webhook_world(token: str, hosts: str = "127.0.0.1") -> AsyncIterator[tuple]:
+    """An mq9-mcp that delivers webhooks to ``hosts``, a client authorized with ``token``,
+    a receiver on loopback, and alice: ``(http, url, hook, alice)``."""
+    with webhook_server(token, hosts) as url:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
+            yield http, url, hook, Peer(http, url, MODERN, "alice")
+
+
 @pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_webhooks_are_signed_retried_kept_to_listed_hosts_and_each_clients_own():
     token = "t" * 40
@@ -452,129 +462,117 @@ async def test_webhooks_need_a_principal_of_their_own_and_hosts_to_go_to():
 async def test_a_webhook_takes_only_the_clients_own_secret_and_refuses_what_is_out_of_shape():
     token = "u" * 40
     hosts = "127.0.0.1,10.1.2.3"  # 10.1.2.3: listed, yet plain http to it is refused
-    with webhook_server(token, hosts) as url:
-        auth = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
-            alice = Peer(http, url, MODERN, "alice")
-            await alice.data("create_mailbox", name="inbox.own")
-            sub = arrived("inbox.own")
-            secret = new_secret()
-            refusals = {
-                (-32024, "forbidden"): [{"url": "file:///etc/passwd", "secret": secret},
-                                        {"url": "http://localhost.:1/", "secret": secret},
-                                        {"url": "http://[::1]:1/", "secret": secret}],
-                (-32602, "invalid_arguments"): [
-                    {}, {"url": hook.url}, {"url": hook.url, "secret": "whsec_short"},
-                    {"url": hook.url, "secret": "not-a-secret" * 4},
-                    {"url": hook.url, "secret": "whsec_" + base64.b64encode(b"k" * 65).decode()},
-                    {"url": "http://10.1.2.3/hook", "secret": secret}],
-            }  # fmt: skip
-            for (code, reason), deliveries in refusals.items():
-                for delivery in deliveries:
-                    answer = await alice.rpc("events/subscribe", **sub, delivery=delivery)
-                    assert answer["error"]["code"] == code, (delivery, answer)
-                    assert answer["error"]["data"] == {"reason": reason}, (delivery, answer)
-            polled = await alice.rpc(
-                "events/subscribe",
-                **sub,
-                delivery={"mode": "poll", "url": hook.url, "secret": secret},
-            )
-            assert polled["error"]["code"] == -32026, polled  # fmt: skip
-            assert not hook.verifications  # nothing refused reached the receiver
-            # a TTL is granted, never refused: clamped to a day, and no expiry asked for is
-            # a finite grant (subscriptions live in memory only)
-            for ttl in (10**12, None):
-                before = time.time()
-                made = await alice.rpc("events/subscribe", **sub, cursor="0",
-                                       **hook_of(hook.url, secret, ttlMs=ttl))  # fmt: skip
-                granted = made["result"]["refreshBefore"]
-                until = time.mktime(time.strptime(granted, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-                assert before < until <= time.time() + webhooks.MAX_TTL_MS / 1000, made
-            sent = await alice.data("send_message", mail_address="inbox.own", payload="p")
-            headers, body = await hook.next()
-            assert verified(secret, headers, body)
-            assert json.loads(body)["data"]["msg_id"] == sent["msg_id"]
-            # a new secret on a refresh: both sign for a while, so either verifies
-            rotated = new_secret()
-            await alice.rpc("events/subscribe", **sub, **hook_of(hook.url, rotated))
-            await alice.data("send_message", mail_address="inbox.own", payload="q")
-            headers, body = await hook.next()
-            assert len(headers["webhook-signature"].split()) == 2
-            assert verified(rotated, headers, body) and verified(secret, headers, body)
-            assert len(hook.verifications) == 1  # one (principal, URL): asked once
+    async with webhook_world(token, hosts) as (_http, _url, hook, alice):
+        await alice.data("create_mailbox", name="inbox.own")
+        sub = arrived("inbox.own")
+        secret = new_secret()
+        refusals = {
+            (-32024, "forbidden"): [{"url": "file:///etc/passwd", "secret": secret},
+                                    {"url": "http://localhost.:1/", "secret": secret},
+                                    {"url": "http://[::1]:1/", "secret": secret}],
+            (-32602, "invalid_arguments"): [
+                {}, {"url": hook.url}, {"url": hook.url, "secret": "whsec_short"},
+                {"url": hook.url, "secret": "not-a-secret" * 4},
+                {"url": hook.url, "secret": "whsec_" + base64.b64encode(b"k" * 65).decode()},
+                {"url": "http://10.1.2.3/hook", "secret": secret}],
+        }  # fmt: skip
+        for (code, reason), deliveries in refusals.items():
+            for delivery in deliveries:
+                answer = await alice.rpc("events/subscribe", **sub, delivery=delivery)
+                assert answer["error"]["code"] == code, (delivery, answer)
+                assert answer["error"]["data"] == {"reason": reason}, (delivery, answer)
+        polled = await alice.rpc(
+            "events/subscribe",
+            **sub,
+            delivery={"mode": "poll", "url": hook.url, "secret": secret},
+        )
+        assert polled["error"]["code"] == -32026, polled  # fmt: skip
+        assert not hook.verifications  # nothing refused reached the receiver
+        # a TTL is granted, never refused: clamped to a day, and no expiry asked for is
+        # a finite grant (subscriptions live in memory only)
+        for ttl in (10**12, None):
+            before = time.time()
+            made = await alice.rpc("events/subscribe", **sub, cursor="0",
+                                   **hook_of(hook.url, secret, ttlMs=ttl))  # fmt: skip
+            granted = made["result"]["refreshBefore"]
+            until = time.mktime(time.strptime(granted, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            assert before < until <= time.time() + webhooks.MAX_TTL_MS / 1000, made
+        sent = await alice.data("send_message", mail_address="inbox.own", payload="p")
+        headers, body = await hook.next()
+        assert verified(secret, headers, body)
+        assert json.loads(body)["data"]["msg_id"] == sent["msg_id"]
+        # a new secret on a refresh: both sign for a while, so either verifies
+        rotated = new_secret()
+        await alice.rpc("events/subscribe", **sub, **hook_of(hook.url, rotated))
+        await alice.data("send_message", mail_address="inbox.own", payload="q")
+        headers, body = await hook.next()
+        assert len(headers["webhook-signature"].split()) == 2
+        assert verified(rotated, headers, body) and verified(secret, headers, body)
+        assert len(hook.verifications) == 1  # one (principal, URL): asked once
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_a_receiver_that_does_not_confirm_gets_nothing_and_is_asked_within_bounds():
     token = "v" * 40
-    with webhook_server(token) as url:
-        auth = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
-            alice = Peer(http, url, MODERN, "alice")
-            await alice.data("create_mailbox", name="inbox.v")
-            hook.echo = False  # a receiver that never asked for these deliveries
-            answers = [
-                await alice.rpc("events/subscribe", **arrived("inbox.v"),
-                                **hook_of(f"{hook.url}/{n}", new_secret()))
-                for n in range(webhooks.VERIFY_PER_HOST + 1)
-            ]  # fmt: skip
-            errors = [a["error"] for a in answers]
-            assert errors[0]["code"] == -32027, errors[0]  # the SEP's CallbackEndpointError
-            assert errors[0]["data"] == {"reason": "challenge_failed"}
-            # the receiver is asked at most so often, whoever asks
-            assert len(hook.verifications) == webhooks.VERIFY_PER_HOST
-            assert errors[-1]["code"] == -32025, errors[-1]
-            assert errors[-1]["data"]["limit"] == "verifications"
-            await alice.data("send_message", mail_address="inbox.v", payload="never sent")
-            assert hook.posts.empty()
+    async with webhook_world(token) as (_http, _url, hook, alice):
+        await alice.data("create_mailbox", name="inbox.v")
+        hook.echo = False  # a receiver that never asked for these deliveries
+        answers = [
+            await alice.rpc("events/subscribe", **arrived("inbox.v"),
+                            **hook_of(f"{hook.url}/{n}", new_secret()))
+            for n in range(webhooks.VERIFY_PER_HOST + 1)
+        ]  # fmt: skip
+        errors = [a["error"] for a in answers]
+        assert errors[0]["code"] == -32027, errors[0]  # the SEP's CallbackEndpointError
+        assert errors[0]["data"] == {"reason": "challenge_failed"}
+        # the receiver is asked at most so often, whoever asks
+        assert len(hook.verifications) == webhooks.VERIFY_PER_HOST
+        assert errors[-1]["code"] == -32025, errors[-1]
+        assert errors[-1]["data"]["limit"] == "verifications"
+        await alice.data("send_message", mail_address="inbox.v", payload="never sent")
+        assert hook.posts.empty()
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_a_delivery_the_receiver_refuses_with_410_is_not_tried_again():
     token = "w" * 40
-    with webhook_server(token) as url:
-        auth = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
-            alice = Peer(http, url, MODERN, "alice")
-            await alice.data("create_mailbox", name="inbox.g")
-            secret = new_secret()
-            await alice.rpc("events/subscribe", **arrived("inbox.g"), **hook_of(hook.url, secret))
-            hook.statuses = [410]
-            gone = await alice.data("send_message", mail_address="inbox.g", payload="1")
-            kept = await alice.data("send_message", mail_address="inbox.g", payload="2")
-            seen = [json.loads((await hook.next())[1])["data"]["msg_id"] for _ in range(2)]
-            assert seen == [gone["msg_id"], kept["msg_id"]]  # 410'd once, then the next
+    async with webhook_world(token) as (_http, _url, hook, alice):
+        await alice.data("create_mailbox", name="inbox.g")
+        secret = new_secret()
+        await alice.rpc("events/subscribe", **arrived("inbox.g"), **hook_of(hook.url, secret))
+        hook.statuses = [410]
+        gone = await alice.data("send_message", mail_address="inbox.g", payload="1")
+        kept = await alice.data("send_message", mail_address="inbox.g", payload="2")
+        seen = [json.loads((await hook.next())[1])["data"]["msg_id"] for _ in range(2)]
+        assert seen == [gone["msg_id"], kept["msg_id"]]  # 410'd once, then the next
 
 
 @pytest.mark.slow  # starts mq9-mcp (a process)
 async def test_max_age_bounds_replay_in_every_mode_and_says_truncated():
     token = "m" * 40
-    with webhook_server(token) as url:
-        auth = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
-            alice = Peer(http, url, MODERN, "alice")
-            await alice.data("create_mailbox", name="inbox.age")
-            sub = arrived("inbox.age")
-            old = await alice.data("send_message", mail_address="inbox.age", payload="old")
-            [stored] = (await poll(alice, sub, cursor="0"))["events"]
-            # a message's time is whole seconds: once the next second began, it is older
-            # than any maxAgeMs of 0
-            next_second = stored["data"]["time"] + 1
-            await until(lambda: time.time() >= next_second, timeout=WAIT, what="the next second")
-            new = await alice.data("send_message", mail_address="inbox.age", payload="new")
-            whole = await poll(alice, sub, cursor="0", maxAgeMs=3_600_000)
-            assert [e["data"]["msg_id"] for e in whole["events"]] == [old["msg_id"], new["msg_id"]]
-            assert whole["truncated"] is False
-            bounded = await poll(alice, sub, cursor="0", maxAgeMs=0)
-            assert bounded["truncated"] is True
-            assert old["msg_id"] not in [e["data"]["msg_id"] for e in bounded["events"]]
-            async with http_stream(http, url, "alice", **sub, cursor="0", maxAgeMs=0) as got:
-                active = await next_of(got, "notifications/events/active")
-                assert active["truncated"] is True and int(active["cursor"]) > old["msg_id"]
-            made = await alice.rpc("events/subscribe", **sub, cursor="0", maxAgeMs=0,
-                                   **hook_of(hook.url, new_secret()))  # fmt: skip
-            assert made["result"]["truncated"] is True, made
-            assert int(made["result"]["cursor"]) > old["msg_id"]
+    async with webhook_world(token) as (http, url, hook, alice):
+        await alice.data("create_mailbox", name="inbox.age")
+        sub = arrived("inbox.age")
+        old = await alice.data("send_message", mail_address="inbox.age", payload="old")
+        [stored] = (await poll(alice, sub, cursor="0"))["events"]
+        # a message's time is whole seconds: once the next second began, it is older
+        # than any maxAgeMs of 0
+        next_second = stored["data"]["time"] + 1
+        await until(lambda: time.time() >= next_second, timeout=WAIT, what="the next second")
+        new = await alice.data("send_message", mail_address="inbox.age", payload="new")
+        whole = await poll(alice, sub, cursor="0", maxAgeMs=3_600_000)
+        assert [e["data"]["msg_id"] for e in whole["events"]] == [old["msg_id"], new["msg_id"]]
+        assert whole["truncated"] is False
+        bounded = await poll(alice, sub, cursor="0", maxAgeMs=0)
+        assert bounded["truncated"] is True
+        assert old["msg_id"] not in [e["data"]["msg_id"] for e in bounded["events"]]
+        async with http_stream(http, url, "alice", **sub, cursor="0", maxAgeMs=0) as got:
+            active = await next_of(got, "notifications/events/active")
+            assert active["truncated"] is True and int(active["cursor"]) > old["msg_id"]
+        made = await alice.rpc("events/subscribe", **sub, cursor="0", maxAgeMs=0,
+                               **hook_of(hook.url, new_secret()))  # fmt: skip
+        assert made["result"]["truncated"] is True, made
+        assert int(made["result"]["cursor"]) > old["msg_id"]
 
 
 class Stdio:
@@ -740,38 +738,3 @@ def test_the_signature_is_standard_webhooks_v1():
                "webhook-signature": signature}  # fmt: skip
     assert signature.startswith("v1,") and verified(secret, headers, body)
     assert not verified(secret, {**headers, "webhook-timestamp": "1700000001"}, body)
-
-
-@pytest.mark.slow  # starts mq9-mcp (a process)
-async def test_a_webhook_takes_the_clients_own_secret_and_refuses_what_is_out_of_shape():
-    token = "u" * 40
-    auth = {"Authorization": f"Bearer {token}"}
-    hosts = "127.0.0.1,10.1.2.3"  # 10.1.2.3: listed, yet plain http to it is refused
-    args = ("--server", "memory://", "--auth-token", token, "--webhook-hosts", hosts)
-    with http_server(*args) as url:
-        async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http, Receiver() as hook:
-            alice = Peer(http, url, MODERN, "alice")
-            await alice.data("create_mailbox", name="inbox.own")
-            sub = arrived("inbox.own")
-            refusals = {
-                "forbidden": [{"url": "file:///etc/passwd"}, {"url": "http://localhost.:1/"},
-                              {"url": "http://[::1]:1/"}],
-                "invalid_arguments": [{}, {"url": hook.url, "secret": "whsec_short"},
-                                      {"url": hook.url, "secret": "not-a-secret" * 4},
-                                      {"url": "http://10.1.2.3/hook"}],
-            }  # fmt: skip
-            for reason, deliveries in refusals.items():
-                for delivery in deliveries:
-                    answer = await alice.rpc("events/subscribe", **sub, delivery=delivery)
-                    assert answer["error"]["data"] == {"reason": reason}, (delivery, answer)
-            long = await alice.rpc("events/subscribe", **sub, delivery={"url": hook.url},
-                                   ttlMs=10**12)  # fmt: skip
-            assert long["error"]["data"] == {"reason": "invalid_arguments"}
-            secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
-            made = await alice.rpc("events/subscribe", **sub, cursor="0",
-                                   delivery={"url": hook.url, "secret": secret})  # fmt: skip
-            assert "secret" not in made["result"], made
-            sent = await alice.data("send_message", mail_address="inbox.own", payload="p")
-            headers, body = await hook.next()
-            assert verified(secret, headers, body)
-            assert json.loads(body)["data"]["msg_id"] == sent["msg_id"]
