@@ -286,7 +286,7 @@ async def test_non_utf8_payload_is_refused_before_sending(client):
     assert message.payload == "é".encode() and message.text() == "é"
 
 
-async def test_register_and_discover_give_every_agent_its_mailbox(client):
+async def test_register_and_discover_give_every_agent_its_mailbox(broker, client):
     box = await new_box(client)
     await client.agent_register(
         {
@@ -312,6 +312,7 @@ async def test_register_and_discover_give_every_agent_its_mailbox(client):
     )
     raw = {"name": "raw.agent", "mailbox": None, "agent_info": "opaque text"}
     assert listed["raw.agent"] == raw
+    await broker.search_settled("translator")  # (RobustMQ's index trails its registry)
     for search in ({"text": "translate"}, {"semantic": "translation of documents"}):
         found = await client.agent_discover(**search)
         assert found[0]["name"] == "translator" and found[0]["mailbox"] == box
