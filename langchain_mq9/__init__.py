@@ -49,6 +49,7 @@ from mq9_wire.protocol.errors import (
     RequestTimeout,
     SearchIndexEmpty,
     SearchNotBuilt,
+    StorageMissing,
     StoreUnavailable,
     TooLarge,
     Unavailable,
@@ -180,6 +181,7 @@ __all__ = [  # noqa: RUF022  (grouped: the client, its errors, then the LangChai
     "ConnectionLost",
     "NoBroker",
     "ClusterUnavailable",
+    "StorageMissing",
     "StoreUnavailable",
     # the LangChain side, imported on first use
     "OPERATIONS",

@@ -9,6 +9,7 @@ Every method validates its arguments before any round trip, encodes the request 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -73,6 +74,45 @@ DEFAULT_MAX_GROUPS = 1_000
 # the bundled engine's SEND_REPLY): this, the msg_id's digits, "}".
 _SEND_STORED = b'{"error":"","msg_id":'
 _NEW_KEY, _SEEN_KEY = b',"duplicate":false', b',"duplicate":true'  # (#90: SENT_ONCE)
+class _Creating:
+    """(#100) RobustMQ 8bd49dc loses a mailbox's storage for good when the first two CREATEs of
+    its name cross (each makes the topic anew, the later one names a shard nobody makes:
+    docs/protocol.md §5.1). In one process, CREATEs of one name on one server go one after
+    another, whichever client sends them (the replicas of an agent started together, the
+    readers of a group making its records mailbox): the second then finds it made."""
+
+    def __init__(self) -> None:
+        self._turns: dict[tuple[int, str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, server: str, name: str, deadline: float):
+        """This CREATE's turn, waited for until ``deadline`` (the loop's clock): the call's
+        one deadline holds its wait for the CREATE before it too."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), server, name)
+        lock, waiting = self._turns.setdefault(key, (asyncio.Lock(), [0]))
+        waiting[0] += 1
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await lock.acquire()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no answer in time: another CREATE of {name!r} from this process is still "
+                    "under way"
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                del self._turns[key]
+
+
+_CREATING = _Creating()
+
 # agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
 # one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
 RERANK_MAX_AGENTS = 2_000
@@ -235,19 +275,21 @@ class Mq9Client:
         *,
         repeatable: bool | Callable[[Mq9Error], bool] = False,
         done_if: type[Mq9Error] | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """One request and its successful reply. A ``repeatable`` request (safe to send twice,
         or a test of the error that says so) that fails in a way that may pass is sent again,
-        a little later each time, while ``request_timeout`` lasts. A ``done_if`` error on such
-        a repeat means an earlier try took effect: {}."""
+        a little later each time, while ``request_timeout`` lasts (or until ``deadline``, on
+        the loop's clock, where the call began earlier). A ``done_if`` error on such a repeat
+        means an earlier try took effect: {}."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + self.request_timeout
+        deadline = started + self.request_timeout if deadline is None else deadline
         pause = RETRY_FIRST_PAUSE
         repeat = False
         while True:
             try:
-                raw = await self._transport.request(subject, body, headers, deadline - started)
+                raw = await self._transport.request(subject, body, headers, deadline - loop.time())
                 return _reply(raw, subject)
             except Mq9Error as exc:
                 if repeat and done_if is not None and isinstance(exc, done_if):
@@ -306,10 +348,16 @@ class Mq9Client:
         body = p.CREATE_REQUEST.body(
             name=name, ttl=p.check_int("ttl", ttl, 0, p.MAX_SECONDS), desc=desc
         )
-        # A named CREATE is safe to send again: "already exists" then means it was made
-        reply = await self._call(
-            p.MAILBOX_CREATE, body, repeatable=name is not None, done_if=MailboxExists
-        )
+        if name is None:  # a name the broker makes is new: nothing to cross
+            reply = await self._call(p.MAILBOX_CREATE, body)
+        else:
+            # A named CREATE is safe to send again: "already exists" then means it was made
+            deadline = asyncio.get_running_loop().time() + self.request_timeout
+            async with _CREATING.turn(self.server, name, deadline):
+                reply = await self._call(
+                    p.MAILBOX_CREATE, body, repeatable=True, done_if=MailboxExists,
+                    deadline=deadline,
+                )
         if not reply and name is not None:
             return name
         address: str = _read_reply(p.CREATE_REPLY, reply)["mail_address"]

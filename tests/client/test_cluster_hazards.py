@@ -17,7 +17,7 @@ import uuid
 import nats
 import pytest
 
-from langchain_mq9 import GroupReader, Mq9Client, Mq9Error, Mq9Toolkit
+from langchain_mq9 import GroupReader, Mq9Client, Mq9Error, Mq9Toolkit, RequestTimeout
 from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
@@ -367,3 +367,23 @@ async def test_workers_done_records_hold_on_a_node_with_an_older_position(serve)
         engine.node = 1  # a new worker reaches a node whose position is still at 0
         newcomer = GroupReader(client, box, "g", worker="b")
         assert [m.msg_id for m in await newcomer.fetch(num_msgs=10)] == [4, 5]
+
+
+async def test_a_create_waiting_behind_another_of_its_name_keeps_its_own_deadline():
+    """(#100) CREATEs of one name from one process go one after another (RobustMQ loses a
+    mailbox whose first CREATEs cross): one waiting behind a CREATE that hangs gives up at its
+    own ``request_timeout``, saying why, and is not held for the other's."""
+    from tests.support.robustmq_shaped import RobustMQShapedListener
+
+    async with (
+        RobustMQShapedListener(BrokerEngine(), create_takes=60) as listener,
+        Mq9Client(listener.url, request_timeout=90) as slow,
+        Mq9Client(listener.url, request_timeout=0.5) as waiting,
+    ):
+        hanging = asyncio.create_task(slow.mailbox_create(name="one.name", ttl=0))
+        await asyncio.sleep(0)  # (its turn taken)
+        with pytest.raises(RequestTimeout, match=r"another CREATE of 'one\.name'"):
+            await waiting.mailbox_create(name="one.name", ttl=0)
+        listener.create_takes = 0  # (every CREATE there hangs until now)
+        assert await waiting.mailbox_create(name="another.name", ttl=0) == "another.name"
+        hanging.cancel()

@@ -18,7 +18,11 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
    ``-ERR 'Authorization Violation'`` with the connection left open, and every SUB and PUB of a
    connection not logged in gets that error too (docs/protocol.md §1.1, point 8);
 9. a SEND's ``mq9-idempotency-key`` header is not read (8bd49dc has no such thing, #100): every
-   SEND is stored, and its answer has no ``duplicate``.
+   SEND is stored, and its answer has no ``duplicate``;
+10. with ``create_takes`` (seconds), a CREATE of a name is under way that long, and a second
+   CREATE of a new name that comes meanwhile *crosses* it: both are answered as made, and the
+   mailbox has no storage for good, every later command on it answered ``Shard <id>-0 does
+   not exist`` (8bd49dc checks, then writes the topic anew for each: docs/protocol.md §5.1).
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
 against a real RobustMQ in tests/robustmq/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL``
@@ -54,9 +58,18 @@ CONNECT_REQUIRED = {"verbose", "pedantic", "tls_required", "name", "lang", "vers
 class RobustMQShapedListener:
     """``async with RobustMQShapedListener(engine) as listener:`` serves on ``listener.url``."""
 
-    def __init__(self, engine: BrokerEngine, logins: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: BrokerEngine,
+        logins: dict[str, str] | None = None,
+        create_takes: float = 0.0,
+    ) -> None:
         self.engine = engine
         self.logins = logins
+        self.create_takes = create_takes  # (point 10)
+        self._creating: dict[str, asyncio.Event] = {}  # names under way -> their end
+        self._crossed: set[str] = set()  # names a second CREATE crossed under way
+        self.storage_lost: dict[str, str] = {}  # address -> the shard its topic names
         self.inboxes: dict[str, str] = {}  # reply subject -> sid, for every connection at once
         self.url = ""
         self._server: asyncio.base_events.Server | None = None
@@ -130,10 +143,44 @@ class RobustMQShapedListener:
                 return
             if headers:  # (point 9)
                 headers = {k: v for k, v in headers.items() if k.lower() != KEY_HEADER}
-            answer = await self.engine.handle(subject, headers, body)  # one at a time (5)
+            answer = await self._answer(subject, headers, body)  # one at a time (5)
             if reply is not None:
                 sid = self.inboxes.get(reply, "0")  # (point 1)
                 writer.write(f"MSG {reply} {sid} {len(answer)}\r\n".encode() + answer + b"\r\n")
+
+    async def _answer(self, subject: str, headers: dict | None, body: bytes) -> bytes:
+        if subject == p.MAILBOX_CREATE and self.create_takes:
+            return await self._create(headers, body)
+        address = _addressed(subject)
+        if address in self.storage_lost:  # (point 10)
+            lost = p.err_shard_missing(self.storage_lost[address])
+            return p.encode(p.ERROR_REPLY.write(error=lost))
+        return await self.engine.handle(subject, headers, body)
+
+    async def _create(self, headers: dict | None, body: bytes) -> bytes:
+        """A CREATE under way for ``create_takes`` seconds; a second one of its name that
+        comes meanwhile crosses it (point 10)."""
+        try:
+            name = json.loads(body).get("name")
+        except (ValueError, AttributeError):
+            name = None
+        if not isinstance(name, str):
+            return await self.engine.handle(p.MAILBOX_CREATE, headers, body)
+        if name in self._creating:  # answered as made, when the first is
+            self._crossed.add(name)
+            await self._creating[name].wait()
+            return p.encode(p.CREATE_REPLY.write(error="", mail_address=name))
+        self._creating[name] = done = asyncio.Event()
+        try:
+            await asyncio.sleep(self.create_takes)
+            answer = await self.engine.handle(p.MAILBOX_CREATE, headers, body)
+            if name in self._crossed and json.loads(answer).get("error") == "":
+                self.storage_lost[name] = f"x{len(self.storage_lost):019d}-0"  # never made
+            return answer
+        finally:
+            self._crossed.discard(name)
+            del self._creating[name]
+            done.set()
 
     def _connect(self, writer: asyncio.StreamWriter, options: str) -> None:
         if self.logins is None:
@@ -149,6 +196,17 @@ class RobustMQShapedListener:
             self._logged_in[writer] = True
         else:
             writer.write(b"-ERR 'Authorization Violation'\r\n")
+
+
+def _addressed(subject: str) -> str | None:
+    """The mailbox a command's subject names (SEND, FETCH, ACK, QUERY; DELETE's before its
+    msg_id), or None."""
+    for prefix in (p.MSG_SEND, p.MSG_FETCH, p.MSG_ACK, p.MSG_QUERY):
+        if subject.startswith(prefix):
+            return subject[len(prefix) :]
+    if subject.startswith(p.MSG_DELETE):
+        return subject[len(p.MSG_DELETE) :].rpartition(".")[0]
+    return None
 
 
 def _take_frame(buffer: bytearray) -> tuple[str, list[str], bytes | None] | None:

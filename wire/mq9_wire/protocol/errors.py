@@ -167,6 +167,16 @@ class ClusterUnavailable(Unavailable):
     stored_nothing: bool = False
 
 
+class StorageMissing(ClusterUnavailable):
+    """RobustMQ has no storage shard for the mailbox addressed (``Shard <shard> does not
+    exist``): on a cluster, a node not yet told of a mailbox made a moment ago; where it lasts,
+    a mailbox whose first two CREATEs crossed (RobustMQ 8bd49dc then points the name at a shard
+    it never made: docs/protocol.md §5.1). Nothing was stored."""
+
+    stored_nothing: bool = True
+    shard: str = ""
+
+
 class StoreUnavailable(ClusterUnavailable):
     """(#98) The bundled broker's JetStream store did not take the request for now: its
     servers electing a stream's leader, without a quorum, or slower than the store's deadline.
@@ -196,6 +206,9 @@ TRANSIENT_MARKERS = (
     "ConnectError",
     "The service is currently unavailable",
 )
+# A mailbox whose topic names a shard the storage engine does not hold (storage-engine
+# core/error.rs:62, from write.rs:50 before anything is written and read_*.rs): RobustMQ's words
+SHARD_MISSING = r"Shard (?P<shard>\S+) does not exist"
 # (#98) What the bundled broker's JetStream store answers while its servers cannot take a request
 # for now (nats-server's words it repeats, and its own for a request unanswered): never a
 # refusal. A write JetStream refused, or that reached no stream ("no responders": no leader to
@@ -283,6 +296,12 @@ def err_topic_missing(address: str) -> str:
     """FETCH, QUERY and DELETE on a mailbox that does not exist: RobustMQ's storage layer
     answers for them, in its own words (common/base error/common.rs:165)."""
     return f"Tenant {TENANT} topic '{address}' not found in broker cache"
+
+
+def err_shard_missing(shard: str) -> str:
+    """Any command on a mailbox whose topic names a shard RobustMQ's storage engine does not
+    hold (storage-engine core/error.rs:62)."""
+    return f"Shard {shard} does not exist"
 
 
 def err_ack_mailbox_missing(address: str) -> str:
@@ -495,6 +514,7 @@ WIRE_TEXTS = (
     _reads(ClusterUnavailable, "|".join(map(re.escape, TRANSIENT_MARKERS)), ROBUSTMQ,
            *TRANSIENT_MARKERS),
     _reads(StoreUnavailable, "|".join(map(re.escape, STORE_OUTAGE)), OURS, *STORE_OUTAGE),
+    _reads(StorageMissing, SHARD_MISSING, ROBUSTMQ, err_shard_missing),
     _reads(MailboxNotFound, r"mailbox (?P<address>\S+) does not exist$", ROBUSTMQ,  # SEND
            err_mailbox_missing, says=MAILBOX_MISSING),
     _reads(MailboxNotFound, r"Tenant \S+ topic '(?P<address>.*)' not found in broker cache$",
@@ -554,7 +574,7 @@ def from_reply(error: str, subject: str = "") -> Mq9Error:
     for text in WIRE_TEXTS:
         found = text.pattern.search(error)
         if found and text.cls in _OUTAGES:
-            return _outage(text.cls, error, subject)
+            return _outage(text.cls, error, subject, **_attributes(found))
         if found and text.says:
             quoted_groups = {name: quoted(value) for name, value in found.groupdict().items()}
             message = text.says.format(**quoted_groups)
@@ -578,6 +598,13 @@ _OUTAGES = {
         "is down or changing)",
         "",
     ),
+    StorageMissing: (
+        "RobustMQ holds no storage for this mailbox: on a cluster, a node not yet told of a "
+        "mailbox just made (try again shortly); if it lasts, the mailbox's first two CREATEs "
+        "crossed and RobustMQ lost its storage for good (docs/protocol.md §5.1: use another "
+        "name, and let one process make a shared mailbox before others use it)",
+        "",
+    ),
     StoreUnavailable: (
         "the broker's JetStream store cannot take this for now (its servers are electing a "
         "leader, lost their quorum, or are slow)",
@@ -586,20 +613,23 @@ _OUTAGES = {
 }
 
 
-def _outage(cls: type[ClusterUnavailable], error: str, subject: str) -> ClusterUnavailable:
+def _outage(
+    cls: type[ClusterUnavailable], error: str, subject: str, **details: Any
+) -> ClusterUnavailable:
     """``error`` as the outage of kind ``cls``: its words, what happened, what to do; whether
     the failed request certainly stored nothing."""
     if cls is StoreUnavailable:
         unacknowledged = "JetStream did not acknowledge a write" in error
         nothing = _REFUSED_WRITE in error or (unacknowledged and _NO_RESPONDERS in error)
     else:
-        nothing = NOT_STORED in error
+        nothing = cls is StorageMissing or NOT_STORED in error
     why, keyed = _OUTAGES[cls]
     stored = (
         "; the message may or may not have been stored: query the mailbox before sending it "
         f"again{keyed}"
-        if subject.startswith(MSG_SEND) and not (nothing and cls is StoreUnavailable)
+        if subject.startswith(MSG_SEND) and not (nothing and cls is not ClusterUnavailable)
         else ""
     )
-    return cls(f"{error} — {why}; try again shortly{stored}", stored_nothing=nothing)
+    again = "" if cls is StorageMissing else "; try again shortly"  # (its why says when)
+    return cls(f"{error} — {why}{again}{stored}", stored_nothing=nothing, **details)
 
