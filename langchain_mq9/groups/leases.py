@@ -181,6 +181,20 @@ class GroupRecords:
         self.address = lease_address(mail_address, group_name)
         self.mailbox_ttl = mailbox_ttl
         self.writer = ""  # a record's payload when it says no more than its tags
+        self._made = self._new = False
+
+    async def make(self) -> None:
+        """Make the records mailbox now, once, if it is not there (#100). Its records make it
+        anyway, but the workers of a group all write their first claims on the same arrival:
+        on RobustMQ their CREATEs of a new name would cross, and the mailbox be lost for good
+        (docs/protocol.md §5.1). Made at a worker's first read that found the mailbox (the
+        records mailbox derives from it: a ``--credentials`` broker lets only its owner make
+        it, once it exists), the first worker makes it alone, unless they start together."""
+        if not self._made:
+            with contextlib.suppress(MailboxExists):
+                await self.client.mailbox_create(name=self.address, ttl=self.mailbox_ttl)
+                self._new = True  # (its first record meets a shard just made)
+            self._made = True
 
     async def record_failure(self, message: Message, reason: str, counted: bool) -> None:
         """A failed delivery of ``message`` and why; ``counted``: a hand-out record counts this
@@ -222,6 +236,10 @@ class GroupRecords:
         body = self.writer if payload is None else payload
         for start in range(0, len(tags), TAGS_PER_RECORD):  # records small enough to read back
             some = tags[start : start + TAGS_PER_RECORD]
+            if self._new:
+                await self._send_to_new(body, some, ttl)
+                self._new = False
+                continue
             try:
                 await self.client.send(self.address, body, tags=some, ttl=ttl)
             except MailboxNotFound:

@@ -579,6 +579,8 @@ class GroupReader:
         while True:
             asked = state.ask(num_msgs)
             answer, fit, asked = await self._read(asked, *start)
+            if self.leases is not None:  # (once, after a read that found the mailbox)
+                await self.leases.make()
             tries = 0
             while (
                 self.commit

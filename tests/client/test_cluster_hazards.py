@@ -313,7 +313,7 @@ async def test_a_group_record_to_a_lease_mailbox_made_a_moment_ago_goes_through(
         engine.failures = 0
         await client.send(box, "job")
         reader = GroupReader(client, box, "g", worker="w1")
-        [job] = await reader.fetch()  # its claim: the lease mailbox made, the record sent again
+        [job] = await reader.fetch()  # its read makes the lease mailbox, its claim sent again
         await reader.done([job.msg_id])
         assert await reader.fetch() == []
 
