@@ -7,7 +7,9 @@ message, not even its holder, so two workers never both believe they hold it.
 
 from __future__ import annotations
 
-from langchain_mq9 import GroupReader
+import pytest
+
+from langchain_mq9 import GroupReader, MailboxExists
 from langchain_mq9.client.client import Message
 from langchain_mq9.groups.leases import (
     GRACE,
@@ -87,3 +89,15 @@ async def test_a_claim_written_without_a_ttl_ends_for_a_worker_that_looks_often(
     else:
         raise AssertionError("the forged claim held the message past lease_ttl + GRACE")
     assert clock.now <= ttl + GRACE + 1
+
+
+async def test_a_worker_makes_the_records_mailbox_at_its_first_read(client):
+    """(#100) Not on the first claims, which every worker of a group writes on the same
+    arrival: on RobustMQ two CREATEs of a new name that cross lose the mailbox for good
+    (docs/protocol.md §5.1). The first worker to read makes it, before anything arrives."""
+    box = await client.mailbox_create(name="lease.early")
+    worker = GroupReader(client, box, "g", worker="w")
+    assert await worker.fetch() == []
+    with pytest.raises(MailboxExists):
+        await client.mailbox_create(name=lease_address(box, "g"), ttl=60)
+    assert await client.query(lease_address(box, "g")) == []  # nothing recorded yet
