@@ -23,6 +23,7 @@ from mq9_wire.protocol.errors import (
     Mq9Error,
     NotAllowed,
     NotConnected,
+    StorageMissing,
     StoreUnavailable,
     Unavailable,
 )
@@ -185,6 +186,14 @@ def _outage(exc: Mq9Error, text: str, operation: str | None, mailbox: str | None
             "the broker's JetStream store cannot answer for now (its servers have no quorum, "
             "a leader is being elected, or one is slow to answer)"
         )
+    if isinstance(exc, StorageMissing):  # (#100) lasting where two CREATEs crossed
+        return (
+            f"RobustMQ holds no storage for this mailbox: {words}; if it lasts, two CREATEs "
+            "of its name crossed and it is lost for good: use another name (docs/protocol.md "
+            "§5.1)"
+        )
+    if getattr(exc, "stored", False):  # (#100) written, then answered with an error
+        return f"{down}: {words}; the message was stored: do not send it again"
     stored_nothing = getattr(exc, "stored_nothing", False)
     line = f"{down}: {words}; a retry may work in a moment"
     return line + _send_note(text, operation, mailbox, unsure=not stored_nothing)

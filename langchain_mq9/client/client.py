@@ -334,6 +334,23 @@ class Mq9Client:
 
     # -- mailboxes and messages ------------------------------------------------------------
 
+    async def _stored_id(
+        self, mail_address: str, body: bytes, answered: int, exc: ClusterUnavailable
+    ) -> int:
+        """(#100) The msg_id of a message RobustMQ stored and then answered with an error (its
+        offsets not set up yet: the first SENDs to a mailbox made a moment ago, docs/protocol.md
+        §1.2; its reads are not held back, so the message is there to read): read back where
+        exactly one message newer than any this client was answered holds these bytes, else
+        ``exc`` stands."""
+        try:
+            found = await self.query(mail_address)
+        except Mq9Error:
+            raise exc from None
+        mine = [m.msg_id for m in found if m.msg_id > answered and m.payload == body]
+        if len(mine) != 1:
+            raise exc
+        return mine[0]
+
     async def mailbox_create(
         self, *, name: str | None = None, ttl: int = 0, desc: str | None = None
     ) -> str:
@@ -456,6 +473,11 @@ class Mq9Client:
                         raise
                     self._learned_keys(mail_address, True)
                     reply = await self._resent(subject, body, headers, deadline)
+                except ClusterUnavailable as exc:
+                    if not exc.stored:
+                        raise
+                    found = await self._stored_id(mail_address, body, answered, exc)
+                    reply = {"error": "", "msg_id": found}
         except Mq9Error as exc:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
                 self._away.add(mail_address)

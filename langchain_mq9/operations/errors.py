@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from mq9_wire.protocol import clipped, quoted
 from mq9_wire.protocol.errors import (
+    ClusterUnavailable,
     ConnectFailed,
     InvalidAddress,
     ListingTooLarge,
@@ -15,6 +16,7 @@ from mq9_wire.protocol.errors import (
     Mq9Error,
     PayloadTooLarge,
     RequestTimeout,
+    StorageMissing,
 )
 
 # The most of a broker's error text a tool result repeats (its hint comes on top).
@@ -69,6 +71,8 @@ def explain(
         hint = _EXISTS
     elif isinstance(exc, (PayloadTooLarge, ListingTooLarge)):
         return text  # its words say already what to send or ask instead
+    elif isinstance(exc, StorageMissing) or (isinstance(exc, ClusterUnavailable) and exc.stored):
+        return text  # (#100) its words say what to do, and it is not "try again"
     elif exc.retryable:  # a failed connect already says what is wrong: do not say it twice
         cause = "" if isinstance(exc, ConnectFailed) else "the mq9 broker is unreachable or busy; "
         if isinstance(exc, RequestTimeout) and _loading_model():

@@ -21,6 +21,7 @@ from mq9_broker import Broker
 from mq9_broker.config import BrokerConfig
 from mq9_cli.app import cli
 from mq9_cli.connect import STORE_OUTAGE, UNREACHABLE, failure
+from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import from_reply
 from tests.cli.test_cli import mq9, served
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
@@ -140,3 +141,14 @@ async def test_a_cluster_without_a_quorum_is_an_outage_not_a_refusal():
                 assert code == UNREACHABLE and out == "", (command, line)
                 assert "JetStream store cannot answer for now" in line, line
                 assert "a retry may work" in line, line
+
+
+def test_robustmq_s_lost_mailbox_and_a_send_stored_anyway_each_say_what_to_do():
+    """(#100) A mailbox whose first CREATEs crossed, and a SEND RobustMQ stored before it
+    failed: one line each, saying the one thing a person should do, never "retry"."""
+    send = p.send_subject("team.box")
+    lost = str(failure(from_reply("Shard dc5bfpajueqq1c8il6k0-0 does not exist", send)))
+    assert "use another name" in lost and "\n" not in lost, lost
+    text = "offset state not found for shard x-0, shard may not be initialized"
+    stored = str(failure(from_reply(text, send), operation="send_message", mailbox="team.box"))
+    assert "do not send it again" in stored and "retry" not in stored, stored

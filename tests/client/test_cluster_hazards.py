@@ -281,18 +281,25 @@ async def test_a_send_to_a_shard_not_set_up_yet_is_sent_again(serve):
         assert [m.text() for m in await client.query(box)] == ["once"]
 
 
-async def test_a_send_answered_shard_not_set_up_after_its_write_is_not_sent_again(serve):
+async def test_a_send_answered_shard_not_set_up_after_its_write_is_stored_once(serve):
     """#100: RobustMQ's other words for a shard not set up yet ("offset state not found for
     shard X, shard may not be initialized", met by the real-broker lane) come after the record
-    was written: the client does not send it again, and says it may have been stored."""
+    was written (storage-engine core/write.rs): the client does not send it again and reads
+    its msg_id back, where one message newer than its last answer holds the bytes; where two
+    do, it says the message was stored."""
     text = "offset state not found for shard dc5asfajueqq6358nlng-0, shard may not be initialized"
     engine = FlakyCluster(text=text, work_first=True)
-    async with Mq9Client(await serve(engine)) as client:
+    url = await serve(engine)
+    async with Mq9Client(url) as client, Mq9Client(url) as other:
         box = await client.mailbox_create(name="fresh")
         engine.prefix, engine.failures = p.MSG_SEND, 1
-        with pytest.raises(ClusterUnavailable, match="may or may not have been stored"):
-            await client.send(box, "perhaps")
-        assert [m.text() for m in await client.query(box)] == ["perhaps"]
+        assert await client.send(box, "first") == 0
+        assert await other.send(box, "same") == 1
+        engine.failures = 1
+        with pytest.raises(ClusterUnavailable, match=r"was stored .*do not send it again") as e:
+            await client.send(box, "same")  # 1 or 2: which is this one's?
+        assert e.value.stored and not e.value.stored_nothing
+        assert [m.text() for m in await client.query(box)] == ["first", "same", "same"]
 
 
 async def test_a_group_record_to_a_lease_mailbox_made_a_moment_ago_goes_through(serve):
@@ -387,3 +394,26 @@ async def test_a_create_waiting_behind_another_of_its_name_keeps_its_own_deadlin
         listener.create_takes = 0  # (every CREATE there hangs until now)
         assert await waiting.mailbox_create(name="another.name", ttl=0) == "another.name"
         hanging.cancel()
+
+
+async def test_the_send_tool_never_tells_the_model_to_send_again_what_was_stored():
+    """(#100) On RobustMQ (no keys: the tool's SEND is not sent again), the stored SEND whose
+    msg_id cannot be read back: the model reads that it was stored and must not send it
+    again, never "try again"."""
+    from tests.support.robustmq_shaped import RobustMQShapedListener
+
+    text = "offset state not found for shard dc5asfajueqq6358nlng-0, shard may not be initialized"
+    engine = FlakyCluster(text=text, work_first=True)
+    async with (
+        RobustMQShapedListener(engine) as listener,
+        Mq9Client(listener.url) as client,
+        Mq9Client(listener.url) as other,
+        Mq9Toolkit(client=client) as kit,
+    ):
+        box = await client.mailbox_create(name="fresh.tool")
+        await other.send(box, "same")  # the same bytes, not this client's: which is the tool's?
+        engine.prefix, engine.failures = p.MSG_SEND, 1
+        send = next(t for t in kit.get_tools() if t.name == "send_message")
+        call = {"mail_address": box, "payload": "same"}
+        said = await send.ainvoke({"name": send.name, "args": call, "id": "1", "type": "tool_call"})
+    assert "do not send it again" in said.content and "try again" not in said.content, said

@@ -55,7 +55,9 @@ def test_a_cluster_out_of_reach_is_retryable_and_says_whether_a_send_stored(mark
     error = from_reply(f"grpc: {marker} x", p.send_subject("a.box"))
     assert isinstance(error, errors.Unavailable) and error.retryable
     assert error.stored_nothing == (marker == errors.NOT_STORED)
-    assert "may or may not have been stored" in error.message
+    assert error.stored == (marker == errors.STORED_ANYWAY)  # (#100: written, then failed)
+    said = "was stored" if error.stored else "may or may not have been stored"
+    assert said in error.message
     assert "may or may not" not in from_reply(marker, p.MSG_QUERY + "a.box").message
 
 

@@ -162,9 +162,12 @@ class NoBroker(Unavailable):
 
 class ClusterUnavailable(Unavailable):
     """A RobustMQ cluster could not reach a part of itself (a node, a shard, the meta leader).
-    ``stored_nothing``: the failed request certainly stored nothing (safe to send again)."""
+    ``stored_nothing``: the failed request certainly stored nothing (safe to send again).
+    ``stored``: the failed SEND certainly stored its message (RobustMQ wrote it, then failed:
+    never send it again)."""
 
     stored_nothing: bool = False
+    stored: bool = False
 
 
 class StorageMissing(ClusterUnavailable):
@@ -195,9 +198,9 @@ TRANSIENT_MARKERS = (
     # a mailbox made a moment ago whose shard's offsets are not set up yet (storage-engine
     # core/offset.rs: the offset is read before anything is written): nothing was stored
     NOT_STORED := "Offset state for shard",
-    # the same, met after the write (storage-engine core/write.rs: the high watermark's offset
-    # state read after the record was written): it may have been stored
-    "shard may not be initialized",
+    # the same, met after the write (storage-engine core/write.rs:81-112: the offset state read
+    # after the record was written, and reads are not held to the high watermark): stored
+    STORED_ANYWAY := "shard may not be initialized",
     "exceeded max retry times",
     "has to forward request to",
     "meta-service node is not currently the raft leader",
@@ -624,12 +627,18 @@ def _outage(
     else:
         nothing = cls is StorageMissing or NOT_STORED in error
     why, keyed = _OUTAGES[cls]
+    sent = subject.startswith(MSG_SEND)
+    certain = sent and cls is ClusterUnavailable and STORED_ANYWAY in error
     stored = (
-        "; the message may or may not have been stored: query the mailbox before sending it "
-        f"again{keyed}"
-        if subject.startswith(MSG_SEND) and not (nothing and cls is not ClusterUnavailable)
+        "; the message was stored (RobustMQ wrote it, then failed): do not send it again"
+        if certain
+        else "; the message may or may not have been stored: query the mailbox before sending "
+        f"it again{keyed}"
+        if sent and not (nothing and cls is not ClusterUnavailable)
         else ""
     )
-    again = "" if cls is StorageMissing else "; try again shortly"  # (its why says when)
-    return cls(f"{error} — {why}{again}{stored}", stored_nothing=nothing, **details)
+    again = "" if cls is StorageMissing or certain else "; try again shortly"  # (why says)
+    return cls(
+        f"{error} — {why}{again}{stored}", stored_nothing=nothing, stored=certain, **details
+    )
 
