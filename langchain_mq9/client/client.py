@@ -74,6 +74,12 @@ DEFAULT_MAX_GROUPS = 1_000
 # the bundled engine's SEND_REPLY): this, the msg_id's digits, "}".
 _SEND_STORED = b'{"error":"","msg_id":'
 _NEW_KEY, _SEEN_KEY = b',"duplicate":false', b',"duplicate":true'  # (#90: SENT_ONCE)
+
+# agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
+# one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
+RERANK_MAX_AGENTS = 2_000
+
+
 class _Creating:
     """(#100) RobustMQ 8bd49dc loses a mailbox's storage for good when the first two CREATEs of
     its name cross (each makes the topic anew, the later one names a shard nobody makes:
@@ -112,10 +118,6 @@ class _Creating:
 
 
 _CREATING = _Creating()
-
-# agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
-# one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
-RERANK_MAX_AGENTS = 2_000
 
 
 class Agents(list[dict[str, Any]]):
@@ -335,7 +337,8 @@ class Mq9Client:
     # -- mailboxes and messages ------------------------------------------------------------
 
     async def _stored_id(
-        self, mail_address: str, body: bytes, answered: int, exc: ClusterUnavailable
+        self, mail_address: str, body: bytes, answered: int, exc: ClusterUnavailable,
+        deadline: float,
     ) -> int:
         """(#100) The msg_id of a message RobustMQ stored and then answered with an error (its
         offsets not set up yet: the first SENDs to a mailbox made a moment ago, docs/protocol.md
@@ -343,8 +346,9 @@ class Mq9Client:
         exactly one message newer than any this client was answered holds these bytes, else
         ``exc`` stands."""
         try:
-            found = await self.query(mail_address)
-        except Mq9Error:
+            async with asyncio.timeout_at(deadline):  # (the SEND's one deadline)
+                found = await self.query(mail_address, again=False)
+        except (Mq9Error, TimeoutError):
             raise exc from None
         mine = [m.msg_id for m in found if m.msg_id > answered and m.payload == body]
         if len(mine) != 1:
@@ -476,7 +480,7 @@ class Mq9Client:
                 except ClusterUnavailable as exc:
                     if not exc.stored:
                         raise
-                    found = await self._stored_id(mail_address, body, answered, exc)
+                    found = await self._stored_id(mail_address, body, answered, exc, deadline)
                     reply = {"error": "", "msg_id": found}
         except Mq9Error as exc:
             if exc.retryable:  # the broker was away: what it acknowledged before may be gone
