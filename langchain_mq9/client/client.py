@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mq9_wire import protocol as p
@@ -91,7 +91,7 @@ class _Creating:
         self._turns: dict[tuple[int, str, str], tuple[asyncio.Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, server: str, name: str, deadline: float):
+    async def turn(self, server: str, name: str, deadline: float) -> AsyncIterator[None]:
         """This CREATE's turn, waited for until ``deadline`` (the loop's clock): the call's
         one deadline holds its wait for the CREATE before it too."""
         loop = asyncio.get_running_loop()
