@@ -629,14 +629,15 @@ def _outage(
     why, keyed = _OUTAGES[cls]
     sent = subject.startswith(MSG_SEND)
     certain = sent and cls is ClusterUnavailable and STORED_ANYWAY in error
-    stored = (
-        "; the message was stored (RobustMQ wrote it, then failed): do not send it again"
-        if certain
-        else "; the message may or may not have been stored: query the mailbox before sending "
-        f"it again{keyed}"
-        if sent and not (nothing and cls is not ClusterUnavailable)
-        else ""
-    )
+    if certain:
+        stored = "; the message was stored (RobustMQ wrote it, then failed): do not send it again"
+    elif sent and not (nothing and cls is not ClusterUnavailable):
+        stored = (
+            "; the message may or may not have been stored: query the mailbox before sending it "
+            f"again{keyed}"
+        )
+    else:
+        stored = ""
     again = "" if cls is StorageMissing or certain else "; try again shortly"  # (why says)
     return cls(
         f"{error} — {why}{again}{stored}", stored_nothing=nothing, stored=certain, **details
