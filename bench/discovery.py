@@ -14,7 +14,10 @@ RobustMQ's vector search) and hybrid (as the bundled broker and the client rank)
 embeddings cost: CPU to register a card (embedded once, at REGISTER) and a ``semantic``
 DISCOVER over 10,000 agents. What checking search answers against the listing costs on
 RobustMQ (11f, 11g: ``bench/ghost_check.py``). What the client's re-rank gains and costs
-(``rerank_gain(url, set)``: a RobustMQ at ``MQ9_ROBUSTMQ_URL``, else in process).
+(``rerank_gain(url, set)``: a RobustMQ at ``MQ9_ROBUSTMQ_URL``, else in process). What
+standardising each model's cosines per query does to the default pair (issue #107:
+``standardisation``; ``python -m bench.discovery`` prints it alone, the held-out set only
+with ``--held-out``).
 
 ``tests/semantic/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
 """
@@ -37,6 +40,7 @@ from typing import Any
 from mq9_broker.state.registry import AgentEntry, AgentRegistry
 from mq9_wire import protocol as p
 from mq9_wire import semantic
+from mq9_wire.semantic.pair import PairEmbedder
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SET_FILE = DATA / "discovery_set.json"
@@ -55,6 +59,7 @@ RECALL_TARGET = 0.85  # embeddings recall@1 over the whole set
 KIND_TARGET = 0.75  # ... and over each kind of query of the held-out set
 LEXICAL_FACTOR = 1.3  # ... and at least this many times the lexical recall@1
 HYBRID_FACTOR = 1.0  # hybrid ranking: at least the recall@1 of the cosine alone
+RECALL_K = 5  # recall@k: the card among the first k (a model reads the first few hits)
 REGISTER_CPU_LIMIT = 0.020  # seconds of CPU to register one card
 
 
@@ -70,10 +75,13 @@ def card_of(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def registry_of(cards: list[dict[str, Any]], embedder: Any, hybrid: bool = True) -> AgentRegistry:
+def registry_of(
+    cards: list[dict[str, Any]], embedder: Any, hybrid: bool = True, standardise: bool = False
+) -> AgentRegistry:
     """A registry holding ``cards``, ranking with ``embedder`` (None: lexically), fusing in
-    shared words unless ``hybrid`` is off (the cosine alone, as RobustMQ ranks)."""
-    registry = AgentRegistry(embedder=embedder, hybrid=hybrid)
+    shared words unless ``hybrid`` is off (the cosine alone, as RobustMQ ranks), each model
+    of the default pair standardised per query when ``standardise`` is on (issue #107)."""
+    registry = AgentRegistry(embedder=embedder, hybrid=hybrid, standardise=standardise)
     for card in cards:
         registry.register(AgentEntry.make(card["name"], p.encode(card).decode(), 0))
     return registry
@@ -96,6 +104,10 @@ class Scores:
     def recall_at_1(self, kind: str | None = None) -> float:
         ranks = self._all(kind)
         return sum(r == 1 for r in ranks) / len(ranks)
+
+    def recall_at(self, k: int, kind: str | None = None) -> float:
+        ranks = self._all(kind)
+        return sum(r <= k for r in ranks) / len(ranks)
 
     def mrr(self, kind: str | None = None) -> float:
         ranks = self._all(kind)
@@ -194,9 +206,13 @@ def minilm_directory(directory: Path) -> Path:
 
 
 def score_embedder(
-    embedder: Any, cards: list[dict[str, Any]], queries: list[dict[str, Any]], hybrid: bool = True
+    embedder: Any,
+    cards: list[dict[str, Any]],
+    queries: list[dict[str, Any]],
+    hybrid: bool = True,
+    standardise: bool = False,
 ) -> Scores:
-    return score_registry(registry_of(cards, embedder, hybrid), queries)
+    return score_registry(registry_of(cards, embedder, hybrid, standardise), queries)
 
 
 def rankings_of(data: dict[str, Any], default: Any) -> dict[str, Scores]:
@@ -218,6 +234,52 @@ def rankings_of(data: dict[str, Any], default: Any) -> dict[str, Scores]:
         found[f"{label}, cosine alone"] = score_embedder(model, cards, queries, hybrid=False)
         found[f"{label}, hybrid"] = score_embedder(model, cards, queries)
     return found
+
+
+SETS = {"project set": SET_FILE, "set B": SET_B_FILE, "dev set": DEV_FILE}
+
+
+def standardisation(model: Any, held_out: bool = False) -> dict[str, dict[str, Scores]]:
+    """Issue #107: the default pair (``model``) with and without each model's cosines
+    standardised per query (``AgentIndex.standardise``), hybrid and by the cosine alone, on
+    the three sets tuned on (what keeps or drops it), and the held-out set when ``held_out``
+    (scored, never chosen by). By set, then label."""
+    paths = {**SETS, "held-out set": HELDOUT_FILE} if held_out else SETS
+    found: dict[str, dict[str, Scores]] = {}
+    for name, path in paths.items():
+        data = load_set(path)
+        cards = [card_of(spec) for spec in data["cards"]]
+        found[name] = {
+            f"{fusion}{', standardised per query' if standardise else ''}": score_embedder(
+                model, cards, data["queries"], fusion == "hybrid", standardise
+            )
+            for fusion in ("hybrid", "cosine alone")
+            for standardise in (False, True)
+        }
+    return found
+
+
+def _recalls(scores: Scores) -> str:
+    """recall@1 (queries), recall@k and MRR over all queries, recall@1 / @k of each kind."""
+    ranks = [r for kind in scores.ranks.values() for r in kind]
+    parts = [
+        f"all {scores.recall_at_1():.3f} ({sum(r == 1 for r in ranks)} of {len(ranks)}) / "
+        f"{scores.recall_at(RECALL_K):.3f} / {scores.mrr():.3f}"
+    ]
+    kinds = [k for k in HELDOUT_KINDS if k in scores.ranks]
+    parts += [
+        f"{k} {scores.recall_at_1(k):.2f} / {scores.recall_at(RECALL_K, k):.2f}" for k in kinds
+    ]
+    return ", ".join(parts)
+
+
+def standardisation_figures(model: Any, held_out: bool) -> list[tuple[str, str]]:
+    """``standardisation`` as (what, value) rows."""
+    return [
+        (f"{name}, default pair, {label}: recall@1 / recall@{RECALL_K} / MRR", _recalls(scores))
+        for name, rankings in standardisation(model, held_out).items()
+        for label, scores in rankings.items()
+    ]
 
 
 def as_robustmq_loads_minilm(
@@ -685,6 +747,8 @@ def run(cfg: Any) -> Any:
             ratio_label="recall / target",
             why=no_other,
         )
+    if isinstance(other_model, PairEmbedder):  # issue #107: standardised per query, or not
+        section.figures += standardisation_figures(other_model, held_out=True)
     _rerank_figures(section, cfg, data_b, other is not None)
     size = extra_install_bytes()
     if size is not None:
@@ -765,3 +829,24 @@ NOTE = (
     "agent_discover(semantic=..., rerank=True) reads the listing and ranks it in the client; "
     "with MQ9_ROBUSTMQ_URL set, measured on that RobustMQ."
 )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.discovery [--held-out]``: issue #107's measurement alone, the default
+    pair with and without its cosines standardised per query, in seconds of CPU."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.discovery", description=main.__doc__)
+    parser.add_argument("--held-out", action="store_true", help="score the held-out set too")
+    args = parser.parse_args(argv)
+    model = default_model()
+    if not isinstance(model, PairEmbedder):
+        print(f"needs the semantic extra's default pair of models ({semantic.EXTRA_HINT})")
+        return 1
+    for what, value in standardisation_figures(model, args.held_out):
+        print(f"{what}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

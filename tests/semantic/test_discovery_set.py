@@ -270,3 +270,23 @@ def test_the_default_model_on_the_held_out_set(held_out):
     if minilm is not None:  # RobustMQ's English model finds a quarter of the other languages
         assert found.recall_at_1("other-language") > 3 * minilm.recall_at_1("other-language")
         assert found.recall_at_1() > minilm.recall_at_1()
+
+
+# -- issue #107: each model's cosines standardised per query (AgentIndex.standardise) ----------
+
+
+def test_standardising_per_query_stays_off_where_it_finds_no_more():
+    """Off by default because on the three sets tuned on it finds fewer cards first with the
+    default pair (482 of 547 against 484, measured once: docs/discovery.md) and no more in
+    the first five; should a change of model make it find more, this fails: measure it again
+    (``python -m bench.discovery``) and decide anew."""
+    if not semantic.installed() or semantic.chosen_model() is not None:
+        pytest.skip(f"needs the semantic extra's default ({semantic.EXTRA_HINT})")
+    model = semantic.default_embedder()
+    for name, path in discovery.SETS.items():
+        data = discovery.load_set(path)
+        cards = [discovery.card_of(c) for c in data["cards"]]
+        plain = discovery.score_embedder(model, cards, data["queries"])
+        found = discovery.score_embedder(model, cards, data["queries"], standardise=True)
+        assert found.recall_at_1() <= plain.recall_at_1(), name
+        assert found.recall_at(discovery.RECALL_K) <= plain.recall_at(discovery.RECALL_K), name

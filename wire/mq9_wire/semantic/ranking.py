@@ -23,7 +23,8 @@ Search is what we approximate (docs/discovery.md):
   weight the card holds (``coverage``), so a card holding a field's terms of the query (the
   acronyms and jargon a model reads as noise) beats one only a little nearer in meaning, and
   a common word shared by chance moves little. docs/discovery.md gives the measurements this
-  was chosen by.
+  was chosen by. ``AgentIndex.standardise`` (off: it found less on the sets tuned on, issue
+  #107) standardises the default pair's two cosines per query first (``pair.standardised``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .. import protocol as p
 from .. import semantic  # its embedder() is looked up at each first use (tests replace it)
 from ..protocol.errors import WireError
 from .embedding import Embeds
+from .pair import PairEmbedder
 
 # A word is a run of ASCII letters and digits of the lowered text (the regex [a-z0-9]+ over
 # text.lower()). Found with C calls over the whole text rather than a regex's matches, which
@@ -254,6 +256,10 @@ class AgentIndex:
     # With embeddings: fuse in the query's shared stems (the module docstring); False ranks
     # by the cosine alone, as RobustMQ's vector search does.
     hybrid: bool = True
+    # With the default pair of models: each model's cosines standardised over the query's
+    # candidates before they are averaged (``PairEmbedder.standardised``). Off: on the sets
+    # tuned on it found fewer cards first (docs/discovery.md); kept for measuring it
+    standardise: bool = False
     # The index's entries in order, made when first asked for after a change (``indexed``),
     # and the vectors of such a tuple stacked, for the tuple they were stacked from.
     _indexed: tuple[AgentEntry, ...] | None = field(default=None, repr=False)
@@ -366,7 +372,11 @@ class AgentIndex:
         if stacked is None or stacked[0] is not indexed:
             stacked = self._matrix = (indexed, np.stack([entry.vector for entry in indexed]))
         # unit vectors: the dot product is the cosine similarity
-        score = stacked[1] @ vector
+        embedder = self.embedder
+        if self.standardise and isinstance(embedder, PairEmbedder):
+            score = embedder.standardised(stacked[1], vector)
+        else:
+            score = stacked[1] @ vector
         if self.hybrid and (shares := self.coverage(query, indexed)):
             # in one call: a common stem is held by every card, and an item at a time cost
             # more than the search
