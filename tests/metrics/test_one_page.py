@@ -9,7 +9,11 @@ of an outage into one page naming the cause:
   mq9-alerts.test.yml's last case), then what it explains: both servers down, six servers not
   ready, no meta leader, the survivor unhealthy. One page, the cause's; the rest held back
   (Alertmanager's API says each is suppressed, inhibited by the cause);
-- a lost server: Mq9NatsServerDown pages, its peer's lag and the others' health are held back.
+- a lost server: Mq9NatsServerDown pages, its peer's lag and the others' health are held back;
+- (#107) the last broker lost, the first one's Mq9ServerDown paged before: Mq9NoBrokerServing
+  pages, once; the servers' readiness and the last broker's Mq9ServerDown are held back, also
+  when the first broker's group, which the last one's joins, is flushed again (round 9: that
+  flush paged Mq9ServerDown a second time, 165 s after the readiness page).
 
 "Nothing else paged" is read from order, not time: an alert no rule holds back, sent after the
 outage's, pages after them (its own group_wait, started later), so once its page came, any
@@ -104,7 +108,7 @@ class Receiver:
 class Alertmanager:
     """Debian's Alertmanager on the shipped config, its receivers the test's."""
 
-    def __init__(self, tmp: Path, receiver: Receiver) -> None:
+    def __init__(self, tmp: Path, receiver: Receiver, *options: str) -> None:
         config = (SHIPPED / "alertmanager.yml").read_text()
         config = config.replace("http://127.0.0.1:9099", receiver.url)
         (tmp / "alertmanager.yml").write_text(config)
@@ -114,7 +118,7 @@ class Alertmanager:
         self.argv = [
             ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}",
             f"--storage.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
+            "--cluster.listen-address=", *options,
         ]  # fmt: skip
 
     def __enter__(self) -> Alertmanager:
@@ -240,5 +244,58 @@ def test_a_lost_server_pages_once(tmp_path):
             states = manager.states()
             assert states["Mq9JetStreamPeerBehind"] == {"suppressed"}
             assert states["Mq9NatsServerUnhealthy"] == {"suppressed"}
+    finally:
+        receiver.server.shutdown()
+
+
+def _flushed(log: Path, group: str, alerts: int) -> bool:
+    """Whether Alertmanager (``--log.level=debug``) flushed the group of ``group`` holding
+    ``alerts`` alerts: what it does at each group_interval, sending what is not held back."""
+    for line in log.read_text().splitlines():
+        if "msg=flushing" in line and f'alertname=\\"{group}\\"' in line:
+            if line.split(" alerts=", 1)[1].count(f"{group}[") == alerts:
+                return True
+    return False
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)
+def test_the_last_broker_lost_pages_once_naming_it(tmp_path):
+    receiver = Receiver()
+    receiver.thread.start()
+    first = {"alertname": "Mq9ServerDown", "job": "mq9-broker", "instance": "b1:9464"}
+    try:
+        with Alertmanager(tmp_path, receiver, "--log.level=debug") as manager:
+            manager.fire(first)  # the first broker lost: its page
+            assert _pages_until(receiver, "/page", "Mq9ServerDown") == [["Mq9ServerDown"]]
+            # the last one: the cause first (its 30 s), then what it explains (their 1 m)
+            manager.fire({"alertname": "Mq9NoBrokerServing", "job": "mq9-broker"})
+            manager.fire(
+                first,
+                {"alertname": "Mq9ServerDown", "job": "mq9-broker", "instance": "b2:9469"},
+                *({"alertname": "Mq9ServerNotReady", "job": job, "instance": instance}
+                  for job, instance in (("mq9-wake", "w:9465"), ("mq9-gateway", "g:9466"),
+                                        ("mq9-mcp", "m:9467"), ("mq9-console", "c:9468"))),
+                {"alertname": "Mq9BrokerNotServing", "job": "mq9-broker", "instance": "b3:9464"},
+            )  # fmt: skip
+            pages = _pages_until(receiver, "/page", "Mq9NoBrokerServing")
+            assert pages == [["Mq9ServerDown"], ["Mq9NoBrokerServing"]], pages
+            # the first broker's group, the last one's alert in it, flushed again (its
+            # group_interval after its page): nothing of it pages
+            until_sync(lambda: _flushed(manager.log, "Mq9ServerDown", 2), timeout=WAIT,
+                       what="the brokers' Mq9ServerDown group flushed again", every=0.5,
+                       show=manager.log.read_text)  # fmt: skip
+            # an alert nothing holds back, in a group of its own, after them: pages after
+            manager.fire({"alertname": "Mq9NatsServerDown", "job": "x", "server": "x"})
+            pages = _pages_until(receiver, "/page", "Mq9NatsServerDown")
+            assert pages == [["Mq9ServerDown"], ["Mq9NoBrokerServing"], ["Mq9NatsServerDown"]]
+            [paged] = [n for p, n in receiver.got if p == "/page"][1]["alerts"]
+            assert "no mq9 broker is serving" in paged["annotations"]["summary"], paged
+            assert "systemctl start mq9-dev-broker" in paged["annotations"]["runbook"], paged
+            states = manager.states()
+            assert states.pop("Mq9NoBrokerServing") == {"active"}
+            assert states.pop("Mq9NatsServerDown") == {"active"}
+            assert states == {"Mq9ServerDown": {"suppressed"}, "Mq9ServerNotReady": {"suppressed"},
+                              "Mq9BrokerNotServing": {"suppressed"}}, states  # fmt: skip
+            assert receiver.names("/ticket") == []
     finally:
         receiver.server.shutdown()
