@@ -125,7 +125,7 @@ class Mq9Tool(BaseTool):
     def _run(self, **kwargs: Any) -> Any:
         run = current_run(self.policy)
         args = self._arguments(kwargs, run.policy)
-        wait = self.operation.wait_seconds(args)
+        wait = self.operation.wait_seconds(args, run.policy)
         with _as_tool_errors(), run.waiting(self.name, wait):
             outcome = self.connection.run_sync(self._call(args, run.policy), wait=wait)
         return outcome.text(), outcome.artifact
@@ -133,7 +133,10 @@ class Mq9Tool(BaseTool):
     async def _arun(self, **kwargs: Any) -> Any:
         run = current_run(self.policy)
         args = self._arguments(kwargs, run.policy)
-        with _as_tool_errors(), run.waiting(self.name, self.operation.wait_seconds(args)):
+        with (
+            _as_tool_errors(),
+            run.waiting(self.name, self.operation.wait_seconds(args, run.policy)),
+        ):
             outcome = await self.connection.run(self._call(args, run.policy))
         return outcome.text(), outcome.artifact
 

@@ -35,6 +35,7 @@ from langchain_mq9.operations.catalog import (
     prefixed,
     unknown_tool,
 )
+from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
 from langchain_mq9.operations.context import CallView, Progress
 from langchain_mq9.operations.errors import explain, explain_validation
 from langchain_mq9.operations.views import DATA_NOTE
@@ -71,6 +72,16 @@ CALL_GRACE_SECONDS = 5.0
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
     """The catalog's hints (``Operation.hints``: only those that differ from MCP's defaults)."""
     return types.ToolAnnotations.model_validate(operation.hints)
+
+
+def mcp_policy(policy: ToolPolicy | None) -> ToolPolicy:
+    """``policy`` as mq9-mcp serves it: a tool call waits at most ``MCP_WAIT_CAP_MS`` unless its
+    operator said how long (``--wait-cap-ms``), so it answers before a client gives up on it
+    (openai-agents' and google-adk's MCP clients after 5 s by default)."""
+    policy = policy or ToolPolicy()
+    if policy.config.wait_cap_ms is None:
+        return policy.session(wait_cap_ms=MCP_WAIT_CAP_MS)
+    return policy
 
 
 def tool_definitions(policy: ToolPolicy) -> list[types.Tool]:
@@ -118,7 +129,7 @@ async def call_operation(
         args = operation.input_model.model_validate(arguments or {})
     except ValidationError as exc:
         return error_result(explain_validation(exc))
-    limit = connection.request_timeout + operation.wait_seconds(args) + CALL_GRACE_SECONDS
+    limit = connection.request_timeout + operation.wait_seconds(args, policy) + CALL_GRACE_SECONDS
     try:
         with anyio.fail_after(limit):
             outcome = await connection.run(
@@ -152,7 +163,7 @@ def call_wait(policy: ToolPolicy, params: types.CallToolRequestParams) -> float:
         args = operation.input_model.model_validate(params.arguments or {})
     except ValidationError:
         return 0.0
-    return operation.wait_seconds(args)
+    return operation.wait_seconds(args, policy)
 
 
 # The argument that says which mailbox (or agent) a call is about, in the order looked for.
@@ -207,7 +218,7 @@ class Mq9McpServer(Server):
         state_keys: Sequence[str] = (),
     ) -> None:
         self.connection = connection
-        self.policies = ClientPolicies(policy or ToolPolicy(), workers_from_header=sessions_compete)
+        self.policies = ClientPolicies(mcp_policy(policy), workers_from_header=sessions_compete)
         server_policy = self.policies.policy
         self.tools = tool_definitions(server_policy)
         self.task_names = {server_policy.tool_name(o.name) for o in OPERATIONS.values() if o.waits}

@@ -26,7 +26,7 @@ from .errors import OperationError
 from .policy import ToolPolicy
 from .registry import discover, search_of
 from .results import CallsListed, CallStarted, CallStatus, Outcome
-from .schemas import MAX_IDEMPOTENCY_KEY, MAX_TOOL_WAIT_MS, _Input
+from .schemas import CAP_S, MAX_IDEMPOTENCY_KEY, MAX_TOOL_WAIT_MS, _Input
 from .views import DATA_NOTE
 
 MAX_WAIT_SECONDS = MAX_TOOL_WAIT_MS // 1000
@@ -39,7 +39,8 @@ _Wait = Annotated[
     Field(
         ge=0,
         le=MAX_WAIT_SECONDS,
-        description=f"Wait up to this many seconds (max {MAX_WAIT_SECONDS}) for it to finish; "
+        # the toolkit's cap (ToolConfig.wait_cap_ms), filled in by input_schema
+        description=f"Wait up to this many seconds (max {CAP_S}) for it to finish; "
         "0 = return at once.",
     ),
 ]

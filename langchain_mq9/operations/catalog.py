@@ -98,7 +98,10 @@ class Operation:
 
     def input_schema(self, policy: ToolPolicy | None = None) -> JsonSchema:
         """The JSON schema of the arguments, for the toolkit with ``policy``."""
-        schema = input_schema(self.input_model, policy.agent_mailbox if policy else None)
+        if policy is None:
+            schema = input_schema(self.input_model)
+        else:
+            schema = input_schema(self.input_model, policy.agent_mailbox, policy.wait_cap_ms)
         for spec in schema["properties"].values():
             if "description" in spec:
                 spec["description"] = prefixed(spec["description"], policy)
@@ -138,13 +141,29 @@ class Operation:
             return f"{self.name} is not available: this toolkit is read-only"
         return None
 
-    def wait_seconds(self, args: BaseModel) -> float:
-        """How long a call may legitimately block beyond a request (fetch's, a call's wait)."""
+    def wait_seconds(self, args: BaseModel, policy: ToolPolicy | None = None) -> float:
+        """How long a call may legitimately block beyond a request (fetch's, a call's wait, cut
+        to ``policy``'s cap)."""
+        fields = vars(self.capped(args, policy))
+        waits: float = fields.get("max_wait_ms", 0) / 1000 + fields.get("wait_seconds", 0)
+        return waits + self.extra_wait
+
+    @staticmethod
+    def capped(args: BaseModel, policy: ToolPolicy | None) -> BaseModel:
+        """``args`` with a wait longer than ``policy``'s cap (``wait_cap_ms``) cut to it: a
+        call answers before an MCP client gives up on it, and says to call again."""
         # Read from the model's fields (its __dict__): getattr of a field it has not raises
         # inside pydantic's __getattr__, on every tool call.
         fields = vars(args)
-        waits: float = fields.get("max_wait_ms", 0) / 1000 + fields.get("wait_seconds", 0)
-        return waits + self.extra_wait
+        if policy is None or not ("max_wait_ms" in fields or "wait_seconds" in fields):
+            return args
+        cap = policy.wait_cap_ms
+        cut = {}
+        if fields.get("max_wait_ms", 0) > cap:
+            cut["max_wait_ms"] = cap
+        if fields.get("wait_seconds", 0) > cap // 1000:
+            cut["wait_seconds"] = cap // 1000
+        return args.model_copy(update=cut) if cut else args
 
     async def execute(
         self,
@@ -162,6 +181,7 @@ class Operation:
             raise OperationError(prefixed(refusal, policy))
         if not isinstance(args, self.input_model):
             args = self.input_model.model_validate(args)
+        args = self.capped(args, policy)
         address = getattr(args, "mail_address", None) or policy.agent_mailbox
         try:
             outcome = await self.handler(CallContext(client, policy, progress), args)

@@ -20,11 +20,19 @@ from mq9_wire.protocol.errors import Mq9Error
 
 from ..a2a.shapes import CardJson
 from ..groups.leases import DEFAULT_LEASE_TTL, MIN_LEASE_TTL, is_reserved
+from .schemas import MAX_TOOL_WAIT_MS
 
 _ADDRESS = "lowercase letters, digits and dots"
 # MCP and every provider take tool names of [A-Za-z0-9_-], at most 64 long (the longest of
 # ours, agent_unregister, is 16).
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,48}")
+# Gemini takes a function name that starts with a letter or "_" only (its FunctionDeclaration).
+_NAME_START = re.compile(r"[A-Za-z_]")
+
+# The longest one tool call of mq9-mcp waits unless its operator says (``wait_cap_ms``): under
+# the 5 s after which openai-agents' and google-adk's MCP clients give up on a call by default.
+# A LangChain toolkit's call runs in the agent's own process: it waits as long as asked.
+MCP_WAIT_CAP_MS = 3000
 
 
 def unknown_option(owner: str, name: str, known: Iterable[str]) -> TypeError:
@@ -136,6 +144,16 @@ class ToolConfig(BaseModel):
         "instead of worker; none: a run reads as the toolkit's worker only, so a graph's "
         "caller cannot take over another worker's leases",
     )
+    wait_cap_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOOL_WAIT_MS,
+        description="the longest one tool call waits, in ms (fetch_messages' max_wait_ms, the "
+        "call tools' wait_seconds): a call asking more answers then, saying to call again, and "
+        f"the descriptions name it; none: {MCP_WAIT_CAP_MS} in mq9-mcp (MCP clients such as "
+        f"openai-agents' and google-adk's give up after 5 s), {MAX_TOOL_WAIT_MS} in Mq9Toolkit. "
+        "Raise it only for MCP clients whose timeout is longer",
+    )
     tool_prefix: str = Field(
         default="",
         description="put before every tool name, e.g. 'mq9mcp_' for mq9mcp_send_message, where "
@@ -225,8 +243,9 @@ class ToolConfig(BaseModel):
     @field_validator("tool_prefix")
     @classmethod
     def _tool_prefix(cls, value: str) -> str:
-        if not _PREFIX.fullmatch(value):
+        if not _PREFIX.fullmatch(value) or (value and not _NAME_START.match(value)):
             raise ValueError(
-                f"tool_prefix {value!r}: at most 48 letters, digits, '_' and '-' (e.g. 'mq9_')"
+                f"tool_prefix {value!r}: at most 48 letters, digits, '_' and '-', starting with "
+                "a letter or '_' (e.g. 'mq9mcp_')"
             )
         return value

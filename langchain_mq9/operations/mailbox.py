@@ -158,12 +158,7 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
             "whoever reads this mailbox next)."
         )
         left_out = "they stay waiting, and the next fetch_messages gives them"
-    if messages:
-        next_step = after
-    elif args.max_wait_ms:
-        next_step = f"Nothing arrived within {args.max_wait_ms} ms; call again to keep waiting."
-    else:
-        next_step = "Nothing new. To wait for a message, set max_wait_ms (e.g. 30000)."
+    next_step = after if messages else _nothing_yet(args.max_wait_ms, policy.wait_cap_ms)
     aside = next_call("ack_messages", address, policy, "msg_id=<it>", "set_aside='<why>'")
     again = (
         f" handed_out > 1: given before and never acked; one you cannot handle, set aside with "
@@ -186,6 +181,26 @@ async def fetch_messages(ctx: CallContext, args: FetchMessagesInput) -> Outcome[
     if reading is not None:
         await _hand_to_model(reading, client, shown, left)
     return Outcome(result, shown, written)
+
+
+# What fetch_messages suggests waiting, unless its cap is lower
+SUGGESTED_WAIT_MS = 30_000
+
+
+def _nothing_yet(waited_ms: int, cap_ms: int) -> str:
+    """What a fetch that found nothing says: call again (after a wait that ``cap_ms``, the most
+    one call waits, may have cut: ``Operation.capped``)."""
+    if waited_ms >= cap_ms > 0:
+        return (
+            f"No message yet: call again to keep waiting (one call waits at most {cap_ms} ms "
+            "here; nothing is lost meanwhile)."
+        )
+    if waited_ms:
+        return f"No message yet within {waited_ms} ms: call again to keep waiting."
+    if not cap_ms:
+        return "Nothing new: call again later."
+    wait = min(SUGGESTED_WAIT_MS, cap_ms)
+    return f"Nothing new. To wait for a message, set max_wait_ms (e.g. {wait})."
 
 
 async def _hand_to_model(

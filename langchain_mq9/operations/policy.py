@@ -30,6 +30,7 @@ from ..groups.leases import RESERVED_ROOT, is_reserved
 from ..groups.reader import GroupReader, fixed_start
 from .config import ToolConfig
 from .errors import OperationError, invalid
+from .schemas import MAX_TOOL_WAIT_MS
 
 log = logging.getLogger("langchain_mq9")
 
@@ -323,6 +324,13 @@ class ToolPolicy:
     @property
     def tool_prefix(self) -> str:
         return self.config.tool_prefix
+
+    @property
+    def wait_cap_ms(self) -> int:
+        """The longest one tool call waits (``ToolConfig.wait_cap_ms``; none given: as asked,
+        up to the tools' bound: mq9-mcp gives its own)."""
+        cap = self.config.wait_cap_ms
+        return MAX_TOOL_WAIT_MS if cap is None else cap
 
     def tool_name(self, name: str) -> str:
         return self.config.tool_prefix + name

@@ -6,10 +6,17 @@ and its schemas are safe under every provider's strict mode:
 * no open object anywhere (a JSON payload, a card's details are JSON *text*);
 * no ``anyOf`` null wrapper: an optional argument has a neutral value of its own type that
   means "not given" (``""``, ``0``, ``[]``), which a strict-mode model, made to give every
-  argument, can pass as well;
+  argument, can pass as well; ``null`` is taken as "not given" too (crewai-tools' MCP adapter
+  sends it for every argument a call leaves out, and llama-index and crewai show models each
+  optional argument as "value or null");
+* what Gemini's function declarations refuse (a subset of OpenAPI 3.0's schema: an enum holds
+  non-empty strings only, HTTP 400 otherwise) is never written: an enum whose neutral value
+  is ``""`` lists the other values only, and ``""`` is still taken;
 * no bound a provider may drop (Gemini keeps none) is relied on: the pydantic models below
   check every bound again and answer "Invalid arguments: ..." when one is broken;
-* no pydantic titles, no defaults (a description says what the neutral value means).
+* no pydantic titles, no defaults (a description says what the neutral value means);
+* no wait a default MCP client cannot hold: a wait's description names the toolkit's cap
+  (``ToolConfig.wait_cap_ms``; ``{cap_ms}`` and ``{cap_s}`` in a description are filled in).
 
 Knobs a model rarely needs (the consumer group, where a group starts, messages per fetch, how
 discovery searches, the agent card's extra fields) are ``ToolConfig``'s, not arguments. The
@@ -22,13 +29,16 @@ import functools
 import json
 from typing import Annotated, ClassVar, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from mq9_wire.protocol import MAX_DELAY_SECONDS, QUERY_CAP
 
 from ..a2a.shapes import JsonObject, JsonValue
 
 MAX_TOOL_WAIT_MS = 120_000
+# In a description, the longest one call of the toolkit waits (``ToolConfig.wait_cap_ms``), in
+# milliseconds and in whole seconds (filled in by ``input_schema``).
+CAP_MS, CAP_S = "{cap_ms}", "{cap_s}"
 # The longest idempotency key a tool takes: 256 UTF-8 bytes at most, as the client takes
 # (a key derived from a tool call is 35 characters: run_context.py)
 MAX_IDEMPOTENCY_KEY = 64
@@ -46,6 +56,21 @@ class _Input(BaseModel):
     # Fields that default to the toolkit's agent_mailbox (their neutral value is ""): the
     # schema requires them when the toolkit has none, and names the default when it has one.
     own_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: object) -> object:
+        """An optional argument given as ``null`` is one not given (crewai-tools' MCP adapter
+        fills every argument a call leaves out with it); a required one stays, and is refused
+        in the usual words."""
+        if isinstance(data, dict) and None in data.values():
+            fields = cls.model_fields
+            return {
+                name: value
+                for name, value in data.items()
+                if value is not None or name not in fields or fields[name].is_required()
+            }
+        return data
 
 
 class _MailboxInput(_Input):
@@ -94,7 +119,7 @@ class FetchMessagesInput(_MailboxInput):
         default=500,
         ge=0,
         le=MAX_TOOL_WAIT_MS,
-        description="Wait this long for one, e.g. 30000.",
+        description="Wait up to this long for one; at most {cap_ms}.",
     )
 
 
@@ -177,13 +202,17 @@ def tool_description(text: str, agent_mailbox: str | None = None) -> str:
 _KEPT = ("type", "enum", "items", "description")
 
 
-def _lean(spec: JsonSchema) -> JsonSchema:
-    """Only the keywords a model needs, in new containers (the cached schema stays whole)."""
+def _lean(spec: JsonSchema, cap_ms: int) -> JsonSchema:
+    """Only the keywords a model needs, in new containers (the cached schema stays whole),
+    a wait's words naming the cap ``cap_ms``."""
     lean = {key: spec[key] for key in _KEPT if key in spec}
+    if "description" in lean:
+        text = lean["description"]
+        lean["description"] = text.replace(CAP_MS, str(cap_ms)).replace(CAP_S, str(cap_ms // 1000))
     if "enum" in lean:
         lean["enum"] = list(lean["enum"])
     if "items" in lean:
-        lean["items"] = _lean(lean["items"])
+        lean["items"] = _lean(lean["items"], cap_ms)
     return lean
 
 
@@ -192,14 +221,17 @@ def _pydantic_schema(model: type[_Input]) -> JsonSchema:
     return model.model_json_schema()  # pydantic builds it anew on every call
 
 
-def input_schema(model: type[_Input], agent_mailbox: str | None = None) -> JsonSchema:
+def input_schema(
+    model: type[_Input], agent_mailbox: str | None = None, wait_cap_ms: int = MAX_TOOL_WAIT_MS
+) -> JsonSchema:
     """The JSON schema a model sees for ``model``, a new dict each time: the same for every
-    provider and for MCP."""
+    provider and for MCP (``wait_cap_ms``: the longest one call waits, named where a wait
+    is asked)."""
     raw = _pydantic_schema(model)
     required = list(raw.get("required", ()))
     properties = {}
     for name, spec in raw["properties"].items():
-        lean = _lean(spec)
+        lean = _lean(spec, wait_cap_ms)
         if name in model.own_fields:
             if agent_mailbox:
                 lean["description"] = f"Default: '{agent_mailbox}'."

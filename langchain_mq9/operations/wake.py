@@ -6,9 +6,9 @@ delivered; the mailbox goes through the policy as every mailbox a tool touches.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from ..client.client import Mq9Client
 from ..wake import RuleBook, RuleError, WakeRule
@@ -17,15 +17,22 @@ from .errors import OperationError
 from .results import Outcome, WakeRules
 from .schemas import _MailboxInput
 
+# What a rule wakes. "" (for list and remove: none) is taken but not listed: Gemini refuses a
+# function declaration whose enum holds an empty value, and with it every tool of the request
+# (HTTP 400, issue #107); a strict-mode model that must give target picks any for a list.
+_TARGETS = ("webhook", "agent_server", "command", "callback")
+_Target = Annotated[
+    Literal["webhook", "agent_server", "command", "callback", ""],
+    WithJsonSchema({"type": "string", "enum": list(_TARGETS)}),
+]
+
 
 class WakeRuleInput(_MailboxInput):
     action: Literal["list", "add", "remove"] = Field(
         default="list", description="list, add or remove."
     )
     name: str = Field(default="default", description="The rule's name.")
-    target: Literal["webhook", "agent_server", "command", "callback", ""] = Field(
-        default="", description="For add: what to wake."
-    )
+    target: _Target = Field(default="", description="For add: what to wake.")
     url: str = Field(default="", description="webhook or agent_server: its URL.")
     secret: str = Field(default="", description="webhook: the signing secret (16+ chars).")
     assistant: str = Field(default="", description="agent_server: assistant or graph.")
@@ -51,7 +58,7 @@ async def wake_rule(ctx: CallContext, args: WakeRuleInput) -> Outcome[WakeRules]
     try:
         if args.action == "add":
             if not args.target:
-                raise OperationError("add needs a target: webhook, agent_server, command, callback")
+                raise OperationError(f"add needs a target: {', '.join(_TARGETS)}")
             rule = WakeRule(
                 mailbox=address,
                 name=args.name,

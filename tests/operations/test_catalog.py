@@ -60,6 +60,7 @@ def test_each_setting_reads_as_the_policy_own():
         reply_mailbox="agent.me.replies",
         run_groups=("night",),
         run_workers=("w2",),
+        wait_cap_ms=1500,
         tool_prefix="mq9_",
     )
     assert config.model_fields_set == set(ToolConfig.model_fields)  # a new one: add it above
