@@ -458,21 +458,13 @@ class AgentServer:
 
         await self._to_caller(reply_to, f"answering about task {task_id}", send)
 
-    async def _deliver(
-        self,
-        reply_to: str,
-        snapshot: TaskJson,
-        answering: int | None = None,
-        *,
-        event: bool = False,
-    ) -> None:
-        """Leave a task state with the caller (its reply mailbox); ``answering``: the msg_id
-        of the GetTask or CancelTask it answers (each is answered, whatever was sent before);
-        ``event``: a new state, also left as the task's event (``store.log_event``, #101)."""
+    async def _deliver(self, reply_to: str, snapshot: TaskJson, *, event: bool = False) -> None:
+        """Leave a task state with the caller (its reply mailbox); ``event``: a new state,
+        also left as the task's event (``store.log_event``, #101). Each GetTask or CancelTask
+        is answered anew: no idempotency key makes a state sent again the one sent before
+        (#106: the agent's own writes spend none of the keys its callers can fill)."""
         what = f"sending task {snapshot['id']} to {reply_to}"
-        newest = self._to_caller(
-            reply_to, what, lambda: deliver(self.client, reply_to, snapshot, answering=answering)
-        )
+        newest = self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
         if not event or not w.seq_of(snapshot):
             await newest
             return
@@ -560,8 +552,7 @@ class AgentServer:
                 return None
             if existing is not None and w.task_state(existing) in w.STOPPED:
                 # Handed out again after a crash, or sent twice: it ran already.
-                if owner:
-                    await self._deliver(owner, existing)
+                await self._resend_stopped(existing, asker)
                 return None
             context_id = msg.get("contextId") or w.new_id()
             turn = Turn(task_id, context_id, text, msg, existing, False, owner, asker.sender)
@@ -575,6 +566,21 @@ class AgentServer:
             await self._report(turn, w.CANCELED, status_text="canceled before it started")
             return None
         return turn
+
+    async def _resend_stopped(self, existing: TaskJson, asker: Asker) -> None:
+        """A stopped task's request handed out again: its stopped state goes to its owner
+        unless it got there already (``TaskStore.delivered``: a replica that died between
+        keeping it and sending it left no note), so the caller's reply mailbox holds it once."""
+        owner = asker.reply_to
+        if not owner:
+            return
+        sent = await self._persist(
+            f"reading what task {existing['id']} sent",
+            lambda: self.store.delivered(existing["id"], asker),
+        )
+        seq = w.seq_of(existing)
+        if not seq or sent < seq:
+            await self._deliver(owner, existing)
 
     async def _report(self, turn: Turn, state: str, **fields: Unpack[StateFields]) -> bool:
         """Publish a state of the turn's task (``_publish``)."""
@@ -711,6 +717,11 @@ class AgentServer:
             await keep
             if reply_to:
                 await self._deliver(reply_to, snapshot, event=True)
+                # noted, so a request handed out again sends it only where it never came
+                await self._persist(
+                    f"noting task {snapshot['id']} sent",
+                    lambda: self.store.keep_delivered(snapshot, owner),
+                )
         if self.push is not None:
             self._push_state(snapshot, owner)
 
@@ -858,7 +869,7 @@ class AgentServer:
         if not asker.owns(snapshot) or request.reply_to is None:
             await self._not_found(asker, task_id, snapshot)
         else:
-            await self._deliver(request.reply_to, snapshot, answering=msg_id)
+            await self._deliver(request.reply_to, snapshot)
 
     async def _not_found(self, asker: Asker, task_id: str, snapshot: TaskJson | None) -> None:
         """Tell an asker the task is not found (it is not its task): at its reply mailbox,
@@ -929,7 +940,7 @@ class AgentServer:
         if snapshot is None:  # not read yet (or never sent): it will be canceled on arrival
             snapshot = w.task(task_id, "", w.CANCELED, status_text="canceled before it started")
         if asker.reply_to:  # the answer: final already, or canceled on arrival
-            await self._deliver(asker.reply_to, snapshot, answering=msg_id)
+            await self._deliver(asker.reply_to, snapshot)
 
     async def _watch_cancels(self) -> None:
         """Stop a run here whose task another replica canceled."""

@@ -111,44 +111,23 @@ async def keep(
     )
 
 
-def state_key(snapshot: TaskJson, key: str, answering: int | None = None) -> str:
-    """The idempotency key of a task state (#90): the state itself, as written (its task,
-    step, history, time and owner), the record ``key`` it is kept under, and the request it
-    answers where it is the answer to a read (``answering``: the request's msg_id). The same
-    state sent again (a request handed out again after a kill resends the state it stored, a
-    broker step tried again) is stored once; another state of the task, the same state kept
-    under another record (a task moved from the shared ``task.{id}`` to its owner's), or the
-    answer to another GetTask or CancelTask is another key, never refused as a reused one."""
-    named = [key, w.json_text(snapshot)]
-    if answering is not None:
-        named.append(f"answering {answering}")
-    return "a2a." + w.once_id("task-state", *named)
-
-
-async def deliver(
-    client: Mq9Client, mailbox: str, snapshot: TaskJson, *, answering: int | None = None
-) -> None:
-    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store),
-    keyed by its task; the same snapshot sent again is stored once (``state_key``), unless it
-    answers another request (``answering``: a GetTask or CancelTask, each answered anew)."""
+async def deliver(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
+    """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store), under
+    its task's key: it replaces the older one. Sent with no idempotency key (#106: a state is
+    the agent's own bookkeeping, so no key its callers spent can refuse it); the same state
+    sent again (a broker step tried again) replaces its twin, and readers take it once (each
+    state is numbered, ``wire.seq_of``: a number seen is skipped)."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
     key = w.TASK_KEY + snapshot["id"]
-    await keep(
-        client,
-        mailbox,
-        key,
-        snapshot,
-        tags=[w.TASK_TAG],
-        headers=headers,
-        idempotency_key=state_key(snapshot, key, answering),
-    )
+    await keep(client, mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
 
 
 async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson, *, ttl: int = 0) -> None:
     """Leave a numbered task state with the caller as an event of its own (#101): under
     ``event.{id}.{seq}``, never compacted by a later state, so a stream cut at any point is
-    replayed from here, for ``ttl`` seconds (0: as long as the mailbox keeps messages); the
-    same event sent again is stored once (``state_key``)."""
+    replayed from here, for ``ttl`` seconds (0: as long as the mailbox keeps messages). Sent
+    with no idempotency key (#106): the same event sent again replaces its twin under the
+    same key, read once."""
     seq = w.seq_of(snapshot)
     if not seq:
         return
@@ -160,7 +139,6 @@ async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson, *, ttl:
         snapshot,
         tags=[w.EVENT_TAG],
         headers=w.event_headers(snapshot["id"], w.task_state(snapshot)),
-        idempotency_key=state_key(snapshot, key),
         ttl=ttl or None,
     )
 
@@ -207,6 +185,7 @@ def sender_of(snapshot: Mapping[str, object] | None) -> str | None:
 
 PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
 OWNED_KEY = "owned."  # + digest of a vouched owner + ".": its tasks' records (#70)
+DELIVERED_KEY = "delivered."  # + task id: the stopped state its owner was sent (#106)
 
 
 @dataclass(frozen=True)
@@ -322,15 +301,23 @@ class TaskStore:
         headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
         owner = Asker(owner_of(snapshot), sender_of(snapshot))
         key = f"{owner.scope or ''}{w.TASK_KEY}{snapshot['id']}"
-        await keep(
-            self.client,
-            self.mailbox,
-            key,
-            snapshot,
-            tags=[w.TASK_TAG],
-            headers=headers,
-            idempotency_key=state_key(snapshot, key),
-        )
+        # (#106: no idempotency key, as ``deliver``: a state tried again replaces its twin)
+        await keep(self.client, self.mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
+
+    async def delivered(self, task_id: str, owner: Asker) -> int:
+        """The number of the newest state of ``owner``'s task known to have reached its
+        reply mailbox (0: none known): a request handed out again after its task stopped
+        resends the stopped state only when it never got there."""
+        scope = owner.scope or ""
+        kept = await latest(self.client, self.mailbox, f"{scope}{DELIVERED_KEY}{task_id}")
+        seq = (kept or {}).get("seq")
+        return seq if isinstance(seq, int) else 0
+
+    async def keep_delivered(self, snapshot: TaskJson, owner: Asker) -> None:
+        """Note that ``snapshot`` (a stopped state) reached its owner's reply mailbox (#106:
+        what an idempotency key did for a resent stopped state, without one)."""
+        key = f"{owner.scope or ''}{DELIVERED_KEY}{snapshot['id']}"
+        await keep(self.client, self.mailbox, key, {"seq": w.seq_of(snapshot)})
 
     async def cancel_requested(self, task_id: str, owner: Asker) -> bool:
         """Whether the task's owner asked to cancel it (a cancel from anyone else is void)."""
