@@ -25,7 +25,7 @@ import email.utils
 import hashlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from a2a.client.client import ClientCallContext
 from a2a.server.context import ServerCallContext
@@ -76,9 +76,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from mq9_wire.protocol import card_mailbox, check_address
-from mq9_wire.protocol.errors import Mq9Error
+from mq9_wire.protocol.errors import LimitReached, Mq9Error
 
 from ..client.client import Mq9Client
+from ..client.key_shares import (
+    IDENTITY_KEYS,
+    CallerKeys,
+    KeyShares,
+    KeysRefused,
+    callers_total,
+)
 from ..wake.deliver import Refused
 from . import wire as w
 from .arrivals import Arrivals
@@ -168,6 +175,7 @@ class _Authenticated:
         self.app = app
         self.tenants = tenants
         self.handlers: dict[str, GatewayHandler] = {}  # agent -> its handler (gateway_app)
+        self.key_shares: KeyShares | None = None  # the tenants' keys (gateway_app, #106)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
@@ -286,8 +294,12 @@ class GatewayHandler(RequestHandler):
         arrivals: Arrivals | None = None,
         closing: asyncio.Event | None = None,
         once_per_message: bool = False,
+        key_shares: KeyShares | None = None,
     ) -> None:
         self.client = client
+        # #106: the keys each tenant's calls send, out of a share of its own (one ledger for
+        # every agent's handler: the broker bounds the gateway's one identity); None: unbounded
+        self.key_shares = key_shares
         # #90, the operator's choice (--once-per-message): a tenant's SendMessage sent again
         # with its messageId answers the task the first made. Off by default: the A2A spec
         # makes it a MAY (3.3.1), and its TCK sends many requests under one messageId, each
@@ -326,8 +338,11 @@ class GatewayHandler(RequestHandler):
         transport = self._transports.get(tenant)
         if transport is None:  # one per tenant: it learns once that its reply mailbox is there
             reply = reply_mailbox(self.gateway, tenant)
+            client = self.client
+            if self.key_shares is not None:  # its keyed sends counted against its share
+                client = cast(Mq9Client, CallerKeys(client, self.key_shares, tenant))
             transport = Mq9Transport(
-                self.client,
+                client,
                 self.mailbox,
                 reply_mailbox=reply,
                 card=self.card,
@@ -565,9 +580,22 @@ def reply_mailbox(gateway: str, tenant: str) -> str:
 
 @contextlib.contextmanager
 def _said() -> Iterator[None]:
-    """A broker failure as an A2A error in words (a2a-sdk answers others with an empty one)."""
+    """A broker failure as an A2A error in words (a2a-sdk answers others with an empty one);
+    a refused key in the tenant's own words (#106: its share's count, never the gateway
+    identity's, nor another tenant's)."""
     try:
         yield
+    except KeysRefused as exc:
+        raise InternalError(str(exc)) from None
+    except LimitReached as exc:
+        if "idempotency key" not in str(exc):
+            raise InternalError(f"the mq9 broker did not carry the request: {exc}") from None
+        # the broker's own bound, reached by others (an open broker's keys in all): its
+        # counts are the broker's or the gateway identity's, none of the tenant's
+        raise InternalError(
+            "the mq9 broker has no room for another idempotency key now: send without "
+            f"{IDEMPOTENCY_KEY}, or later"
+        ) from None
     except Mq9Error as exc:
         raise InternalError(f"the mq9 broker did not carry the request: {exc}") from None
 
@@ -860,12 +888,16 @@ async def gateway_app(
     ``<gateway>.<tenant>``), ``send_wait``, ``stream_wait``, ``push`` (a ``GatewayPush``: the
     tenants' push configs; the cards then say ``pushNotifications``), ``closing`` (an
     ``asyncio.Event``: once set, open streams end with their task's state as it stands),
-    ``once_per_message`` (a tenant's SendMessage resent with its messageId answers its task).
+    ``once_per_message`` (a tenant's SendMessage resent with its messageId answers its task),
+    ``key_shares`` (#106: the ``KeyShares`` each tenant's keys count against; default
+    ``tenant_key_shares(tenants)``, None: not bounded here).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py). ``grpc_url``: where the gateway's gRPC server is reached (``host:port``),
     listed in every card; serve it with ``gateway_grpc.serve_grpc(app.handlers, ...)``."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
+    if "key_shares" not in options:
+        options["key_shares"] = tenant_key_shares(tenants)
     registered = {a.get("name"): a for a in await client.agent_discover()}
     routes: list[BaseRoute] = []
     gateway = options.get("gateway", GATEWAY)
@@ -915,4 +947,16 @@ async def gateway_app(
     await arrivals.start()
     app = _Authenticated(_Conventions(Starlette(routes=routes)), tenants)
     app.handlers = handlers  # for the gRPC binding (gateway_grpc.serve_grpc)
+    app.key_shares = options["key_shares"]  # for the metrics (gateway_metrics)
     return app
+
+
+def tenant_key_shares(
+    tenants: Tenants, share: int | None = None, identity_keys: int | None = None, **options: Any
+) -> KeyShares:
+    """The ledger of the tenants' keys (#106): each tenant ``share`` keys (default: the
+    callers' part of ``identity_keys``, the broker's per-identity bound, split evenly among
+    the tenants), all of them below that part; ``options``: ``KeyShares``'s (window, clock)."""
+    total = callers_total(identity_keys or IDENTITY_KEYS)
+    each = share if share is not None else max(1, total // len(tenants.names))
+    return KeyShares(each, total=total, where="gateway", **options)

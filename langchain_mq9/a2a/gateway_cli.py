@@ -54,6 +54,29 @@ def _parser() -> argparse.ArgumentParser:
         "made (off: A2A's TCK reuses messageIds for new tasks)",
     )
     parser.add_argument(
+        "--keys-per-tenant",
+        type=_positive,
+        metavar="N",
+        help="the idempotency keys one tenant's calls may hold at once (#106; default: the "
+        "tenants' part of --identity-keys split evenly among them); a tenant past its share "
+        "is refused, naming its own count only",
+    )
+    parser.add_argument(
+        "--identity-keys",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="the keys the broker lets the gateway's identity hold (its --max-keys-per-sender, "
+        "10000): all tenants together hold at most nine tenths of it",
+    )
+    parser.add_argument(
+        "--key-window",
+        type=_positive,
+        default=600,
+        metavar="SECONDS",
+        help="how long the broker keeps a key (its idempotency window, 600)",
+    )
+    parser.add_argument(
         "--import-card", action="append", default=[], help="an HTTP A2A card URL to import"
     )
     parser.add_argument("--import-every", type=float, default=300.0, help="seconds")
@@ -93,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
         "printed); off by default. The metrics extra. docs/deploy.md#watching-it",
     )
     return parser
+
+
+def _positive(text: str) -> int:
+    """A whole number 1 or more, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1 or more")
+    return value
 
 
 def _tokens(path: str | None) -> dict[str, str]:
@@ -165,7 +199,7 @@ async def _run(args: argparse.Namespace) -> None:
     from .._http.hosts import HostPolicy
     from ..client.client import Mq9Client
     from .cards_import import CardImporter
-    from .gateway import Tenants, gateway_app
+    from .gateway import Tenants, gateway_app, tenant_key_shares
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
@@ -195,6 +229,9 @@ async def _run(args: argparse.Namespace) -> None:
             gateway=args.name,
             send_wait=args.send_wait,
             once_per_message=args.once_per_message,
+            key_shares=tenant_key_shares(
+                tenants, args.keys_per_tenant, args.identity_keys, window=args.key_window
+            ),
             push=push,
             closing=closing,
             grpc_url=(args.grpc_public or args.grpc_listen or "") if args.grpc_listen else "",
@@ -206,7 +243,10 @@ async def _run(args: argparse.Namespace) -> None:
             from .gateway_metrics import gateway_metrics
 
             wrap, endpoint = gateway_metrics(
-                client, *metrics, serving=lambda: bool(served and served.started)
+                client,
+                *metrics,
+                serving=lambda: bool(served and served.started),
+                key_shares=app.key_shares,
             )
             app = wrap(app)
             try:

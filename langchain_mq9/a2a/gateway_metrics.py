@@ -13,6 +13,7 @@ from mq9_wire.metrics.http import ASGIApp, HttpMetrics
 from mq9_wire.metrics.probe import answering
 
 from ..client.client import Mq9Client
+from ..client.key_shares import KeyShares, KeySharesCollector
 
 PREFIX = "mq9_gateway"
 # A2A 1.0's JSON-RPC methods (a2a-sdk's dispatcher): counted by name, anything else as other
@@ -36,10 +37,15 @@ def route_of(path: str) -> str:
 
 
 def gateway_metrics(
-    client: Mq9Client, host: str, port: int, serving: Callable[[], bool]
+    client: Mq9Client,
+    host: str,
+    port: int,
+    serving: Callable[[], bool],
+    key_shares: KeyShares | None = None,
 ) -> tuple[Callable[[ASGIApp], ASGIApp], OperatorEndpoint]:
     """What wraps the gateway's app, and the operator's endpoint (not started). ``serving``:
-    whether the HTTP server listens."""
+    whether the HTTP server listens; ``key_shares``: the tenants' keys (#106), whose
+    refusals are counted (no label names the tenant)."""
     prometheus = need_prometheus()
     registry = prometheus.CollectorRegistry(auto_describe=False)
     http = HttpMetrics(PREFIX, registry, route=route_of, known=METHODS, task_states=True)
@@ -48,6 +54,9 @@ def gateway_metrics(
         registry=registry,
     )  # fmt: skip
     connected.set_function(lambda: int(client.is_connected))
+
+    if key_shares is not None:  # #106: the tenants' keys held, and those refused
+        registry.register(KeySharesCollector(key_shares, PREFIX))
 
     answers = answering(lambda: client)
 

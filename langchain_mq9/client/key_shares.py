@@ -1,0 +1,175 @@
+"""``KeyShares``: the idempotency keys each caller of a carrier sent within the broker's window,
+each caller bounded by a share of its own (#106).
+
+A carrier (the A2A gateway, mq9-mcp) speaks to the broker as ONE identity for all its callers,
+and the broker bounds the keys it holds per identity (``--max-keys-per-sender``, 10,000 kept
+600 s each): without a ledger, one caller's keyed sends fill the identity's bound and every
+other caller's keyed send is refused. The ledger refuses a caller past its own ``share``, in
+words that name only its own count, and keeps all callers' keys together below ``total``, which
+the carrier sizes below the identity's bound: nothing its callers do reaches the broker's
+refusal, and one caller's flood denies only that caller.
+
+A key is counted once per caller, mailbox and key while its window lasts: the same key sent
+again is the broker's duplicate (the first SEND's answer), no new key. Times are seconds of the
+injected clock; a key is kept a little past the broker's window (``SLACK``), as the broker's
+window starts when it stores the SEND, after the ledger counted it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+# The broker's defaults (mq9-dev-broker --max-keys-per-sender, its idempotency window): what a
+# carrier's identity may hold, and for how long a key is held.
+IDENTITY_KEYS = 10_000
+KEY_WINDOW = 600
+# The callers' keys in all, as a part of the identity's bound: a tenth is left for the
+# carrier's own keyed sends and for keys the broker still holds a moment after the ledger's
+# window ended.
+CALLERS_PART = 0.9
+SLACK = 5.0  # seconds a key is kept past its window (see the module's docstring)
+
+Name = tuple[str, str]  # a key as the broker holds it: the mailbox, the key
+
+
+def callers_total(identity_keys: int = IDENTITY_KEYS) -> int:
+    """The keys a carrier's callers may hold in all under an identity bounded at
+    ``identity_keys``: below it (``CALLERS_PART``), at least 1."""
+    return max(1, int(identity_keys * CALLERS_PART))
+
+
+class KeysRefused(Exception):
+    """A caller past its share of keys (or every caller's keys at the carrier's bound): what
+    it is told, in one line that names its own count and nothing of anyone else's."""
+
+
+class KeyShares:
+    """Each caller's keys, held ``window`` seconds: at most ``share`` a caller, ``total`` in
+    all. ``where`` names the carrier in a refusal ("gateway", "server")."""
+
+    def __init__(
+        self,
+        share: int,
+        *,
+        total: int | None = None,
+        window: float = KEY_WINDOW,
+        where: str = "server",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if share < 1 or (total is not None and total < 1) or not window > 0:
+            raise ValueError("a share and a total of keys are 1 or more, a window above 0 s")
+        self.share = share
+        self.total = callers_total() if total is None else total
+        self.window = window
+        self.where = where
+        self.clock = clock
+        self.refused = 0  # keyed sends refused (a metric)
+        # every caller's keys in the order counted, which is the order their windows end
+        self._kept: OrderedDict[tuple[str, Name], float] = OrderedDict()
+        self._per_caller: dict[str, int] = {}
+
+    def held(self, caller: str) -> int:
+        """How many keys ``caller`` holds now."""
+        self._expire()
+        return self._per_caller.get(caller, 0)
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._kept)
+
+    def spend(self, caller: str, names: Iterable[Name]) -> None:
+        """Count ``names`` (mailbox, key) as ``caller``'s; those it holds already cost nothing.
+        ``KeysRefused`` (nothing counted) when they would pass its share or the total."""
+        self._expire()
+        new = list(dict.fromkeys(n for n in names if (caller, n) not in self._kept))
+        if not new:
+            return
+        held = self._per_caller.get(caller, 0)
+        if held + len(new) > self.share:
+            self.refused += 1
+            raise KeysRefused(
+                f"no room for another idempotency key: you hold {held} of your {self.share} "
+                f"keys at this {self.where} (each kept {self.window:g} s): send it without a "
+                "key, resend under a key you used, or wait for older keys' windows to end"
+            )
+        if len(self._kept) + len(new) > self.total:
+            self.refused += 1
+            raise KeysRefused(
+                f"no room for another idempotency key: this {self.where}'s keys for its "
+                f"callers are all in use now (you hold {held} of your {self.share}): send it "
+                "without a key, or later"
+            )
+        until = self.clock() + self.window + SLACK
+        for name in new:
+            self._kept[(caller, name)] = until
+        self._per_caller[caller] = held + len(new)
+
+    def _expire(self) -> None:
+        now, kept = self.clock(), self._kept
+        while kept:
+            (caller, _name), until = next(iter(kept.items()))
+            if until > now:
+                return
+            del kept[(caller, _name)]
+            left = self._per_caller[caller] - 1
+            if left:
+                self._per_caller[caller] = left
+            else:
+                del self._per_caller[caller]
+
+
+class CallerKeys:
+    """A client whose keyed sends are one caller's (``KeyShares.spend``): each ``send`` with
+    an ``idempotency_key`` is counted against the caller's share first (``KeysRefused``
+    past it); everything else is the client's own. The gateway hands each tenant's calls
+    one, so whatever sends a key for the tenant (its task's record, its request) counts."""
+
+    def __init__(self, client: Any, shares: KeyShares, caller: str) -> None:
+        self._client = client
+        self._shares = shares
+        self._caller = caller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def send(
+        self, mail_address: str, payload: Any, *, idempotency_key: str | None = None, **options: Any
+    ) -> int:
+        if idempotency_key is not None and self._keeps_keys(mail_address):
+            self._shares.spend(self._caller, [(mail_address, idempotency_key)])
+        sent: int = await self._client.send(
+            mail_address, payload, idempotency_key=idempotency_key, **options
+        )
+        return sent
+
+    def _keeps_keys(self, mail_address: str) -> bool:
+        """Whether the broker may hold the key (RobustMQ keeps none: nothing to count)."""
+        recognised = getattr(self._client, "keys_recognised_for", None)
+        return not callable(recognised) or recognised(mail_address) is not False
+
+
+class KeySharesCollector:
+    """A Prometheus collector of a ledger (the metrics extra): ``<prefix>_idempotency_keys``,
+    the keys its callers hold now in all, and ``<prefix>_idempotency_keys_refused_total``,
+    the keyed sends it refused (no label names a caller)."""
+
+    def __init__(self, shares: KeyShares, prefix: str) -> None:
+        self.shares = shares
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            f"{self.prefix}_idempotency_keys",
+            "idempotency keys this server's callers hold now, in all (#106)",
+            value=len(self.shares),
+        )
+        yield CounterMetricFamily(
+            f"{self.prefix}_idempotency_keys_refused",
+            "keyed sends refused because their caller held its share of keys (#106)",
+            value=self.shares.refused,
+        )
