@@ -3,7 +3,8 @@ cluster as written (its server files and commands, read from the markdown, with 
 place of the documented ones), two brokers on ``--store jetstream``, a waker, an A2A gateway,
 ``mq9-mcp`` over HTTP and the console, each with ``--metrics`` on the port deploy.md gives it
 (put to a free one), scraped by a real Prometheus with the shipped
-packaging/prometheus/prometheus.yml (its ports put the same way) and its alerting rules loaded.
+packaging/prometheus/prometheus.yml (its jobs for the waker, the gateway, mq9-mcp and the second
+broker added as its comments say, its ports put the same way) and its alerting rules loaded.
 After some traffic, every expression of docs/grafana-dashboard.json returns data, what the
 cluster holds is the same on both brokers and not zero, and every server is ready."""
 
@@ -20,7 +21,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from operator_support import DEADLINE, NO_PROMETHEUS, PROMETHEUS, WAKE, Prometheus, Server
+from operator_support import (
+    DEADLINE,
+    NO_PROMETHEUS,
+    PROMETHEUS,
+    WAKE,
+    Prometheus,
+    Server,
+    every_server,
+)
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
 from langchain_mq9 import Mq9Client
@@ -234,9 +243,9 @@ def brokers_serving(brokers: list[DevBroker]) -> None:
 def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
     """A real Prometheus with the shipped config (ports made free, a 2 s interval) and rules,
     scraping every server: all up and ready, what the cluster holds the same on both brokers
-    and not zero, every dashboard expression with data, the 12 alerts loaded. The caller stops
+    and not zero, every dashboard expression with data, the 13 alerts loaded. The caller stops
     the Prometheus returned (kept in ``home``'s run)."""
-    shipped = _free((SHIPPED / "prometheus.yml").read_text(), free)
+    shipped = _free(every_server((SHIPPED / "prometheus.yml").read_text()), free)
     shipped = shipped.replace("scrape_interval: 15s", "scrape_interval: 2s")
     shipped = shipped.replace("scrape_timeout: 10s", "scrape_timeout: 2s")
     (home / "mq9-alerts.yml").write_text((SHIPPED / "mq9-alerts.yml").read_text())
@@ -255,7 +264,7 @@ def scrape_and_check(home: Path, free: dict[str, str]) -> Prometheus:
             f"http://127.0.0.1:{prometheus.port}/api/v1/rules", timeout=30
         ) as answer:
             groups = json.loads(answer.read())["data"]["groups"]
-        assert sum(len(group["rules"]) for group in groups) == 12  # the shipped alerts, loaded
+        assert sum(len(group["rules"]) for group in groups) == 13  # the shipped alerts, loaded
     except BaseException:
         prometheus.stop()
         raise

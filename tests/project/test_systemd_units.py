@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.metrics.walk_through import environment_files, named_variables, walk_through
+
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "packaging" / "systemd"
 BIN = Path(sys.executable).parent
@@ -156,3 +158,61 @@ def test_the_broker_unit_runs_from_the_broker_alone(tmp_path):
     assert helped.returncode == 0, helped.stderr
     for option in (word.split("=", 1)[0] for word in words if word.startswith("--")):
         assert re.search(rf"{re.escape(option)}\b", helped.stdout), option
+
+
+def test_each_variable_a_unit_names_is_written_by_the_walk_through():
+    """(#107) docs/deploy.md's walk-through writes every environment file a unit reads, each
+    variable the unit names in it (round 9: the broker's comment named MQ9_BROKER_PASSWORD in
+    broker.env, which nothing wrote, and console.env no MQ9_CONSOLE_TOKEN), and installs
+    every unit (the waker, the gateway and mq9-mcp in its optional block)."""
+    done = walk_through()
+    assert done.installed | done.optional == set(SERVERS), (done.installed, done.optional)
+    for name in SERVERS:
+        files = environment_files(name)
+        assert files, name
+        written: dict[str, set[str]] = {}
+        for path in files:
+            assert path in done.written, f"the walk-through writes no {path} ({name})"
+            for variable in done.written[path]:
+                written.setdefault(variable, set()).add(path)
+        for variable in named_variables(name):
+            # a template's files are one a node: each node's must hold what it names there
+            holders = written.get(variable, set())
+            assert holders, f"{name} names {variable}, which the walk-through never writes"
+            if any(node in "".join(holders) for node in ("node1", "node2", "node3")):
+                assert len(holders) == 3, (name, variable, holders)
+
+
+def test_the_console_keeps_its_token_across_restarts():
+    """(#107) console.env, as the walk-through writes it, gives the console a token made once
+    (the variable its --token reads), so a restart keeps it (round 9: none was written, and
+    each start made a new random one)."""
+    from mq9_cli.app import console
+
+    [token] = [param for param in console.params if param.name == "console_token"]
+    assert token.envvar == "MQ9_CONSOLE_TOKEN"
+    written = walk_through().written["/etc/mq9/console.env"]
+    assert written["MQ9_CONSOLE_TOKEN"].startswith("$(openssl rand"), written
+    assert "MQ9_CONSOLE_TOKEN" in named_variables("mq9-console.service")
+
+
+def test_what_the_walk_through_writes_into_a_clone_is_ignored_by_git():
+    """(#107) the files docs/deploy.md has an operator write in the clone's directory (the
+    node files, their stores, the credentials, the state exported, the partitions' mapping)
+    are ignored by git: a ``git add .`` commits no password."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    files = set(re.findall(r"<!-- deploy-file: (\S+) -->", deploy))
+    deploy = "".join(re.findall(r"^```\w*\n(.*?)^```", deploy, re.S | re.M))  # what is typed
+    assert {"node1.conf", "accounts.conf"} <= files
+    stores = set(re.findall(r'store_dir: "\./(\w+)"', deploy))
+    made = set(re.findall(r"(?:--out|--tokens-file|credentials setup|state export) (?:\./)?([\w.-]+)",
+                          deploy))  # fmt: skip
+    made |= set(re.findall(r"(?<![>&-])> (?:\./)?([\w.-]+)", deploy))  # not "->"
+    written = files | {f"{s}/x" for s in stores} | {m.rstrip(")") for m in made}
+    written = {w if "/" in w or "." in w else f"{w}/x" for w in written if w[0] != "/"}
+    assert {"node1/x", "mq9-auth/x", "support.credential", "accounts.new", "mq9-state/x",
+            "tokens.json", "mq9-partitions.conf"} <= written  # fmt: skip
+    found = subprocess.run(["git", "check-ignore", "--no-index", *sorted(written)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    ignored = set(found.stdout.split())
+    assert ignored == written, f"not ignored: {sorted(written - ignored)}"
