@@ -5,6 +5,14 @@ read carries hides its normal ones from every read of the protocol: the console 
 end with this where a broker answers it, and page by page (saying how far) where not
 (RobustMQ answers nothing on the subject).
 
+(#106) Each store keeps what a COUNT answers as it writes, so a COUNT walks no mailbox: the
+stores in this process count each lane as messages come and go (``Mailbox.live_counts``) and
+each mailbox's delayed messages as they are held and released; the cluster store asks the
+servers, which count the subjects of a lane (a cost that grows with the lane, in the servers:
+serving/serve.py has a requester's COUNTs there take turns as the costly requests do). With the
+counts, ``scheduled`` (delayed messages held, not yet due) and ``next_due`` (the second the
+soonest is due; null when none), for the console.
+
 A read, owned as a QUERY (an enforcing broker lets the agents who may QUERY a mailbox count
 it). Its entry joins the engine's table (``COMMANDS``) when this module is imported, which the
 engine package does (its ``__init__``)."""
@@ -25,10 +33,20 @@ async def count(engine: Engine[Any], address: str, _headers: Headers, _body: byt
     """``address``'s lanes counted by its store (every live message, as a read finds them)."""
     record = await engine._topic(address)  # an unknown mailbox: the text a QUERY answers
     store: Any = engine.store
-    counts = await store.lane_counts(record.name, now=engine.now_second())
+    now = engine.now_second()
+    counts = await store.lane_counts(record.name, now=now)
     last = await store.last(record.name)
+    scheduled, next_due = await store.scheduled(record.name, now=now)
     newest = None if last is None else last.msg_id
-    return p.encode({"error": "", "counts": counts, "newest_id": newest})
+    return p.encode(
+        {
+            "error": "",
+            "counts": counts,
+            "newest_id": newest,
+            "scheduled": scheduled,
+            "next_due": next_due,
+        }
+    )
 
 
 COUNT = Command(MSG_COUNT, count, as_is, owned=owning.QUERY)

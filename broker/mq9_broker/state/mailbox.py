@@ -11,7 +11,10 @@ independent of how many messages a mailbox holds:
   in one pass once they are the majority (amortised O(1));
 * messages whose TTL ended stay in the indexes, so each index remembers the long runs of dead
   entries a read walked through (``_runs``) and the next read jumps over them: every QUERY
-  reads from the beginning, and would otherwise walk every expired message each time.
+  reads from the beginning, and would otherwise walk every expired message each time;
+* each lane's count of live messages is kept as messages are written and removed, the ones
+  whose TTL ended taken off as their second passes (``live_counts``, #106): a count walks
+  nothing, however many messages the mailbox holds.
 
 Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them until its shard
 retention (7 days by create_time) removes the oldest records, as ``drop_before`` does.
@@ -167,6 +170,15 @@ class Mailbox:
         # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
         # so this holds at any later time; a clock set back ignores it.
         self._runs: dict[object, dict[int, tuple[int, int]]] = {}
+        # (#106) each lane's messages held (``messages``), those of them whose TTL ended as of
+        # second ``_hidden_at`` (``_hidden``: msg_id -> priority), and the messages with a TTL
+        # not yet found ended, soonest first (``_dying``: entries of removed messages are
+        # skipped when they come up, and dropped by ``_compact``)
+        self._held: dict[Priority, int] = dict.fromkeys(PRIORITY_ORDER, 0)
+        self._hidden: dict[int, Priority] = {}
+        self._hidden_each: dict[Priority, int] = dict.fromkeys(PRIORITY_ORDER, 0)
+        self._hidden_at = 0
+        self._dying: list[tuple[int, int]] = []
 
     @property
     def expires_at(self) -> int | None:
@@ -191,6 +203,9 @@ class Mailbox:
         """Index ``message`` under its own msg_id; msg_ids must arrive in increasing order."""
         self.next_id = max(self.next_id, message.msg_id + 1)
         self.messages[message.msg_id] = message
+        self._held[message.priority] += 1
+        if message.expire_at:
+            heapq.heappush(self._dying, (message.expire_at, message.msg_id))
         self.lanes[message.priority].append(message.msg_id)
         self.order.append(message.msg_id)
         self.times.append(message.create_time)
@@ -206,6 +221,9 @@ class Mailbox:
         message = self.messages.pop(msg_id, None)
         if message is None:
             return False
+        self._held[message.priority] -= 1
+        if self._hidden.pop(msg_id, None) is not None:
+            self._hidden_each[message.priority] -= 1
         if message.key is not None and self.keys.get(message.key) == msg_id:
             del self.keys[message.key]
         self._holes += 1
@@ -228,6 +246,30 @@ class Mailbox:
         self.messages = dict(live)
         self._holes = 0
         self._runs.clear()  # the indexes changed shape
+        self._dying = [(at, i) for at, i in self._dying if i in live]
+        heapq.heapify(self._dying)
+
+    # -- how many it holds (#106) -----------------------------------------------------------
+
+    def live_counts(self, now: int) -> dict[Priority, int]:
+        """How many live messages each lane holds at second ``now`` (what a read finds):
+        the counts kept as messages come and go, less those whose TTL ended by ``now``,
+        taken off as their seconds pass (each message once). A clock set back puts the
+        hidden ones back first (our clock is injected; the system's may step back)."""
+        if now < self._hidden_at:
+            for msg_id in self._hidden:
+                heapq.heappush(self._dying, (self.messages[msg_id].expire_at, msg_id))
+            self._hidden.clear()
+            self._hidden_each = dict.fromkeys(PRIORITY_ORDER, 0)
+        self._hidden_at = now
+        dying, messages = self._dying, self.messages
+        while dying and dying[0][0] < now:  # (RobustMQ: hidden once expire_at < now)
+            expire_at, msg_id = heapq.heappop(dying)
+            message = messages.get(msg_id)
+            if message is not None and message.expire_at == expire_at:
+                self._hidden[msg_id] = message.priority
+                self._hidden_each[message.priority] += 1
+        return {p: self._held[p] - self._hidden_each[p] for p in PRIORITY_ORDER}
 
     # -- where a read starts ---------------------------------------------------------------
 

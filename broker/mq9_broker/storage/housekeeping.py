@@ -59,6 +59,9 @@ class Housekeeping:
     # min-heaps checked before every request: (when, seq, mailbox) and delayed messages
     _mailbox_expiry: list[tuple[int, int, Mailbox]]
     _delayed: list[tuple[int, int, str, StoredMessage]]
+    # (#106) each mailbox's delayed messages held, soonest first (its share of ``_delayed``,
+    # released in the same order): what a COUNT says of them without walking the queue
+    _scheduled: dict[str, list[tuple[int, int]]]
 
     _broken: str | None  # why every request is refused, once the data file is unread
 
@@ -97,7 +100,14 @@ class Housekeeping:
         """Queue a delayed message until ``due``; returns its place, which storage keys by."""
         seq = next(self._seq)
         heapq.heappush(self._delayed, (due, seq, address, message))
+        heapq.heappush(self._scheduled.setdefault(address, []), (due, seq))
         return seq
+
+    def delayed_held(self, address: str) -> tuple[int, int | None]:
+        """(#106) How many delayed messages for ``address`` are held and not yet due, and
+        the second the soonest is due (None: none held)."""
+        held = self._scheduled.get(address)
+        return (len(held), held[0][0]) if held else (0, None)
 
     def _write(self, mailbox: Mailbox, message: StoredMessage) -> StoredMessage:
         replaced = mailbox.keys.get(message.key) if message.key is not None else None
@@ -139,6 +149,11 @@ class Housekeeping:
 
     def _release_next(self) -> None:
         due, seq, address, message = heapq.heappop(self._delayed)
+        held = self._scheduled.get(address)
+        if held:  # (its soonest: the queue and each mailbox's share go in one order)
+            heapq.heappop(held)
+            if not held:
+                del self._scheduled[address]
         self.storage.delayed_released(seq)
         topic = self.topics.get(address)  # written to the log, expired mailbox or not
         # delay-message pop.rs reads the queued copy back first: one whose TTL ended

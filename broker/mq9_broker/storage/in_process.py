@@ -170,7 +170,7 @@ class ProcessStore(ProcessState):
             return  # (most SENDs: room in all, no sender's bound asked)
         if keys.expire(once.at_ms):
             self.storage.keys_expired(once.at_ms)
-        full = keys.room(once.key, once.most, once.most_each)
+        full = keys.room(once.key, once.most, once.most_each, once.party)
         if full is not None:
             raise KeysFull(full)
 
@@ -180,7 +180,7 @@ class ProcessStore(ProcessState):
         if self.sent_keys.expire(once.at_ms):
             self.storage.keys_expired(once.at_ms)
         until = once.at_ms + once.window * 1000
-        self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until)
+        self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until, once.party)
         self.storage.key_sent(mailbox, once.key, msg_id, once.fingerprint, until)
 
     def _room(self, address: str, message: StoredMessage, room: int | None) -> Mailbox:
@@ -233,17 +233,21 @@ class ProcessStore(ProcessState):
 
     async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
         """(#99) How many live messages each priority's lane holds (what a read finds): the
-        console's count, which no read of the protocol can finish under many urgent ones."""
+        console's count, which no read of the protocol can finish under many urgent ones.
+        (#106) Kept as the log is written (``Mailbox.live_counts``): no walk of the mailbox."""
 
         def work() -> dict[str, int]:
-            counts = {priority.value: 0 for priority in PRIORITY_ORDER}
             topic = self.topics.get(mailbox)
-            for message in () if topic is None else topic.messages.values():
-                if not message.expired(now):
-                    counts[message.priority.value] += 1
-            return counts
+            if topic is None:
+                return {priority.value: 0 for priority in PRIORITY_ORDER}
+            return {lane.value: n for lane, n in topic.live_counts(now).items()}
 
         return self._look(work)
+
+    async def scheduled(self, mailbox: str, *, now: int) -> tuple[int, int | None]:
+        """(#106) How many delayed messages for ``mailbox`` are held and not yet due, and the
+        second the soonest is due (None: none), as the queue keeps them (no walk)."""
+        return self._look(lambda: self.delayed_held(mailbox))
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int

@@ -68,6 +68,6 @@ async def test_on_an_enforcing_broker_a_count_is_its_owners(tmp_path):
         assert "counts" not in refused
         owned = await ask("alice", count_subject("a.box"), {})
         assert owned == {"error": "", "counts": {"critical": 0, "urgent": 0, "normal": 0},
-                         "newest_id": None}  # fmt: skip
+                         "newest_id": None, "scheduled": 0, "next_due": None}  # fmt: skip
     finally:
         store.close()
