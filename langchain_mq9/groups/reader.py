@@ -350,7 +350,12 @@ class GroupReader:
         return msg_id in self._unrecorded
 
     async def adopt(
-        self, msg_id: int, *, deliver: str = "earliest", from_id: int | None = None
+        self,
+        msg_id: int,
+        *,
+        deliver: str = "earliest",
+        from_id: int | None = None,
+        rest: bool = False,
     ) -> list[int]:
         """Take over what another reader under this reader's identity (an earlier process, a
         replica with the same worker name) handed out up to ``msg_id`` and nobody finished, as
@@ -361,7 +366,9 @@ class GroupReader:
         hand-out record ``begin`` wrote for ``msg_id`` (a reader's first batch: each fetch of
         a process started per call), and what comes before it in the group's order with a
         lower msg_id or a hand-out record. ``deliver``/``from_id`` as for ``fetch``, until the
-        group first acks."""
+        group first acks. ``rest``: what this identity was handed after ``msg_id`` in the
+        group's order and nobody finished is taken over too (its claims, or its hand-out
+        records): what still waits for an ack once ``msg_id`` is acked (#107)."""
         p.check_int("msg_id", msg_id)
         async with self._lock:
             state = self.state
@@ -381,8 +388,33 @@ class GroupReader:
             adopted = await self._handed_out_before(head, msg_id)
             if msg_id not in adopted:
                 return []
+            if rest:
+                adopted |= await self._handed_out_after(fresh[len(head) :])
             state.hand_out(adopted)
-            return [m.msg_id for m in head if m.msg_id in adopted]
+            return [m.msg_id for m in fresh if m.msg_id in adopted]
+
+    async def _handed_out_after(self, tail: list[Message]) -> set[int]:
+        """Which of ``tail`` (the group's order after an adopted msg_id) this identity was
+        handed and nobody finished: a worker's live claims, else this reader's hand-out
+        records (a done record: done here too)."""
+        if not tail:
+            return set()
+        if self.leases is not None:
+            verdict = await self.leases.judge(tail)
+            self.state.mark_done(verdict.done)
+            self.state.mark_held(verdict.others)
+            return verdict.mine
+        if self.max_deliveries is None:  # no records: no evidence
+            return set()
+        records = await self.records.deliveries(tail)
+        handed: set[int] = set()
+        for m in tail:
+            found = records[m.msg_id]
+            if any(done_tag(m) in r.tags for r in found):
+                self.state.mark_done([m.msg_id])
+            elif any(handout_tag(m) in r.tags and r.text() == self.records.writer for r in found):
+                handed.add(m.msg_id)
+        return handed
 
     async def _handed_out_before(self, head: list[Message], msg_id: int) -> set[int]:
         """Which of ``head`` (the group's order up to ``msg_id``) this identity was handed."""

@@ -140,10 +140,11 @@ class GroupReading:
     async def adopt(self, client: Mq9ClientLike, msg_id: int, deliver: str) -> bool:
         """Whether ``msg_id`` was handed out under this reading's identity by another process
         or replica (``GroupReader.adopt``, from the broker's records): then it and what was
-        handed out before it wait for an ack here, first."""
+        handed out before it wait for an ack here, first, and what it was handed after it
+        next: an ack from any process lists every message still waiting for one (#107)."""
         reader = self.reader_for(client)
         deliver, from_id = self.start or (deliver, None)
-        adopted = await reader.adopt(msg_id, deliver=deliver, from_id=from_id)
+        adopted = await reader.adopt(msg_id, deliver=deliver, from_id=from_id, rest=True)
         if self.start is None:
             self.start = fixed_start(deliver, from_id, reader.last_answer)
         self.unacked = [*adopted, *(i for i in self.unacked if i not in adopted)]
