@@ -12,6 +12,15 @@ what a receiver there agreed to, so an attacker cannot point deliveries at a lis
 endpoint that never asked for them. A read that had to pass messages over is told to the
 receiver as a ``{"type": "gap", "cursor"}`` envelope before the events after it.
 
+A verification is a POST a client has the server make at a host of its choosing, so it is bounded
+by the address it goes to (#106): the addresses the SSRF guard checked, each as ``address_text``
+writes it (the canonical form the guard's allow-list and the waker's ceilings share), never the
+URL's spelling (``127.1``, ``0x7f.1``, ``2130706433``, a trailing dot and a DNS name resolving
+there are one address), and the POST connects to those addresses only (``pinned_to``). Of an
+address's verifications one client takes at most a share, so another's still goes through; every
+failed verification is one refusal to the client (the reason goes to the operator's log), so that
+the refusals do not tell a closed port from an open one that is no webhook.
+
 A URL is the client's data: it goes through the package's SSRF guard (``_http/ssrf.py``), which
 lets only the hosts the operator listed (``--webhook-hosts``) be reached and connects to the
 addresses it checked; it is https (SEP-3415's "https callback URL"), plain http only to a
@@ -39,16 +48,25 @@ import logging
 import secrets
 import ssl
 import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
+from typing import Any
 from urllib.parse import urlsplit
 
 from mcp import types
 from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9._http.ssrf import HostPolicy, HostRefused, guarded_client
+from langchain_mq9._http.ssrf import (
+    Address,
+    HostPolicy,
+    HostRefused,
+    address_text,
+    guarded_client,
+    pinned_to,
+)
 from langchain_mq9.operations.results import JsonObject
 
 from .events import (
@@ -60,6 +78,7 @@ from .events import (
     NOT_FOUND_CODE,
     RESOURCE_EXHAUSTED_CODE,
     TOO_MANY,
+    UNAVAILABLE,
     UNSUPPORTED_CODE,
     Batch,
     Reader,
@@ -87,11 +106,28 @@ SECRET_PREFIX = "whsec_"
 ROTATION_GRACE_SECONDS = 300.0
 # A (principal, URL) whose receiver echoed a challenge needs none again for this long.
 VERIFIED_SECONDS = MAX_TTL_MS / 1000
-# At most this many verification POSTs to one host in ``VERIFY_WINDOW`` seconds, whoever asks
-# (the SEP: rate-limited per destination host): a failed one makes no subscription, so nothing
+# Those remembered: per client, past which its oldest is forgotten, and in all, past which the
+# client remembered most often forgets its oldest (forgetting costs only a new handshake).
+VERIFIED_PER_CLIENT = 256
+VERIFIED_MAX = 8192
+# At most this many verification POSTs to one address in ``VERIFY_WINDOW`` seconds, whoever asks
+# (the SEP: rate-limited per destination host; an address, as the SSRF guard checked it, so
+# that no spelling of it is a host of its own): a failed one makes no subscription, so nothing
 # else would bound how often a client has the server POST at a host.
-VERIFY_PER_HOST = 10
+VERIFY_PER_ADDRESS = 10
+# Of those, one client's (``owners.client_of``): one client filling its share leaves the rest
+# of the address's to the others.
+VERIFY_CLIENT_SHARE = 5
+# One client's verification POSTs in the window, to any addresses; and the (POST, address)
+# records the window holds in all, the server's (refused, "unavailable", only when that many
+# clients each fill their own).
+VERIFY_PER_CLIENT = 30
+VERIFY_RECORDS = 4096
 VERIFY_WINDOW = 60.0
+# The one reason every failed verification is refused with: a category per failure
+# (connection refused, timeout, an HTTP status, no echo) would tell a closed port from an open
+# one that is no webhook receiver, a map of the hosts the operator listed (#106).
+UNCONFIRMED = "challenge_failed"
 # The receiver's refusals of one delivery that the SEP says are not to be tried again.
 NOT_AGAIN = (410, 413)
 CALLBACK_FAILED = "callback_endpoint_error"
@@ -178,6 +214,137 @@ Post = Callable[[str, bytes, dict[str, str]], Awaitable[Answer]]
 DELIVERED, REFUSED, FAILED = "delivered", "refused", "failed"
 
 
+def _less(counts: Counter[Any], key: Any) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]  # a Counter keeps its zeros: the keys gone would be kept for good
+
+
+class Verifications:
+    """The verification POSTs of the last ``VERIFY_WINDOW`` seconds, by the client that asked
+    each and the addresses it could go to (``address_text``): what bounds them, per address,
+    per client's share of an address, per client, and in all (``VERIFY_*``). Kept no longer than
+    the window, so never more than ``VERIFY_RECORDS`` (POST, address) pairs."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.sent: deque[tuple[float, str, tuple[str, ...]]] = deque()  # oldest first
+        self.by_address: Counter[str] = Counter()
+        self.by_client: Counter[str] = Counter()
+        self.by_share: Counter[tuple[str, str]] = Counter()  # (client, address)
+        self.records = 0
+
+    def __len__(self) -> int:
+        """The (POST, address) records held."""
+        self._prune(self.clock())
+        return self.records
+
+    def _prune(self, now: float) -> None:
+        while self.sent and self.sent[0][0] <= now - VERIFY_WINDOW:
+            _, client, addresses = self.sent.popleft()
+            _less(self.by_client, client)
+            for address in addresses:
+                _less(self.by_address, address)
+                _less(self.by_share, (client, address))
+            self.records -= len(addresses)
+
+    def take(self, client: str, addresses: tuple[str, ...]) -> None:
+        """Count a verification POST of ``client``'s to ``addresses``, or refuse it
+        (``ResourceExhausted``, saying whose bound is full) and count nothing."""
+        self._prune(self.clock())
+        if self.by_client[client] >= VERIFY_PER_CLIENT:
+            raise _too_many(
+                f"this client had {VERIFY_PER_CLIENT} receivers asked to confirm webhooks in "
+                f"the last {VERIFY_WINDOW:g} s",
+                VERIFY_PER_CLIENT,
+            )
+        for address in addresses:
+            if self.by_share[(client, address)] >= VERIFY_CLIENT_SHARE:
+                raise _too_many(
+                    f"this client had receivers at {address} asked to confirm webhooks "
+                    f"{VERIFY_CLIENT_SHARE} times in the last {VERIFY_WINDOW:g} s (a client's "
+                    f"share of an address's {VERIFY_PER_ADDRESS})",
+                    VERIFY_CLIENT_SHARE,
+                )
+            if self.by_address[address] >= VERIFY_PER_ADDRESS:
+                raise _too_many(
+                    f"receivers at {address} were asked to confirm webhooks "
+                    f"{VERIFY_PER_ADDRESS} times in the last {VERIFY_WINDOW:g} s, whoever asked",
+                    VERIFY_PER_ADDRESS,
+                )
+        if self.records + len(addresses) > VERIFY_RECORDS:
+            raise event_error(
+                RESOURCE_EXHAUSTED_CODE,
+                UNAVAILABLE,
+                f"this server asked receivers to confirm webhooks {VERIFY_RECORDS} times in "
+                f"the last {VERIFY_WINDOW:g} s: try again in a minute",
+                limit="server_verifications",
+                max=VERIFY_RECORDS,
+            )
+        self.sent.append((self.clock(), client, addresses))
+        self.by_client[client] += 1
+        for address in addresses:
+            self.by_address[address] += 1
+            self.by_share[(client, address)] += 1
+        self.records += len(addresses)
+
+
+def _too_many(said: str, most: int) -> MCPError:
+    return event_error(
+        RESOURCE_EXHAUSTED_CODE,
+        TOO_MANY,
+        f"{said}: try again later",
+        limit="verifications",
+        max=most,
+    )
+
+
+class Consents:
+    """The (principal, URL)s whose receiver echoed a challenge, each for ``VERIFIED_SECONDS``:
+    at most ``VERIFIED_PER_CLIENT`` of a client's and ``VERIFIED_MAX`` in all, the URL kept as a
+    digest (its length is the client's). Full, the client adding forgets its own oldest, or
+    the client remembered most often its oldest: a client forgotten is asked again, no more."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.until: OrderedDict[tuple[str, str], float] = OrderedDict()  # oldest first
+        self.held: Counter[str] = Counter()  # by client
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self.until)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        self._prune()
+        return self._key(*key) in self.until
+
+    @staticmethod
+    def _key(owner: str, url: str) -> tuple[str, str]:
+        return owner, hashlib.sha256(url.encode()).hexdigest()
+
+    def _prune(self) -> None:
+        now = self.clock()
+        while self.until and next(iter(self.until.values())) <= now:
+            self._forget(next(iter(self.until)))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        del self.until[key]
+        _less(self.held, client_of(key[0]))
+
+    def add(self, owner: str, url: str) -> None:
+        self._prune()
+        key, client = self._key(owner, url), client_of(owner)
+        if key in self.until:
+            self._forget(key)
+        if self.held[client] >= VERIFIED_PER_CLIENT:
+            self._forget(next(k for k in self.until if client_of(k[0]) == client))
+        elif len(self.until) >= VERIFIED_MAX:
+            most = self.held.most_common(1)[0][0]
+            self._forget(next(k for k in self.until if client_of(k[0]) == most))
+        self.until[key] = self.clock() + VERIFIED_SECONDS
+        self.held[client] += 1
+
+
 class Webhooks:
     """The webhook subscriptions of one server, each its owner's only."""
 
@@ -200,8 +367,8 @@ class Webhooks:
         self.sleep = sleep
         self.post = post or self._post
         self.by_id: dict[str, Webhook] = {}
-        self.verified: dict[tuple[str, str], float] = {}  # (owner, url): until (store's clock)
-        self.verifying: dict[str, list[float]] = {}  # host: when its verification POSTs went
+        self.verified = Consents(clock)  # (owner, url)s whose receiver confirmed
+        self.verifying = Verifications(clock)  # the verification POSTs of the last minute
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         async with guarded_client(self.hosts, timeout=TIMEOUT, max_bytes=64 * 1024) as http:
@@ -215,8 +382,6 @@ class Webhooks:
         now = self.clock()
         for hook in [h for h in self.by_id.values() if h.expires <= now]:
             self._drop(hook)
-        for key in [k for k, until in self.verified.items() if until <= now]:
-            del self.verified[key]
 
     def _drop(self, hook: Webhook) -> None:
         self.by_id.pop(hook.id, None)
@@ -239,7 +404,7 @@ class Webhooks:
         self, ctx: Ctx, source: Source, params: SubscribeParams, cursor: int | None
     ) -> JsonObject:
         owner = self._principal(ctx)
-        url = await self._callback_url(params)
+        url, addresses = await self._callback_url(params)
         secret = _checked_secret(params.delivery.get("secret"))
         ttl_ms = _granted_ms(params)
         self._expire()
@@ -275,7 +440,7 @@ class Webhooks:
         # the receiver's consent
         await self.watches.start(hook, source.read, arrived, client_of(owner), must_exist=False)
         try:
-            await self._verify(hook)
+            await self._verify(hook, addresses)
         except BaseException:
             self.watches.stop(hook)
             raise
@@ -283,9 +448,10 @@ class Webhooks:
         hook.runner = asyncio.get_running_loop().create_task(self._deliver(hook))
         return self._answer(hook, start.truncated)
 
-    async def _callback_url(self, params: SubscribeParams) -> str:
+    async def _callback_url(self, params: SubscribeParams) -> tuple[str, list[Address]]:
         """The webhook URL a subscribe names, checked: this server delivers webhooks, the mode
-        is webhook, the host is one the operator allows, and it is https (http to loopback)."""
+        is webhook, the host is one the operator allows, and it is https (http to loopback);
+        with the addresses the guard checked for it."""
         if self.hosts.empty:
             raise event_error(
                 UNSUPPORTED_CODE,
@@ -321,7 +487,7 @@ class Webhooks:
                 "delivery.url: an https URL (http only to a loopback address, a receiver on "
                 "this machine)",
             )
-        return url
+        return url, addresses
 
     def _answer(self, hook: Webhook, truncated: bool) -> JsonObject:
         return {
@@ -350,47 +516,44 @@ class Webhooks:
         self._drop(hook)
         return {}
 
-    async def _verify(self, hook: Webhook) -> None:
+    async def _verify(self, hook: Webhook, addresses: list[Address]) -> None:
         """The receiver's consent to deliveries (the SEP's verification handshake), once per
-        principal and URL: a signed challenge it must echo in a 2xx answer. A failure is
-        ``CallbackEndpointError`` with one of the SEP's categories, never the receiver's
-        words (a client must not read an internal service's answers through it)."""
-        key = (hook.owner, hook.url)
-        if key in self.verified:
+        principal and URL: a signed challenge it must echo in a 2xx answer, POSTed to
+        ``addresses`` (the guard's, which the bound counted) and nowhere else. A failure is
+        ``CallbackEndpointError`` with one reason whatever failed (``UNCONFIRMED``), never the
+        receiver's words nor the category: a client must not map an internal network's
+        services through it. The category goes to the operator's log."""
+        if (hook.owner, hook.url) in self.verified:
             return
-        host = urlsplit(hook.url).hostname or ""
-        now = self.clock()
-        sent = [t for t in self.verifying.get(host, []) if t > now - VERIFY_WINDOW]
-        if len(sent) >= VERIFY_PER_HOST:
-            raise event_error(
-                RESOURCE_EXHAUSTED_CODE,
-                TOO_MANY,
-                f"{VERIFY_PER_HOST} receivers at {host[:80]} were asked to confirm webhooks in "
-                f"the last {VERIFY_WINDOW:g} s: try again later",
-                limit="verifications",
-                max=VERIFY_PER_HOST,
-            )
-        self.verifying[host] = [*sent, now]
+        texts = tuple(dict.fromkeys(address_text(a) for a in addresses))
+        self.verifying.take(client_of(hook.owner), texts)
         challenge = secrets.token_urlsafe(24)
         webhook_id = f"msg_verification_{secrets.token_hex(8)}"
         message = {"type": "verification", "challenge": challenge}
         body = json.dumps(message, separators=(",", ":")).encode()
         reason: str | None
+        parts = urlsplit(hook.url)
         try:
-            answer = await self.post(hook.url, body, self._headers(hook, webhook_id, body))
+            # a name is connected to where it was counted, not to a second DNS answer
+            with pinned_to(parts.hostname or "", addresses):
+                answer = await self.post(hook.url, body, self._headers(hook, webhook_id, body))
         except Exception as exc:  # refused, unreachable, too slow, too long an answer
             reason = _category(exc)
         else:
             reason = _unconfirmed(answer, challenge)
         if reason is not None:
+            log.info(
+                "webhook %s: the receiver at %s port %s did not confirm (%s)",
+                hook.id, ", ".join(texts), parts.port, reason,
+            )  # fmt: skip
             raise event_error(
                 CALLBACK_ENDPOINT_CODE,
-                reason,
-                f"delivery.url did not confirm that it takes these deliveries ({reason}): it "
-                'must echo the verification envelope\'s challenge as {"challenge": ...} in a '
-                "2xx answer",
+                UNCONFIRMED,
+                "delivery.url did not confirm that it takes these deliveries: it must echo the "
+                'verification envelope\'s challenge as {"challenge": ...} in a 2xx answer, '
+                f"within {TIMEOUT:g} s (why it did not goes to the server's log only)",
             )
-        self.verified[key] = self.clock() + VERIFIED_SECONDS
+        self.verified.add(hook.owner, hook.url)
 
     def _headers(self, hook: Webhook, webhook_id: str, body: bytes) -> dict[str, str]:
         """The delivery's headers, signed anew (each try regenerates the timestamp): with the
