@@ -12,12 +12,18 @@ import typing
 from collections.abc import Sequence
 
 import anyio
-from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
 from langchain_mq9._version import __version__
 from langchain_mq9.client.auth import read_credential_file
 from langchain_mq9.client.connection import Mq9Connection
+from langchain_mq9.client.key_shares import (
+    IDENTITY_KEYS,
+    KEY_WINDOW,
+    KeyShares,
+    KeySharesCollector,
+    callers_total,
+)
 from langchain_mq9.operations.config import ToolConfig
 from langchain_mq9.operations.policy import ToolPolicy
 from mq9_wire._cli import ArgumentParser, port, positive_float, positive_int
@@ -35,8 +41,15 @@ from .http import (
     is_loopback,
     serve_http,
 )
-from .http.metrics import McpMetrics, mcp_endpoint
-from .server import RECONNECT_ATTEMPTS, RECONNECT_DELAY, create_server, tool_definitions
+from .http.metrics import PREFIX, McpMetrics, mcp_endpoint
+from .owners import KEYS_PER_CLIENT
+from .server import (
+    RECONNECT_ATTEMPTS,
+    RECONNECT_DELAY,
+    Mq9McpServer,
+    create_server,
+    tool_definitions,
+)
 from .stdio import serve_stdio
 
 log = logging.getLogger("mcp_server")
@@ -188,6 +201,29 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
         f"counts as one) (default: {DEFAULT_SESSION_IDLE_TIMEOUT:g})",
     )
     transport.add_argument(
+        "--keys-per-client",
+        type=positive_int,
+        metavar="N",
+        help="the idempotency keys one client's tool calls may hold at once (#106; default: "
+        f"{KEYS_PER_CLIENT} a client over HTTP, over stdio the clients' whole part; "
+        "$MQ9_MCP_KEYS_PER_CLIENT); a client past it is refused, naming its own count only",
+    )
+    transport.add_argument(
+        "--identity-keys",
+        type=positive_int,
+        metavar="N",
+        help="the keys the broker lets this server's identity hold (its --max-keys-per-sender; "
+        f"default {IDENTITY_KEYS}, $MQ9_MCP_IDENTITY_KEYS): all clients together hold at most "
+        "nine tenths of it",
+    )
+    transport.add_argument(
+        "--key-window",
+        type=positive_int,
+        metavar="SECONDS",
+        help=f"how long the broker keeps a key (its idempotency window; default {KEY_WINDOW}, "
+        "$MQ9_MCP_KEY_WINDOW)",
+    )
+    transport.add_argument(
         "--metrics",
         metavar="[HOST:]PORT",
         help="with --transport http: serve Prometheus metrics (/metrics), /healthz and /readyz "
@@ -311,6 +347,7 @@ def _main(argv: Sequence[str] | None) -> int:
         webhook_hosts=[h for h in (args.webhook_hosts or "").split(",") if h.strip()],
         state_keys=state_keys(parser),
     )
+    server.policies.key_shares = key_shares(args, parser)
 
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
@@ -329,6 +366,26 @@ def _main(argv: Sequence[str] | None) -> int:
         anyio.run(serve_stdio, server, connection, backend_options={"loop_factory": _new_loop})
         return 0
     return _run_http(args, server, connection, auth_token)
+
+
+def key_shares(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KeyShares:
+    """The ledger of the clients' idempotency keys (#106), from the options, else their
+    environment variables, else the broker's defaults."""
+
+    def given(value: int | None, env: str) -> int | None:
+        text = os.environ.get(env, "").strip()
+        if value is not None or not text:
+            return value
+        if not text.isdigit() or int(text) < 1:
+            parser.error(f"${env} must be a whole number 1 or more, not {text[:40]!r}")
+        return int(text)
+
+    total = callers_total(given(args.identity_keys, "MQ9_MCP_IDENTITY_KEYS") or IDENTITY_KEYS)
+    each = given(args.keys_per_client, "MQ9_MCP_KEYS_PER_CLIENT")
+    if each is None:
+        each = min(KEYS_PER_CLIENT, total) if args.transport == "http" else total
+    window = given(args.key_window, "MQ9_MCP_KEY_WINDOW") or KEY_WINDOW
+    return KeyShares(each, total=total, window=window, where="server")
 
 
 # Each key sealing requestState is secret randomness of at least this many characters (the
@@ -446,7 +503,10 @@ def _client_args(args: argparse.Namespace, server_url: str, policy: ToolPolicy) 
 
 
 def _run_http(
-    args: argparse.Namespace, server: Server, connection: Mq9Connection, auth_token: str | None
+    args: argparse.Namespace,
+    server: Mq9McpServer,
+    connection: Mq9Connection,
+    auth_token: str | None,
 ) -> int:
     if auth_token:
         log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
@@ -467,6 +527,8 @@ def _run_http(
         try:
             address = operator_address(args.metrics)
             metrics = McpMetrics()
+            # #106: the clients' keys held, and the keyed calls refused past a share
+            metrics.registry.register(KeySharesCollector(server.policies.key_shares, PREFIX))
         except (ValueError, MetricsUnavailable) as exc:
             print(f"mq9-mcp: {exc}", file=sys.stderr, flush=True)
             return 1

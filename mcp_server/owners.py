@@ -25,6 +25,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from langchain_mq9.client.key_shares import KeyShares, KeysRefused, callers_total
 from langchain_mq9.operations.catalog import OperationError, ToolPolicy
 
 log = logging.getLogger("mcp_server")
@@ -39,6 +40,14 @@ _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # its least recently used one up to a client holding fewer (``ClientPolicies``), and only a
 # client holding as many as any other is refused.
 MAX_WORKERS = 256
+# #106: the idempotency keys one HTTP client's tool calls may hold at once (the broker holds a
+# key 600 s, and mq9-mcp's one identity at most 10,000): a tenth of the callers' part of the
+# identity's bound, so nine clients filling theirs still leave room for others. A stdio server
+# has one client, which gets the whole part (``callers_total``).
+KEYS_PER_CLIENT = 900
+# What a keyed tool call stores under its key at the broker: a message (send_message), a call's
+# record and its request (call_agent), an answer (answer_call)
+KEYS_A_CALL = {"send_message": 1, "call_agent": 2, "answer_call": 1}
 
 
 def normalized_credentials(authorization: str) -> str:
@@ -82,6 +91,31 @@ class ClientPolicies:
         self.policy = policy
         self.workers_from_header = workers_from_header
         self._by_owner: OrderedDict[str, ToolPolicy] = OrderedDict()
+        # #106: the keys each client's tool calls send, out of a share of its own (the CLI's
+        # --keys-per-client sets another ledger)
+        share = KEYS_PER_CLIENT if workers_from_header else callers_total()
+        self.key_shares = KeyShares(share, where="server")
+
+    def spend_keys(
+        self, request: Any, operation: str | None, arguments: dict[str, Any] | None
+    ) -> str | None:
+        """Count a tool call's idempotency keys against its client's share (``client_of``:
+        worker names share their client's): None when they fit (or it sends no key), else
+        the refusal in the client's own words (#106: its own count, nothing of the server's
+        identity or of another client's)."""
+        key = (arguments or {}).get("idempotency_key")
+        cost = KEYS_A_CALL.get(operation or "", 0)
+        if not cost or not isinstance(key, str) or not key:
+            return None
+        # what the key names, as the broker keeps it: the tool, where it goes, the key
+        args = arguments or {}
+        target = next((str(args[a]) for a in ("mail_address", "agent", "task_id") if a in args), "")
+        names = [(f"{operation} {target}", f"{key}\n{n}") for n in range(cost)]
+        try:
+            self.key_shares.spend(client_of(self.owner_of(request)), names)
+        except KeysRefused as exc:
+            return str(exc)
+        return None
 
     def of(self, request: Any) -> ToolPolicy:
         """The policy of the client that sent ``request`` (a Starlette request, or None)."""

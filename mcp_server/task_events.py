@@ -199,9 +199,9 @@ class TaskLog:
         self.owner, self.call, self.ttl_ms, self.created_at = owner, call, ttl_ms, created_at
         ttl = ttl_ms // 1000 + KEPT_AFTER_TTL_SECONDS
         header = TaskHeader(header=1, owner=owner, call=call, ttlMs=ttl_ms, createdAt=created_at)
-        key = f"task-header:{self.task_id}"
         await self._run(lambda c: c.mailbox_create(name=self.mailbox, ttl=ttl))
-        await self._run(lambda c: c.send(self.mailbox, dict(header), idempotency_key=key))
+        # (#106: no idempotency key, as the events: the first header stored counts, ``load``)
+        await self._run(lambda c: c.send(self.mailbox, dict(header)))
 
     def emit(self, kind: str, payload: Mapping[str, object], *, last: bool = False) -> int:
         """Add an event to the timeline (stored in order, in the background); its seq.
@@ -224,9 +224,12 @@ class TaskLog:
     async def _write(self) -> None:
         while self._queue:
             pending = self._queue[0]
-            key = f"task-event:{self.task_id}:{pending.seq}"
-            def store(c: Mq9Client, p: _Pending = pending, k: str = key) -> Awaitable[int]:
-                return c.send(self.mailbox, dict(p.record), idempotency_key=k)
+
+            # #106: sent with no idempotency key, so no key mq9-mcp's clients spent under its
+            # identity can refuse the timeline; an event tried again may be stored twice, and
+            # every reader keeps the first of each seq (``_take``, ``stream``)
+            def store(c: Mq9Client, p: _Pending = pending) -> Awaitable[int]:
+                return c.send(self.mailbox, dict(p.record))
 
             try:
                 msg_id = await self._run(store)

@@ -1,0 +1,77 @@
+"""mq9-mcp's clients spend idempotency keys out of shares of their own, and its own task
+timelines spend none (#106 items 1 and 7). mq9-mcp speaks to a ``--credentials`` broker as one
+identity whose keys the broker bounds (``--max-keys-per-sender``, shrunk here to 30 for 10,000).
+Two clients reach it over HTTP with the one bearer token, from two addresses (two clients, as
+``owners.client_identity`` tells them apart): mallory sends keyed messages past her share and is
+refused in words naming her own count only; bob's keyed send_message is answered, and his tool
+call run as a task has its timeline written (its result read through ``tasks/result``).
+
+Before #106 mallory's 30 keyed sends filled the identity's bound: bob's keyed send was refused
+("no room for another idempotency key"), and the task's keyed timeline writes with it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx2 as httpx
+import pytest
+
+from tests.a2a.key_bounds_support import BoundedBroker
+from tests.support.mcp_support import LEGACY, Peer, http_server
+
+pytestmark = pytest.mark.slow  # a dev broker process and an mq9-mcp process
+
+KEYS = 30  # the broker's bound on mq9-mcp's identity
+SHARE = 5  # each client's (--keys-per-client)
+TOKEN = "t" * 32
+
+
+@contextlib.asynccontextmanager
+async def client_from(address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client connecting from ``address`` (a loopback address of its own)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=transport, headers=headers, timeout=httpx.Timeout(20, read=60)
+    ) as http:
+        yield http
+
+
+async def test_a_client_filling_its_share_leaves_anothers_keyed_send_and_tasks_answered(tmp_path):
+    broker = BoundedBroker(tmp_path, "mcp", keys_each=KEYS)
+    try:
+        options = ("--keys-per-client", str(SHARE), "--identity-keys", str(KEYS))
+        with http_server(
+            "--server", broker.url, "--auth-token", TOKEN, *options,
+            MQ9_CREDENTIAL=broker.credentials["mcp"],
+        ) as url:  # fmt: skip
+            async with client_from("127.0.0.1") as one, client_from("127.0.0.2") as two:
+                mallory = await Peer(one, url, LEGACY, "mallory").open()
+                bob = await Peer(two, url, LEGACY, "bob").open()
+                box = (await mallory.data("create_mailbox"))["mail_address"]
+                said = []
+                for n in range(KEYS):  # as many as fill the identity's bound
+                    answer = await mallory.call(
+                        "send_message", mail_address=box, payload=f"m{n}", idempotency_key=f"k{n}"
+                    )
+                    if answer["result"].get("isError"):
+                        said.append(answer["result"]["content"][0]["text"])
+                assert len(said) == KEYS - SHARE
+                assert f"you hold {SHARE} of your {SHARE} keys at this server" in said[-1]
+                assert str(KEYS) not in said[-1] and "27" not in said[-1]  # item 7
+
+                inbox = (await bob.data("create_mailbox"))["mail_address"]
+                sent = await bob.data(
+                    "send_message", mail_address=inbox, payload="bob's", idempotency_key="k0"
+                )
+                assert sent["sent"] is True
+                # a tool call run as a task: its timeline (header, events) is written
+                answer = await bob.call("fetch_messages", task=True, mail_address=inbox,
+                                        max_wait_ms=1000)  # fmt: skip
+                task_id = answer["result"]["task"]["taskId"]
+                result = (await bob.rpc("tasks/result", taskId=task_id))["result"]
+                [message] = result["structuredContent"]["messages"]
+                assert message["payload"] == "bob's"
+    finally:
+        broker.stop()
