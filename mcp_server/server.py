@@ -295,6 +295,10 @@ class Mq9McpServer(Server):
         progress: Progress | None = None,
     ) -> types.CallToolResult:
         """One tool call of the client with ``policy``, logged with its request id."""
+        named = operation_named(policy, params.name)
+        refused = self.policies.spend_keys(ctx.request, named and named.name, params.arguments)
+        if refused is not None:  # #106: past its own share of idempotency keys (owners.py)
+            return error_result(refused)
         return await logged_call(self.connection, policy, params, ctx.request_id, progress)
 
     async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
