@@ -107,7 +107,6 @@ def standardised(parts: Sequence[Any], numpy: Any) -> Any | None:
     spread = sum(spreads) / len(spreads)
     means = [float(part.mean()) for part in wide]
     moved = [
-        (part - mean) * (spread / own)
-        for part, mean, own in zip(wide, means, spreads, strict=True)
+        (part - mean) * (spread / own) for part, mean, own in zip(wide, means, spreads, strict=True)
     ]
     return sum(means) + sum(moved)
