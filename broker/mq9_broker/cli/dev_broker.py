@@ -243,6 +243,10 @@ def _limit_options(limits: Group) -> None:
         ("--max-keys", "max_keys", "most idempotency keys held at once, in all"),
         ("--max-keys-per-sender", "max_keys_per_sender",
          "most idempotency keys held at once for one agent (--credentials)"),
+        # (#106) without credentials: one client's flood leaves the rest of --max-keys
+        ("--max-keys-per-address", "max_keys_per_address",
+         "most idempotency keys held at once for one client without --credentials (its "
+         "address where nats-server vouches for one, else its connection's reply inbox)"),
     ):
         limits.add_argument(
             flag,

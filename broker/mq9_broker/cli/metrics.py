@@ -119,12 +119,24 @@ class BrokerCollector:
 
             yield CounterMetricFamily(
                 f"{PREFIX}_idempotency_keys_refused", "keyed SENDs refused because the keys "
-                "held reached --max-keys or --max-keys-per-sender", value=engine.keys_refused,
+                "held reached --max-keys, --max-keys-per-sender or --max-keys-per-address",
+                value=engine.keys_refused,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                f"{PREFIX}_idempotency_keys_refused_per_address", "of those, the keyed SENDs "
+                "of an open broker's client refused at its own --max-keys-per-address (#106)",
+                value=engine.keys_refused_per_address,
             )  # fmt: skip
         if isinstance(engine, BrokerEngine):
+            keys = engine.store.sent_keys
             yield GaugeMetricFamily(
                 f"{PREFIX}_idempotency_keys", "idempotency keys held by this broker's store "
-                "(memory, SQLite; #98: bounded by --max-keys)", value=len(engine.store.sent_keys),
+                "(memory, SQLite; #98: bounded by --max-keys)", value=len(keys),
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                f"{PREFIX}_idempotency_keys_most_one_holds", "the most idempotency keys one "
+                "vouched sender or open broker's client holds (bounded by --max-keys-per-sender, "
+                "--max-keys-per-address)", value=keys.most_held(),
             )  # fmt: skip
             yield from self.held.families(engine)
         elif (survey := self.cluster_survey()) is not None:

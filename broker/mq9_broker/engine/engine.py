@@ -50,7 +50,7 @@ from ..storage.mailbox_store import (
     Mark,
     Once,
 )
-from ..storage.sent_keys import scoped_key
+from ..storage.sent_keys import PARTY_FULL, scoped_key
 from . import owned as owning
 from . import rules
 from .answers import capped, cut_answer
@@ -63,6 +63,7 @@ from .rules import (
     Command,
     Creation,
     Fetch,
+    FromClient,
     Headers,
     Vouched,
     as_is,
@@ -171,6 +172,7 @@ class Engine(Carried, Generic[S]):
         self.seen_mailboxes = Seen()
         self.seen_agents = Seen()
         self.keys_refused = 0  # (#98) keyed SENDs refused past the store's bounds on keys
+        self.keys_refused_per_address = 0  # (#106) of those, past an open client's own bound
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -227,7 +229,8 @@ class Engine(Carried, Generic[S]):
         reply. With ``requester`` (an enforcing broker's), its command's ownership
         (``Command.owned``): what the check asks about read from the store first (another
         broker may have made it a moment ago), then the check, the command, and its record
-        kept."""
+        kept. Without one, ``headers`` may name the client an open broker's serving told
+        apart (``FromClient``, #106: the bound a keyed SEND's new key counts against)."""
         try:
             command, target = checked_command(subject, self.limits, body)
             if requester is None:
@@ -319,6 +322,7 @@ class Engine(Carried, Generic[S]):
         if record is None or not record.live(now):
             raise Mq9Error(p.err_mailbox_missing(address))
         # (#90) an idempotency key is the broker's: taken out, never stored with the message
+        client = headers.client if isinstance(headers, FromClient) else None
         key, headers = rules.idempotency_key(headers)
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
         sent = read_send(stored_headers(headers), body, now, self.sending, keyed=key is not None)
@@ -327,20 +331,7 @@ class Engine(Carried, Generic[S]):
         room = self.limits.max_messages_per_mailbox
         once = None
         if key is not None:  # stored once per mailbox and key, decided in the write's own step
-            mq9_key = headers.get(p.HEADER_KEY) if headers else None
-            delay = -1 if sent.due is None else sent.due - now
-            print_ = rules.fingerprint(message, mq9_key, delay, body)
-            # (#98) a key is its sender's where the broker vouches for one: no other identity
-            # takes, blocks or learns anything through it
-            limits = self.limits
-            if isinstance(headers, Vouched):
-                key_held, most_each = scoped_key(headers.sender, key), limits.max_keys_per_sender
-            else:  # (no sender to bound: the bound in all alone)
-                key_held, most_each = key, None
-            once = Once(
-                key_held, print_, limits.idempotency_window, int(self.clock() * 1000),
-                limits.max_keys, most_each,
-            )  # fmt: skip
+            once = self._once(key, headers, client, message, sent.due, now, body)
         try:
             if sent.due is not None:
                 # (a delayed message is numbered when due, whatever the mailbox holds then: its
@@ -361,9 +352,41 @@ class Engine(Carried, Generic[S]):
             raise Mq9Error(p.err_idempotency_key_reused(key, address, window)) from None
         except KeysFull as full:
             self.keys_refused += 1
+            if full.why == PARTY_FULL and once is not None and once.party is not None:
+                self.keys_refused_per_address += 1  # (#106) an open broker's client's own
             window = self.limits.idempotency_window
             raise Mq9Error(p.err_idempotency_keys_full(full.why, window)) from None
         return rules.SENT % msg_id if once is None else rules.sent_once(msg_id, once.duplicate)
+
+    def _once(
+        self,
+        key: str,
+        headers: Headers,
+        client: str | None,
+        message: StoredMessage,
+        due: int | None,
+        now: int,
+        body: bytes,
+    ) -> Once:
+        """What the store is given of a keyed SEND (#90): its key, what the SEND is, its
+        window, and the bounds its new key must fit."""
+        mq9_key = headers.get(p.HEADER_KEY) if headers else None
+        delay = -1 if due is None else due - now
+        print_ = rules.fingerprint(message, mq9_key, delay, body)
+        limits = self.limits
+        party = None
+        # (#98) a key is its sender's where the broker vouches for one: no other identity
+        # takes, blocks or learns anything through it
+        if isinstance(headers, Vouched):
+            key_held, most_each = scoped_key(headers.sender, key), limits.max_keys_per_sender
+        elif client is not None:  # (#106) one per mailbox, counted against its client's bound
+            key_held, most_each, party = key, limits.max_keys_per_address, client
+        else:  # (no sender nor client to bound, memory://: the bound in all alone)
+            key_held, most_each = key, None
+        return Once(
+            key_held, print_, limits.idempotency_window, int(self.clock() * 1000),
+            limits.max_keys, most_each, party=party,
+        )  # fmt: skip
 
     # -- FETCH and ACK ---------------------------------------------------------------------
 

@@ -47,3 +47,9 @@ class BrokerLimits:
     # whole window. The cluster store keeps keys in its stream (servers' storage, Nats-TTL).
     max_keys: int | None = 100_000
     max_keys_per_sender: int | None = 10_000
+    # (#106) The keys one client of an open broker holds at once: its address where
+    # nats-server vouches for one (the open cluster's service import), else its reply inbox
+    # (pacing.client_of). Half the bound in all (the waiting room's share of an address): one
+    # client filling its keys leaves the other half to everyone else, and a served agent taking
+    # 10 tasks a second (6 keys each, 36,000 in the window) fits
+    max_keys_per_address: int | None = 50_000

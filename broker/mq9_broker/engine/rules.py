@@ -73,6 +73,17 @@ class Vouched(dict[str, str]):
         self.sender = sender
 
 
+class FromClient(dict[str, str]):
+    """(#106) A keyed SEND's headers on an open broker, with the client its serving told
+    apart (``client``: the address nats-server vouches for, else the reply inbox, serve.py):
+    whose bound its new key counts against, so that one client filling its keys leaves room
+    to the others. Built only in this process, as ``Vouched``."""
+
+    def __init__(self, headers: Headers, client: str) -> None:
+        super().__init__(headers or {})
+        self.client = client
+
+
 def _is_sender(name: str) -> bool:
     # stripped as parse_header_block strips a name, and in any case: no reader may take a
     # client's "MQ9-Sender " for the broker's

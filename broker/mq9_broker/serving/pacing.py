@@ -29,6 +29,14 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from mq9_wire.protocol import HEADER_IDEMPOTENCY_KEY
+
+from ..engine.rules import FromClient
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 Sleep = Callable[[float], Awaitable[object]]
 # A wait shorter than this is none (what float rounding leaves of a pace exactly met)
@@ -75,6 +83,23 @@ def client_of(reply: str, headers: Mapping[str, str] | None = None) -> tuple[str
         return prefix, None
     connection, address = found
     return f"{IMPORTED}{connection}", address
+
+
+def party_of(reply: str, headers: Mapping[str, str] | None = None) -> str:
+    """(#106) The client an open broker's bound on keys counts a keyed SEND against: its
+    address where nats-server vouches for one (``client_of``), else the requester as far as
+    its reply subject shows: one connection's inbox, which a client may make up anew."""
+    who, address = client_of(reply, headers)
+    return who if address is None else address
+
+
+def from_client(msg: Msg) -> Mapping[str, str] | None:
+    """``msg``'s headers as an open broker hands them to the engine: a keyed SEND's with its
+    client (``FromClient``, ``party_of``), whose bound its new key counts against (#106)."""
+    headers = msg.headers
+    if headers and HEADER_IDEMPOTENCY_KEY in headers:
+        return FromClient(headers, party_of(msg.reply or "", headers))
+    return headers
 
 
 def _connection(info: str | None) -> tuple[str, str | None] | None:

@@ -35,7 +35,7 @@ from mq9_wire.protocol.names import arrival_subject
 
 from ..engine.engine import command_for
 from ..engine.owned import Answering
-from .pacing import AnswerPacer, Backlog, client_of
+from .pacing import AnswerPacer, Backlog, client_of, from_client
 from .partitions import Partitions
 from .waiting_room import RoomFull, WaitingRoom
 
@@ -391,7 +391,7 @@ class NatsService:
         if self.identities is not None:  # #53: the gate, then the engine making ownership (#74)
             reply = await self.identities.handle(self.engine, msg)
         else:
-            reply = await self.engine.handle(msg.subject, msg.headers, msg.data)
+            reply = await self.engine.handle(msg.subject, from_client(msg), msg.data)
         await self._send_answer(msg, reply, stamp)
 
     async def _send_answer(self, msg: Msg, reply: bytes, stamp: Stamp = None) -> None:

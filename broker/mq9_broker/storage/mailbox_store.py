@@ -134,6 +134,9 @@ class Once:
     most: int | None = None
     most_each: int | None = None
     duplicate: bool = False
+    # (#106) whom a new key counts against for ``most_each`` where not its scoped sender: the
+    # client an open broker told apart (an address, or a reply inbox); None: its sender
+    party: str | None = None
 
 
 class KeysFull(Exception):

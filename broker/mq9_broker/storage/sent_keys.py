@@ -8,17 +8,24 @@ from a truncated second let a resend 1.2 s into a 2 s window store again).
 
 A key is its sender's (#98): a broker that vouches for the sender keeps it under
 ``scoped_key(sender, key)``, so another identity's SEND of the same key is a key of its own.
-The keys held are counted in all and per vouched sender, so a store can refuse one past its
-bounds (``room``). What one costs is measured in docs/bench.md.
+The keys held are counted in all and per party, so a store can refuse one past its bounds
+(``room``): a party is the vouched sender of a scoped key, or the client an open broker told
+apart for it (#106: its address, or its reply inbox; the key itself stays unscoped there, one
+per mailbox as RobustMQ keeps it). What one costs is measured in docs/bench.md.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-Kept = tuple[int, bytes, int]  # msg_id, fingerprint, the millisecond the window ends
+# msg_id, fingerprint, the millisecond the window ends, the party it counts against (None: none)
+Kept = tuple[int, bytes, int, str | None]
 _NEVER = 2**63  # (no key kept: no window ends)
 _SCOPE = "\n"  # between a sender and its key: no header value (so no key) holds a newline
+# (#98, #106) Which bound a new key met, as said to its sender: its own alone, no count (a
+# server speaking for many callers, a gateway's tenant, must learn nothing of the others)
+PARTY_FULL = "you hold as many keys as one sender may"
+ALL_FULL = "this broker holds as many keys as it may"
 
 
 def scoped_key(sender: str | None, key: str) -> str:
@@ -41,24 +48,34 @@ class SentKeys:
         # the front's window ends no sooner than this millisecond (a bound, never above it):
         # most SENDs' expire looks no further (#90)
         self._soonest = _NEVER
-        self._per_sender: dict[str, int] = {}  # the keys scoped to each vouched sender
+        self._per_party: dict[str, int] = {}  # the keys each party holds
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def held_by(self, sender: str) -> int:
-        """How many keys scoped to ``sender`` are kept (ended ones not yet dropped too)."""
-        return self._per_sender.get(sender, 0)
+    def held_by(self, party: str) -> int:
+        """How many keys ``party`` holds (a vouched sender, or a client an open broker told
+        apart): ended ones not yet dropped too."""
+        return self._per_party.get(party, 0)
 
-    def room(self, key: str, most: int | None, most_each: int | None) -> str | None:
-        """None when one more key like ``key`` (a scoped key's sender counted) fits ``most`` in
-        all and ``most_each`` a sender (None: no bound); else which bound is reached, in
-        words (#98)."""
+    def most_held(self) -> int:
+        """The most keys one party holds (0: none holds any)."""
+        return max(self._per_party.values(), default=0)
+
+    def room(
+        self, key: str, most: int | None, most_each: int | None, party: str | None = None
+    ) -> str | None:
+        """None when one more key like ``key`` fits ``most`` in all and ``most_each`` for its
+        party (None: no bound), the party ``party`` or else the sender ``key`` is scoped to;
+        else which bound is reached, in words said to the sender (#98). #106: the words name
+        the sender's own bound alone, never a count of what others hold (a server speaking
+        for many callers passes them on)."""
+        if party is None:
+            party = key_sender(key)
+        if party is not None and most_each is not None and self.held_by(party) >= most_each:
+            return PARTY_FULL
         if most is not None and len(self._kept) >= most:
-            return f"this broker holds {most} keys in all"
-        held = self._per_sender.get(key.partition(_SCOPE)[0], 0) if _SCOPE in key else 0
-        if most_each is not None and held >= most_each:
-            return f"you hold {most_each} keys, the most one sender may"
+            return ALL_FULL
         return None
 
     def get(self, mailbox: str, key: str, now: int) -> tuple[int, bytes] | None:
@@ -68,16 +85,29 @@ class SentKeys:
             return None
         return kept[0], kept[1]
 
-    def put(self, mailbox: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
-        """Keep a key until millisecond ``until`` (written again: it moves to the end)."""
+    def put(
+        self,
+        mailbox: str,
+        key: str,
+        msg_id: int,
+        fingerprint: bytes,
+        until: int,
+        party: str | None = None,
+    ) -> None:
+        """Keep a key until millisecond ``until`` (written again: it moves to the end, still
+        its first party's), counted against ``party``, else the sender it is scoped to."""
         kept, name = self._kept, (mailbox, key)
-        moved = kept.pop(name, None) is not None
-        kept[name] = (msg_id, fingerprint, until)
-        if moved:  # (it may have been the front: the next one is, whatever its end)
+        earlier = kept.pop(name, None)
+        if earlier is not None:  # (it may have been the front: the next one is, whatever its end)
+            party = earlier[3]
+            kept[name] = (msg_id, fingerprint, until, party)
             self._soonest = min(self._soonest, next(iter(kept.values()))[2])
-        elif _SCOPE in key:  # (a vouched sender's: counted against its bound)
-            sender = key.partition(_SCOPE)[0]
-            self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
+        else:
+            if party is None:
+                party = key_sender(key)
+            kept[name] = (msg_id, fingerprint, until, party)
+            if party is not None:  # (counted against its bound)
+                self._per_party[party] = self._per_party.get(party, 0) + 1
         if until < self._soonest:
             self._soonest = until
 
@@ -89,23 +119,28 @@ class SentKeys:
         dropped = False
         self._soonest = _NEVER
         while kept:
-            name, (_, _, until) = next(iter(kept.items()))
+            name, (_, _, until, party) = next(iter(kept.items()))
             if until > now:
                 self._soonest = until
                 break
             del kept[name]
-            if _SCOPE in name[1]:
-                self._forget(name[1].partition(_SCOPE)[0])
+            if party is not None:
+                self._forget(party)
             dropped = True
         return dropped
 
-    def _forget(self, sender: str) -> None:
-        left = self._per_sender[sender] - 1
+    def _forget(self, party: str) -> None:
+        left = self._per_party[party] - 1
         if left:
-            self._per_sender[sender] = left
+            self._per_party[party] = left
         else:
-            del self._per_sender[sender]
+            del self._per_party[party]
 
     def rows(self) -> list[tuple[str, str, int, bytes, int]]:
-        """Every key kept: mailbox, key, msg_id, fingerprint, until (ms)."""
-        return [(box, key, *kept) for (box, key), kept in self._kept.items()]
+        """Every key kept: mailbox, key, msg_id, fingerprint, until (ms). (A key an open
+        broker counted against a client is restored counted in all only: who sent it is no
+        part of what is kept.)"""
+        return [
+            (box, key, msg_id, fp, until)
+            for (box, key), (msg_id, fp, until, _) in self._kept.items()
+        ]
