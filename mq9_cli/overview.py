@@ -72,6 +72,9 @@ UNANSWERED = {
     "the console counts past the QUERY page by page to its end, a little at each look, and a "
     "count not finished (or hidden under more urgent messages than a read carries) shows as "
     "a lower bound (N+)",
+    "scheduled": "mq9 answers nothing of the messages sent with a delay and not yet due (no "
+    "read shows them until they are): the bundled broker's count tells how many it holds and "
+    "when the soonest is due (#107); this broker does not (RobustMQ answers no count)",
 }
 # How far a mailbox's own page counts on past its QUERY (a stateless FETCH a page, each up to
 # an answer of payloads): a person's look, not a scan of a mailbox of any size.
@@ -138,6 +141,11 @@ class MailboxFigures:
     newest_id: int | None = None
     message_ttl: int | None = None
     counted_at: float | None = None  # when a count past the QUERY reached the end
+    # (#107) delayed messages held, not yet due (no read shows them), and the unix second the
+    # soonest is due: where the broker tells them (the bundled broker's count), else None
+    # (UNANSWERED["scheduled"]), never 0
+    scheduled: int | None = None
+    next_due: int | None = None
 
     @property
     def total(self) -> int:
@@ -157,6 +165,8 @@ class MailboxFigures:
             "newest_id": self.newest_id,
             "message_ttl": self.message_ttl,
             "counted_at": self.counted_at,
+            "scheduled": self.scheduled,  # None: UNANSWERED["scheduled"]
+            "next_due": self.next_due,
             "mailbox_ttl": None,  # UNANSWERED["ttl"]
         }
 

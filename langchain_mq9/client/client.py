@@ -142,6 +142,11 @@ class Agents(list[dict[str, Any]]):
     not_indexed_yet: tuple[str, ...] = ()
 
 
+def _integer(value: object) -> bool:
+    """An answer's number: an int, never a bool (JSON's true is Python's 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _digest(payload: bytes) -> int:
     """A payload's fingerprint for the receipt check: Python's own keyed hash of the bytes
     (SipHash, 64 bits, its key random per process). It never leaves this process, and costs
@@ -735,16 +740,26 @@ class Mq9Client:
         """(#99, the bundled broker's; RobustMQ answers nothing) how many messages each
         priority's lane of a mailbox holds, and its newest msg_id: a count no read of the
         protocol can finish under many urgent messages. Consumes nothing."""
+        told = await self.count_answer(mail_address)
+        return told["counts"], told["newest_id"]
+
+    async def count_answer(self, mail_address: str) -> dict[str, Any]:
+        """(#107) the whole of ``lane_counts``' answer: ``counts``, ``newest_id``, and
+        ``scheduled`` (delayed messages held, not yet due) and ``next_due`` (the unix second
+        the soonest is due; None when none is held). ``scheduled`` is None where the broker
+        does not answer it (one older than #107): not told, never 0. Consumes nothing."""
         p.check_address(mail_address)
         reply = await self._call(count_subject(mail_address), b"{}", repeatable=True)
-        counts, newest = reply.get("counts"), reply.get("newest_id")
-        if not isinstance(counts, dict) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in counts.values()
-        ):
+        counts = reply.get("counts")
+        if not isinstance(counts, dict) or not all(_integer(n) for n in counts.values()):
             raise Mq9Error(f"a count answer holds no counts: {str(reply)[:200]}")
-        return {str(k): int(v) for k, v in counts.items()}, (
-            newest if isinstance(newest, int) and not isinstance(newest, bool) else None
-        )
+        newest, scheduled, due = (reply.get(k) for k in ("newest_id", "scheduled", "next_due"))
+        return {
+            "counts": {str(k): int(v) for k, v in counts.items()},
+            "newest_id": newest if _integer(newest) else None,
+            "scheduled": scheduled if _integer(scheduled) else None,
+            "next_due": due if _integer(due) and _integer(scheduled) else None,
+        }
 
     async def delete(self, mail_address: str, msg_id: int) -> None:
         """Delete one message. A msg_id that is not there is "deleted" all the same."""

@@ -176,12 +176,15 @@ class Console:
         if not (found.exists and found.refused is None):
             self.censuses.forget(address)
             return found
-        if found.capped:  # more than its QUERY holds: the count, as far as it went
-            async with self.reading:
+        async with self.reading:
+            if found.capped:  # more than its QUERY holds: the count, as far as it went
                 count = await self.censuses.count(
                     self.broker, address, count_for, pages=pages, seed=list(found.messages)
                 )
-            found = counted(found, count)
+                found = counted(found, count)
+            else:  # (#107) whole in its QUERY: the broker's count, for what no read shows
+                told = await self.censuses.told(self.broker, address, seed=list(found.messages))
+                found = found if told is None else scheduled(found, told)
         self.history.add(address, found.total, found.lower_bound)
         return found
 
@@ -296,7 +299,7 @@ def counted(found: overview.MailboxFigures, count: Census) -> overview.MailboxFi
     tally = count.tally
     ttls = min(tally.ttls, default=None)
     ids = [i for i in (tally.newest_id, found.newest_id) if i is not None]
-    return dataclasses.replace(
+    found = dataclasses.replace(
         found,
         counts=dict(tally.counts),
         lower_bound=not count.exact,
@@ -305,6 +308,17 @@ def counted(found: overview.MailboxFigures, count: Census) -> overview.MailboxFi
         oldest=tally.oldest if tally.oldest is not None else found.oldest,
         newest_id=max(ids, default=None),
         message_ttl=ttls if ttls is not None else found.message_ttl,
+    )
+    return scheduled(found, count)
+
+
+def scheduled(found: overview.MailboxFigures, count: Census) -> overview.MailboxFigures:
+    """(#107) ``found`` with the delayed messages its broker's count told of (None: not
+    told), and when the soonest is due."""
+    return dataclasses.replace(
+        found,
+        scheduled=count.scheduled,
+        next_due=count.next_due if count.scheduled else None,
     )
 
 
@@ -894,6 +908,8 @@ async def _mailbox_events(request: Request) -> Response:
                 figures = await console.figures(address)
                 # only a whole count: the page may show one counted further than a QUERY
                 shown["counts"] = None if figures.lower_bound else figures.counts
+                shown["scheduled"] = figures.scheduled  # (#107) None: not told
+                shown["next_due"] = when(figures.next_due) if figures.next_due else None
                 yield _event("message", shown)
 
     return _stream(console, events())

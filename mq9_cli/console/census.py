@@ -16,6 +16,12 @@ the next look (a page view gives it a few seconds, the depth sampler more), so a
 100,000 messages is counted exactly after a look or two, and every part of every page shows
 that one count: the list, the mailbox's figures, its picture, its last page.
 
+(#107) The bundled broker's count also tells how many delayed messages it holds, not yet due
+(``scheduled``: no read shows them until they are), and when the soonest is due (``next_due``):
+the console asks it for every mailbox it shows, a small one too (``Censuses.told``). Where the
+broker answers no count, or a count without them, nothing tells: ``scheduled`` stays None,
+shown as not told, never 0.
+
 A count is exact as of when it reached the end (``done_at``, shown with it), and made again
 after ``RECOUNT_SECONDS`` (messages come, are deleted and expire meanwhile); until the new one
 ends the last exact one is shown, with its time. A count is "at least N" only where it truly is:
@@ -65,6 +71,10 @@ class Census:
     done_at: float | None = None
     pages: int = 0
     asked: bool = False  # counted by the broker itself (``asked``), not page by page
+    # (#107) delayed messages the broker holds, not yet due, and the unix second the soonest
+    # is due: None where the broker does not tell (a count page by page, RobustMQ)
+    scheduled: int | None = None
+    next_due: int | None = None
     # one count at a time: a page view's and the sampler's would count the same pages twice
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -127,24 +137,31 @@ async def asked(
     """(#99) ``address`` counted by its broker (``$mq9.AI.MSG.COUNT``, the bundled broker's):
     a finished, exact count at once; None where the broker answers no count (RobustMQ, the
     official SDK's client, an older bundled broker). ``seed``: the QUERY just read, for the
-    oldest message's time and the shortest TTL."""
+    oldest message's time and the shortest TTL. With it, where the broker tells them (#107),
+    the delayed messages it holds and when the soonest is due."""
+    answer = getattr(client, "count_answer", None)
     lane_counts = getattr(client, "lane_counts", None)
-    if lane_counts is None:
+    if answer is None and lane_counts is None:
         return None
     try:
-        counts, newest = await asyncio.wait_for(lane_counts(address), ASK_SECONDS)
+        if answer is not None:
+            told = await asyncio.wait_for(answer(address), ASK_SECONDS)
+        else:  # a client that reads the lanes alone: the schedule is not told
+            counts, newest = await asyncio.wait_for(lane_counts(address), ASK_SECONDS)
+            told = {"counts": counts, "newest_id": newest}
     except MailboxNotFound:
         raise
     except RequestTimeout as exc:  # unanswered (RobustMQ answers no subject it lacks)
         raise TimeoutError from exc
     except Mq9Error:  # unknown there, refused, the store away: paged instead
         return None
-    now = clock()
+    now, counts, newest = clock(), told["counts"], told["newest_id"]
     census = Census(address, now, next_from=None, done_at=now, pages=1, asked=True)
     census.tally.add(seed)
     census.tally.counts = {p.value: int(counts.get(p.value, 0)) for p in PRIORITY_ORDER}
     if newest is not None:
         census.tally.newest_id = newest
+    census.scheduled, census.next_due = told.get("scheduled"), told.get("next_due")
     return census
 
 
@@ -179,21 +196,9 @@ class Censuses:
         fresh = ASKED_SECONDS if done is not None and done.asked else RECOUNT_SECONDS
         if done is not None and done.done_at is not None and now - done.done_at < fresh:
             return done
-        if time.monotonic() >= self.unasked_until:
-            try:
-                told = await asked(client, address, seed or [], self.clock)
-            except MailboxNotFound:  # gone meanwhile
-                self.forget(address)
-                raise
-            except TimeoutError:  # a broker with no such command: not asked for a while
-                told, self.unasked_until = None, time.monotonic() + UNANSWERED_AGAIN_SECONDS
-            else:
-                self.unasked_until = time.monotonic() + ASK_AGAIN_SECONDS
-            if told is not None:
-                self.unasked_until = 0.0
-                self.going.pop(address, None)
-                self.done[address] = told
-                return told
+        told = await self.told(client, address, seed=seed)
+        if told is not None:
+            return told
         going = self.going.setdefault(address, Census(address, now))
         async with going.lock:
             if going.done_at is None:
@@ -208,6 +213,35 @@ class Censuses:
                 self.done[address] = self.going.pop(address)
             return going
         return done or going
+
+    async def told(
+        self, client: Mq9ClientLike, address: str, *, seed: list[Message] | None = None
+    ) -> Census | None:
+        """``address`` as its broker counts it (``asked``): the last one while fresh, else
+        asked again; None where the broker answers no count (not asked again for a while,
+        then: ``ASK_AGAIN_SECONDS``, ``UNANSWERED_AGAIN_SECONDS``). Never page by page: what
+        a mailbox its QUERY holds whole is shown (#107: for its ``scheduled``) costs one
+        request of the broker, or none."""
+        done = self.done.get(address)
+        if done is not None and done.asked and done.done_at is not None:
+            if self.clock() - done.done_at < ASKED_SECONDS:
+                return done
+        if time.monotonic() < self.unasked_until:
+            return None
+        try:
+            told = await asked(client, address, seed or [], self.clock)
+        except MailboxNotFound:  # gone meanwhile
+            self.forget(address)
+            raise
+        except TimeoutError:  # a broker with no such command: not asked for a while
+            told, self.unasked_until = None, time.monotonic() + UNANSWERED_AGAIN_SECONDS
+        else:
+            self.unasked_until = time.monotonic() + ASK_AGAIN_SECONDS
+        if told is not None:
+            self.unasked_until = 0.0
+            self.going.pop(address, None)
+            self.done[address] = told
+        return told
 
     def forget(self, address: str) -> None:
         self.done.pop(address, None)

@@ -73,6 +73,15 @@
       if (total && m.counts && !document.getElementById("lower-bound")) {
         total.textContent = String(sum);
       }
+      // (#107) a delayed message come due arrives here: the scheduled count the broker tells
+      var scheduled = document.getElementById("scheduled");
+      if (scheduled && scheduled.dataset.told === "yes" && typeof m.scheduled === "number") {
+        scheduled.textContent = String(m.scheduled);
+        var due = document.getElementById("next-due");
+        if (due) {
+          due.textContent = m.next_due || "none held";
+        }
+      }
       refresh(document.getElementById("depth"));
     };
   }
