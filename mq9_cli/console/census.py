@@ -223,9 +223,13 @@ class Censuses:
         a mailbox its QUERY holds whole is shown (#107: for its ``scheduled``) costs one
         request of the broker, or none."""
         done = self.done.get(address)
-        if done is not None and done.asked and done.done_at is not None:
-            if self.clock() - done.done_at < ASKED_SECONDS:
-                return done
+        if (
+            done is not None
+            and done.asked
+            and done.done_at is not None
+            and (self.clock() - done.done_at < ASKED_SECONDS)
+        ):
+            return done
         if time.monotonic() < self.unasked_until:
             return None
         try:

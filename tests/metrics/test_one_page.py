@@ -251,11 +251,12 @@ def test_a_lost_server_pages_once(tmp_path):
 def _flushed(log: Path, group: str, alerts: int) -> bool:
     """Whether Alertmanager (``--log.level=debug``) flushed the group of ``group`` holding
     ``alerts`` alerts: what it does at each group_interval, sending what is not held back."""
-    for line in log.read_text().splitlines():
-        if "msg=flushing" in line and f'alertname=\\"{group}\\"' in line:
-            if line.split(" alerts=", 1)[1].count(f"{group}[") == alerts:
-                return True
-    return False
+    return any(
+        "msg=flushing" in line
+        and f'alertname=\\"{group}\\"' in line
+        and line.split(" alerts=", 1)[1].count(f"{group}[") == alerts
+        for line in log.read_text().splitlines()
+    )
 
 
 @pytest.mark.skipif(ALERTMANAGER is None, reason=MISSING)

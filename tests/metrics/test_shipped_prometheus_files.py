@@ -2,7 +2,8 @@
 alerting rules pass ``promtool check``, the rules' own tests pass ``promtool test rules`` (each
 alert fires on what should fire it and stays quiet beside it), and the config scrapes every
 server docs/deploy.md's walk-through under systemd installs, on the port its unit gives it (the
-others commented out), each alert on a metric a server exports. promtool comes with Debian's prometheus package; without it these skip."""
+others commented out), each alert on a metric a server exports. promtool comes with Debian's
+prometheus package; without it these skip."""
 
 from __future__ import annotations
 

@@ -205,8 +205,8 @@ def test_what_the_walk_through_writes_into_a_clone_is_ignored_by_git():
     deploy = "".join(re.findall(r"^```\w*\n(.*?)^```", deploy, re.S | re.M))  # what is typed
     assert {"node1.conf", "accounts.conf"} <= files
     stores = set(re.findall(r'store_dir: "\./(\w+)"', deploy))
-    made = set(re.findall(r"(?:--out|--tokens-file|credentials setup|state export) (?:\./)?([\w.-]+)",
-                          deploy))  # fmt: skip
+    making = r"(?:--out|--tokens-file|credentials setup|state export) (?:\./)?([\w.-]+)"
+    made = set(re.findall(making, deploy))
     made |= set(re.findall(r"(?<![>&-])> (?:\./)?([\w.-]+)", deploy))  # not "->"
     written = files | {f"{s}/x" for s in stores} | {m.rstrip(")") for m in made}
     written = {w if "/" in w or "." in w else f"{w}/x" for w in written if w[0] != "/"}
