@@ -127,6 +127,11 @@ class BrokerCollector:
                 "of an open broker's client refused at its own --max-keys-per-address (#106)",
                 value=engine.keys_refused_per_address,
             )  # fmt: skip
+            yield CounterMetricFamily(
+                f"{PREFIX}_reports_unkept", "REPORTs answered and not kept: no registration "
+                "holds their name (#106: a report is kept while its agent is registered)",
+                value=engine.reports_unkept,
+            )  # fmt: skip
         if isinstance(engine, BrokerEngine):
             keys = engine.store.sent_keys
             yield GaugeMetricFamily(
@@ -137,6 +142,15 @@ class BrokerCollector:
                 f"{PREFIX}_idempotency_keys_most_one_holds", "the most idempotency keys one "
                 "vouched sender or open broker's client holds (bounded by --max-keys-per-sender, "
                 "--max-keys-per-address)", value=keys.most_held(),
+            )  # fmt: skip
+            reports = list(engine.reports.values())  # (a copy: the loop may add one meanwhile)
+            yield GaugeMetricFamily(
+                f"{PREFIX}_reports", "agents' latest REPORTs held (one per registered agent "
+                "at most, #106)", value=len(reports),
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                f"{PREFIX}_report_characters", "the characters of the REPORTs held",
+                value=sum(len(info) for info, _ in reports),
             )  # fmt: skip
             yield from self.held.families(engine)
         elif (survey := self.cluster_survey()) is not None:

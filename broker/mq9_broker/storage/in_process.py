@@ -370,6 +370,7 @@ class ProcessStore(ProcessState):
     async def unregister(self, name: str) -> bool:
         def work() -> bool:
             entry = self.registry.entries.pop(name, None)
+            self.reports.pop(name, None)  # (#106) kept only while it is registered
             if entry is not None:
                 self.registry.changes += 1
                 self.storage.agent_removed(entry)
@@ -380,9 +381,12 @@ class ProcessStore(ProcessState):
     async def agents(self) -> list[AgentRow]:
         return self._look(lambda: [e.row for e in self.registry.entries.values()])
 
-    async def report(self, name: str, report_info: str, at: int) -> None:
+    async def report(self, name: str, report_info: str, at: int) -> bool:
         with self._lock:  # not stored (RobustMQ's topic of them is never read)
+            if name not in self.registry.entries:  # (#106) only a registered agent's
+                return False
             self.reports[name] = (report_info, at)
+            return True
 
     async def index_put(self, card_name: str, row: AgentRow) -> None:
         def work() -> None:

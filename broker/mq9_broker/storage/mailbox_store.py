@@ -317,8 +317,9 @@ class MailboxStore(Protocol):
     async def agents(self) -> list[AgentRow]:
         """Every registration."""
 
-    async def report(self, name: str, report_info: str, at: int) -> None:
-        """Keep an agent's latest REPORT."""
+    async def report(self, name: str, report_info: str, at: int) -> bool:
+        """Keep an agent's latest REPORT while ``name`` is registered; whether kept (#106: a
+        name no registration holds keeps nothing, as an UNREGISTER drops its report)."""
 
     async def index_put(self, card_name: str, row: AgentRow) -> None:
         """Index a card's registration for search."""

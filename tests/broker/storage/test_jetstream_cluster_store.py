@@ -368,9 +368,15 @@ async def test_a_report_one_store_keeps_the_other_reads(
 ) -> None:
     first, second = pair
     assert await second.last_report("billing") is None
-    await first.report("billing", "busy", 10)
+    # (#106) a name no registration holds keeps no report (it had kept any name's, for good)
+    assert await first.report("billing", "busy", 9) is False
+    assert await second.last_report("billing") is None
+    assert await first.register("billing", "{}", 9)
+    assert await first.report("billing", "busy", 10) is True
     await second.report("billing", "idle", 11)  # the last write wins, whichever broker
     assert await first.last_report("billing") == ("idle", 11)
+    assert await second.unregister("billing")  # its report goes with it
+    assert await first.last_report("billing") is None
 
 
 async def test_the_registry_copy_follows_what_either_store_writes(

@@ -80,6 +80,7 @@ class Registry:
                 return False
             following = max(count - 1, 0)
             if await self._counted(key, b"", purge, entry.seq, following, count_seq):
+                await self.reports.purge(key)  # (#106) a report is kept while registered
                 return True
         raise StorageError(f"agent {name!r}: the registry written by others {COUNT_TRIES} times")
 
@@ -120,10 +121,16 @@ class Registry:
         """Every registration ``(name, agent_info, create_time)``, by name."""
         return sorted(await self._agents.rows())
 
-    async def report(self, name: str, report_info: str, at: int) -> None:
-        """Keep ``name``'s last report (the last write wins, whichever broker took it)."""
+    async def report(self, name: str, report_info: str, at: int) -> bool:
+        """Keep ``name``'s last report (the last write wins, whichever broker took it) while
+        ``name`` is registered (#106); False, nothing written, for a name no registration
+        holds (an UNREGISTER purges its report)."""
+        key = token(name)
+        if not live(await self.agents_bucket.last(key)):
+            return False
         value = encode_record({"name": name, "report_info": report_info, "at": at})
-        await self.reports.put(token(name), value)
+        await self.reports.put(key, value)
+        return True
 
     async def last_report(self, name: str) -> tuple[str, int] | None:
         """``name``'s last report and its second; None when it never reported."""

@@ -306,9 +306,9 @@ class ClusterStore:
         """Every registration ``(name, agent_info, create_time)``, by name."""
         return await self._registry.agents()
 
-    async def report(self, name: str, report_info: str, at: int) -> None:
-        """Keep ``name``'s last report (the last write wins)."""
-        await self._registry.report(name, report_info, at)
+    async def report(self, name: str, report_info: str, at: int) -> bool:
+        """Keep ``name``'s last report (the last write wins) while it is registered."""
+        return await self._registry.report(name, report_info, at)
 
     async def last_report(self, name: str) -> tuple[str, int] | None:
         """``name``'s last report and its second; None when it never reported."""
