@@ -251,7 +251,8 @@ class Verifications:
     def take(self, client: str, addresses: tuple[str, ...]) -> None:
         """Count a verification POST of ``client``'s to ``addresses``, or refuse it
         (``ResourceExhausted``, saying whose bound is full) and count nothing."""
-        self._prune(self.clock())
+        now = self.clock()
+        self._prune(now)
         if self.by_client[client] >= VERIFY_PER_CLIENT:
             raise _too_many(
                 f"this client had {VERIFY_PER_CLIENT} receivers asked to confirm webhooks in "
@@ -281,7 +282,7 @@ class Verifications:
                 limit="server_verifications",
                 max=VERIFY_RECORDS,
             )
-        self.sent.append((self.clock(), client, addresses))
+        self.sent.append((now, client, addresses))
         self.by_client[client] += 1
         for address in addresses:
             self.by_address[address] += 1
