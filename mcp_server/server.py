@@ -38,6 +38,7 @@ from langchain_mq9.operations.catalog import (
 from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
 from langchain_mq9.operations.context import CallView, Progress
 from langchain_mq9.operations.errors import explain, explain_validation
+from langchain_mq9.operations.schemas import MAX_TOOL_WAIT_MS
 from langchain_mq9.operations.views import DATA_NOTE
 from mq9_wire._nats.redaction import redact
 from mq9_wire.protocol import clipped
@@ -67,6 +68,10 @@ RECONNECT_DELAY = 0.5
 
 # Beyond the request timeout (and a fetch's own wait): room for connecting first.
 CALL_GRACE_SECONDS = 5.0
+
+# The most a tool call run as an MCP task waits (the tools' own bound): its client polls the
+# task, so no request outlives a client's timeout (a plain call waits ``wait_cap_ms``).
+TASK_WAIT_CAP_MS = MAX_TOOL_WAIT_MS
 
 
 def tool_annotations(operation: Operation) -> types.ToolAnnotations:
@@ -119,9 +124,11 @@ async def call_operation(
     name: str,
     arguments: dict[str, Any] | None,
     progress: Progress | None = None,
+    wait_cap_ms: int | None = None,
 ) -> types.CallToolResult:
-    """Run one tool call (``progress``: where a waiting agent call reports its states); every
-    outcome, good or bad, is a ``CallToolResult``."""
+    """Run one tool call (``progress``: where a waiting agent call reports its states;
+    ``wait_cap_ms``: the most it waits, None: the policy's); every outcome, good or bad, is a
+    ``CallToolResult``."""
     operation = operation_named(policy, name)
     if operation is None:
         return error_result(unknown_tool(name, policy))
@@ -129,11 +136,14 @@ async def call_operation(
         args = operation.input_model.model_validate(arguments or {})
     except ValidationError as exc:
         return error_result(explain_validation(exc))
-    limit = connection.request_timeout + operation.wait_seconds(args, policy) + CALL_GRACE_SECONDS
+    waits = operation.wait_seconds(args, policy, wait_cap_ms)
+    limit = connection.request_timeout + waits + CALL_GRACE_SECONDS
     try:
         with anyio.fail_after(limit):
             outcome = await connection.run(
-                lambda client: operation.execute(client, args, policy, progress=progress)
+                lambda client: operation.execute(
+                    client, args, policy, progress=progress, wait_cap_ms=wait_cap_ms
+                )
             )
     except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
         log.debug("%s failed: %s", name, redact(str(exc)))
@@ -153,9 +163,12 @@ async def call_operation(
     )
 
 
-def call_wait(policy: ToolPolicy, params: types.CallToolRequestParams) -> float:
-    """How many seconds this tool call may wait (``max_wait_ms``, ``wait_seconds``): 0 for an
-    unknown tool or wrong arguments (their error comes at once)."""
+def call_wait(
+    policy: ToolPolicy, params: types.CallToolRequestParams, cap_ms: int | None = None
+) -> float:
+    """How many seconds this tool call may wait (``max_wait_ms``, ``wait_seconds``, up to
+    ``cap_ms``, None: the policy's cap): 0 for an unknown tool or wrong arguments (their error
+    comes at once)."""
     operation = operation_named(policy, params.name)
     if operation is None:
         return 0.0
@@ -163,7 +176,7 @@ def call_wait(policy: ToolPolicy, params: types.CallToolRequestParams) -> float:
         args = operation.input_model.model_validate(params.arguments or {})
     except ValidationError:
         return 0.0
-    return operation.wait_seconds(args, policy)
+    return operation.wait_seconds(args, policy, cap_ms)
 
 
 # The argument that says which mailbox (or agent) a call is about, in the order looked for.
@@ -176,12 +189,15 @@ async def logged_call(
     params: types.CallToolRequestParams,
     request_id: Any = None,
     progress: Progress | None = None,
+    wait_cap_ms: int | None = None,
 ) -> types.CallToolResult:
     """``call_operation``, and one log line at info for it: the tool, the mailbox or agent it
     is about, the outcome and the duration (never a payload or a secret); debug adds the
     request id."""
     started = time.perf_counter()
-    result = await call_operation(connection, policy, params.name, params.arguments, progress)
+    result = await call_operation(
+        connection, policy, params.name, params.arguments, progress, wait_cap_ms
+    )
     arguments = params.arguments or {}
     target = next((arguments[k] for k in _TARGETS if isinstance(arguments.get(k), str)), "-")
     took = (time.perf_counter() - started) * 1000
@@ -285,7 +301,8 @@ class Mq9McpServer(Server):
         return client_of(self.owner_of(ctx))
 
     def wait_of(self, params: types.CallToolRequestParams) -> float:
-        return call_wait(self.policies.policy, params)
+        """How long a call run as a task may wait: what it asks (``TASK_WAIT_CAP_MS``)."""
+        return call_wait(self.policies.policy, params, TASK_WAIT_CAP_MS)
 
     async def run_call(
         self,
@@ -293,13 +310,16 @@ class Mq9McpServer(Server):
         ctx: Ctx,
         params: types.CallToolRequestParams,
         progress: Progress | None = None,
+        wait_cap_ms: int | None = None,
     ) -> types.CallToolResult:
-        """One tool call of the client with ``policy``, logged with its request id."""
+        """One tool call of the client with ``policy``, logged with its request id
+        (``wait_cap_ms``: the most it waits, None: the policy's cap)."""
         named = operation_named(policy, params.name)
         refused = self.policies.spend_keys(ctx.request, named and named.name, params.arguments)
         if refused is not None:  # #106: past its own share of idempotency keys (owners.py)
             return error_result(refused)
-        return await logged_call(self.connection, policy, params, ctx.request_id, progress)
+        request = ctx.request_id
+        return await logged_call(self.connection, policy, params, request, progress, wait_cap_ms)
 
     async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
         offered = tasks.offered(ctx.protocol_version)
@@ -332,8 +352,10 @@ class Mq9McpServer(Server):
             return None
 
         async def run(named: types.CallToolRequestParams) -> types.CallToolResult:
-            # a waiting agent call tells its states to the task's timeline (task_events.py)
-            return await self.run_call(policy, ctx, named, task_events.call_states())
+            # a waiting agent call tells its states to the task's timeline (task_events.py);
+            # it waits what it asks: its client polls the task, no request waits on it
+            states = task_events.call_states()
+            return await self.run_call(policy, ctx, named, states, TASK_WAIT_CAP_MS)
 
         async def as_task(ask: questions.Ask | None) -> types.CallToolResult:
             operation = operation_named(policy, params.name)

@@ -141,23 +141,28 @@ class Operation:
             return f"{self.name} is not available: this toolkit is read-only"
         return None
 
-    def wait_seconds(self, args: BaseModel, policy: ToolPolicy | None = None) -> float:
+    def wait_seconds(
+        self, args: BaseModel, policy: ToolPolicy | None = None, cap_ms: int | None = None
+    ) -> float:
         """How long a call may legitimately block beyond a request (fetch's, a call's wait, cut
-        to ``policy``'s cap)."""
-        fields = vars(self.capped(args, policy))
+        to ``policy``'s cap or ``cap_ms``: ``capped``)."""
+        fields = vars(self.capped(args, policy, cap_ms))
         waits: float = fields.get("max_wait_ms", 0) / 1000 + fields.get("wait_seconds", 0)
         return waits + self.extra_wait
 
     @staticmethod
-    def capped(args: BaseModel, policy: ToolPolicy | None) -> BaseModel:
-        """``args`` with a wait longer than ``policy``'s cap (``wait_cap_ms``) cut to it: a
-        call answers before an MCP client gives up on it, and says to call again."""
+    def capped(args: BaseModel, policy: ToolPolicy | None, cap_ms: int | None = None) -> BaseModel:
+        """``args`` with a wait longer than ``cap_ms`` (None: ``policy``'s ``wait_cap_ms``; no
+        policy either: none) cut to it: a call answers before an MCP client gives up on it,
+        and says to call again."""
         # Read from the model's fields (its __dict__): getattr of a field it has not raises
         # inside pydantic's __getattr__, on every tool call.
         fields = vars(args)
-        if policy is None or not ("max_wait_ms" in fields or "wait_seconds" in fields):
+        if not ("max_wait_ms" in fields or "wait_seconds" in fields):
             return args
-        cap = policy.wait_cap_ms
+        cap = cap_ms if cap_ms is not None or policy is None else policy.wait_cap_ms
+        if cap is None:
+            return args
         cut = {}
         if fields.get("max_wait_ms", 0) > cap:
             cut["max_wait_ms"] = cap
@@ -172,16 +177,18 @@ class Operation:
         policy: ToolPolicy,
         *,
         progress: Progress | None = None,
+        wait_cap_ms: int | None = None,
     ) -> Outcome[Any]:
         """Run the operation with ``client`` for the agent with ``policy`` (``progress``: told
-        each state a waiting agent call goes through); every failure the caller can act on is
-        an ``OperationError``."""
+        each state a waiting agent call goes through; ``wait_cap_ms``: the most it waits,
+        instead of the policy's, e.g. as an MCP task, which no request waits on); every
+        failure the caller can act on is an ``OperationError``."""
         refusal = self.unavailable(policy)
         if refusal is not None:
             raise OperationError(prefixed(refusal, policy))
         if not isinstance(args, self.input_model):
             args = self.input_model.model_validate(args)
-        args = self.capped(args, policy)
+        args = self.capped(args, policy, wait_cap_ms)
         address = getattr(args, "mail_address", None) or policy.agent_mailbox
         try:
             outcome = await self.handler(CallContext(client, policy, progress), args)

@@ -189,8 +189,8 @@ SUGGESTED_WAIT_MS = 30_000
 
 def _nothing_yet(waited_ms: int, cap_ms: int) -> str:
     """What a fetch that found nothing says: call again (after a wait that ``cap_ms``, the most
-    one call waits, may have cut: ``Operation.capped``)."""
-    if waited_ms >= cap_ms > 0:
+    one call waits, may have cut: ``Operation.capped``; an MCP task waits as asked)."""
+    if waited_ms == cap_ms > 0:
         return (
             f"No message yet: call again to keep waiting (one call waits at most {cap_ms} ms "
             "here; nothing is lost meanwhile)."

@@ -11,6 +11,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
 from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
 from testbed.nats_server import start_nats_server
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import (
@@ -32,6 +33,9 @@ WITHOUT_CALLS = [name for name, op in OPERATIONS.items() if op.allowed(ToolPolic
 @pytest.mark.parametrize("agent_mailbox", [None, "agent.me"])
 async def test_tools_are_the_catalog_with_the_toolkits_schemas(agent_mailbox):
     mine = {"agent_mailbox": agent_mailbox} if agent_mailbox else {}
+    # mq9-mcp waits at most MCP_WAIT_CAP_MS per call by default (#107), which its wait
+    # arguments' descriptions name: the toolkit with that cap reads the same
+    mine["wait_cap_ms"] = MCP_WAIT_CAP_MS
     toolkit = Mq9Toolkit(server="memory://", tools=list(OPERATIONS), **mine)
     lc_tools = {tool.name: tool for tool in toolkit.get_tools()}
     flags = ("--agent-mailbox", agent_mailbox) if agent_mailbox else ()

@@ -20,7 +20,7 @@ from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
 from langchain_mq9.operations.schemas import MAX_TOOL_WAIT_MS
 from mcp_server.cli import build_parser, tool_config
-from mcp_server.server import create_server, mcp_policy
+from mcp_server.server import call_wait, create_server, mcp_policy
 from tests.support.mcp_support import result_data
 
 CLIENT_TIMEOUT_MS = 5000  # openai-agents' and google-adk's MCP clients, by default
@@ -72,8 +72,10 @@ async def test_a_longer_wait_answers_at_the_cap_saying_to_call_again():
     connection = Mq9Connection(f"memory://waits{uuid.uuid4().hex}")
     server = create_server(connection, ToolPolicy(agent_mailbox=INBOX, wait_cap_ms=50))
     asked = types.CallToolRequestParams(name="fetch_messages", arguments={"max_wait_ms": 30000})
-    # what the call's own timeout and an MCP task count on: the cap, not the 30 s asked
-    assert server.wait_of(asked) == pytest.approx(0.05)
+    # what the call's own timeout counts on: the cap, not the 30 s asked; run as an MCP task
+    # (its client polls: no request waits on it) it waits what it asks
+    assert call_wait(server.policies.policy, asked) == pytest.approx(0.05)
+    assert server.wait_of(asked) == 30
     try:
         async with Client(server, read_timeout_seconds=20) as mcp:
             await mcp.call_tool("create_mailbox", {"name": INBOX})
@@ -132,3 +134,24 @@ def test_the_langchain_tools_wait_as_asked_unless_capped():
                 "type": "tool_call"}  # fmt: skip
         answer = json.loads(tools["fetch_messages"].invoke(call).content)
         assert answer["next_step"].startswith("No message yet: call again to keep waiting")
+
+
+@pytest.mark.slow
+def test_a_call_run_as_a_task_waits_what_it_asks():
+    """An MCP task holds no request (its client polls it): a fetch run as one waits what it
+    asks, past the cap (its answer says how long it waited), and a plain one the cap."""
+    from test_mcp_tasks import opened, request, tool
+
+    raw = opened("--server", "memory://", "--wait-cap-ms", "50")
+    try:
+        request(raw, 2, "tools/call", **tool("create_mailbox", name="inbox"))
+        waiting = tool("fetch_messages", True, mail_address="inbox", max_wait_ms=1000)
+        task = request(raw, 3, "tools/call", **waiting)["result"]["task"]
+        result = request(raw, 4, "tasks/result", taskId=task["taskId"])["result"]
+        said = result["structuredContent"]["next_step"]
+        assert said == "No message yet within 1000 ms: call again to keep waiting."
+        plain = request(raw, 5, "tools/call", **tool("fetch_messages", mail_address="inbox",
+                                                     max_wait_ms=1000))  # fmt: skip
+        assert "one call waits at most 50 ms" in plain["result"]["structuredContent"]["next_step"]
+    finally:
+        raw.close()
