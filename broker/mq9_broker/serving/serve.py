@@ -32,6 +32,7 @@ from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
 from mq9_wire._nats.guard import flush_in_order, protect
 from mq9_wire._nats.jetstream.window import reader
 from mq9_wire.protocol.names import arrival_subject
+from mq9_wire.protocol.subjects import MSG_COUNT
 
 from ..engine.engine import command_for
 from ..engine.owned import Answering
@@ -81,6 +82,10 @@ class Served(Answering, Protocol):
 # and the connections of one address wait WAITING_PER_ADDRESS at most together (#88: six
 # flooding connections of one address filled the room; see waiting_room.py).
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
+# (#106) A COUNT costs the stores in this process nothing (their counts are kept as they
+# write); on a store whose calls are requests to servers (the cluster store), the servers count
+# a lane's subjects, a cost that grows with the mailbox: there it takes turns as a costly one.
+COSTLY_ON_SERVERS = frozenset({MSG_COUNT})
 AT_ONCE, RUNNING_IN_ALL, WAITING, WAITING_IN_ALL = 4, 4, 64, 256
 WAITING_PER_ADDRESS = 2 * WAITING  # half the room: two addresses flooding leave it to others
 # What a request still under way, or still waiting its turn, is answered when the broker stops
@@ -274,15 +279,16 @@ class NatsService:
             self._refuse_reserved(msg, command.subject)
             return
         stamp = None if meter is None else (command.subject, meter.started())
-        if not command.waits and self._each_on_a_task:
-            # its answer waits for JetStream requests made on this connection, whose answers
-            # this read loop delivers: answered on a task, the loop reading on
-            self._start(msg, stamp=stamp)
-            return
         if not command.waits:
-            await self._answer(msg, stamp)
-            return
-        if not command.costly(msg.data):
+            if not self._each_on_a_task:
+                await self._answer(msg, stamp)
+                return
+            if command.subject not in COSTLY_ON_SERVERS:
+                # its answer waits for JetStream requests made on this connection, whose
+                # answers this read loop delivers: answered on a task, the loop reading on
+                self._start(msg, stamp=stamp)
+                return
+        elif not command.costly(msg.data):
             self._start(msg, stamp=stamp)
             return
         who, address = self._client(msg)  # what needs no answer shares one requester

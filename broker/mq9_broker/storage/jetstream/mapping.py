@@ -243,6 +243,11 @@ class Layout:
         box = token(mailbox)
         return f"{self.box_prefix(box)}.d.{box}.{schedule_id}"
 
+    def schedule_filter(self, mailbox: str) -> str:
+        """(#106) Every delayed message of ``mailbox`` held (one subject each)."""
+        box = token(mailbox)
+        return f"{self.box_prefix(box)}.d.{box}.*"
+
     def staged_subject(self, mailbox: str, priority: Priority) -> str:
         """Where the servers write a delayed message when due, unnumbered: a broker numbers
         it into the mailbox (a schedule's target is fixed when the SEND is taken, its
@@ -288,6 +293,29 @@ class Layout:
     def marker_key(group: str) -> str:
         """Present once ``group`` committed on any mailbox (RobustMQ looks groups up by name)."""
         return f"{token(group)}._"
+
+
+# (#106) A delayed message's subject says when it is due, counted down from DUE_MOST so that
+# the soonest sorts last: the servers list a filter's subjects sorted and from an offset, so
+# the one at the count's offset less one is the soonest due, one subject answered however
+# many are held (counts.py). "z" first: after any token of a layout's earlier schedules (hex)
+DUE_MOST = 10**12 - 1
+_DUE = "z"
+
+
+def schedule_id(due: int, unique: str) -> str:
+    """(#106) A delayed message's subject token: when it is due (counted down, so the soonest
+    sorts last), then ``unique``."""
+    return f"{_DUE}{DUE_MOST - min(max(due, 0), DUE_MOST):012d}-{unique}"
+
+
+def due_of(subject: str) -> int | None:
+    """The second a delayed message's subject says it is due (``schedule_id``); None for
+    one held before subjects said it."""
+    left, dash, _ = subject.rsplit(".", 1)[1].partition("-")
+    if not (dash and left.startswith(_DUE) and left[1:].isdigit()):
+        return None
+    return DUE_MOST - int(left[1:])
 
 
 def _parts(tag: str) -> str:

@@ -21,22 +21,26 @@ from ..mailbox_store import Mark, Once
 from .mapping import (
     DELETED,
     EXPIRE_AT,
+    LANES,
     NO_KEY,
     TAGS,
     Layout,
     frame,
     lanes_of,
     msg_id_of,
+    set_ttl,
     token,
 )
 from .numbering import Numbering, Write
 from .requests import JetStreamError
-from .sizes import SMALL_ENTRY, largest_of
+from .sizes import LISTED_FROM, SMALL_ENTRY, Held, largest_of
 from .window import sized
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
     from .requests import Requests
+
+_HEAD_TRIES = 8  # a head written again after a deletion, refused that often: left as it is
 
 
 class Messages:
@@ -67,15 +71,21 @@ class Messages:
         headers: dict[str, str] = {}
         if message.tags:
             headers[TAGS] = json.dumps(message.tags)
+        data = frame(message.header, message.payload)
         if message.expire_at:
             # (no Nats-TTL: only the retention removes, oldest first, so a mailbox's newest
             # message is the last to go and its msg_id is the next one's base; the broker
             # hides a message from its expire_at second)
             headers[EXPIRE_AT] = str(message.expire_at)
+            if len(data) > LISTED_FROM:
+                # (#106) but a large one goes at its end, the servers removing it, so that the
+                # reads of the mailbox are no longer sized for it (sizes.py); its msg_id is kept
+                # by the mailbox's head, as a deleted one's
+                set_ttl(headers, max(message.expire_at - now + 1, 1))
         write = Write(
             message.priority,
             NO_KEY if message.key is None else token(message.key),
-            frame(message.header, message.payload),
+            data,
             headers,
             asyncio.get_running_loop().create_future(),
             tags=tags,
@@ -176,7 +186,39 @@ class Messages:
             if exc.code == 404 or exc.err_code == ErrorCode.MESSAGE_NOT_FOUND:
                 return False  # deleted meanwhile
             raise
+        if head is not None:
+            await self._unlisted(token(mailbox), msg_id, head)
         return True
+
+    async def _unlisted(self, box: str, msg_id: int, head: StoredEntry) -> None:
+        """(#106) ``box``'s head written again without message ``msg_id`` (deleted) when it
+        lists it (sizes.py), expecting the head read: another broker's write or deletion
+        since has it read again. One the servers refuse every time leaves the message listed:
+        its mailbox's reads sized for it until it would have been removed (never smaller)."""
+        layout = self.layout
+        for _ in range(_HEAD_TRIES):
+            held = Held.of(head.headers)
+            if held is None or not held.lists(msg_id):
+                return
+            held = held.without(msg_id)
+            said = {ROLLUP: ROLLUP_SUBJECT, **held.headers()}
+            if LANES in head.headers:
+                said[LANES] = head.headers[LANES]
+            try:
+                seq = await self.requests.publish(
+                    layout.head_subject(box), head.data, expecting(head.seq, said)
+                )
+            except JetStreamError as exc:
+                if not exc.wrong_last_sequence:
+                    raise
+                found = await self._head(box)
+                if found is None:
+                    return
+                head = found
+                continue
+            self.numbering.last.pop(box, None)  # (this broker's next write reads the head)
+            self.numbering.sizes.saw(box, seq, int(head.data), held)
+            return
 
     async def _marked_newest(self, mailbox: str, entry: StoredEntry) -> bool:
         """``entry`` replaced by a marker when it is the newest of ``mailbox`` (which has no

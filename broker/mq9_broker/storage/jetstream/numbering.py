@@ -31,10 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ErrorCode, StoredEntry, expecting
+from mq9_wire._nats.jetstream.api import (
+    ROLLUP,
+    ROLLUP_SUBJECT,
+    TTL,
+    ErrorCode,
+    StoredEntry,
+    expecting,
+)
 from mq9_wire._nats.jetstream.bucket import Bucket
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
@@ -58,7 +66,7 @@ from .mapping import (
 )
 from .queueing import Queues, Write
 from .requests import JetStreamError
-from .sizes import LARGEST, SMALL_ENTRY, Sizes, largest_of, stored_size
+from .sizes import SMALL_ENTRY, TTL_MARGIN, Held, Sizes, stored_size
 from .window import sized
 
 if TYPE_CHECKING:
@@ -78,9 +86,9 @@ class Numbering:
 
     def __init__(self, requests: Requests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
-        # box -> (last sequence, next msg_id, each lane's newest msg_id, the largest message
-        # written as it says: None when it does not, #98): its head
-        self.last: dict[str, tuple[int, int, Lanes, int | None]] = {}
+        # box -> (last sequence, next msg_id, each lane's newest msg_id, what its messages
+        # take as it says: None when it does not, #98, #106): its head
+        self.last: dict[str, tuple[int, int, Lanes, Held | None]] = {}
         self.sizes = Sizes()  # #98: each mailbox's newest head seen, for its reads (sizes.py)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
@@ -241,17 +249,20 @@ class Numbering:
         expected: int,
         first_id: int,
         lanes: Lanes,
-        largest: int | None,
-    ) -> tuple[int, int | None]:
+        largest: Held | None,
+    ) -> tuple[int, Held | None]:
         """The batch numbered from ``first_id``, then the head (with each lane's newest msg_id,
         ``lanes``), expecting ``expected`` as the head's last sequence (0: no head yet); the
         head's sequence. The mailboxes whose
         batches are ready in one turn of the event loop go as one atomic batch, each its
         own head and expectation (``Batches``): one request, one acknowledgement for all.
-        The head says the largest message written up to it (#98, sizes.py) when the one
-        before did (``largest``); the head's sequence, and what it says."""
+        The head says what the mailbox's messages take (#98, #106: sizes.py) when the one
+        before did (``largest``), this batch's messages with it; the head's sequence, and
+        what it says."""
         layout = self.layout
         entries: list[Entry] = []
+        written: list[tuple[int, int, int]] = []  # (#106) each message: msg_id, size, until
+        now = int(time.time())
         for index, write in enumerate(batch):
             if write.once is not None:  # (#90) its key, expecting none: stored with it or not
                 entries.append(key_entry(layout, box, write.once, first_id + index))
@@ -261,16 +272,18 @@ class Numbering:
             subject = layout.message_subject(box, write.priority, write.key_token, first_id + index)
             entries.append((subject, write.data, write.headers))
             if largest is not None:
-                largest = max(largest, stored_size(subject, write.data, write.headers))
+                size = stored_size(subject, write.data, write.headers)
+                written.append((first_id + index, size, _until(write.headers, now)))
         # (a rollup: one head a mailbox, the one before goes)
         said = {ROLLUP: ROLLUP_SUBJECT, LANES: lanes_text(lanes)}
         if largest is not None:
-            said[LARGEST] = str(largest)
+            largest = largest.written(written, now)
+            said.update(largest.headers())
         head = expecting(expected, said)
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
         return await self._batches.write(entries, layout.stream_of(box)), largest
 
-    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes, int | None], int]:
+    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes, Held | None], int]:
         """``box``'s head sequence, next msg_id and lanes from the leaders: the head's (the
         record's next number when above it); no head (a mailbox no write reached since this
         layout wrote heads, or one silent past the retention): 0 and the number after its
@@ -283,12 +296,12 @@ class Numbering:
         head, following = await asyncio.gather(self._head(box), self.record_next(box))
         if head is not None:
             lanes = lanes_of(head.headers) or await self._lanes_stored(box)
-            largest = largest_of(head.headers)
+            largest = Held.of(head.headers)
             self.sizes.saw(box, head.seq, int(head.data), largest)
             return (head.seq, max(int(head.data), following), lanes, largest), 0
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         if entry is None:
-            return (0, following, NO_LANES, 0), 0
+            return (0, following, NO_LANES, Held()), 0
         marker = entry.seq if DELETED in entry.headers else 0
         lanes = await self._lanes_stored(box)
         return (0, max(msg_id_of(entry.subject) + 1, following), lanes, None), marker
@@ -368,6 +381,16 @@ class Numbering:
         except JetStreamError as exc:
             if exc.code != 404 and exc.err_code != ErrorCode.MESSAGE_NOT_FOUND:
                 raise
+
+
+def _until(headers: dict[str, str], now: int) -> int:
+    """(#106) The second after which the servers hold a message written at ``now`` no more,
+    a while after: its TTL's end (a ``Nats-TTL``: messages.py gives a large one with a TTL
+    one), else the retention's."""
+    ttl = headers.get(TTL, "")
+    if ttl.endswith("s") and ttl[:-1].isdigit():
+        return now + int(ttl[:-1]) + TTL_MARGIN
+    return now + RETENTION_SECONDS + TTL_MARGIN
 
 
 def _lanes_after(lanes: Lanes, batch: list[Write], first_id: int) -> Lanes:

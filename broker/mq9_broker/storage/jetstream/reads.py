@@ -95,7 +95,9 @@ class Reads:
 
     def _most(self, mailbox: str, upto: int | None = None) -> int | None:
         """The most a message of ``mailbox`` takes, as of sequence ``upto`` (None: as of the
-        newest head seen); None when no head seen says (sizes.py)."""
+        newest head seen); None when no head seen says (sizes.py). (#106: never less for a
+        read from a msg_id: its batches start at a sequence at or below it, the log's start
+        when the position's message is gone, and may bring any message before it.)"""
         sizes = self.numbering.sizes
         box = token(mailbox)
         return sizes.largest(box) if upto is None else sizes.below_seq(box, upto)

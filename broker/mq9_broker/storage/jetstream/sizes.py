@@ -13,13 +13,34 @@ servers' largest, as before.
 A broker keeps, for each mailbox, the newest head it wrote or read (``Sizes``): a read as of
 that head (its msg_id or sequence at or below the head's) asks with its largest. A read that
 may bring a message newer than any head this broker saw (a mailbox's newest by key, a lane's
-last without a head) is counted at the servers' largest."""
+last without a head) is counted at the servers' largest.
+
+(#106, item 4) A head says what the mailbox holds now, not the most it was ever written: each
+message above ``LISTED_FROM`` is listed on the heads by its msg_id (``LARGE``), until it is
+deleted (messages.py writes the head again without it), passes its TTL (such a message carries
+a ``Nats-TTL``: the servers remove it) or the retention; the messages below are said by the
+most any took (``SMALL``). ``LARGEST`` is what is held at most, which an earlier broker reads.
+So one 31 MiB SEND, deleted, leaves the mailbox's reads sized by what is left. (An ACK
+removes nothing: a QUERY still reads the message, and a group's read past it starts at a
+sequence at or below its position, which may be before it: reads stay sized for it.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 LARGEST = "Mq9-Largest"  # on a head: the most bytes a message of the mailbox takes, as kept
+# (#106) On a head: the messages above LISTED_FROM the mailbox holds, "msg_id:size:until" each
+# (until: the second after which the servers hold it no more), and the most any other took
+LARGE = "Mq9-Large"
+SMALL = "Mq9-Small"
+LISTED_FROM = 64 * 1024
+# Listed at most: a head of more keeps the largest, the others said by SMALL from then on
+LISTED_MOST = 32
+# Seconds a listed message with a TTL is still counted after it ended: the servers remove it
+# at their next tick of TTLs (about a second), not at once
+TTL_MARGIN = 5
 # The most a head, a tag index entry or a group's position takes as kept (a subject of some
 # 1.1 KB at most, a tag of 1,024 bytes, a few headers): read counted at that
 SMALL_ENTRY = 8192
@@ -49,13 +70,88 @@ def largest_of(headers: dict[str, str]) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """(#106) What a head says its mailbox's messages take: the most any unlisted one took
+    (``small``), and each listed one, ``(msg_id, size, until)`` in msg_id order."""
+
+    small: int = 0
+    large: tuple[tuple[int, int, int], ...] = ()
+
+    @classmethod
+    def of(cls, headers: dict[str, str]) -> Held | None:
+        """What a head says (None: it does not); a head written before it listed (its
+        ``LARGEST`` alone) says that of every message."""
+        largest = largest_of(headers)
+        if largest is None:
+            return None
+        small = _number(headers.get(SMALL))
+        if small is None:
+            return cls(largest)
+        listed = []
+        for item in (headers.get(LARGE) or "").split():
+            parts = [_number(part) for part in item.split(":")]
+            if len(parts) != 3 or None in parts:
+                return cls(largest)  # (not what a broker writes: the most it says, for all)
+            listed.append((parts[0], parts[1], parts[2]))
+        return cls(small, tuple(sorted(listed)))  # type: ignore[arg-type]
+
+    def headers(self) -> dict[str, str]:
+        said = {LARGEST: str(self.most()), SMALL: str(self.small)}
+        if self.large:
+            said[LARGE] = " ".join(f"{i}:{size}:{until}" for i, size, until in self.large)
+        return said
+
+    def most(self, from_id: int = 0, now: int | None = None) -> int:
+        """The most a message numbered ``from_id`` or more takes, at second ``now`` (None:
+        every listed one counted)."""
+        sizes = [
+            size
+            for msg_id, size, until in self.large
+            if msg_id >= from_id and (now is None or now <= until)
+        ]
+        return max([self.small, *sizes])
+
+    def written(self, messages: Iterable[tuple[int, int, int]], now: int) -> Held:
+        """With ``messages`` written, ``(msg_id, size, until)`` each; those past their
+        ``until`` at ``now`` dropped."""
+        small, large = self.small, [item for item in self.large if now <= item[2]]
+        for msg_id, size, until in messages:
+            if size > LISTED_FROM:
+                large.append((msg_id, size, until))
+            else:
+                small = max(small, size)
+        if len(large) > LISTED_MOST:  # the smallest said by SMALL from then on
+            large.sort(key=lambda item: item[1], reverse=True)
+            small = max([small, *(size for _, size, _ in large[LISTED_MOST:])])
+            large = large[:LISTED_MOST]
+        return Held(small, tuple(sorted(large)))
+
+    def without(self, msg_id: int) -> Held:
+        """With message ``msg_id`` deleted."""
+        return replace(self, large=tuple(item for item in self.large if item[0] != msg_id))
+
+    def lists(self, msg_id: int) -> bool:
+        return any(item[0] == msg_id for item in self.large)
+
+
+def _number(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
 class Head:
     """A mailbox's head as a broker last saw it: its sequence, the next msg_id it says, and
-    the largest message written up to it."""
+    what it says its messages take."""
 
     seq: int
     next_id: int
-    largest: int
+    held: Held
 
 
 class Sizes:
@@ -68,8 +164,9 @@ class Sizes:
     def forget(self) -> None:
         self._heads.clear()
 
-    def saw(self, box: str, seq: int, next_id: int, largest: int | None) -> None:
-        """``box``'s head at ``seq`` says ``next_id`` and ``largest`` (None: nothing)."""
+    def saw(self, box: str, seq: int, next_id: int, largest: int | Held | None) -> None:
+        """``box``'s head at ``seq`` says ``next_id`` and what its messages take (``largest``:
+        a ``Held``, or the most any takes; None: nothing)."""
         if largest is None:
             return
         known = self._heads.get(box)
@@ -77,19 +174,27 @@ class Sizes:
             return
         if len(self._heads) >= KEPT:
             self._heads.clear()
-        self._heads[box] = Head(seq, next_id, largest)
+        held = largest if isinstance(largest, Held) else Held(largest)
+        self._heads[box] = Head(seq, next_id, held)
 
     def largest(self, box: str) -> int | None:
         """The most a message of ``box`` takes as of the newest head seen; None: unknown."""
         head = self._heads.get(box)
-        return None if head is None else head.largest
+        return None if head is None else head.held.most(0, _now())
 
     def below_id(self, box: str, msg_id: int) -> int | None:
-        """The most a message of ``box`` numbered ``msg_id`` or less takes; None: unknown."""
+        """The most message ``msg_id`` of ``box`` (or one below it) takes; None: unknown."""
         head = self._heads.get(box)
-        return head.largest if head is not None and msg_id < head.next_id else None
+        if head is None or msg_id >= head.next_id:
+            return None
+        return head.held.most(msg_id, _now())
 
     def below_seq(self, box: str, seq: int) -> int | None:
         """The most a message of ``box`` at sequence ``seq`` or before takes; None: unknown."""
         head = self._heads.get(box)
-        return head.largest if head is not None and seq <= head.seq else None
+        return head.held.most(0, _now()) if head is not None and seq <= head.seq else None
+
+
+def _now() -> int:
+    """(the servers' clock removes a listed message at its TTL: this host's tells when)"""
+    return int(time.time())

@@ -20,7 +20,7 @@ from mq9_wire.protocol import Priority
 
 from ..mailbox_store import Once, StorageError
 from .keyed import key_entry, key_written
-from .mapping import NO_KEY, TAGS, Layout, frame, set_ttl, token
+from .mapping import NO_KEY, TAGS, Layout, frame, schedule_id, set_ttl, token
 from .messages import distinct
 from .numbering import Numbering, Write
 from .requests import JetStreamError
@@ -67,7 +67,7 @@ class Staged:
             if message.expire_at < max(due, now):
                 return  # its TTL ends before it is due: never delivered
             set_ttl(headers, message.expire_at - now + 1)
-        subject = layout.schedule_subject(mailbox, uuid.uuid4().hex)
+        subject = layout.schedule_subject(mailbox, schedule_id(due, uuid.uuid4().hex))
         entry = (subject, frame(message.header, message.payload), headers)
         if once is None:
             await self.requests.publish(*entry)

@@ -11,9 +11,9 @@ of brokers may use one store at once.
 
 This class only composes the parts, each keeping one thing: the mailbox records
 (records.py), the message log's writes (messages.py), numbering (numbering.py), delayed
-messages (staged.py) and reads (reads.py), group positions (positions.py) and the registry
-(registry.py); what opening makes is opening.py. What they hold between requests is all
-droppable (``forget``). Time comes from the caller (``now``, whole seconds); the servers' own
+messages (staged.py) and reads (reads.py), group positions (positions.py), the registry
+(registry.py) and what a COUNT asks (counts.py); what opening makes is opening.py. What they
+hold between requests is all droppable (``forget``). Time comes from the caller (``now``, whole seconds); the servers' own
 clock writes create_times, removes messages whose TTL ended and writes delayed messages when due.
 """
 
@@ -23,9 +23,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from mq9_wire.protocol import PRIORITY_ORDER
-
 from ..mailbox_store import MailboxRecord, MailboxStore, Mark, Once, Position, SendLimits
+from .counts import Counts
 from .mapping import RETENTION_SECONDS, Layout
 from .messages import Messages
 from .numbering import TAGS_MOST, Numbering, every
@@ -123,6 +122,7 @@ class ClusterStore:
         self._reads = Reads(requests, layout, numbering)
         self._positions = Positions(requests, layout)
         self._registry = Registry(requests, layout)
+        self._counts = Counts(requests, layout)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -242,16 +242,14 @@ class ClusterStore:
 
     async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
         """(#99) How many messages each priority's lane of ``mailbox`` holds, as the stream
-        holds them (a message past its TTL until it is removed): one direct get a lane, whose
-        answer says how many more match its filter."""
-        reads = self._reads
-        stream = reads.layout.mailbox_stream(mailbox)
-        counts = {}
-        for priority in PRIORITY_ORDER:
-            request = {"seq": 1, "next_by_subj": reads.layout.lane_filter(mailbox, priority)}
-            batch = await reads.requests.direct_batch(stream, {**request, "batch": 1})
-            counts[priority.value] = len(batch.entries) + batch.pending
-        return counts
+        holds them (a message past its TTL until it is removed), counted by the servers
+        (counts.py: one asked while one is under way shares the next)."""
+        return await self._counts.lanes(mailbox)
+
+    async def scheduled(self, mailbox: str, *, now: int) -> tuple[int, int | None]:
+        """(#106) How many delayed messages ``mailbox`` holds, not yet written, and the second
+        the soonest is due (None: none), counted by the servers (counts.py)."""
+        return await self._counts.scheduled(mailbox)
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
