@@ -276,3 +276,29 @@ async def test_the_caches_stay_within_their_caps_under_a_flood_and_another_clien
         again = len(posted)
         await hooks.subscribe("bob w", "http://127.0.0.1:1/bob")  # his consent is remembered
         assert len(posted) == again
+
+
+async def test_the_servers_window_is_full_only_when_that_many_clients_fill_their_own(monkeypatch):
+    """The window's records in all are the server's: one client never fills them (its own 30 a
+    minute come first); only as many clients as fill it together see ``unavailable``, and a
+    minute later it is empty again."""
+    monkeypatch.setattr(webhooks, "VERIFY_RECORDS", 3 * webhooks.VERIFY_PER_CLIENT)
+    now = [0.0]
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        return Answer(404)  # no receiver: nothing is subscribed, every POST counted
+
+    async with in_process(["127.0.0.0/8"], clock=lambda: now[0], post=post) as hooks:
+        urls = (f"http://127.0.{n // 200}.{n % 200 + 1}:1/h" for n in itertools.count())
+        for client in ("a", "b", "c"):
+            answers = [await hooks.subscribe(client, next(urls)) for _ in range(31)]
+            said = f"this client had {webhooks.VERIFY_PER_CLIENT} "
+            assert answers[-1]["message"].startswith(said), answers[-1]
+            assert {a["data"]["reason"] for a in answers[:-1]} == {"challenge_failed"}
+        assert len(hooks.webhooks.verifying) == webhooks.VERIFY_RECORDS
+        full = await hooks.subscribe("d", next(urls))
+        assert full["data"] == {"reason": "unavailable", "limit": "server_verifications",
+                                "max": webhooks.VERIFY_RECORDS}  # fmt: skip
+        now[0] += webhooks.VERIFY_WINDOW
+        assert (await hooks.subscribe("d", next(urls)))["data"]["reason"] == "challenge_failed"
+        assert len(hooks.webhooks.verifying) == 1
