@@ -128,6 +128,10 @@ VERIFY_WINDOW = 60.0
 # (connection refused, timeout, an HTTP status, no echo) would tell a closed port from an open
 # one that is no webhook receiver, a map of the hosts the operator listed (#106).
 UNCONFIRMED = "challenge_failed"
+# ... and answered no sooner than this many seconds after the POST began, so that its time does
+# not tell them apart either (a closed port refuses in a millisecond, a service answers in a few):
+# only a service that takes longer than this (one that never answers: ``TIMEOUT``) still shows.
+VERIFY_FLOOR = 1.0
 # The receiver's refusals of one delivery that the SEP says are not to be tried again.
 NOT_AGAIN = (410, 413)
 CALLBACK_FAILED = "callback_endpoint_error"
@@ -522,8 +526,9 @@ class Webhooks:
         principal and URL: a signed challenge it must echo in a 2xx answer, POSTed to
         ``addresses`` (the guard's, which the bound counted) and nowhere else. A failure is
         ``CallbackEndpointError`` with one reason whatever failed (``UNCONFIRMED``), never the
-        receiver's words nor the category: a client must not map an internal network's
-        services through it. The category goes to the operator's log."""
+        receiver's words nor the category, at least ``VERIFY_FLOOR`` after it began: a client
+        must not map an internal network's services through it. The category goes to the
+        operator's log."""
         if (hook.owner, hook.url) in self.verified:
             return
         texts = tuple(dict.fromkeys(address_text(a) for a in addresses))
@@ -534,6 +539,7 @@ class Webhooks:
         body = json.dumps(message, separators=(",", ":")).encode()
         reason: str | None
         parts = urlsplit(hook.url)
+        began = self.clock()
         try:
             # a name is connected to where it was counted, not to a second DNS answer
             with pinned_to(parts.hostname or "", addresses):
@@ -547,6 +553,7 @@ class Webhooks:
                 "webhook %s: the receiver at %s port %s did not confirm (%s)",
                 hook.id, ", ".join(texts), parts.port, reason,
             )  # fmt: skip
+            await self.sleep(max(0.0, began + VERIFY_FLOOR - self.clock()))
             raise event_error(
                 CALLBACK_ENDPOINT_CODE,
                 UNCONFIRMED,

@@ -15,7 +15,7 @@ import ipaddress
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -139,6 +139,10 @@ async def test_150_spellings_of_one_loopback_service_get_at_most_the_bound_and_b
 # -- in process: one Webhooks on an in-process broker, its clients told apart by owner --------
 
 
+async def no_pause(seconds: float) -> None:
+    """A failed verification's floor (``VERIFY_FLOOR``), not waited out where nothing times."""
+
+
 def ctx(owner: str) -> Any:
     """A request of ``owner``'s (``owner_of`` below reads it; no HTTP scope: a principal)."""
     return SimpleNamespace(owner=owner)
@@ -176,6 +180,7 @@ async def in_process(
     resolve: Resolve | None = None,
     clock: Callable[[], float] | None = None,
     post: webhooks.Post | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Hooks]:
     connection = Mq9Connection(f"memory://hooks-{uuid.uuid4().hex[:8]}")
     try:
@@ -188,6 +193,7 @@ async def in_process(
             lambda c: c.owner,
             clock=clock or asyncio.get_running_loop().time,
             post=post,
+            sleep=sleep or asyncio.sleep,
         )
         hooks = Hooks(made)
         try:
@@ -201,18 +207,27 @@ async def in_process(
 async def test_a_closed_port_and_open_ports_that_are_no_webhook_get_one_refusal(monkeypatch):
     """A port scan through the refusals (#106: 40 loopback ports mapped in 3.3 s, "connection
     refused" for a closed one, "http_4xx" or "challenge_failed" for an open one): every failed
-    verification, whatever failed, is one refusal, word for word."""
+    verification, whatever failed, is one refusal, word for word, and each is held until
+    ``VERIFY_FLOOR`` after its POST began (here the clock stands still: the whole floor)."""
     monkeypatch.setattr(webhooks, "TIMEOUT", 0.5)  # the service that never answers
+    paused: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        paused.append(seconds)
+
     modes = ["silent", "404", "500", "close", "hang"]
     async with contextlib.AsyncExitStack() as stack:
         services = [await stack.enter_async_context(Service(mode)) for mode in modes]
         urls = [s.url() for s in services]
         urls += [f"http://127.0.0.1:{unclaimed_port()}/hook", services[0].url(scheme="https")]
-        hooks = await stack.enter_async_context(in_process(["127.0.0.1"]))
+        hooks = await stack.enter_async_context(
+            in_process(["127.0.0.1"], clock=lambda: 0.0, sleep=sleep)
+        )
         refusals = [await hooks.subscribe(f"prober{n}", url) for n, url in enumerate(urls)]
         assert all(s.hosts for s in services)  # each was reached: the refusals are theirs
     assert refusals[0]["code"] == -32027 and refusals[0]["data"] == {"reason": "challenge_failed"}
     assert all(r == refusals[0] for r in refusals), refusals
+    assert paused == [webhooks.VERIFY_FLOOR] * len(urls)
 
 
 async def test_one_address_however_reached_is_one_bound_and_connected_to_where_counted():
@@ -229,7 +244,7 @@ async def test_one_address_however_reached_is_one_bound_and_connected_to_where_c
     async with (
         Service("silent") as target,
         Service("echo", "127.0.0.2", target.port) as other,
-        in_process(allow, resolve=resolve) as hooks,
+        in_process(allow, resolve=resolve, sleep=no_pause) as hooks,
     ):
         names = [f"n{n}.hooks.test" for n in range(40)]
         for n, name in enumerate(names):
@@ -255,7 +270,9 @@ async def test_the_caches_stay_within_their_caps_under_a_flood_and_another_clien
         posted.append(url)  # a receiver echoing every challenge: each URL consents
         return Answer(200, json.dumps({"challenge": json.loads(body)["challenge"]}).encode())
 
-    async with in_process(["127.0.0.0/8"], clock=lambda: now[0], post=post) as hooks:
+    async with in_process(
+        ["127.0.0.0/8"], clock=lambda: now[0], post=post, sleep=no_pause
+    ) as hooks:
         made = hooks.webhooks
         assert "result" not in await hooks.subscribe("bob w", "http://127.0.0.1:1/bob")
         bobs = len(posted)
@@ -288,7 +305,9 @@ async def test_the_servers_window_is_full_only_when_that_many_clients_fill_their
     async def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
         return Answer(404)  # no receiver: nothing is subscribed, every POST counted
 
-    async with in_process(["127.0.0.0/8"], clock=lambda: now[0], post=post) as hooks:
+    async with in_process(
+        ["127.0.0.0/8"], clock=lambda: now[0], post=post, sleep=no_pause
+    ) as hooks:
         urls = (f"http://127.0.{n // 200}.{n % 200 + 1}:1/h" for n in itertools.count())
         for client in ("a", "b", "c"):
             answers = [await hooks.subscribe(client, next(urls)) for _ in range(31)]
