@@ -13,7 +13,7 @@ from .config import Config
 from .results import Section
 
 TITLE = "One hostile client against the honest ones (target 9)"
-MEASURES = ("hostile_query", "hostile_waiters", "hostile_loop", "mcp_hostile")
+MEASURES = ("hostile_query", "hostile_waiters", "hostile_loop", "mcp_hostile", "hostile_count")
 
 
 def run(cfg: Config) -> Section:
