@@ -10,9 +10,10 @@ inbox of the connection; each holds at most ``max_keys_per_address``.
 
 Played on a real nats-server with the broker's serving (serve.py) over the memory store, as
 ``mq9-dev-broker`` without credentials runs; the same flood with no bound per client (what
-the broker did before) refuses the other client, so the test holds the fix. And at the engine,
-two addresses: one's keys full, the other's SEND answered; two inboxes of one address share
-its bound.
+the broker did before) refuses the other client, so the test holds the fix. At the engine,
+two addresses: one's keys full, the other's SEND answered. And on docs/deploy.md's open
+cluster (nats-server vouching for the address) a flooder's second connection from the same
+host shares the first's bound.
 """
 
 from __future__ import annotations
@@ -116,3 +117,30 @@ def test_a_client_is_its_vouched_address_else_its_inbox():
     assert party_of("_INBOX.conn1.7") != party_of("_INBOX.conn2.7")
     # a header on a reply that came through no import is the client's own: not believed
     assert party_of("_INBOX.conn1.7", imported) == "_INBOX.conn1"
+
+
+@pytest.mark.slow  # a nats-server
+async def test_on_the_open_cluster_a_client_s_connections_share_its_address_s_keys():
+    """docs/deploy.md's accounts: nats-server names each request's address (``share: true``),
+    so a flooder's second connection from the same host holds no keys of its own (both
+    connections here are one address: loopback)."""
+    from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
+    from tests.support.jetstream_servers import JetStreamCluster
+
+    config, password = open_accounts()
+    limits = BrokerLimits(idempotency_window=600, max_keys=100, max_keys_per_address=3)
+    engine = BrokerEngine(limits=limits)
+    with JetStreamCluster(1, extra_config=config) as cluster:
+        url = cluster.urls[0]
+        main = await nats.connect(url, user=BROKER_USER, password=password)
+        service = await NatsService(engine, main).start()
+        first, second = await nats.connect(url), await nats.connect(url)  # anonymous
+        try:
+            await first.request(p.MAILBOX_CREATE, p.encode({"name": BOX}), timeout=WAIT)
+            assert [(await _send(first, f"m{n}"))["error"] for n in range(3)] == ["", "", ""]
+            assert FULL in (await _send(second, "m3"))["error"]
+            assert engine.store.sent_keys.held_by("CLIENTS@127.0.0.1") == 3
+        finally:
+            await service.stop()
+            for connection in (first, second, main):
+                await connection.close()
