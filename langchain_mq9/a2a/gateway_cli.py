@@ -53,29 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a tenant's SendMessage sent again with its messageId answers the task the first "
         "made (off: A2A's TCK reuses messageIds for new tasks)",
     )
-    parser.add_argument(
-        "--keys-per-tenant",
-        type=_positive,
-        metavar="N",
-        help="the idempotency keys one tenant's calls may hold at once (#106; default: the "
-        "tenants' part of --identity-keys split evenly among them); a tenant past its share "
-        "is refused, naming its own count only",
-    )
-    parser.add_argument(
-        "--identity-keys",
-        type=_positive,
-        default=10_000,
-        metavar="N",
-        help="the keys the broker lets the gateway's identity hold (its --max-keys-per-sender, "
-        "10000): all tenants together hold at most nine tenths of it",
-    )
-    parser.add_argument(
-        "--key-window",
-        type=_positive,
-        default=600,
-        metavar="SECONDS",
-        help="how long the broker keeps a key (its idempotency window, 600)",
-    )
+    _key_flags(parser)
     parser.add_argument(
         "--import-card", action="append", default=[], help="an HTTP A2A card URL to import"
     )
@@ -116,6 +94,33 @@ def _parser() -> argparse.ArgumentParser:
         "printed); off by default. The metrics extra. docs/deploy.md#watching-it",
     )
     return parser
+
+
+def _key_flags(parser: argparse.ArgumentParser) -> None:
+    """#106: the tenants' shares of the gateway identity's idempotency keys."""
+    parser.add_argument(
+        "--keys-per-tenant",
+        type=_positive,
+        metavar="N",
+        help="the idempotency keys one tenant's calls may hold at once (#106; default: the "
+        "tenants' part of --identity-keys split evenly among them); a tenant past its share "
+        "is refused, naming its own count only",
+    )
+    parser.add_argument(
+        "--identity-keys",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="the keys the broker lets the gateway's identity hold (its --max-keys-per-sender, "
+        "10000): all tenants together hold at most nine tenths of it",
+    )
+    parser.add_argument(
+        "--key-window",
+        type=_positive,
+        default=600,
+        metavar="SECONDS",
+        help="how long the broker keeps a key (its idempotency window, 600)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -199,7 +204,7 @@ async def _run(args: argparse.Namespace) -> None:
     from .._http.hosts import HostPolicy
     from ..client.client import Mq9Client
     from .cards_import import CardImporter
-    from .gateway import Tenants, gateway_app, tenant_key_shares
+    from .gateway import Tenants, gateway_app
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
@@ -229,9 +234,7 @@ async def _run(args: argparse.Namespace) -> None:
             gateway=args.name,
             send_wait=args.send_wait,
             once_per_message=args.once_per_message,
-            key_shares=tenant_key_shares(
-                tenants, args.keys_per_tenant, args.identity_keys, window=args.key_window
-            ),
+            key_shares=_key_shares(args, tenants),
             push=push,
             closing=closing,
             grpc_url=(args.grpc_public or args.grpc_listen or "") if args.grpc_listen else "",
@@ -242,12 +245,8 @@ async def _run(args: argparse.Namespace) -> None:
         if metrics is not None:
             from .gateway_metrics import gateway_metrics
 
-            wrap, endpoint = gateway_metrics(
-                client,
-                *metrics,
-                serving=lambda: bool(served and served.started),
-                key_shares=app.key_shares,
-            )
+            serving = lambda: bool(served and served.started)  # noqa: E731
+            wrap, endpoint = gateway_metrics(client, *metrics, serving, app.key_shares)
             app = wrap(app)
             try:
                 await endpoint.start()
@@ -275,6 +274,14 @@ async def _run(args: argparse.Namespace) -> None:
         if push is not None:
             await push.close()
         await client.close()
+
+
+def _key_shares(args: argparse.Namespace, tenants: Any) -> Any:
+    """The ledger of the tenants' keys the options ask for (#106, ``tenant_key_shares``)."""
+    from .gateway import tenant_key_shares
+
+    share, identity = args.keys_per_tenant, args.identity_keys
+    return tenant_key_shares(tenants, share, identity, window=args.key_window)
 
 
 def _push(args: argparse.Namespace) -> Any:
