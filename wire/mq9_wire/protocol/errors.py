@@ -446,7 +446,9 @@ def err_reserved_mailbox(address: str) -> str:
 
 
 def err_idempotency_keys_full(why: str, window: int) -> str:
-    """(#98) A keyed SEND with a new key past a broker's bounds on the keys it holds."""
+    """(#98) A keyed SEND with a new key past a broker's bounds on the keys it holds. ``why``:
+    which bound, in words said to the sender (#106: its own, with no count of what it or others
+    hold; a server speaking for many callers under one identity passes nothing of them on)."""
     return (
         f"SEND refused: no room for another idempotency key ({why}, each kept {window} s): "
         "send it without a key, or once older keys' windows end"
