@@ -77,7 +77,7 @@ async def test_a_client_at_its_task_streams_leaves_another_clients_stream_open(s
         ctx = Ctx(owner)
         sessions.append(ctx.session)
         params = tasks.StreamTaskParams(task_id=task_id)
-        stream = asyncio.ensure_future(store.stream(ctx, params))  # type: ignore[arg-type]
+        stream = asyncio.ensure_future(store.stream(ctx, params))
         open_streams.append(stream)
         return stream
 
