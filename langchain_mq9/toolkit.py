@@ -43,7 +43,8 @@ class Mq9Toolkit(BaseToolkit, ToolConfig):
     ``default_group``, ``worker`` and ``lease_ttl`` (competing workers on one mailbox),
     ``deliver``, ``num_msgs``, ``discover_by``, ``discover_limit``, ``discover_rerank`` (rank
     the registry here: docs/discovery.md), ``agent_card`` (what
-    ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``;
+    ``agent_register`` publishes), ``calls``, ``reply_mailbox``, ``tool_prefix``,
+    ``wait_cap_ms`` (the longest one call waits; none: as asked, up to 120 s);
     docs/toolkit.md says what each does. Connect with ``server=`` (a URL, or ``MQ9_SERVER`` in
     the environment) or ``client=`` (an open ``Mq9Client``); one connection per event loop is
     shared by the tools.

@@ -119,7 +119,7 @@ class FetchMessagesInput(_MailboxInput):
         default=500,
         ge=0,
         le=MAX_TOOL_WAIT_MS,
-        description="Wait up to this long for one; at most {cap_ms}.",
+        description="Wait up to this long for one (max {cap_ms}).",
     )
 
 

@@ -59,7 +59,7 @@ async def test_by_default_no_description_suggests_a_wait_a_default_client_cannot
     assert set(waits) == {"fetch_messages.max_wait_ms"} | {
         f"{name}.wait_seconds" for name in ("call_agent", "check_call", "answer_call")
     }
-    assert waits["fetch_messages.max_wait_ms"].endswith(f"at most {MCP_WAIT_CAP_MS}.")
+    assert waits["fetch_messages.max_wait_ms"].endswith(f"(max {MCP_WAIT_CAP_MS}).")
     for where, text in waits.items():
         if where.endswith("wait_seconds"):
             assert f"(max {MCP_WAIT_CAP_MS // 1000})" in text, text
@@ -114,7 +114,7 @@ async def test_an_operator_allows_longer_waits_for_clients_that_hold_them():
     config = tool_config(parser.parse_args(["--wait-cap-ms", "30000"]), parser)
     assert mcp_policy(ToolPolicy(config)).wait_cap_ms == 30000
     tools, _ = await listed(ToolPolicy(config))
-    assert wait_descriptions(tools)["fetch_messages.max_wait_ms"].endswith("at most 30000.")
+    assert wait_descriptions(tools)["fetch_messages.max_wait_ms"].endswith("(max 30000).")
     with pytest.raises(SystemExit):
         tool_config(parser.parse_args(["--wait-cap-ms", str(MAX_TOOL_WAIT_MS + 1)]), parser)
 
@@ -125,7 +125,7 @@ def test_the_langchain_tools_wait_as_asked_unless_capped():
     with Mq9Toolkit(server=f"memory://waits{uuid.uuid4().hex}", agent_mailbox=INBOX) as kit:
         fetch = next(t for t in kit.get_tools() if t.name == "fetch_messages")
         description = fetch.args_schema["properties"]["max_wait_ms"]["description"]
-        assert description.endswith(f"at most {MAX_TOOL_WAIT_MS}.")
+        assert description.endswith(f"(max {MAX_TOOL_WAIT_MS}).")
     server = f"memory://waits{uuid.uuid4().hex}"
     with Mq9Toolkit(server=server, agent_mailbox=INBOX, wait_cap_ms=50) as kit:
         tools = {t.name: t for t in kit.get_tools()}
