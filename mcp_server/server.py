@@ -315,7 +315,8 @@ class Mq9McpServer(Server):
         """One tool call of the client with ``policy``, logged with its request id
         (``wait_cap_ms``: the most it waits, None: the policy's cap)."""
         named = operation_named(policy, params.name)
-        refused = self.policies.spend_keys(ctx.request, named and named.name, params.arguments)
+        operation = named.name if named is not None else None
+        refused = self.policies.spend_keys(ctx.request, operation, params.arguments)
         if refused is not None:  # #106: past its own share of idempotency keys (owners.py)
             return error_result(refused)
         request = ctx.request_id

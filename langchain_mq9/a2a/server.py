@@ -377,13 +377,13 @@ class AgentServer:
         if request.method == w.SEND:
             await self._send_message(request, msg.msg_id)
         elif request.method == w.GET_TASK:
-            await self._get_task(request, msg.msg_id)
+            await self._get_task(request)
         elif request.method == w.LIST_TASKS:
             await self._list_tasks(request)
         elif request.method in w.PUSH_METHODS:
             await self._push_config(request)
         else:
-            await self._cancel_task(request, msg.msg_id)
+            await self._cancel_task(request)
 
     async def _reject(self, asker: Asker, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why (under a new id
@@ -862,7 +862,7 @@ class AgentServer:
     # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
     # Each answers the task's owner only: to anyone else a task is "not found".
 
-    async def _get_task(self, request: w.Request, msg_id: int) -> None:
+    async def _get_task(self, request: w.Request) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         snapshot = await self._stored(task_id, asker)
@@ -903,13 +903,13 @@ class AgentServer:
 
         await self._to_caller(reply_to, "answering ListTasks", send)
 
-    async def _cancel_task(self, request: w.Request, msg_id: int) -> None:
+    async def _cancel_task(self, request: w.Request) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         async with self._one_task.hold((asker.scope, task_id)):
-            await self._cancel(task_id, asker, msg_id)
+            await self._cancel(task_id, asker)
 
-    async def _cancel(self, task_id: str, asker: Asker, msg_id: int) -> None:
+    async def _cancel(self, task_id: str, asker: Asker) -> None:
         snapshot = await self._stored(task_id, asker)
         if snapshot is not None and not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
