@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
+from langchain_mq9.client.key_shares import KeyShares
+from langchain_mq9.operations.catalog import ToolPolicy
+from mcp_server import owners
 from tests.a2a.key_bounds_support import BoundedBroker
 from tests.support.mcp_support import LEGACY, Peer, http_server
-
-pytestmark = pytest.mark.slow  # a dev broker process and an mq9-mcp process
 
 KEYS = 30  # the broker's bound on mq9-mcp's identity
 SHARE = 5  # each client's (--keys-per-client)
@@ -38,6 +39,35 @@ async def client_from(address: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+class Request:
+    """What ``ClientPolicies`` reads of an HTTP request: its scope and headers."""
+
+    def __init__(self, worker: str, peer: str = "127.0.0.1") -> None:
+        self.headers = {owners.WORKER_HEADER: worker}
+        self.scope = {"type": "http", "client": (peer, 5000), "headers": []}
+
+
+def test_a_clients_worker_names_share_its_keys_and_each_tool_costs_what_it_stores():
+    """Over HTTP a client gets 900 keys; over stdio the one client all the clients' part. Made-up
+    worker names share their client's; call_agent stores two keys, send_message one; a call
+    without a key costs nothing, and the same key again nothing more."""
+    assert owners.ClientPolicies(ToolPolicy()).key_shares.share == 9000
+    policies = owners.ClientPolicies(ToolPolicy(), workers_from_header=True)
+    assert policies.key_shares.share == owners.KEYS_PER_CLIENT == 900
+    policies.key_shares = KeyShares(3, total=100)
+    mallory, other_name = Request("mallory"), Request("mallory-2")
+    keyed = {"agent": "summarizer", "task": "t", "idempotency_key": "k"}
+    assert policies.spend_keys(mallory, "call_agent", keyed) is None
+    assert policies.spend_keys(mallory, "call_agent", keyed) is None  # resent: the same keys
+    assert policies.spend_keys(mallory, "send_message", {"mail_address": "b"}) is None
+    send = {"mail_address": "b", "idempotency_key": "k"}
+    assert policies.spend_keys(other_name, "send_message", send) is None
+    refused = policies.spend_keys(other_name, "send_message", {**send, "idempotency_key": "k2"})
+    assert refused is not None and "you hold 3 of your 3 keys at this server" in refused
+    assert policies.spend_keys(Request("bob", peer="10.0.0.9"), "send_message", send) is None
+
+
+@pytest.mark.slow  # a dev broker process and an mq9-mcp process
 async def test_a_client_filling_its_share_leaves_anothers_keyed_send_and_tasks_answered(tmp_path):
     broker = BoundedBroker(tmp_path, "mcp", keys_each=KEYS)
     try:
