@@ -120,8 +120,9 @@ def test_the_last_broker_lost_pages_once_naming_it_on_real_servers(tmp_path):
             assert pages == [["Mq9ServerDown"], ["Mq9NoBrokerServing"], ["Mq9NatsServerDown"]]
             states = manager.states()
             assert states["Mq9ServerDown"] == {"suppressed"}, states
-            print(f"\nthe last broker lost: one page (Mq9NoBrokerServing) {paged_after} s after "
-                  "it stopped; the console's readiness and its Mq9ServerDown held back")  # fmt: skip
+            said = "the console's readiness and its Mq9ServerDown held back"
+            print(f"\nthe last broker lost: one page (Mq9NoBrokerServing) {paged_after} s "
+                  f"after it stopped; {said}")  # fmt: skip
 
             brokers.append(_broker(url, at[1]))  # the fix: the last one serving again
             started = time.monotonic()
