@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_mq9.client.api import Mq9ClientLike
 from mq9_wire.protocol import PRIORITY_ORDER, Message
@@ -139,16 +140,18 @@ async def asked(
     official SDK's client, an older bundled broker). ``seed``: the QUERY just read, for the
     oldest message's time and the shortest TTL. With it, where the broker tells them (#107),
     the delayed messages it holds and when the soonest is due."""
+    answer: Callable[[str], Awaitable[dict[str, Any]]] | None
     answer = getattr(client, "count_answer", None)
+    lane_counts: Callable[[str], Awaitable[tuple[dict[str, int], int | None]]] | None
     lane_counts = getattr(client, "lane_counts", None)
-    if answer is None and lane_counts is None:
-        return None
     try:
         if answer is not None:
             told = await asyncio.wait_for(answer(address), ASK_SECONDS)
-        else:  # a client that reads the lanes alone: the schedule is not told
+        elif lane_counts is not None:  # a client that reads the lanes alone: no schedule told
             counts, newest = await asyncio.wait_for(lane_counts(address), ASK_SECONDS)
             told = {"counts": counts, "newest_id": newest}
+        else:
+            return None
     except MailboxNotFound:
         raise
     except RequestTimeout as exc:  # unanswered (RobustMQ answers no subject it lacks)
