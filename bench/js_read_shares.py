@@ -20,6 +20,11 @@ with 20. Then, through the broker, each figure the median of ``--rounds`` reques
   QUERYs of 31 MiB messages going (three of them stored in its mailbox, each read by its
   key, or with ``--flood-by oldest`` its oldest): the victim's p50/p99 and errors, the
   flood's answers and errors.
+- ``after_deleted`` (raised, with ``--deleted``; issue #106, item 4): then the victim SENDs one
+  31 MiB message into its own mailbox and deletes it at once, and its small reads are measured
+  again under the same flood. Before #106 the mailbox's head said 31 MiB for good, and every
+  later read of hers was counted at that (p50 34 ms -> 5,855 ms); now the head says what is
+  left. Target: her p50 within 2x of hers under the flood before the large SEND.
 
 Targets (#98): the victim's p99 under 1 s while the flood runs; ``query_100`` and
 ``query_page`` raised within 2x of default. A figure is this machine's at this load: the
@@ -47,6 +52,7 @@ RAISED = "max_payload: 64MB\nmax_pending: 64MB\n"
 LARGE = 31 * MIB
 LARGEST_TAKEN = 33_550_336  # what a broker takes on servers raised so (docs/broker.md, #88)
 P99_TARGET = 1.0  # seconds: the victim's p99 while the flood runs
+DELETED_TARGET = 2.0  # (#106) her p50 after a large SEND deleted, over hers before it
 RATIO_TARGET = 2.0  # QUERY raised over default, at most
 FILL = 1000  # messages appended at once while a mailbox is filled
 
@@ -207,6 +213,11 @@ async def _flooded(victim: Any, flooder: Any, args: argparse.Namespace, say: str
         measured["flood_failed"] = failed[0] - before[1]
         measured["flood_first_error"] = errors[0] if errors else None
         measured["flood_in_flight"] = sum(not w.done() for w in workers)
+        if args.deleted:  # (#106) one large SEND of hers, deleted at once, then again
+            large = await victim.send("victim", (b"v." * (LARGE // 2 + 1))[:LARGE])
+            await victim.delete("victim", large)
+            print(f"{say} victim after a large SEND deleted (load {_load()})", file=sys.stderr)
+            measured["after_deleted"] = await _victim(victim, "victim", args.seconds, "after")
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*workers, return_exceptions=True), timeout=600)
@@ -238,6 +249,16 @@ def _report(results: dict[str, Any]) -> list[str]:
                 f"{flood['flood_in_flight']} in flight at the end: p99 target "
                 f"{P99_TARGET:g} s {verdict}"
             )
+            after = flood.get("after_deleted")
+            if after is not None:
+                ratio = after["p50_s"] / flood["p50_s"]
+                verdict = "met" if ratio <= DELETED_TARGET else "NOT met"
+                lines.append(
+                    f"  after one 31 MiB SEND of hers deleted: victim p50 "
+                    f"{after['p50_s'] * 1000:.1f} ms, p99 {after['p99_s'] * 1000:.1f} ms "
+                    f"({after['reads']} reads, {after['errors']} errors): {ratio:.2f}x her p50 "
+                    f"before it (target {DELETED_TARGET:g}x) {verdict}"
+                )
             if flood["flood_first_error"]:
                 lines.append(f"  the flood's first error: {flood['flood_first_error']}")
             if flood["first_error"]:
@@ -268,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("key", "oldest"),
         default="key",
         help="the flood's QUERY: by key (a leader get) or its oldest (a direct get)",
+    )
+    parser.add_argument(
+        "--deleted",
+        action="store_true",
+        help="(#106) then a 31 MiB SEND of the victim's, deleted, and her reads again",
     )
     parser.add_argument("--out", type=Path, help="the results as JSON")
     args = parser.parse_args(argv)

@@ -85,6 +85,7 @@ async def test_delayed_messages_are_counted_held_with_the_soonest_due(pair):
         return await second.scheduled("team.later", now=_now()) == (2, now + 3600)
 
     await until(written, timeout=30, what="the soonest delayed message written when due")
+
     async def numbered() -> bool:
         return await first.lane_counts("team.later", now=_now()) == _lanes(0, 1, 0)
 
@@ -135,7 +136,8 @@ async def test_a_cancelled_waiter_cancels_no_other_count():
 
 def test_a_schedules_subject_says_when_it_is_due_the_soonest_sorting_last():
     layout = Layout("S")
-    subjects = [layout.schedule_subject("m", schedule_id(due, "u")) for due in (90, 5, 1_800_000_000)]
+    dues = (90, 5, 1_800_000_000)
+    subjects = [layout.schedule_subject("m", schedule_id(due, "u")) for due in dues]
     assert [due_of(s) for s in subjects] == [90, 5, 1_800_000_000]
     assert due_of(max(subjects)) == 5
     assert due_of(layout.schedule_subject("m", uuid.uuid4().hex)) is None  # held before #106

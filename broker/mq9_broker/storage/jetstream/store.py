@@ -13,8 +13,9 @@ This class only composes the parts, each keeping one thing: the mailbox records
 (records.py), the message log's writes (messages.py), numbering (numbering.py), delayed
 messages (staged.py) and reads (reads.py), group positions (positions.py), the registry
 (registry.py) and what a COUNT asks (counts.py); what opening makes is opening.py. What they
-hold between requests is all droppable (``forget``). Time comes from the caller (``now``, whole seconds); the servers' own
-clock writes create_times, removes messages whose TTL ended and writes delayed messages when due.
+hold between requests is all droppable (``forget``). Time comes from the caller (``now``, whole
+seconds); the servers' own clock writes create_times, removes messages whose TTL ended and
+writes delayed messages when due.
 """
 
 from __future__ import annotations
