@@ -60,6 +60,11 @@ with warnings.catch_warnings():  # the namespace says it is in beta, once per pr
     from langchain.mcp import MCPAdapter
 
 
+# langchain.mcp's client gives a tool call as long as it takes: its operator lets mq9-mcp wait
+# the 10 s this agent asks for its reply (by default a call waits 3 s, #107)
+WAITS = ("--wait-cap-ms", "10000")
+
+
 @contextmanager
 def mq9_mcp(transport: str, broker: str) -> Any:
     """What LangChain's MCP client connects to: mq9-mcp over stdio (it starts the process), or
@@ -67,12 +72,12 @@ def mq9_mcp(transport: str, broker: str) -> Any:
     if transport == "stdio":
         yield StdioTransport(
             command=sys.executable,
-            args=["-m", "mcp_server", "--server", broker],
+            args=["-m", "mcp_server", "--server", broker, *WAITS],
             env=server_env(),
             cwd=str(ROOT),
         )
         return
-    with http_server("--server", broker) as url:
+    with http_server("--server", broker, *WAITS) as url:
         yield url
 
 
@@ -124,7 +129,7 @@ async def test_langgraph_agent_uses_the_mcp_tools(nats_server, transport):
                     tools = await adapter.list_tools()
                     # The model gets the same schemas through MCP as through the toolkit.
                     assert {t.name: t.args_schema for t in tools} == {
-                        name: op.input_schema()
+                        name: op.input_schema(ToolPolicy(wait_cap_ms=int(WAITS[1])))
                         for name, op in OPERATIONS.items()
                         if op.allowed(ToolPolicy())  # the call tools need mq9-mcp --calls
                     }
