@@ -146,8 +146,15 @@ def test_a_head_lists_its_large_messages_and_says_the_rest_by_their_most():
 
 
 def test_a_head_lists_at_most_its_share_keeping_the_largest():
-    many = [(n, LISTED_FROM + n, 99) for n in range(LISTED_MOST + 3)]
+    many = [(n, LISTED_FROM + 1 + n, 99) for n in range(LISTED_MOST + 3)]
     held = Held().written(many, now=0)
     assert len(held.large) == LISTED_MOST and held.large[0][0] == 3
-    assert held.small == LISTED_FROM + 2  # (the smallest three said by SMALL from then on)
-    assert held.most() == LISTED_FROM + LISTED_MOST + 2
+    # the smallest three said together, until the last of them may be gone
+    assert held.spilled == (LISTED_FROM + 3, 99) and held.small == 0
+    assert Held.of(held.headers()) == held
+    assert held.most() == LISTED_FROM + 1 + LISTED_MOST + 2
+    emptied = held
+    for msg_id in range(3, LISTED_MOST + 3):
+        emptied = emptied.without(msg_id)
+    assert emptied.most(now=99) == LISTED_FROM + 3  # (the spilled ones: maybe still held)
+    assert emptied.most(now=100) == 0 and emptied.written([], now=100) == Held()

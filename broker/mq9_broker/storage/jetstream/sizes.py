@@ -19,10 +19,11 @@ last without a head) is counted at the servers' largest.
 message above ``LISTED_FROM`` is listed on the heads by its msg_id (``LARGE``), until it is
 deleted (messages.py writes the head again without it), passes its TTL (such a message carries
 a ``Nats-TTL``: the servers remove it) or the retention; the messages below are said by the
-most any took (``SMALL``). ``LARGEST`` is what is held at most, which an earlier broker reads.
-So one 31 MiB SEND, deleted, leaves the mailbox's reads sized by what is left. (An ACK
-removes nothing: a QUERY still reads the message, and a group's read past it starts at a
-sequence at or below its position, which may be before it: reads stay sized for it.)"""
+most any took (``SMALL``), and large ones past the list's room by the most they take until the
+last of them may be gone (``SPILLED``). ``LARGEST`` is what is held at most, which an earlier
+broker reads. So one 31 MiB SEND, deleted, leaves the mailbox's reads sized by what is left.
+(An ACK removes nothing: a QUERY still reads the message, and a group's read past it starts at
+a sequence at or below its position, which may be before it: reads stay sized for it.)"""
 
 from __future__ import annotations
 
@@ -35,9 +36,13 @@ LARGEST = "Mq9-Largest"  # on a head: the most bytes a message of the mailbox ta
 # (until: the second after which the servers hold it no more), and the most any other took
 LARGE = "Mq9-Large"
 SMALL = "Mq9-Small"
+# The most the large messages a head could not list take, "size:until" (until: the latest
+# second one of them may be held): counted until then, as the servers may hold any of them
+SPILLED = "Mq9-Spilled"
 LISTED_FROM = 64 * 1024
-# Listed at most: a head of more keeps the largest, the others said by SMALL from then on
-LISTED_MOST = 32
+# Listed at most (some 4 KiB of a head, read at SMALL_ENTRY): a head of more keeps the largest,
+# the others said by SPILLED until the last of them would be gone
+LISTED_MOST = 128
 # Seconds a listed message with a TTL is still counted after it ended: the servers remove it
 # at their next tick of TTLs (about a second), not at once
 TTL_MARGIN = 5
@@ -72,10 +77,12 @@ def largest_of(headers: dict[str, str]) -> int | None:
 @dataclass(frozen=True, slots=True)
 class Held:
     """(#106) What a head says its mailbox's messages take: the most any unlisted one took
-    (``small``), and each listed one, ``(msg_id, size, until)`` in msg_id order."""
+    (``small``), each listed one, ``(msg_id, size, until)`` in msg_id order, and the large ones
+    past the list's room (``spilled``: the most they take and when the last may go)."""
 
     small: int = 0
     large: tuple[tuple[int, int, int], ...] = ()
+    spilled: tuple[int, int] = (0, 0)
 
     @classmethod
     def of(cls, headers: dict[str, str]) -> Held | None:
@@ -87,18 +94,18 @@ class Held:
         small = _number(headers.get(SMALL))
         if small is None:
             return cls(largest)
-        listed = []
-        for item in (headers.get(LARGE) or "").split():
-            parts = [_number(part) for part in item.split(":")]
-            if len(parts) != 3 or None in parts:
-                return cls(largest)  # (not what a broker writes: the most it says, for all)
-            listed.append((parts[0], parts[1], parts[2]))
-        return cls(small, tuple(sorted(listed)))  # type: ignore[arg-type]
+        listed = [_numbers(item, 3) for item in (headers.get(LARGE) or "").split()]
+        spilled = _numbers(headers.get(SPILLED) or "0:0", 2)
+        if spilled is None or None in listed:
+            return cls(largest)  # (not what a broker writes: the most it says, for all)
+        return cls(small, tuple(sorted(listed)), spilled)  # type: ignore[arg-type]
 
     def headers(self) -> dict[str, str]:
         said = {LARGEST: str(self.most()), SMALL: str(self.small)}
         if self.large:
             said[LARGE] = " ".join(f"{i}:{size}:{until}" for i, size, until in self.large)
+        if self.spilled[0]:
+            said[SPILLED] = "{}:{}".format(*self.spilled)
         return said
 
     def most(self, from_id: int = 0, now: int | None = None) -> int:
@@ -109,22 +116,27 @@ class Held:
             for msg_id, size, until in self.large
             if msg_id >= from_id and (now is None or now <= until)
         ]
+        spilled, until = self.spilled
+        if now is None or now <= until:
+            sizes.append(spilled)
         return max([self.small, *sizes])
 
     def written(self, messages: Iterable[tuple[int, int, int]], now: int) -> Held:
         """With ``messages`` written, ``(msg_id, size, until)`` each; those past their
         ``until`` at ``now`` dropped."""
         small, large = self.small, [item for item in self.large if now <= item[2]]
+        spilled = self.spilled if now <= self.spilled[1] else (0, 0)
         for msg_id, size, until in messages:
             if size > LISTED_FROM:
                 large.append((msg_id, size, until))
             else:
                 small = max(small, size)
-        if len(large) > LISTED_MOST:  # the smallest said by SMALL from then on
+        if len(large) > LISTED_MOST:  # the smallest said by SPILLED until the last is gone
             large.sort(key=lambda item: item[1], reverse=True)
-            small = max([small, *(size for _, size, _ in large[LISTED_MOST:])])
+            for _, size, until in large[LISTED_MOST:]:
+                spilled = (max(spilled[0], size), max(spilled[1], until))
             large = large[:LISTED_MOST]
-        return Held(small, tuple(sorted(large)))
+        return Held(small, tuple(sorted(large)), spilled)
 
     def without(self, msg_id: int) -> Held:
         """With message ``msg_id`` deleted."""
@@ -132,6 +144,14 @@ class Held:
 
     def lists(self, msg_id: int) -> bool:
         return any(item[0] == msg_id for item in self.large)
+
+
+def _numbers(text: str, count: int) -> tuple[int, ...] | None:
+    """``count`` numbers written "a:b:...", or None."""
+    parts = [_number(part) for part in text.split(":")]
+    if len(parts) != count or None in parts:
+        return None
+    return tuple(part for part in parts if part is not None)
 
 
 def _number(text: str | None) -> int | None:
