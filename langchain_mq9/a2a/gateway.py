@@ -76,7 +76,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from mq9_wire.protocol import card_mailbox, check_address
-from mq9_wire.protocol.errors import LimitReached, Mq9Error
+from mq9_wire.protocol.errors import KeysFull, Mq9Error
 
 from ..client.client import Mq9Client
 from ..client.key_shares import (
@@ -587,9 +587,7 @@ def _said() -> Iterator[None]:
         yield
     except KeysRefused as exc:
         raise InternalError(str(exc)) from None
-    except LimitReached as exc:
-        if "idempotency key" not in str(exc):
-            raise InternalError(f"the mq9 broker did not carry the request: {exc}") from None
+    except KeysFull:
         # the broker's own bound, reached by others (an open broker's keys in all): its
         # counts are the broker's or the gateway identity's, none of the tenant's
         raise InternalError(

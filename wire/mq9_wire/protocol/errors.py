@@ -110,6 +110,13 @@ class LimitReached(Mq9Error):
     """A limit on how many (mailboxes, messages, agents, consumer groups) is reached."""
 
 
+class KeysFull(LimitReached):
+    """(#98, #106) A keyed SEND refused: the sender's (or the broker's) idempotency keys are
+    at their bound for now. Nothing was stored; the same SEND without a key, or later, goes.
+    The text names whose bound it is and no count, so a server carrying many callers can pass
+    it on without telling one caller of the others."""
+
+
 class SearchNotBuilt(Mq9Error):
     """RobustMQ built without its vector-search feature (its default): DISCOVER with text or
     semantic is refused; the client then ranks the listing itself."""
@@ -556,7 +563,7 @@ WIRE_TEXTS = (
     _reads(LimitReached, r"mailbox \S+ is full", OURS, err_mailbox_full),
     _reads(InvalidArgument, r"^[A-Z]+ refused: (?:agent name .* is under '|mailbox \S+ is "
            r"reserved by the broker)", OURS, err_reserved_mailbox),
-    _reads(LimitReached, r"SEND refused: no room for another idempotency key", OURS,
+    _reads(KeysFull, r"SEND refused: no room for another idempotency key", OURS,
            err_idempotency_keys_full),
     _reads(InvalidArgument, r"SEND refused: (?:idempotency key .* was used|an mq9-idempotency-key)",
            OURS, err_idempotency_key_reused, err_idempotency_key_size),
