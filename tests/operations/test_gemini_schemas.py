@@ -201,3 +201,16 @@ async def test_google_adk_converts_every_mcp_tool_to_a_declaration_gemini_takes(
     # the control: the old target, through ADK, is refused
     old = _to_gemini_schema({"type": "object", "properties": {"target": OLD_TARGET}})
     assert refusals(dumped(old))
+
+
+@pytest.mark.parametrize("prefix", ["9x_", "-x_", "mq9:"])
+def test_a_tool_prefix_gemini_would_refuse_is_refused_at_start(prefix):
+    """Gemini takes a function name that starts with a letter or ``_``: a prefix that makes
+    every tool's name one it refuses is refused when the toolkit (or mq9-mcp) starts."""
+    from pydantic import ValidationError
+
+    from langchain_mq9.operations.config import ToolConfig
+
+    with pytest.raises(ValidationError, match="starting with a letter or '_'"):
+        ToolConfig(tool_prefix=prefix)
+    assert ToolConfig(tool_prefix="_mq9_").tool_prefix == "_mq9_"
