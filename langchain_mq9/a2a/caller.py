@@ -233,6 +233,11 @@ class AgentCaller:
         request follows it on the wire without waiting for its answer (the agent's answer has
         a mailbox to go to)."""
         task_id = record["taskId"]
+        spend = getattr(self.client, "spend_keys", None)
+        if once and callable(spend):  # (#106) both keys from a caller's share, or neither:
+            # a share with room for one would store the request and refuse its record
+            record_key = "a2a." + w.CALL_KEY + task_id
+            spend([(self.reply_mailbox, record_key)] + _request_key(mailbox, request, task_id))
 
         def write() -> Awaitable[None]:
             return self._write_record(record, once=True) if once else self._write_record(record)
@@ -632,11 +637,8 @@ class AgentCaller:
         }
         # A cancel overtakes queued work: the agent reads critical messages first.
         priority = Priority.CRITICAL if method == w.CANCEL_TASK else Priority.NORMAL
-        msg = body.get("message") if once else None
-        message_id = msg.get("messageId") if isinstance(msg, dict) else None
-        key = None
-        if isinstance(message_id, str):  # (a digest: a messageId may be long)
-            key = "a2a." + w.once_id(method, task_id, message_id)
+        named = _request_key(mailbox, body, task_id, method) if once else []
+        key = named[0][1] if named else None
         try:
             await self.client.send(
                 mailbox,
@@ -650,6 +652,18 @@ class AgentCaller:
                 f"no mailbox {mailbox}: the agent has never been served there (find it "
                 "with agent_discover)"
             ) from None
+
+
+def _request_key(
+    mailbox: str, body: Mapping[str, object], task_id: str, method: str = w.SEND
+) -> list[tuple[str, str]]:
+    """The key a request sent once goes under (#90: its own messageId's digest, as a messageId
+    may be long), as (mailbox, key); [] when the request names no messageId."""
+    msg = body.get("message")
+    message_id = msg.get("messageId") if isinstance(msg, dict) else None
+    if not isinstance(message_id, str):
+        return []
+    return [(mailbox, "a2a." + w.once_id(method, task_id, message_id))]
 
 
 def _remote_id(value: object) -> TypeGuard[str]:

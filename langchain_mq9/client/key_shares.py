@@ -145,6 +145,11 @@ class CallerKeys:
         )
         return sent
 
+    def spend_keys(self, names: Iterable[Name]) -> None:
+        """Count several keys at once, all or none (``KeysRefused``): what one call sends
+        under keys (an A2A call's record and its request) is refused whole, never half sent."""
+        self._shares.spend(self._caller, [n for n in names if self._keeps_keys(n[0])])
+
     def _keeps_keys(self, mail_address: str) -> bool:
         """Whether the broker may hold the key (RobustMQ keeps none: nothing to count)."""
         recognised = getattr(self._client, "keys_recognised_for", None)
