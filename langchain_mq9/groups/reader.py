@@ -36,6 +36,7 @@ from .dead_letters import (
 )
 from .leases import (
     DEFAULT_LEASE_TTL,
+    JUDGED_PER_QUERY,
     GroupRecords,
     LeaseBox,
     MailboxClient,
@@ -395,10 +396,21 @@ class GroupReader:
 
     async def _handed_out_after(self, tail: list[Message]) -> set[int]:
         """Which of ``tail`` (the group's order after an adopted msg_id) this identity was
-        handed and nobody finished: a worker's live claims, else this reader's hand-out
-        records (a done record: done here too)."""
-        if not tail:
-            return set()
+        handed and nobody finished, read a QUERY's worth at a time up to the first that holds
+        none: a fetch hands out the first new messages in the group's order, so what follows
+        a stretch never handed out was not handed out either (one QUERY for a fetch's batch,
+        not one per 12 messages of the mailbox)."""
+        handed: set[int] = set()
+        for start in range(0, len(tail), JUDGED_PER_QUERY):
+            found = await self._handed_out_among(tail[start : start + JUDGED_PER_QUERY])
+            if not found:
+                break
+            handed |= found
+        return handed
+
+    async def _handed_out_among(self, tail: list[Message]) -> set[int]:
+        """Which of ``tail`` this identity was handed and nobody finished: a worker's live
+        claims, else this reader's hand-out records (a done record: done here too)."""
         if self.leases is not None:
             verdict = await self.leases.judge(tail)
             self.state.mark_done(verdict.done)
