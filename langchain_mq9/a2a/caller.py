@@ -237,7 +237,7 @@ class AgentCaller:
         if once and callable(spend):  # (#106) both keys from a caller's share, or neither:
             # a share with room for one would store the request and refuse its record
             record_key = "a2a." + w.CALL_KEY + task_id
-            spend([(self.reply_mailbox, record_key)] + _request_key(mailbox, request, task_id))
+            spend([(self.reply_mailbox, record_key), *_request_key(mailbox, request, task_id)])
 
         def write() -> Awaitable[None]:
             return self._write_record(record, once=True) if once else self._write_record(record)
