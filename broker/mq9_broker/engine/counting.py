@@ -32,11 +32,8 @@ from .rules import Command, Headers, as_is
 async def count(engine: Engine[Any], address: str, _headers: Headers, _body: bytes) -> bytes:
     """``address``'s lanes counted by its store (every live message, as a read finds them)."""
     record = await engine._topic(address)  # an unknown mailbox: the text a QUERY answers
-    store: Any = engine.store
-    now = engine.now_second()
-    counts = await store.lane_counts(record.name, now=now)
-    last = await store.last(record.name)
-    scheduled, next_due = await store.scheduled(record.name, now=now)
+    answer = await engine.store.counted(record.name, now=engine.now_second())
+    counts, last, (scheduled, next_due) = answer
     newest = None if last is None else last.msg_id
     return p.encode(
         {

@@ -35,6 +35,7 @@ from .housekeeping import LANES
 from .mailbox_store import (
     OPEN,
     AgentRow,
+    Counted,
     Full,
     KeysFull,
     MailboxRecord,
@@ -248,6 +249,21 @@ class ProcessStore(ProcessState):
         """(#106) How many delayed messages for ``mailbox`` are held and not yet due, and the
         second the soonest is due (None: none), as the queue keeps them (no walk)."""
         return self._look(lambda: self.delayed_held(mailbox))
+
+    async def counted(self, mailbox: str, *, now: int) -> Counted:
+        """(#106) What a COUNT answers, in one step: each lane's live messages, the newest
+        mark, the delayed messages held and the soonest due (counting.py)."""
+
+        def work() -> Counted:
+            topic = self.topics.get(mailbox)
+            if topic is None:
+                lanes = {priority.value: 0 for priority in PRIORITY_ORDER}
+            else:
+                lanes = {lane.value: n for lane, n in topic.live_counts(now).items()}
+            last = Mark(topic.end_offset, topic.end_offset) if topic and topic.messages else None
+            return lanes, last, self.delayed_held(mailbox)
+
+        return self._look(work)
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int

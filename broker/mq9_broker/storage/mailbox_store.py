@@ -28,6 +28,7 @@ __all__ = [
     "OPEN",
     "RETENTION_SECONDS",
     "AgentRow",
+    "Counted",
     "Full",
     "KeyReused",
     "KeysFull",
@@ -94,6 +95,12 @@ class Mark:
     msg_id: int
     seq: int
     lanes: Lanes | None = field(default=None, compare=False)
+
+
+# (#106) What a COUNT answers of a mailbox (engine/counting.py): each lane's live messages, the
+# newest mark (None: the log holds none), the delayed messages held and the second the soonest
+# is due (None: none)
+Counted = tuple[dict[str, int], Mark | None, tuple[int, int | None]]
 
 
 @dataclass(frozen=True)
@@ -269,6 +276,10 @@ class MailboxStore(Protocol):
 
     async def count(self, mailbox: str) -> int:
         """How many messages the log holds."""
+
+    async def counted(self, mailbox: str, *, now: int) -> Counted:
+        """(#99, #106) What a COUNT answers, with no walk of the log where the store keeps
+        them (engine/counting.py)."""
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int

@@ -63,8 +63,9 @@ async def test_both_brokers_count_what_the_stream_holds(pair):
         assert await store.lane_counts("team.count", now=_now()) == _lanes(1, 3, 1)
     assert await second.delete("team.count", gone)
     for store in pair:
-        assert await store.lane_counts("team.count", now=_now()) == _lanes(0, 3, 1)
-        assert await store.scheduled("team.count", now=_now()) == (0, None)
+        lanes, last, held = await store.counted("team.count", now=_now())
+        assert (lanes, held) == (_lanes(0, 3, 1), (0, None))
+        assert last is not None and last.msg_id == gone + 5
     assert await first.lane_counts("never.made", now=_now()) == _lanes()
 
 

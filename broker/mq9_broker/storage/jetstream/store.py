@@ -24,7 +24,15 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from ..mailbox_store import MailboxRecord, MailboxStore, Mark, Once, Position, SendLimits
+from ..mailbox_store import (
+    Counted,
+    MailboxRecord,
+    MailboxStore,
+    Mark,
+    Once,
+    Position,
+    SendLimits,
+)
 from .counts import Counts
 from .mapping import RETENTION_SECONDS, Layout
 from .messages import Messages
@@ -251,6 +259,16 @@ class ClusterStore:
         """(#106) How many delayed messages ``mailbox`` holds, not yet written, and the second
         the soonest is due (None: none), counted by the servers (counts.py)."""
         return await self._counts.scheduled(mailbox)
+
+    async def counted(self, mailbox: str, *, now: int) -> Counted:
+        """(#106) What a COUNT answers: the lanes' counts, the newest mark and the delayed
+        messages held, asked of the servers at once."""
+        lanes, last, scheduled = await asyncio.gather(
+            self.lane_counts(mailbox, now=now),
+            self.last(mailbox),
+            self.scheduled(mailbox, now=now),
+        )
+        return lanes, last, scheduled
 
     async def read_lanes(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
