@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mq9_broker import BrokerEngine
 from mq9_broker.state.clock import ManualClock
@@ -181,3 +183,31 @@ def test_a_mailbox_counts_what_it_holds_through_compaction():
         assert mailbox.live_counts(now) == {Priority.CRITICAL: 0, Priority.URGENT: 0,
                                               Priority.NORMAL: walked}  # fmt: skip
     assert mailbox.live_counts(107)[Priority.NORMAL] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("send"), st.sampled_from(PRIORITY_ORDER), st.integers(0, 30)),
+            st.tuples(st.just("remove"), st.integers(0, 60), st.just(0)),
+            st.tuples(st.just("clock"), st.integers(-20, 20), st.just(0)),
+        ),
+        max_size=120,
+    )
+)
+def test_a_mailboxs_kept_counts_are_what_a_walk_finds(steps):
+    """Any run of writes (some with a TTL), removals and clock moves, back ones too."""
+    mailbox, now = Mailbox("m", create_time=0, ttl=0), 100
+    for kind, what, ttl in steps:
+        if kind == "send":
+            expire_at = now + ttl if ttl else 0
+            mailbox.append(StoredMessage(0, b"x", what, now, expire_at=expire_at))
+        elif kind == "remove":
+            mailbox.remove(what)
+        else:
+            now = max(now + what, 0)
+        walked = dict.fromkeys(PRIORITY_ORDER, 0)
+        for message in mailbox.messages.values():
+            walked[message.priority] += not message.expired(now)
+        assert mailbox.live_counts(now) == walked
