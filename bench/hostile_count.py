@@ -226,7 +226,7 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
         ("9i: honest SEND idle (p50 / p99)", _p50_p99(idle)),
         ("9i: honest SEND under the COUNTs (p50 / p99)", _p50_p99(counting)),
         ("9i: honest SEND under as many QUERYs of one message (p50 / p99)", _p50_p99(querying)),
-        (f"9i: one COUNT of {messages:,} messages", fmt_seconds(float(found["one_count_s"]))),  # type: ignore[arg-type]
+        (f"9i: one COUNT of {messages:,} messages", fmt_seconds(float(found["one_count_s"]))),
     ]
     notes = [
         f"9i: a client keeps {IN_FLIGHT} COUNTs of one {messages:,}-message mailbox in flight "
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     idle = stats["idle"]
     print(
         f"filled {args.messages:,} in {found['filled_s']:.1f} s; one COUNT "
-        f"{fmt_seconds(float(found['one_count_s']))}"  # type: ignore[arg-type]
+        f"{fmt_seconds(float(found['one_count_s']))}"
     )
     print(f"SEND idle p50 / p99: {_p50_p99(idle)} ({idle.n} SENDs a variant)")
     for kind in KINDS:
