@@ -132,6 +132,62 @@ class StoredMessage:
 _ITEM_FRAME = len(StoredMessage(0, b"", Priority.NORMAL, 0).wire()) - len(b"0normal0")
 
 
+_LANE = {priority: index for index, priority in enumerate(PRIORITY_ORDER)}
+
+
+class _Tally:
+    """(#106) A mailbox's lanes counted as messages come and go: each lane's messages held
+    (``held``), those of them whose TTL ended as of second ``hidden_at`` (``hidden``: msg_id ->
+    lane, ``hidden_each``), and the messages with a TTL not yet found ended, soonest first
+    (``dying``: an entry of a message removed since is skipped when it comes up, and dropped
+    when the mailbox compacts its holes). A message past its TTL is taken off as its second
+    passes, each once; a clock set back puts the hidden ones back first (our clock is
+    injected, and the system's may step back)."""
+
+    __slots__ = ("dying", "held", "hidden", "hidden_at", "hidden_each")
+
+    def __init__(self) -> None:
+        self.held = [0, 0, 0]
+        self.hidden: dict[int, int] = {}
+        self.hidden_each = [0, 0, 0]
+        self.hidden_at = 0
+        self.dying: list[tuple[int, int]] = []
+
+    def added(self, message: StoredMessage) -> None:
+        self.held[_LANE[message.priority]] += 1
+        if message.expire_at:
+            heapq.heappush(self.dying, (message.expire_at, message.msg_id))
+
+    def removed(self, message: StoredMessage) -> None:
+        lane = _LANE[message.priority]
+        self.held[lane] -= 1
+        if self.hidden.pop(message.msg_id, None) is not None:
+            self.hidden_each[lane] -= 1
+
+    def kept(self, live: dict[int, StoredMessage]) -> None:
+        """Only the entries of ``live`` messages kept (the mailbox compacted its holes)."""
+        self.dying = [(at, msg_id) for at, msg_id in self.dying if msg_id in live]
+        heapq.heapify(self.dying)
+
+    def live(self, now: int, messages: dict[int, StoredMessage]) -> dict[Priority, int]:
+        if now < self.hidden_at:
+            for msg_id in self.hidden:
+                heapq.heappush(self.dying, (messages[msg_id].expire_at, msg_id))
+            self.hidden.clear()
+            self.hidden_each = [0, 0, 0]
+        self.hidden_at = now
+        dying = self.dying
+        while dying and dying[0][0] < now:  # (RobustMQ: hidden once expire_at < now)
+            expire_at, msg_id = heapq.heappop(dying)
+            message = messages.get(msg_id)
+            if message is not None and message.expire_at == expire_at:
+                lane = _LANE[message.priority]
+                self.hidden[msg_id] = lane
+                self.hidden_each[lane] += 1
+        held, hidden = self.held, self.hidden_each
+        return {p: held[i] - hidden[i] for p, i in _LANE.items()}
+
+
 class Mailbox:
     def __init__(
         self,
@@ -170,15 +226,7 @@ class Mailbox:
         # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
         # so this holds at any later time; a clock set back ignores it.
         self._runs: dict[object, dict[int, tuple[int, int]]] = {}
-        # (#106) each lane's messages held (``messages``), those of them whose TTL ended as of
-        # second ``_hidden_at`` (``_hidden``: msg_id -> priority), and the messages with a TTL
-        # not yet found ended, soonest first (``_dying``: entries of removed messages are
-        # skipped when they come up, and dropped by ``_compact``)
-        self._held: dict[Priority, int] = dict.fromkeys(PRIORITY_ORDER, 0)
-        self._hidden: dict[int, Priority] = {}
-        self._hidden_each: dict[Priority, int] = dict.fromkeys(PRIORITY_ORDER, 0)
-        self._hidden_at = 0
-        self._dying: list[tuple[int, int]] = []
+        self._tally: _Tally | None = None  # (#106) made with the first message
 
     @property
     def expires_at(self) -> int | None:
@@ -203,9 +251,10 @@ class Mailbox:
         """Index ``message`` under its own msg_id; msg_ids must arrive in increasing order."""
         self.next_id = max(self.next_id, message.msg_id + 1)
         self.messages[message.msg_id] = message
-        self._held[message.priority] += 1
-        if message.expire_at:
-            heapq.heappush(self._dying, (message.expire_at, message.msg_id))
+        tally = self._tally
+        if tally is None:
+            tally = self._tally = _Tally()
+        tally.added(message)
         self.lanes[message.priority].append(message.msg_id)
         self.order.append(message.msg_id)
         self.times.append(message.create_time)
@@ -221,9 +270,8 @@ class Mailbox:
         message = self.messages.pop(msg_id, None)
         if message is None:
             return False
-        self._held[message.priority] -= 1
-        if self._hidden.pop(msg_id, None) is not None:
-            self._hidden_each[message.priority] -= 1
+        if self._tally is not None:
+            self._tally.removed(message)
         if message.key is not None and self.keys.get(message.key) == msg_id:
             del self.keys[message.key]
         self._holes += 1
@@ -246,30 +294,17 @@ class Mailbox:
         self.messages = dict(live)
         self._holes = 0
         self._runs.clear()  # the indexes changed shape
-        self._dying = [(at, i) for at, i in self._dying if i in live]
-        heapq.heapify(self._dying)
+        if self._tally is not None:
+            self._tally.kept(live)
 
     # -- how many it holds (#106) -----------------------------------------------------------
 
     def live_counts(self, now: int) -> dict[Priority, int]:
-        """How many live messages each lane holds at second ``now`` (what a read finds):
-        the counts kept as messages come and go, less those whose TTL ended by ``now``,
-        taken off as their seconds pass (each message once). A clock set back puts the
-        hidden ones back first (our clock is injected; the system's may step back)."""
-        if now < self._hidden_at:
-            for msg_id in self._hidden:
-                heapq.heappush(self._dying, (self.messages[msg_id].expire_at, msg_id))
-            self._hidden.clear()
-            self._hidden_each = dict.fromkeys(PRIORITY_ORDER, 0)
-        self._hidden_at = now
-        dying, messages = self._dying, self.messages
-        while dying and dying[0][0] < now:  # (RobustMQ: hidden once expire_at < now)
-            expire_at, msg_id = heapq.heappop(dying)
-            message = messages.get(msg_id)
-            if message is not None and message.expire_at == expire_at:
-                self._hidden[msg_id] = message.priority
-                self._hidden_each[message.priority] += 1
-        return {p: self._held[p] - self._hidden_each[p] for p in PRIORITY_ORDER}
+        """How many live messages each lane holds at second ``now`` (what a read finds),
+        kept as messages come and go (``_Tally``): no walk of the log."""
+        if self._tally is None:
+            return dict.fromkeys(PRIORITY_ORDER, 0)
+        return self._tally.live(now, self.messages)
 
     # -- where a read starts ---------------------------------------------------------------
 

@@ -177,7 +177,9 @@ def test_a_mailbox_counts_what_it_holds_through_compaction():
     assert mailbox.live_counts(103)[Priority.NORMAL] == 600 - 3 * 86  # (n % 7 of 0, 1, 2: 86 each)
     for msg_id in range(302):
         mailbox.remove(msg_id)  # past half: compacted
-    assert len(mailbox._dying) + len(mailbox._hidden) == len(mailbox.messages) == 298
+    tally = mailbox._tally
+    assert tally is not None
+    assert len(tally.dying) + len(tally.hidden) == len(mailbox.messages) == 298
     for now in (103, 104, 50, 106, 107):  # (50: a clock set back)
         walked = sum(not m.expired(now) for m in mailbox.messages.values())
         assert mailbox.live_counts(now) == {Priority.CRITICAL: 0, Priority.URGENT: 0,
