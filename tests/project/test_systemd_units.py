@@ -196,6 +196,7 @@ def test_the_console_keeps_its_token_across_restarts():
     assert "MQ9_CONSOLE_TOKEN" in named_variables("mq9-console.service")
 
 
+@pytest.mark.slow  # runs git check-ignore (a process)
 def test_what_the_walk_through_writes_into_a_clone_is_ignored_by_git():
     """(#107) the files docs/deploy.md has an operator write in the clone's directory (the
     node files, their stores, the credentials, the state exported, the partitions' mapping)
