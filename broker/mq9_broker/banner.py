@@ -117,7 +117,8 @@ def _limit_lines(engine: BrokerEngine | Engine[ClusterStore]) -> list[str]:
         f"limits: max payload {limits.max_payload} bytes{effective}, "
         f"mailboxes {_most(limits.max_mailboxes)}, "
         f"messages per mailbox {_most(limits.max_messages_per_mailbox)}, "
-        f"agents {_most(limits.max_agents)} (cards up to {_most(limits.max_card_bytes)} bytes), "
+        f"agents {_most(limits.max_agents)} ({_most(limits.max_agents_per_sender)} an agent "
+        f"with --credentials; cards up to {_most(limits.max_card_bytes)} bytes), "
         f"groups {_most(limits.max_groups)}",
         f"answers: up to {answer_limit} bytes (the nats-server's max_payload, at most half "
         "its max_pending); a FETCH or QUERY answer holds as many messages as fit",

@@ -124,6 +124,11 @@ class Broker:
         return f"Broker({self._shown or self.config.nats or 'not started'!r})"
 
     @property
+    def identities(self) -> Identities | None:
+        """The enforcing part (--credentials) while this broker runs, else None."""
+        return self._identities
+
+    @property
     def serving(self) -> bool:
         """Whether this broker answers requests now."""
         return self.engine is not None and not self._ended.is_set()

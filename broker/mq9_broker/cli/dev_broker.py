@@ -237,6 +237,9 @@ def _limit_options(limits: Group) -> None:
     for flag, field, what in (
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
         ("--max-agents", "max_agents", "most agents the registry holds"),
+        # (#106) an agent's share of them: filling it refuses only that agent
+        ("--max-agents-per-sender", "max_agents_per_sender",
+         "most agents one agent registers and holds at once (--credentials)"),
         ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
         # (#98) the keys a memory or SQLite store holds (about 780 bytes each); the cluster
         # store's are its stream's entries

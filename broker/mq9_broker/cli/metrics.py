@@ -132,6 +132,16 @@ class BrokerCollector:
                 "holds their name (#106: a report is kept while its agent is registered)",
                 value=engine.reports_unkept,
             )  # fmt: skip
+        identities = broker.identities
+        if identities is not None:  # (#106) REGISTERs past an agent's own share
+            from prometheus_client.core import CounterMetricFamily
+
+            yield CounterMetricFamily(
+                f"{PREFIX}_registrations_refused_per_sender", "REGISTERs of a new name "
+                "refused because their agent holds --max-agents-per-sender registrations "
+                "(its own share of --max-agents)",
+                value=identities.ownership.shares_refused,
+            )  # fmt: skip
         if isinstance(engine, BrokerEngine):
             keys = engine.store.sent_keys
             yield GaugeMetricFamily(

@@ -29,6 +29,11 @@ class BrokerLimits:
     max_answer: int | None = None
     max_card_bytes: int | None = 64 * 1024
     max_agents: int | None = 10_000
+    # (#106) The registrations one agent a --credentials broker vouches for holds at once (its
+    # UNREGISTER gives one back): one agent filling its share is refused alone, where before it
+    # could fill max_agents and refuse every other agent's new name. 100 is far more names
+    # than one service registers; an open broker vouches for nobody, and has max_agents alone
+    max_agents_per_sender: int | None = 100
     max_groups: int | None = 1_000
     # The largest body of a command that is parsed (CREATE, FETCH, ACK, QUERY, UNREGISTER,
     # REPORT, DISCOVER): names, numbers, tags and a search query, for which 64 KiB is ample (a

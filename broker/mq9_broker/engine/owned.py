@@ -60,10 +60,12 @@ class Policy(Protocol):
     ) -> Keep | None: ...
     def acked(self, principal: str, address: Any, group: Any) -> Keep | None: ...
     def registered(self, principal: str, name: Any) -> Keep | None: ...
+    def unregistered(self, principal: str, name: Any) -> Keep | None: ...
 
     async def claim_mailbox(
         self, principal: str, name: Any
     ) -> tuple[bytes | None, Undo | None]: ...
+    async def claim_agent(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]: ...
 
     async def look_up(self, principal: str, named: Named) -> None: ...
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None: ...
@@ -330,7 +332,13 @@ REGISTER = Owned(
     agent=registered_name,
     check=_names("REGISTER"),
     record=lambda policy, who, named, _h, _b, _a: policy.registered(who, named.agent),
+    # (#106) counted against its agent's own share of the registry, in one step of the store
+    claim=lambda policy, who, named: policy.claim_agent(who, named.agent),
 )
-UNREGISTER = Owned(agent=_unregistered_name, check=_names("UNREGISTER"))
+UNREGISTER = Owned(
+    agent=_unregistered_name,
+    check=_names("UNREGISTER"),
+    record=lambda policy, who, named, _h, _b, _a: policy.unregistered(who, named.agent),
+)
 REPORT = Owned(agent=_reported_name, listed=False, check=_names("REPORT"))  # any name reported on
 NOTHING = Owned()  # DISCOVER, and what the engine answers as unknown: anyone may

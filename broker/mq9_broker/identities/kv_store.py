@@ -44,6 +44,7 @@ from .store import (
     Credential,
     CredentialError,
     OwnedByAnother,
+    ShareFull,
     _hash,
     check_id,
     new_secret,
@@ -423,6 +424,63 @@ class KvIdentityStore(BaseIdentityStore):
         if entry is None or json.loads(entry.data or b"{}").get("principal") != principal:
             return
         await won(self._keys.delete(key, entry.seq))
+
+    # (#106) The registrations an agent holds: ``held.<sha256 of the name>`` names its holder,
+    # and ``holds.<principal>`` counts them. The count is decided by the counter's write,
+    # expecting the revision read (a broker racing another reads again): no number of brokers
+    # taking the principal's REGISTERs at once passes ``most``, and nothing one broker keeps
+    # in memory is asked. The counter is written first: a broker stopped between the two
+    # writes leaves it one too high (the agent's own share one smaller), never too low
+
+    async def hold_agent(self, name: str, principal: str, most: int) -> bool:
+        return await self._ask_async(self._hold(_keyed("held", name), name, principal, most))
+
+    async def _hold(self, key: str, name: str, principal: str, most: int) -> bool:
+        record = json.dumps({"name": name, "principal": principal}).encode()
+        for _ in range(_RECORD_TRIES):
+            value = await self._get(key)
+            if value is not None:
+                if json.loads(value).get("principal") != principal:
+                    raise OwnedByAnother
+                return False
+            if not await self._counted(principal, +1, most):
+                continue  # another broker's write came first: read again
+            try:
+                await self._keys.create(key, record)
+            except Exception as exc:
+                await self._count_down(principal)  # (taken meanwhile: read again who holds it)
+                if not wrong_last_sequence(exc):
+                    raise
+                continue
+            return True
+        raise CredentialError(f"{key}: held and released by others {_RECORD_TRIES} times")
+
+    async def release_agent(self, name: str, principal: str) -> None:
+        await self._ask_async(self._release(_keyed("held", name), principal))
+
+    async def _release(self, key: str, principal: str) -> None:
+        entry = await self._keys.get(key)
+        if entry is None or json.loads(entry.data or b"{}").get("principal") != principal:
+            return
+        if await won(self._keys.delete(key, entry.seq)):  # (released once, by one broker)
+            await self._count_down(principal)
+
+    async def _count_down(self, principal: str) -> None:
+        for _ in range(_RECORD_TRIES):
+            if await self._counted(principal, -1, None):
+                return
+        raise CredentialError(f"holds.{principal}: written by others {_RECORD_TRIES} times")
+
+    async def _counted(self, principal: str, step: int, most: int | None) -> bool:
+        """``holds.<principal>`` moved by ``step``, expecting the revision read; False when
+        another write came first. ``ShareFull`` when it holds ``most`` already."""
+        key = f"holds.{principal}"
+        entry = await self._keys.get(key)
+        count = int(entry.data or 0) if entry is not None else 0
+        if most is not None and count >= most:
+            raise ShareFull(most)
+        revision = 0 if entry is None else entry.seq
+        return await won(self._keys.update(key, str(max(count + step, 0)).encode(), revision))
 
     async def note_base(self, kind: str, digest: str, mailbox: str) -> None:
         await self._ask_async(self._note_base(f"base.{kind}.{digest}", mailbox))

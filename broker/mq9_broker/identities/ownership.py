@@ -99,7 +99,7 @@ from .callout import (
     LoginService,
     login_name,
 )
-from .store import BaseIdentityStore, CredentialError, OwnedByAnother
+from .store import BaseIdentityStore, CredentialError, OwnedByAnother, ShareFull
 
 log = logging.getLogger("mq9_broker.identities.ownership")
 
@@ -138,6 +138,13 @@ OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscripti
 
 
 PLAIN_QUEUE = "mq9-plain-refusals"  # the brokers refusing plain requests, one each
+TAKEN = "is registered by another agent"
+# (#106) An agent at its share of the registry: one line, its own bound and no count of any
+# other's ("agent limit reached": read as LimitReached, wire/protocol/errors.py)
+SHARE_FULL = (
+    "agent limit reached for you: one agent holds at most %d registrations on this broker "
+    "(--max-agents-per-sender); unregister one of yours to register another"
+)
 
 
 def principal_of(subject: str) -> tuple[str, str] | None:
@@ -212,6 +219,7 @@ class Ownership:
         self._leases_of: dict[str, OrderedDict[str, None]] = {}
         self.leases_per_agent, self.leases_in_all = LEASES_PER_AGENT, LEASES_IN_ALL
         self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
+        self.shares_refused = 0  # (#106) REGISTERs refused at their agent's own share
 
     # -- derived names -----------------------------------------------------------------------
 
@@ -410,7 +418,7 @@ class Ownership:
         if owner == principal:
             return None
         if owner is not None:
-            return _refused(verb, f"agent {p.quoted(name)} is registered by another agent")
+            return _refused(verb, f"agent {p.quoted(name)} {TAKEN}")
         if listed and name in self.engine.seen_agents:
             return _refused(
                 verb,
@@ -469,6 +477,56 @@ class Ownership:
             await self.store.disown_mailbox(name, principal)
 
         return None, undo
+
+    def _share(self) -> int | None:
+        """(#106) The registrations one agent may hold (``--max-agents-per-sender``), read
+        from the engine's limits as each REGISTER comes (None: no share, the bound in all
+        alone)."""
+        limits = getattr(self.engine, "limits", None)
+        return getattr(limits, "max_agents_per_sender", None)
+
+    async def claim_agent(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
+        """(#106) Before a REGISTER of ``name``: the registration counted against its
+        agent's own share, decided by the store in one step (identities/store.py
+        ``hold_agent``), so one agent filling its share is refused alone and every other
+        agent's REGISTER is answered (the registry's bound in all, ``--max-agents``, stays
+        the engine's). The refusal names the agent's own share and no count of another's;
+        or the hold's undoing, for when the REGISTER is refused after it."""
+        most = self._share()
+        if most is None or not (isinstance(name, str) and name) or is_reserved(name):
+            return None, None
+        try:
+            taken = await self.store.hold_agent(name, principal, most)
+        except ShareFull:
+            self.shares_refused += 1
+            return _refused("REGISTER", SHARE_FULL % most), None
+        except OwnedByAnother:  # (registered a moment ago through another broker)
+            return _refused("REGISTER", f"agent {p.quoted(name)} {TAKEN}"), None
+        except CredentialError as exc:
+            log.error("REGISTER by %r not done: its share was not counted: %s", principal, exc)
+            return _refused("REGISTER", f"its share could not be counted ({exc}); ask again"), None
+        if not taken:
+            return None, None  # (held already: registered again, counted once)
+
+        async def undo() -> None:
+            await self.store.release_agent(name, principal)
+
+        return None, undo
+
+    def unregistered(self, principal: str, name: Any) -> Keep | None:
+        """(#106) An UNREGISTER of ``name`` done: the agent's share has room again (the name
+        stays its registrant's)."""
+        if not (isinstance(name, str) and name):
+            return None
+
+        async def keep() -> bytes | None:
+            try:
+                await self.store.release_agent(name, principal)
+            except CredentialError as exc:
+                return _not_recorded("UNREGISTER", principal, exc, "done, its share not freed")
+            return None
+
+        return keep
 
     def registered(self, principal: str, name: Any) -> Keep | None:
         """A REGISTER of ``name`` done: its first registrant's for good."""

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS mailbox_owners (mailbox TEXT PRIMARY KEY, principal T
 CREATE TABLE IF NOT EXISTS agent_owners (name TEXT PRIMARY KEY, principal TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS send_grants (
     mailbox TEXT NOT NULL, principal TEXT NOT NULL, PRIMARY KEY (mailbox, principal));
+CREATE TABLE IF NOT EXISTS agent_holds (name TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS agent_holds_by ON agent_holds (principal);
 """
 
 
@@ -63,6 +65,16 @@ class OwnedByAnother(CredentialError):
 
     def __init__(self) -> None:
         super().__init__("it is recorded as another agent's")
+
+
+class ShareFull(CredentialError):
+    """(#106) A registration refused: its agent holds ``most`` registrations already, its
+    share of the registry (``--max-agents-per-sender``). (A refusal, as ``OwnedByAnother``:
+    nothing failed.)"""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(f"the agent holds its {most} registrations")
+        self.most = most
 
 
 @dataclass(frozen=True)
@@ -224,6 +236,20 @@ class BaseIdentityStore(ABC):
 
     @abstractmethod
     async def grant_send(self, mailbox: str, principal: str) -> None: ...
+
+    # (#106) The registrations an agent holds now, each name once, counted against its share:
+    # taken as a REGISTER of a name it does not hold is answered, given back by its
+    # UNREGISTER. Apart from the owner records (a name stays its first registrant's for good)
+
+    @abstractmethod
+    async def hold_agent(self, name: str, principal: str, most: int) -> bool:
+        """``principal`` holds a registration of ``name`` from now on, decided by the store in
+        one step: True when taken now, False when it held it already; ``ShareFull`` when it
+        holds ``most`` others, ``OwnedByAnother`` when another agent holds ``name``."""
+
+    @abstractmethod
+    async def release_agent(self, name: str, principal: str) -> None:
+        """``principal`` holds ``name`` no longer (one another holds is left as it is)."""
 
     # Several brokers on one store (a cluster's) each keep a copy of the records: what
     # another broker recorded since is read on a miss, and followed. A store one broker
@@ -393,6 +419,36 @@ class IdentityStore(BaseIdentityStore):
 
     async def grant_send(self, mailbox: str, principal: str) -> None:
         self._own("send_grants", "mailbox", mailbox, principal)
+
+    async def hold_agent(self, name: str, principal: str, most: int) -> bool:
+        # one statement, so one step however many REGISTERs come at once: the row goes in
+        # only while the principal's rows are fewer than ``most``
+        try:
+            with self._lock:
+                taken = self._db.execute(
+                    "INSERT OR IGNORE INTO agent_holds (name, principal) SELECT ?, ? WHERE "
+                    "(SELECT count(*) FROM agent_holds WHERE principal = ?) < ?",
+                    (name, principal, principal, most),
+                ).rowcount
+                row = self._db.execute(
+                    "SELECT principal FROM agent_holds WHERE name = ?", (name,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise CredentialError(f"cannot record a registration in {self.path}: {exc}") from None
+        if row is None:
+            raise ShareFull(most)
+        if row[0] != principal:
+            raise OwnedByAnother
+        return bool(taken)
+
+    async def release_agent(self, name: str, principal: str) -> None:
+        try:
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM agent_holds WHERE name = ? AND principal = ?", (name, principal)
+                )
+        except sqlite3.Error as exc:
+            raise CredentialError(f"cannot release a registration in {self.path}: {exc}") from None
 
     def _own(self, table: str, column: str, key: str, principal: str) -> None:
         """Insert the record unless there; one there naming another principal is refused."""

@@ -196,10 +196,11 @@ async def test_data_survives_a_clean_restart_and_a_second_broker_is_refused(tmp_
 async def test_limits_from_the_command_line():
     args = ["--max-mailboxes", "2", "--max-messages", "3", "--max-payload", "4096"]
     args += ["--max-agents", "1", "--max-card-bytes", "200", "--max-groups", "0"]
+    args += ["--max-agents-per-sender", "2"]  # (#106) an agent's share, with --credentials
     with DevBroker("--port", "0", *args) as broker:
         assert (
             "limits: max payload 4096 bytes, mailboxes 2, messages per mailbox 3, agents 1 "
-            "(cards up to 200 bytes), groups no limit"
+            "(2 an agent with --credentials; cards up to 200 bytes), groups no limit"
         ) in "\n".join(broker.stdout)
         async with await Wire.connect(broker.url) as wire:
             await wire.ok(p.MAILBOX_CREATE, {"name": "one"})
