@@ -19,7 +19,6 @@ from tests.neighbours.lane import (
     STDIO_CWD,
     TOOLS,
     TRANSPORTS,
-    Call,
     a_long_wait_answers,
     answer_of,
     make_the_calls,
@@ -64,6 +63,5 @@ async def test_openai_agents_lists_converts_strict_and_calls(nats_server, transp
             output = await by_name[name].on_invoke_tool(context, text)
             return answer_of(output["text"] if isinstance(output, dict) else str(output))
 
-        who: Call = call
-        await make_the_calls(who, f"openaiagents.{transport}")
-        await a_long_wait_answers(who, f"openaiagents.{transport}")
+        await make_the_calls(call, f"openaiagents.{transport}")
+        await a_long_wait_answers(call, f"openaiagents.{transport}")
