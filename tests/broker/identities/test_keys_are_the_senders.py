@@ -26,12 +26,28 @@ from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.identities.store import IdentityStore
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import LimitReached, from_reply
-from tests.broker.identities.test_sender_vouched import enforcing, senders
+from tests.broker.identities.test_sender_vouched import Place, enforcing, senders
 
 pytest.importorskip("nkeys")  # the credentials extra
 
 BOX = "agent.alice"
 KEY = {p.HEADER_IDEMPOTENCY_KEY: "bid-7"}
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
+
+
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "carol", "mallory"):
+        store.issue(name)
+    yield store
+    store.close()
 
 
 def _headers(key: dict[str, str], reply_to: str | None = None) -> dict[str, str]:

@@ -30,16 +30,33 @@ from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.identities.kv_store import KvIdentityStore
 from mq9_broker.identities.ownership import Identities
+from mq9_broker.identities.store import IdentityStore
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import LimitReached, from_reply
 from tests.broker.identities.test_ownership_cluster_races import Broker as OneOfTwo
-from tests.broker.identities.test_sender_vouched import enforcing
+from tests.broker.identities.test_sender_vouched import Place, enforcing
 from tests.support.credentials_support import issue
 from tests.support.jetstream_servers import close_store, open_store
 
 pytest.importorskip("nkeys")  # the credentials extra
 
 SHARE = 3  # mallory's share, a few names (the default is 100)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
+
+
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "carol", "mallory"):
+        store.issue(name)
+    yield store
+    store.close()
 
 
 def _agent(name: str) -> dict:

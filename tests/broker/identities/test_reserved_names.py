@@ -17,11 +17,12 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
+from mq9_broker.identities.store import IdentityStore
 from mq9_wire import protocol as p
 from mq9_wire.metrics.probe import PROBE_AGENT, PROBE_MAILBOX, broker_writes
 from mq9_wire.protocol.errors import InvalidArgument, from_reply
 from mq9_wire.protocol.names import READYZ_PROBE, RESERVED_ROOT
-from tests.broker.identities.test_sender_vouched import enforcing
+from tests.broker.identities.test_sender_vouched import Place, enforcing
 
 pytest.importorskip("nkeys")  # the credentials extra
 
@@ -32,6 +33,13 @@ RESERVED_AGENTS = [
 
 def test_the_probe_asks_of_the_reserved_name():
     assert PROBE_AGENT == PROBE_MAILBOX == READYZ_PROBE
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
 
 
 async def _open(engine, subject: str, body: dict) -> str:
@@ -58,7 +66,18 @@ async def test_an_open_broker_refuses_reserved_agent_names(place, name):
         await place.stop(engine)
 
 
-async def test_no_agent_takes_the_probes_name_and_an_old_owner_stops_nobody(place, identity_store):
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "mallory"):
+        store.issue(name)
+    yield store
+    store.close()
+
+
+async def test_no_agent_takes_the_probes_name_and_an_old_owner_stops_nobody(
+    place, identity_store
+):
     agents = enforcing(identity_store, await place.open())
     try:
         refused = await agents("mallory", p.AGENT_REGISTER, {"name": READYZ_PROBE, "payload": "x"})

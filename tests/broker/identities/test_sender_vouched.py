@@ -116,6 +116,22 @@ class Agents:
         return answer
 
 
+@pytest.fixture(params=["memory", "sqlite", pytest.param("jetstream", marks=pytest.mark.slow)])
+async def place(request, tmp_path):
+    made = Place(request.param, tmp_path)
+    yield made
+    await made.drop()
+
+
+@pytest.fixture
+def identity_store(tmp_path):
+    store = IdentityStore(tmp_path / "mq9-identities.sqlite3")
+    for name in ("alice", "bob", "carol"):
+        store.issue(name)
+    yield store
+    store.close()
+
+
 def enforcing(store: IdentityStore, engine: BrokerEngine | Engine | None = None) -> Agents:
     return Agents(Identities(store, engine or BrokerEngine()))
 
