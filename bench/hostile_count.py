@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import threading
@@ -33,7 +32,7 @@ from mq9_wire import protocol as p
 from mq9_wire.protocol.subjects import count_subject
 from testbed.ports import unclaimed_port
 
-from .hostile_loop import READY, SETUP_TIMEOUT, _Child, _p50_p99
+from .hostile_loop import READY, SETUP_TIMEOUT, _Child, _p50_p99, run_switched
 from .measure import Stats, fmt_seconds, interleave_async_blocks
 from .results import Check
 
@@ -117,19 +116,7 @@ def counter_main(argv: list[str]) -> None:
     loop = asyncio.new_event_loop()
     task = loop.create_task(_count_loop(args.url, args.kind, running, quiet))
 
-    def read_commands() -> None:
-        print("ready", flush=True)
-        for line in sys.stdin:
-            if line.strip() == "on":
-                running.set()
-            else:
-                running.clear()
-                quiet.set()
-        loop.call_soon_threadsafe(task.cancel)
-
-    threading.Thread(target=read_commands, daemon=True).start()
-    with contextlib.suppress(asyncio.CancelledError):
-        loop.run_until_complete(task)
+    run_switched(loop, task, running, quiet)
 
 
 async def _measure(

@@ -195,6 +195,18 @@ def heavy_main(argv: list[str]) -> None:
     loop = asyncio.new_event_loop()
     task = loop.create_task(_heavy_loop(args.url, args.kind, running, quiet, args.burst))
 
+    run_switched(loop, task, running, quiet)
+
+
+def run_switched(
+    loop: asyncio.AbstractEventLoop,
+    task: asyncio.Task[None],
+    running: threading.Event,
+    quiet: threading.Event,
+) -> None:
+    """Run a flooding client's ``task`` on ``loop``, ``on`` and ``off`` lines on stdin setting
+    ``running`` (``quiet`` once it is off); stdin closed ends it."""
+
     def read_commands() -> None:
         print("ready", flush=True)
         for line in sys.stdin:
