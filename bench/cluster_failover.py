@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.groups.reader import GroupReader
 
 
 class SetupFailed(Exception):

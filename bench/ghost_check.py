@@ -1,7 +1,7 @@
 """Targets 11f and 11g: what checking search answers against the listing costs (issue #40).
 
 On RobustMQ the client keeps a search hit only if the registry's listing names it
-(``langchain_mq9/client/live_search.py``). The listing is read at most once per
+(``platform/mq9_platform/client/live_search.py``). The listing is read at most once per
 ``listing_ttl`` (1 s) per client, and again when a hit is missing from the one held; between
 reads a check is a lookup per hit. Measured on the bundled engine in process (the check forced
 on), text search, limit 20, at each size of ``cfg.ghost_check_sizes``: a search unchecked,

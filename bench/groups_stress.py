@@ -40,8 +40,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from langchain_mq9 import GroupReader, Mq9Client
-from langchain_mq9.groups.dead_letters import DeadLetter, dead_letter_address
-from langchain_mq9.groups.leases import lease_address
+from mq9_platform.groups.dead_letters import DeadLetter, dead_letter_address
+from mq9_platform.groups.leases import lease_address
 
 from .config import Config
 from .results import Check, Section

@@ -147,7 +147,7 @@ async def _victim(client: Any, box: str, seconds: float, group: str) -> dict[str
 
 async def _measure(payload: str, args: argparse.Namespace) -> dict[str, Any]:
     from bench.js_cluster import JetStreamCluster
-    from langchain_mq9.client import Mq9Client
+    from mq9_platform.client import Mq9Client
     from testbed.devbroker import DevBroker
 
     raised = payload == "raised"

@@ -16,7 +16,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
-from langchain_mq9.operations.catalog import (
+from mq9_platform.operations.catalog import (
     FetchMessagesInput,
     QueryMessagesInput,
     SendMessageInput,

@@ -21,7 +21,7 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from langchain_mq9.operations.catalog import OPERATIONS
+from mq9_platform.operations.catalog import OPERATIONS
 from mq9_wire import protocol as p
 
 

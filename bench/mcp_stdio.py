@@ -20,7 +20,7 @@ import tempfile
 import nats
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 
 from .config import Config
 from .infra import ROOT, Network, child_env

@@ -72,7 +72,7 @@ def openai_block(**options: Any) -> list[dict[str, Any]]:
 
 def mcp_list(*, everything: bool = False, **options: Any) -> list[dict[str, Any]]:
     """``mq9-mcp``'s tools/list entries, as JSON: the eight default tools, or all ten."""
-    from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS, ToolPolicy
+    from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, ToolPolicy
     from mcp_server.server import tool_definitions
 
     tools = tool_definitions(ToolPolicy(**options))
@@ -181,7 +181,7 @@ def run(cfg: Config) -> Section:
     )
     try:
         report = strict_report(our_tools(tools=None))
-        from langchain_mq9.operations.catalog import OPERATIONS
+        from mq9_platform.operations.catalog import OPERATIONS
 
         report.update(strict_report(our_tools(tools=list(OPERATIONS))))
         safe = sum(not problems for problems in report.values())
@@ -299,7 +299,7 @@ def answer_tokens(enc: Any, text: str) -> int:
 
 
 def _default(setting: str) -> Any:
-    from langchain_mq9.operations.config import ToolConfig
+    from mq9_platform.operations.config import ToolConfig
 
     return ToolConfig.model_fields[setting].default
 

@@ -3,7 +3,7 @@
 Three variants of the same calls on the dev broker (the engine in its own process on a
 nats-server), rounds interleaved, and for the figures on ``memory://`` too (no network: the
 largest share any tracing cost can take): *off*, as in a process that
-never imported OpenTelemetry or LangSmith (what ``langchain_mq9.tracing`` looks for is hidden
+never imported OpenTelemetry or LangSmith (what ``mq9_platform.tracing`` looks for is hidden
 from ``sys.modules`` for these rounds); *installed, no trace*, OpenTelemetry's SDK set up but
 no span active; *active trace*, each call under a recording span (SDK, a batch processor and
 an exporter that drops what it gets: the cost here, not the exporter's). 13a/13b: installed,
@@ -27,7 +27,7 @@ from .results import Check, Section
 TITLE = "One trace across agents: tracing's cost to send and fetch (target 13)"
 MAILBOX = "bench.traced"
 PAYLOAD = "x" * 200
-# What langchain_mq9.tracing looks for to know a trace may be active.
+# What mq9_platform.tracing looks for to know a trace may be active.
 WATCHED = ("opentelemetry.trace", "langsmith.run_helpers")
 
 

@@ -105,7 +105,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 async def _latencies(url: str, rounds: int, events: bool) -> list[float]:
     from langchain_mq9 import Mq9Client
-    from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+    from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 
     receiver = await _Receiver().start()
     async with Mq9Client(url) as client:
@@ -160,7 +160,7 @@ async def _scale(url: str, mailboxes: int, seconds: float) -> tuple[float, int, 
     """One mq9-wake process watching ``mailboxes``, 1% active: (CPU per second, RSS, wakes,
     seconds from SIGTERM to its exit)."""
     from langchain_mq9 import Mq9Client
-    from langchain_mq9.wake import RuleBook, WakeRule
+    from mq9_platform.wake import RuleBook, WakeRule
 
     receiver = await _Receiver().start()
     names = [f"bench.m{mailboxes}.{n}" for n in range(mailboxes)]
@@ -181,7 +181,7 @@ async def _scale(url: str, mailboxes: int, seconds: float) -> tuple[float, int, 
             [
                 sys.executable,
                 "-m",
-                "langchain_mq9.wake",
+                "mq9_platform.wake",
                 "--server",
                 url,
                 "--allow-host",

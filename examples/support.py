@@ -18,7 +18,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from langchain_mq9.client.auth import CREDENTIAL_FILE_ENV
+from mq9_platform.client.auth import CREDENTIAL_FILE_ENV
 
 DEFAULT_SERVER = "memory://"
 

@@ -18,7 +18,7 @@ import asyncio
 from support import Names, banner, parser, wait_for_messages
 
 from langchain_mq9 import GroupReader, Mq9Client
-from langchain_mq9.wake import Deliverer, RuleBook, Wake, Waker, WakeRule
+from mq9_platform.wake import Deliverer, RuleBook, Wake, Waker, WakeRule
 
 ANSWERS = {"hours": "9 to 5, Monday to Friday", "refund": "within 14 days", "phone": "+1 555 0100"}
 

@@ -57,29 +57,18 @@ from mq9_wire.protocol.errors import (
     WireError,
 )
 
+from mq9_platform.client.client import Message, Mq9Client  # (importing mq9_platform registers
+from mq9_platform.groups.reader import Consumer, GroupReader  # the bundled broker for memory://)
+
 from ._version import __version__
-from .client.client import Message, Mq9Client
-from .client.transport import InProcessBroker, register_memory_engines
-from .groups.reader import Consumer, GroupReader
-
-
-def _bundled_broker(name: str) -> InProcessBroker:
-    """The bundled broker's engine behind ``memory://NAME``: the client finds it through this
-    registration, never importing the broker (imported here at the first memory:// client)."""
-    from mq9_broker import memory_broker
-
-    return memory_broker(name)
-
-
-register_memory_engines(_bundled_broker)
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.
 _LAZY = {
-    "OPERATIONS": "operations.catalog",
-    "Operation": "operations.catalog",
-    "OperationError": "operations.catalog",
-    "ToolPolicy": "operations.catalog",
+    "OPERATIONS": "mq9_platform.operations.catalog",
+    "Operation": "mq9_platform.operations.catalog",
+    "OperationError": "mq9_platform.operations.catalog",
+    "ToolPolicy": "mq9_platform.operations.catalog",
     "Mq9Toolkit": "toolkit",
     "Mq9InboxMiddleware": "middleware",
     "AckMessagesTool": "tools",
@@ -100,20 +89,20 @@ _LAZY = {
     "ListCallsTool": "tools",
     "WakeRuleTool": "tools",
     # Mail that wakes its agent (docs/wake.md)
-    "RuleBook": "wake",
-    "WakeRule": "wake",
-    "Waker": "wake",
+    "RuleBook": "mq9_platform.wake",
+    "WakeRule": "mq9_platform.wake",
+    "Waker": "mq9_platform.wake",
     # Agent calls: A2A tasks over mq9 (docs/a2a.md)
-    "AgentCaller": "a2a.caller",
-    "AgentServer": "a2a.server",
-    "serve_agent": "a2a.server",
+    "AgentCaller": "mq9_platform.a2a.caller",
+    "AgentServer": "mq9_platform.a2a.server",
+    "serve_agent": "mq9_platform.a2a.server",
 }
 
 if TYPE_CHECKING:
-    from .a2a.caller import AgentCaller
-    from .a2a.server import AgentServer, serve_agent
+    from mq9_platform.a2a.caller import AgentCaller
+    from mq9_platform.a2a.server import AgentServer, serve_agent
     from .middleware import Mq9InboxMiddleware
-    from .operations.catalog import OPERATIONS, Operation, OperationError, ToolPolicy
+    from mq9_platform.operations.catalog import OPERATIONS, Operation, OperationError, ToolPolicy
     from .toolkit import Mq9Toolkit
     from .tools import (
         AckMessagesTool,
@@ -134,14 +123,16 @@ if TYPE_CHECKING:
         SendMessageTool,
         WakeRuleTool,
     )
-    from .wake import RuleBook, Waker, WakeRule
+    from mq9_platform.wake import RuleBook, Waker, WakeRule
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'langchain_mq9' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    # the platform's names by their own path (mq9_platform), the LangChain face's from here
+    where = module if module.startswith("mq9_platform") else f".{module}"
+    value = getattr(import_module(where, __name__), name)
     globals()[name] = value
     return value
 

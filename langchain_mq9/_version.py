@@ -2,4 +2,4 @@
 import. pyproject.toml says it too, and mq9-wire and mq9-broker are released at the same one:
 tests/project/test_distributions.py keeps them equal."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

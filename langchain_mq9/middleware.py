@@ -30,12 +30,12 @@ from langgraph.runtime import Runtime
 from mq9_wire.protocol import MAX_NUM_MSGS, Message, check_int
 from mq9_wire.protocol.errors import Mq9Error
 
-from .client.api import Mq9ClientLike
-from .operations.catalog import OperationError, prefixed
-from .operations.errors import explain
-from .operations.policy import ToolPolicy
-from .operations.results import InboxMail
-from .operations.views import (
+from mq9_platform.client.api import Mq9ClientLike
+from mq9_platform.operations.catalog import OperationError, prefixed
+from mq9_platform.operations.errors import explain
+from mq9_platform.operations.policy import ToolPolicy
+from mq9_platform.operations.results import InboxMail
+from mq9_platform.operations.views import (
     DATA_NOTE,
     MESSAGE_FLOOR,
     MESSAGE_KEPT_IN,

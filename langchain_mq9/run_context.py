@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from mq9_wire.protocol import quoted
 from mq9_wire.protocol.errors import Mq9Error
 
-from .operations.errors import OperationError
-from .operations.policy import ToolPolicy
+from mq9_platform.operations.errors import OperationError
+from mq9_platform.operations.policy import ToolPolicy
 
 # What a run may name, and the toolkit setting each one stands for.
 RUN_SETTINGS = {"agent_mailbox": "agent_mailbox", "group": "default_group", "worker": "worker"}

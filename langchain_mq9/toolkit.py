@@ -11,12 +11,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, WithJsonSch
 
 from mq9_wire._nats.redaction import redact, redact_options
 
-from .client.api import Mq9ClientLike
-from .client.client import Mq9Client
-from .client.connection import Mq9Connection
-from .operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
-from .operations.config import ToolConfig
-from .operations.policy import ToolPolicy
+from mq9_platform.client.api import Mq9ClientLike
+from mq9_platform.client.client import Mq9Client
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
+from mq9_platform.operations.config import ToolConfig
+from mq9_platform.operations.policy import ToolPolicy
 from .tools import TOOL_CLASSES
 
 

@@ -410,7 +410,7 @@ async def broker(request):
         with pytest.MonkeyPatch.context() as patch:
             if started.names is not None:  # on a shared RobustMQ: toolkits take the test's names
                 made = named_client(started.names)
-                patch.setattr("langchain_mq9.client.connection.Mq9Client", made)
+                patch.setattr("mq9_platform.client.connection.Mq9Client", made)
             yield started
     finally:
         await stop_broker(started, handle)

@@ -2,4 +2,4 @@
 at one version: broker/pyproject.toml says it too, and tests/project/test_distributions.py keeps
 the three distributions, their pins and their ``_version`` leaves equal."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

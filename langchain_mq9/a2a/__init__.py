@@ -1,3 +1,6 @@
-"""Agent calls: A2A tasks between agents over mq9 mailboxes. ``serve_agent`` serves a graph
-on its mailbox, ``AgentCaller`` calls one; the wire forms, the task store, an a2a-sdk
-``AgentExecutor`` adapter and an a2a-sdk client transport are beside them."""
+"""``langchain_mq9.a2a`` is ``mq9_platform.a2a`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
+
+from .._moved import forward
+
+__getattr__ = forward(__name__, "mq9_platform.a2a")

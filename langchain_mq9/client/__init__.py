@@ -1,8 +1,6 @@
-"""The mq9 client: ``Mq9Client`` over a swappable transport (NATS, or the in-process broker
-for ``memory://``), one connection per event loop for the tools, and how it logs in. The
-guard that keeps nats-py alive under malformed frames and the redaction of credentials are
-the NATS floor's (``_nats``), which the broker stands on too."""
+"""``langchain_mq9.client`` is ``mq9_platform.client`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
-from .client import Message, Mq9Client
+from .._moved import forward
 
-__all__ = ["Message", "Mq9Client"]
+__getattr__ = forward(__name__, "mq9_platform.client")

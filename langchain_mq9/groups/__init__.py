@@ -1,8 +1,6 @@
-"""Consumer groups on the client: ``GroupReader`` (a group's fetch/done cycle), ``Consumer``
-(a background loop), the pure decisions they take (reader state, leases) and the dead-letter
-mailbox that ends a poison message's redeliveries."""
+"""``langchain_mq9.groups`` is ``mq9_platform.groups`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
-from .dead_letters import DeadLetter
-from .reader import Consumer, GroupReader, Replayed, replay
+from .._moved import forward
 
-__all__ = ["Consumer", "DeadLetter", "GroupReader", "Replayed", "replay"]
+__getattr__ = forward(__name__, "mq9_platform.groups")

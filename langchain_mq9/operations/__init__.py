@@ -1,4 +1,6 @@
-"""The operation catalog both surfaces adapt: each mq9 tool once (its input schema, its
-handler, its result), with the safety options (config, policy) and what the model reads of an
-answer (views, results, errors). The LangChain tools (``langchain_mq9.tools``) and the MCP
-server (``mcp_server``) are thin adapters over it."""
+"""``langchain_mq9.operations`` is ``mq9_platform.operations`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
+
+from .._moved import forward
+
+__getattr__ = forward(__name__, "mq9_platform.operations")

@@ -1,19 +1,6 @@
-"""One trace across agents (issue #44, docs/tracing.md): the W3C Trace Context and LangSmith's
-run carried in the headers of the messages this package sends, and continued by what reads
-them. Imports only the protocol; OpenTelemetry and LangSmith only when the application uses
-them (the ``otel`` extra installs OpenTelemetry's API)."""
+"""``langchain_mq9.tracing`` is ``mq9_platform.tracing`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
-from .context import TRACE_HEADERS, PeerTrace, peer_run, peer_trace
-from .spans import UNTRACED, Sending, processing, receiving, sending
+from .._moved import forward
 
-__all__ = [
-    "TRACE_HEADERS",
-    "UNTRACED",
-    "PeerTrace",
-    "Sending",
-    "peer_run",
-    "peer_trace",
-    "processing",
-    "receiving",
-    "sending",
-]
+__getattr__ = forward(__name__, "mq9_platform.tracing")

@@ -1,36 +1,6 @@
-"""Mail that wakes its agent (issue #62, docs/wake.md): wake rules kept on the broker, and a
-waker that delivers one wake per burst of mail to a webhook, a LangGraph Agent Server run, a
-command or a callback."""
+"""``langchain_mq9.wake`` is ``mq9_platform.wake`` since 0.5.0 (issue #108): this path warns
+and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
-from .book import RuleBook
-from .deliver import (
-    Deliverer,
-    Destinations,
-    Refused,
-    Wake,
-    push_headers,
-    run_input,
-    sign,
-    verify,
-)
-from .limits import Limits
-from .rules import RuleError, WakeRule, failed_address, rules_address
-from .waker import Waker
+from .._moved import forward
 
-__all__ = [
-    "Deliverer",
-    "Destinations",
-    "Limits",
-    "Refused",
-    "RuleBook",
-    "RuleError",
-    "Wake",
-    "WakeRule",
-    "Waker",
-    "failed_address",
-    "push_headers",
-    "rules_address",
-    "run_input",
-    "sign",
-    "verify",
-]
+__getattr__ = forward(__name__, "mq9_platform.wake")

@@ -76,7 +76,7 @@ def bundle_pyproject() -> str:
 
 def manifest() -> dict:
     sys.path.insert(0, str(ROOT))
-    from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+    from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 
     about = project()
     tools = [

@@ -13,8 +13,8 @@ import socket
 
 import pytest
 
-from langchain_mq9._http.ssrf import HostPolicy, HostRefused, Resolved, canonical_host
-from langchain_mq9.wake.receivers import receiver_key, receiver_keys
+from mq9_platform._http.ssrf import HostPolicy, HostRefused, Resolved, canonical_host
+from mq9_platform.wake.receivers import receiver_key, receiver_keys
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 

@@ -15,14 +15,14 @@ import httpx
 import pytest
 import trustme
 
-from langchain_mq9._http.hosts import HostPolicy as A2aPolicy
-from langchain_mq9._http.ssrf import (
+from mq9_platform._http.hosts import HostPolicy as A2aPolicy
+from mq9_platform._http.ssrf import (
     HostPolicy,
     HostRefused,
     ResponseTooLarge,
     guarded_client,
 )
-from langchain_mq9.wake.deliver import Deliverer, Destinations, Refused
+from mq9_platform.wake.deliver import Deliverer, Destinations, Refused
 
 PUBLIC = ipaddress.ip_address("93.184.216.34")
 LOOPBACK = ipaddress.ip_address("127.0.0.1")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client.transport import describe, open_transport, redact
+from mq9_platform.client.transport import describe, open_transport, redact
 from mq9_wire.protocol import Mq9Error
 from testbed.ports import silent_port
 
@@ -100,7 +100,7 @@ def test_log_lines_and_tracebacks_are_redacted(capsys):
 def test_no_repr_or_str_of_a_public_object_shows_a_secret(url):
     """repr() and str() end up in prints, f-strings, logs and LangSmith traces (#22, item 7)."""
     from langchain_mq9 import Mq9Toolkit
-    from langchain_mq9.client.connection import Mq9Connection
+    from mq9_platform.client.connection import Mq9Connection
 
     options = {"password": MARK + "p", "token": MARK + "t"}
     with Mq9Toolkit(server=url, client_options=options) as kit:

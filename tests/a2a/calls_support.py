@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langchain_mq9.a2a.caller import AgentCaller, CallState
+from mq9_platform.a2a.caller import AgentCaller, CallState
 from tests.support.waiting import until
 
 

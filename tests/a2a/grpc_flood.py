@@ -26,7 +26,7 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 
 from testbed.ports import unclaimed_port
 
-GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
+GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]
 SEND = "/lf.a2a.v1.A2AService/SendMessage"
 AGENT = "agent.flooded"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from langchain_mq9.a2a.push_auth import (
+from mq9_platform.a2a.push_auth import (
     JWKS_PATH,
     PUSH_JWT_EXTENSION,
     PUSH_JWT_HEADER,

@@ -60,7 +60,7 @@ def load_executor_class(tck_dir: Path = TCK_DIR) -> type:
 
 
 def _loopback_resolver(resolve: Any) -> Any:
-    from langchain_mq9._http.ssrf import Address
+    from mq9_platform._http.ssrf import Address
 
     async def resolved(host: str, port: int) -> list[Address]:
         if host == "example.com":
@@ -76,7 +76,7 @@ def token_context(tenants: Any, token: str = TOKEN) -> Any:
     TCK sends none), as a proxy in front of the gateway's gRPC port would add it."""
     from starlette.datastructures import Headers
 
-    from langchain_mq9.a2a.gateway_grpc import TenantContext
+    from mq9_platform.a2a.gateway_grpc import TenantContext
 
     class WithToken(TenantContext):
         def headers(self, context: Any) -> Headers:
@@ -111,10 +111,10 @@ async def gateway_sut(
     from http_agents import serve_http
 
     from langchain_mq9 import Mq9Client
-    from langchain_mq9.a2a.executor import serve_executor
-    from langchain_mq9.a2a.gateway import Tenants, gateway_app
-    from langchain_mq9.a2a.gateway_push import GatewayPush
-    from langchain_mq9.wake.deliver import Destinations
+    from mq9_platform.a2a.executor import serve_executor
+    from mq9_platform.a2a.gateway import Tenants, gateway_app
+    from mq9_platform.a2a.gateway_push import GatewayPush
+    from mq9_platform.wake.deliver import Destinations
     from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
     from testbed.ports import unclaimed_port
 
@@ -148,7 +148,7 @@ async def gateway_sut(
                 )
                 server = None
                 if grpc:
-                    from langchain_mq9.a2a.gateway_grpc import serve_grpc
+                    from mq9_platform.a2a.gateway_grpc import serve_grpc
 
                     server = await serve_grpc(
                         app.handlers,

@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 from test_gateway import ALICE, gateway
 
-from langchain_mq9._http.hosts import HostPolicy
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.gateway import MAX_BODY_BYTES
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform._http.hosts import HostPolicy
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.gateway import MAX_BODY_BYTES
+from mq9_platform.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 
 LOOPBACK = HostPolicy(["127.0.0.1"])

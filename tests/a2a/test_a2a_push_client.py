@@ -30,10 +30,10 @@ from a2a.utils.errors import (
 )
 from push_support import Receiver, registered_jwks
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
-from langchain_mq9.wake import Destinations
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
+from mq9_platform.wake import Destinations
 from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.pushing"

@@ -13,10 +13,10 @@ from calls_support import until_state
 from langchain.agents import create_agent
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.a2a.store import TaskStore
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.a2a.store import TaskStore
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_wire.protocol.errors import ConnectionLost
 from tests.support.a2a_support import Counting, asking, text_graph, text_io

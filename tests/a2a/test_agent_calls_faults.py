@@ -11,10 +11,10 @@ from calls_support import until_state
 from langchain_core.runnables import RunnableLambda
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer, backoff
-from langchain_mq9.a2a.store import latest
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer, backoff
+from mq9_platform.a2a.store import latest
 from mq9_wire.protocol.errors import ConnectionLost
 from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import GroupReader
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
 from tests.support.mcp_support import end_process
 from tests.support.waiting import until
 

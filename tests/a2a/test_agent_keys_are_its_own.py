@@ -13,9 +13,9 @@ import asyncio
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer, serve_agent
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer, serve_agent
 from tests.a2a.key_bounds_support import BoundedBroker
 from tests.support.a2a_support import asking, text_graph, text_io
 

@@ -7,9 +7,9 @@ agent's mailbox, handed out again."""
 
 from __future__ import annotations
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.waiting import until
 

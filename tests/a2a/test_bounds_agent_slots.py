@@ -10,9 +10,9 @@ import asyncio
 
 from calls_support import until_state
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.slots"

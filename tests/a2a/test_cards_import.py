@@ -15,11 +15,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9._http.hosts import HostPolicy
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.cards_import import CardImporter, ImportRefused, import_card
-from langchain_mq9.a2a.http_caller import AgentUnreachable
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform._http.hosts import HostPolicy
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.cards_import import CardImporter, ImportRefused, import_card
+from mq9_platform.a2a.http_caller import AgentUnreachable
+from mq9_platform.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 
 LOOPBACK = HostPolicy(["127.0.0.1"])

@@ -27,8 +27,8 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 from http_agents import serve_http
 
-from langchain_mq9.a2a.gateway import API_KEY, API_KEY_HEADER, Tenants, gateway_app
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a.gateway import API_KEY, API_KEY_HEADER, Tenants, gateway_app
+from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.waiting import until

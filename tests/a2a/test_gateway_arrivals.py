@@ -21,13 +21,13 @@ from test_gateway import AGENT, ALICE, gateway
 from test_gateway import request as a2a_request
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import arrivals as arrivals_module
-from langchain_mq9.a2a import server as server_module
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.arrivals import Arrivals
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.a2a.store import latest
+from mq9_platform.a2a import arrivals as arrivals_module
+from mq9_platform.a2a import server as server_module
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.arrivals import Arrivals
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.a2a.store import latest
 from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from http_agents import serve_http
 
-from langchain_mq9.a2a import gateway as gw
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a import gateway as gw
+from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 

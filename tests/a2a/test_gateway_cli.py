@@ -19,14 +19,14 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 from test_gateway import until_stopped
 
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # the gateway's process per test
 
-GATEWAY = [sys.executable, "-m", "langchain_mq9.a2a.gateway_cli"]
+GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:

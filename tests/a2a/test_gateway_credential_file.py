@@ -16,7 +16,7 @@ from test_gateway import until_stopped
 from test_gateway_cli import _served_client, start
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a.server import AgentServer
 from testbed.ports import silent_port, unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker

@@ -24,8 +24,8 @@ from http_agents import serve_http
 from test_gateway import AGENT, ALICE, BOB, a2a_client, request, served, until_stopped
 from test_gateway_cli import start
 
-from langchain_mq9.a2a.gateway import Tenants, gateway_app
-from langchain_mq9.a2a.gateway_grpc import serve_grpc
+from mq9_platform.a2a.gateway import Tenants, gateway_app
+from mq9_platform.a2a.gateway_grpc import serve_grpc
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
 

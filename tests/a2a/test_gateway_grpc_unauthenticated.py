@@ -24,8 +24,8 @@ from grpc_flood import SEND, flood, gateway_process, memory_kib, send_body
 from test_gateway import ALICE
 from test_gateway_grpc import grpc_gateway
 
-from langchain_mq9.a2a.gateway import MAX_BODY_BYTES
-from langchain_mq9.a2a.gateway_grpc import MAX_STREAMS
+from mq9_platform.a2a.gateway import MAX_BODY_BYTES
+from mq9_platform.a2a.gateway_grpc import MAX_STREAMS
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from test_gateway_idempotency import request, sent
 from test_gateway_resent import a2a_client
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a.gateway import Tenants, gateway_app, tenant_key_shares
-from langchain_mq9.a2a.server import serve_agent
+from mq9_platform.a2a.gateway import Tenants, gateway_app, tenant_key_shares
+from mq9_platform.a2a.server import serve_agent
 from testbed.ports import unclaimed_port
 from tests.a2a.key_bounds_support import BoundedBroker
 from tests.support.a2a_support import text_graph, text_io

@@ -17,9 +17,9 @@ import pytest
 from a2a.types.a2a_pb2 import TaskPushNotificationConfig
 from a2a.utils.errors import InvalidParamsError
 
-from langchain_mq9.a2a.gateway_push import MAX_CONFIGS, MAX_TASKS, GatewayPush
-from langchain_mq9.a2a.transport import Mq9Transport
-from langchain_mq9.wake.deliver import Destinations
+from mq9_platform.a2a.gateway_push import MAX_CONFIGS, MAX_TASKS, GatewayPush
+from mq9_platform.a2a.transport import Mq9Transport
+from mq9_platform.wake.deliver import Destinations
 
 URL = "http://127.0.0.1:9/hook"  # never POSTed to: no task here ever moves
 

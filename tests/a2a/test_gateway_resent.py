@@ -25,7 +25,7 @@ from a2a.utils.errors import A2AError
 from test_gateway import AGENT, ALICE, BOB, served, until_stopped
 from test_gateway_grpc import _StreamBearer, _UnaryBearer, grpc_gateway
 
-from langchain_mq9.a2a import wire as w
+from mq9_platform.a2a import wire as w
 from tests.support.a2a_support import text_graph
 
 pytestmark = pytest.mark.slow  # serves HTTP and gRPC in process

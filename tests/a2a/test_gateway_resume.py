@@ -30,9 +30,9 @@ from resume_support import Reader, Steps, cut_moments, place
 from test_gateway import AGENT, ALICE, BOB, until_stopped
 from test_gateway_grpc import _StreamBearer, _UnaryBearer, grpc_gateway
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.executor import ExecutorServer
-from langchain_mq9.a2a.gateway import GATEWAY, reply_mailbox
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.executor import ExecutorServer
+from mq9_platform.a2a.gateway import GATEWAY, reply_mailbox
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # serves HTTP and gRPC in process
@@ -207,7 +207,7 @@ async def test_sse_events_carry_their_number_as_id_and_the_card_says_so(client):
 async def test_the_mq9_binding_resumes_after_a_service_parameter_cursor(client):
     """An a2a-sdk client over the mq9 binding (no gateway): the same cursor and key, given as
     its call's service parameters."""
-    from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+    from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
 
     executor = Steps()
     async with ExecutorServer(executor, name=AGENT, client=client, worker="w1"):
@@ -256,7 +256,7 @@ async def test_events_past_their_time_are_a_gap_and_later_ones_replay(broker, cl
 async def test_a_cursor_too_far_behind_is_a_gap_not_a_thousand_reads(client, monkeypatch):
     """A resubscribe replays at most ``MAX_REPLAY`` events (each a read of the reply mailbox):
     a cursor further behind is answered with the task and a said gap (here the bound is 3)."""
-    from langchain_mq9.a2a import transport
+    from mq9_platform.a2a import transport
 
     monkeypatch.setattr(transport, "MAX_REPLAY", 3)
     executor = Steps()

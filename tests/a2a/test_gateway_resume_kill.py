@@ -22,7 +22,7 @@ from test_gateway import AGENT, ALICE
 from test_gateway_cli import start
 from test_gateway_resume import a2a_client, started
 
-from langchain_mq9.a2a.executor import ExecutorServer
+from mq9_platform.a2a.executor import ExecutorServer
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until
 

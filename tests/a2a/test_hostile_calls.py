@@ -15,11 +15,11 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.a2a.store import TaskStore, deliver, keep
-from langchain_mq9.operations.views import DATA_NOTE
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.a2a.store import TaskStore, deliver, keep
+from mq9_platform.operations.views import DATA_NOTE
 from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidArgument

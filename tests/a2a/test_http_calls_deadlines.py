@@ -14,12 +14,12 @@ import pytest
 from http_agents import a2a_http_agent
 from slow_peers import card_of, dripping
 
-from langchain_mq9._http.hosts import HostPolicy
-from langchain_mq9.a2a import http_caller
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.cards_import import CardImporter
-from langchain_mq9.a2a.http_caller import AgentUnreachable, fetch_card
+from mq9_platform._http.hosts import HostPolicy
+from mq9_platform.a2a import http_caller
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.cards_import import CardImporter
+from mq9_platform.a2a.http_caller import AgentUnreachable, fetch_card
 
 pytestmark = pytest.mark.slow  # waits out real deadlines (a second each) of dripping peers
 

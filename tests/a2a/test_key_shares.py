@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.client.key_shares import (
+from mq9_platform.client.key_shares import (
     SLACK,
     CallerKeys,
     KeyShares,

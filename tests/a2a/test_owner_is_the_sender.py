@@ -37,10 +37,10 @@ from test_gateway import a2a_client, request, until_stopped
 from vault_world import AGENT, CALLER, World, world_fixture
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.gateway import Tenants, gateway_app, reply_mailbox
-from langchain_mq9.a2a.store import latest
-from langchain_mq9.a2a.transport import mq9_agent_card, register_mq9
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.gateway import Tenants, gateway_app, reply_mailbox
+from mq9_platform.a2a.store import latest
+from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidAddress
 from testbed.ports import unclaimed_port

@@ -25,15 +25,15 @@ from push_support import Receiver, fetch_jwks
 from test_gateway import ALICE, a2a_client, gateway, request, served
 from test_gateway_push import pushing_gateway
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.push_auth import (
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.push_auth import (
     PUSH_JWT_EXTENSION,
     PUSH_JWT_HEADER,
     PushRefused,
     PushSigner,
     verify_push,
 )
-from langchain_mq9.wake.deliver import SIGNATURE_HEADER, TOKEN_HEADER, sign, verify
+from mq9_platform.wake.deliver import SIGNATURE_HEADER, TOKEN_HEADER, sign, verify
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from langchain_mq9.a2a.push_auth import PushRefused, PushSigner, verify_push
+from mq9_platform.a2a.push_auth import PushRefused, PushSigner, verify_push
 
 URL = "https://receiver.example/push"
 BODY = b'{"task": {"id": "t1"}}'

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9._http.ssrf import HostRefused
-from langchain_mq9.a2a.gateway_cli import _parser, _push
+from mq9_platform._http.ssrf import HostRefused
+from mq9_platform.a2a.gateway_cli import _parser, _push
 
 
 async def test_a_push_host_not_allowed_names_the_gateways_option() -> None:

@@ -23,7 +23,7 @@ import pytest
 from nats.aio.client import Client as NatsConnection
 from vault_world import AGENT, World, world_fixture
 
-from langchain_mq9.a2a import wire as w
+from mq9_platform.a2a import wire as w
 from mq9_wire import protocol as p
 from tests.support.a2a_support import Counting
 from tests.support.credentials_support import ask, ok

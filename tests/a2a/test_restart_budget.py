@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.billing"

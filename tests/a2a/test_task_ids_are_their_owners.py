@@ -20,8 +20,8 @@ import pytest
 from push_support import Receiver, registered_jwks
 from vault_world import AGENT, MINE, World, world_fixture
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.store import Asker, deliver
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.store import Asker, deliver
 from mq9_wire import protocol as p
 from tests.support.credentials_support import ask, ok
 from tests.support.waiting import until

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from calls_support import until_state
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import WORKING_AFTER, AgentServer
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import WORKING_AFTER, AgentServer
 from tests.support.a2a_support import text_graph, text_io
 
 AGENT = "agent.upper"

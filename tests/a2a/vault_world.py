@@ -20,10 +20,10 @@ import pytest
 from nats.aio.client import Client as NatsConnection
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.wake import Destinations
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.wake import Destinations
 from mq9_wire import protocol as p
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker, ok

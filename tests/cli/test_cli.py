@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.groups.reader import GroupReader
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_cli import main

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.operations.catalog import OPERATIONS
+from mq9_platform.operations.catalog import OPERATIONS
 from mq9_broker import Broker
 from mq9_broker.config import BrokerConfig
 from mq9_cli.app import cli

@@ -14,8 +14,8 @@ import nats
 import pytest
 
 from langchain_mq9 import InvalidArgument, MailboxNotFound, Mq9Client, Mq9Error, Priority
-from langchain_mq9.client.transport import NOT_CONNECTED
-from langchain_mq9.operations.catalog import explain
+from mq9_platform.client.transport import NOT_CONNECTED
+from mq9_platform.operations.catalog import explain
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client import transport
+from mq9_platform.client import transport
 from mq9_wire._nats.guard import GuardedClient, close_within
 from mq9_wire.protocol.errors import RequestTimeout
 

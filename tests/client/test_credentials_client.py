@@ -23,17 +23,17 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.a2a.server import serve_agent
-from langchain_mq9.client.auth import (
+from mq9_platform.a2a.server import serve_agent
+from mq9_platform.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,
     Login,
     login_for,
 )
-from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.client.transport import NatsTransport, open_transport
-from langchain_mq9.groups.leases import is_reserved
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.client.transport import NatsTransport, open_transport
+from mq9_platform.groups.leases import is_reserved
+from mq9_platform.groups.reader import GroupReader
 from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_broker.identities.ownership import PLAIN_REFUSAL

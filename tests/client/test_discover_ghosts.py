@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.a2a import wire as w
+from mq9_platform.a2a import wire as w
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import SearchIndexEmpty, from_reply
 from tests.support.robustmq_shaped import RobustMQShapedListener, SettledClock, lagging_engine

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9.client.client import _json_reply, _reply
+from mq9_platform.client.client import _json_reply, _reply
 from mq9_wire._nats.guard import _SEPARATORS, _arguments
 from mq9_wire.protocol.errors import Mq9Error
 

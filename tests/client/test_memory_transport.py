@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import ConnectFailed, Mq9Client
-from langchain_mq9.client import transport
-from langchain_mq9.client.transport import MemoryTransport, memory_engine, register_memory_engines
+from mq9_platform.client import transport
+from mq9_platform.client.transport import MemoryTransport, memory_engine, register_memory_engines
 from mq9_broker import BrokerEngine, BrokerLimits, memory_broker
 
 

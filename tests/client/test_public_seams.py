@@ -13,8 +13,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client.api import Mq9ClientLike
-from langchain_mq9.client.transport import (
+from mq9_platform.client.api import Mq9ClientLike
+from mq9_platform.client.transport import (
     Announcements,
     HandlerTransport,
     MemoryTransport,

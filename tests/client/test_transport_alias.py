@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.client import transport
+from mq9_platform.client import transport
 
 
 def test_engine_is_a_deprecated_alias_of_in_process_broker() -> None:

@@ -19,7 +19,7 @@ import pytest
 from console_world import TOKEN, World, browser, shoot
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client.transport import MemoryTransport
+from mq9_platform.client.transport import MemoryTransport
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES

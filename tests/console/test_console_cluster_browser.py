@@ -17,8 +17,8 @@ from test_console_deployments import console_url, stopped_with_its_console
 
 import mq9_broker.cli.credentials as credentials_cli
 from langchain_mq9 import Mq9Client
-from langchain_mq9.groups.dead_letters import dead_letter_address
-from langchain_mq9.groups.dead_letters import store as store_dead_letter
+from mq9_platform.groups.dead_letters import dead_letter_address
+from mq9_platform.groups.dead_letters import store as store_dead_letter
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 

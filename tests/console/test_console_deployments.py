@@ -18,8 +18,8 @@ import pytest
 from console_world import TOKEN
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.groups.dead_letters import dead_letter_address
-from langchain_mq9.groups.dead_letters import store as store_dead_letter
+from mq9_platform.groups.dead_letters import dead_letter_address
+from mq9_platform.groups.dead_letters import store as store_dead_letter
 from tests.support.credentials_support import issue
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving

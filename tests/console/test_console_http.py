@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from console_world import TOKEN, World
 
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.groups.reader import GroupReader
 from mq9_cli.app import cli
 from mq9_cli.connect import Target
 from mq9_cli.console.auth import Gate

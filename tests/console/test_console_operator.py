@@ -14,7 +14,7 @@ import pytest
 from console_world import TOKEN, World
 
 from langchain_mq9 import AgentCaller, serve_agent
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.groups.reader import GroupReader
 from mq9_cli import overview
 from mq9_cli.connect import Target
 from mq9_cli.console.serve import settings_for

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import Message
-from langchain_mq9.groups import DeadLetter
-from langchain_mq9.groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from mq9_platform.groups import DeadLetter
+from mq9_platform.groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from tests.support.poison_consumer import POISON_EXIT
 from tests.support.waiting import until
 

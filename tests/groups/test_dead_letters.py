@@ -17,10 +17,10 @@ import pytest
 from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
-from langchain_mq9.groups import DeadLetter, Replayed, replay
-from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER
-from langchain_mq9.groups.leases import GRACE, delivery_tags, handout_tag, lease_address
-from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
+from mq9_platform.groups import DeadLetter, Replayed, replay
+from mq9_platform.groups.dead_letters import DEAD_LETTER_HEADER
+from mq9_platform.groups.leases import GRACE, delivery_tags, handout_tag, lease_address
+from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
 # A hang guard, no timing claim: what takes well under a second on the in-process store takes

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langchain_mq9 import GroupReader, Mq9Error
-from langchain_mq9.groups.dead_letters import DeadLetter
-from langchain_mq9.groups.leases import handout_tag, lease_address
+from mq9_platform.groups.dead_letters import DeadLetter
+from mq9_platform.groups.leases import handout_tag, lease_address
 from mq9_wire import protocol as p
 
 _boxes = itertools.count()
@@ -479,7 +479,7 @@ async def test_a_lane_cut_by_bytes_is_not_taken_as_read_to_its_end(monkeypatch, 
     """RobustMQ stops a lane read before the message that would take it above 30 MiB of
     payload. Scaled down: reads of 2500 bytes, messages of at most 1100 bytes, so a lane
     holding more than 1400 bytes may have been cut."""
-    import langchain_mq9.groups.state as consumer  # where the horizon is judged
+    import mq9_platform.groups.state as consumer  # where the horizon is judged
 
     if broker.transport == "robustmq":
         pytest.skip("makes the bundled broker's 30 MiB read cap small; RobustMQ's is fixed")

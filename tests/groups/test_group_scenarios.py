@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 
 from langchain_mq9 import GroupReader, Mq9Error
-from langchain_mq9.groups.leases import DEFAULT_LEASE_TTL, lease_address
-from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
+from mq9_platform.groups.leases import DEFAULT_LEASE_TTL, lease_address
+from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 
 _boxes = itertools.count()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from langchain_mq9 import GroupReader, MailboxExists
-from langchain_mq9.client.client import Message
-from langchain_mq9.groups.leases import (
+from mq9_platform.client.client import Message
+from mq9_platform.groups.leases import (
     GRACE,
     claim_tag,
     done_tag,

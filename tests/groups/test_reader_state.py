@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_mq9.client.client import Message
-from langchain_mq9.groups.state import ReaderState
+from mq9_platform.client.client import Message
+from mq9_platform.groups.state import ReaderState
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 

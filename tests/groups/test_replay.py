@@ -14,10 +14,10 @@ import json
 import pytest
 
 from langchain_mq9 import GroupReader
-from langchain_mq9.groups import DeadLetter, replay
-from langchain_mq9.groups.dead_letters import DEAD_LETTER_HEADER
-from langchain_mq9.groups.leases import lease_address
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.groups import DeadLetter, replay
+from mq9_platform.groups.dead_letters import DEAD_LETTER_HEADER
+from mq9_platform.groups.leases import lease_address
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mq9_wire.protocol.subjects import send_subject
 
 _boxes = itertools.count()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.runnables.config import var_child_runnable_config
 
-from langchain_mq9.operations.policy import ToolPolicy
+from mq9_platform.operations.policy import ToolPolicy
 from langchain_mq9.run_context import current_run
 
 

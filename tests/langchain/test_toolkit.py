@@ -15,7 +15,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
-from langchain_mq9.operations.catalog import OPERATIONS, message_view
+from mq9_platform.operations.catalog import OPERATIONS, message_view
 from mq9_broker import BrokerEngine, memory_broker, serve_on_nats
 from testbed.nats_server import start_nats_server
 from testbed.ports import silent_port
@@ -902,14 +902,14 @@ def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
 
 
 def test_the_toolkit_docstring_names_every_setting():
-    from langchain_mq9.operations.config import ToolConfig
+    from mq9_platform.operations.config import ToolConfig
 
     missing = [name for name in ToolConfig.model_fields if f"``{name}``" not in Mq9Toolkit.__doc__]
     assert missing == []
 
 
 def test_a_run_identity_gets_a_policy_of_its_own_kept_and_bounded(monkeypatch):
-    from langchain_mq9.operations import policy as tool_policy
+    from mq9_platform.operations import policy as tool_policy
 
     monkeypatch.setattr(tool_policy, "MAX_RUN_IDENTITIES", 2)
     policy = ToolPolicy(agent_mailbox="agent.home", default_group="g")

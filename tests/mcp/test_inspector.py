@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server import client_lines
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.devbroker_helpers import DevBroker

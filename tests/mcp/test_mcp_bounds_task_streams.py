@@ -18,7 +18,7 @@ import pytest
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 from mcp_server import tasks
 from tests.support.mcp_support import LEGACY
 from tests.support.waiting import until

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "packaging" / "mcpb"))
@@ -51,7 +51,7 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
         "pyproject.toml",
         "mcp_server/cli.py",
         "mq9_mcp.py",
-        "langchain_mq9/client/client.py",
+        "platform/mq9_platform/client/client.py",
         "wire/pyproject.toml",  # the two distributions langchain-mq9 stands on (#92), whole
         "wire/mq9_wire/protocol/__init__.py",
         "broker/pyproject.toml",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import ROOT, http_server, result_data, server_env
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9._http.ssrf import Address, HostPolicy, Resolve, canonical_host
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform._http.ssrf import Address, HostPolicy, Resolve, canonical_host
+from mq9_platform.client.connection import Mq9Connection
 from mcp_server import webhooks
 from mcp_server.events import ARRIVED, EVENT_TYPES, Reader, Source, SubscribeParams
 from mcp_server.watch import Watches

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 from mcp_server.http import app as http_app
 from mcp_server.http import guard as http_guard
 from mcp_server.http import limits as http_limits

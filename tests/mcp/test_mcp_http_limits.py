@@ -18,7 +18,7 @@ import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 from mcp_server.cli import build_parser
 from mcp_server.http import create_http_app, uvicorn_config
 from mcp_server.http.auth import PRINCIPAL

@@ -18,7 +18,7 @@ from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import AIMessage, ToolMessage
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call
 from tests.support.mcp_support import (
     ROOT,

@@ -15,8 +15,8 @@ from typing import Any
 from mcp import Client
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server.server import create_server
 from tests.support.mcp_support import error_text, result_data, result_text
 

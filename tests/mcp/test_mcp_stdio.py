@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.config import MCP_WAIT_CAP_MS
 from testbed.nats_server import start_nats_server
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import (

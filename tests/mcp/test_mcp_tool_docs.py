@@ -1,11 +1,11 @@
 """README.md and docs/mcp.md name the tools mq9-mcp lists, and count them right (#71): the
-tables and the counts come from the catalog (``langchain_mq9.operations.catalog``)."""
+tables and the counts come from the catalog (``mq9_platform.operations.catalog``)."""
 
 from __future__ import annotations
 
 import re
 
-from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
 from mcp_server.server import tool_definitions
 from tests.support.mcp_support import ROOT
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.operations.policy import ToolPolicy
+from mq9_platform.operations.policy import ToolPolicy
 from mcp_server.cli import ROBUSTMQ_TOOLS, robustmq_clashes
 from tests.support.mcp_support import ROOT, server_env
 

@@ -15,10 +15,10 @@ import pytest
 from mcp import Client, types
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
-from langchain_mq9.operations.config import MCP_WAIT_CAP_MS
-from langchain_mq9.operations.schemas import MAX_TOOL_WAIT_MS
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.config import MCP_WAIT_CAP_MS
+from mq9_platform.operations.schemas import MAX_TOOL_WAIT_MS
 from mcp_server.cli import build_parser, tool_config
 from mcp_server.server import call_wait, create_server, mcp_policy
 from tests.support.mcp_support import result_data

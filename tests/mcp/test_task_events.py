@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 from mcp_server import task_events
 from mcp_server.task_events import TaskLog
 

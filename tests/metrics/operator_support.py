@@ -18,7 +18,7 @@ from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 
 DEADLINE = 120.0  # a guard against hangs on a busy 2-core machine, never a timing claim
-WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
+WAKE = [sys.executable, "-m", "mq9_platform.wake"]
 PROMETHEUS = shutil.which("prometheus")
 NO_PROMETHEUS = "Debian's prometheus package is not installed (.ci/run installs it as root)"
 

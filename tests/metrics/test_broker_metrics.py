@@ -11,7 +11,7 @@ import pytest
 from operator_support import names_in
 
 from langchain_mq9 import LimitReached, Mq9Client
-from langchain_mq9.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
+from mq9_platform.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, is_dead_letters
 from mq9_broker.config import BrokerConfig

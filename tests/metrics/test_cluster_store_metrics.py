@@ -14,8 +14,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a.gateway_metrics import gateway_metrics
-from langchain_mq9.groups.dead_letters import dead_letter_address
+from mq9_platform.a2a.gateway_metrics import gateway_metrics
+from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint
 from mq9_broker.config import BrokerConfig

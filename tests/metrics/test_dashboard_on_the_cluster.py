@@ -33,9 +33,9 @@ from operator_support import (
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.groups.dead_letters import dead_letter_address
-from langchain_mq9.wake.book import RuleBook
-from langchain_mq9.wake.rules import WakeRule
+from mq9_platform.groups.dead_letters import dead_letter_address
+from mq9_platform.wake.book import RuleBook
+from mq9_platform.wake.rules import WakeRule
 from mq9_broker.storage.jetstream import Layout
 from mq9_wire.protocol.errors import MailboxNotFound
 from testbed.ports import unclaimed_port
@@ -201,7 +201,7 @@ def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[S
     into += [
         Server([*WAKE, "--server", url, "--poll", "0.1", "--allow-command", TRUE,
                 "--metrics", metrics["9465"]]),
-        Server([sys.executable, "-m", "langchain_mq9.a2a.gateway_cli", "--server", url,
+        Server([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", url,
                 "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway}", "--tokens-file",
                 str(tmp / "tokens.json"), "--send-wait", "0.5", "--metrics", metrics["9466"]]),
         Server([sys.executable, "-m", "mcp_server", "--server", url, "--transport", "http",

@@ -38,8 +38,8 @@ from test_dashboard_on_the_cluster import (
 from test_every_server_scraped import _wait_status
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.wake.book import RuleBook
-from langchain_mq9.wake.rules import WakeRule
+from mq9_platform.wake.book import RuleBook
+from mq9_platform.wake.rules import WakeRule
 from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import DevBroker
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a.gateway_metrics import gateway_metrics
+from mq9_platform.a2a.gateway_metrics import gateway_metrics
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, broker_meter
 from mq9_broker.config import BrokerConfig

@@ -9,8 +9,8 @@ import uuid
 from prometheus_client import generate_latest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
-from langchain_mq9.wake.metrics import WakeMetrics
+from mq9_platform.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake.metrics import WakeMetrics
 from mq9_broker import (
     BrokerEngine,
     ManualClock,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import ROOT, http_server, served_engine, server_env
 
 # What a framework's call answers, as the server's structured content

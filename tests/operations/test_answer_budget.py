@@ -317,7 +317,7 @@ async def test_large_cards_cannot_hide_the_real_agents_from_the_listing(client):
 
 
 def test_an_agents_words_in_a_call_answer_are_held_to_the_budget():
-    from langchain_mq9.operations.results import CallsListed, CallStatus, Outcome
+    from mq9_platform.operations.results import CallsListed, CallStatus, Outcome
 
     said = {"result": "\x01" * 4000, "question": '"' * 4000, "reason": "\x02" * 4000}
     task = {"task_id": "t" * 32, "agent": "agent.far", "state": "completed", "context_id": "c"}
@@ -338,7 +338,7 @@ def test_an_agents_words_in_a_call_answer_are_held_to_the_budget():
 def test_a_cut_text_is_the_longest_head_that_reads_within_its_share():
     import random
 
-    from langchain_mq9.operations.views import head, read_length
+    from mq9_platform.operations.views import head, read_length
 
     chances = random.Random(52)
     alphabet = ["a", "\x01", '"', "\\", "\n", "é", "\ud800", "😀"]  # read as 1, 6, 2, 2, 2, 1..

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import tools
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
-from langchain_mq9.operations.config import ToolConfig
-from langchain_mq9.operations.context import CallContext
-from langchain_mq9.operations.results import Outcome
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
+from mq9_platform.operations.config import ToolConfig
+from mq9_platform.operations.context import CallContext
+from mq9_platform.operations.results import Outcome
 from tests.support.a2a_support import text_graph, text_io
 
 

@@ -15,7 +15,7 @@ from conftest import start_broker, stop_broker
 from test_answer_budget import ask, ids, named_call
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.operations import pages
+from mq9_platform.operations import pages
 
 ANSWER = 200_000
 BIG = "x" * 30_000

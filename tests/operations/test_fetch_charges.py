@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 
-from langchain_mq9.groups import DeadLetter
-from langchain_mq9.groups.dead_letters import DEFAULT_MAX_DELIVERIES
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.groups import DeadLetter
+from mq9_platform.groups.dead_letters import DEFAULT_MAX_DELIVERIES
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 
 _boxes = itertools.count()
 

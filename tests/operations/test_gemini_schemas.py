@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.client.connection import Mq9Connection
-from langchain_mq9.operations.catalog import OPERATIONS, ToolPolicy
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server.server import create_server
 
 GEMINI_FIELDS = {
@@ -209,7 +209,7 @@ def test_a_tool_prefix_gemini_would_refuse_is_refused_at_start(prefix):
     every tool's name one it refuses is refused when the toolkit (or mq9-mcp) starts."""
     from pydantic import ValidationError
 
-    from langchain_mq9.operations.config import ToolConfig
+    from mq9_platform.operations.config import ToolConfig
 
     with pytest.raises(ValidationError, match="starting with a letter or '_'"):
         ToolConfig(tool_prefix=prefix)

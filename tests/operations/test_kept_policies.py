@@ -11,9 +11,9 @@ import itertools
 
 import pytest
 
-from langchain_mq9.groups.leases import lease_address
-from langchain_mq9.operations.catalog import OPERATIONS, OperationError, ToolPolicy
-from langchain_mq9.operations.policy import KeptPolicies
+from mq9_platform.groups.leases import lease_address
+from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
+from mq9_platform.operations.policy import KeptPolicies
 
 _boxes = itertools.count()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from langchain_mq9 import Mq9Client, OperationError, ToolPolicy
-from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, unknown_tool
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, unknown_tool
 from mcp_server.server import call_operation, tool_definitions
 
 

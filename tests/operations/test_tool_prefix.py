@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.operations.catalog import OPERATIONS
-from langchain_mq9.operations.config import ToolConfig
+from mq9_platform.operations.catalog import OPERATIONS
+from mq9_platform.operations.config import ToolConfig
 from tests.support.mcp_support import fails, ok, stdio_session
 
 PREFIX = "mq9_"
@@ -85,8 +85,8 @@ def test_mq9_mcp_refuses_a_bad_prefix_naming_the_flag(capsys):
 
 
 def test_mq9_mcp_instructions_name_the_prefixed_tools():
-    from langchain_mq9.client.connection import Mq9Connection
-    from langchain_mq9.operations.policy import ToolPolicy
+    from mq9_platform.client.connection import Mq9Connection
+    from mq9_platform.operations.policy import ToolPolicy
     from mcp_server.server import create_server
 
     server = create_server(Mq9Connection("memory://"), ToolPolicy(tool_prefix=PREFIX))

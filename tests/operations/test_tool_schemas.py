@@ -25,8 +25,8 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
-from langchain_mq9.operations.results import ADVICE
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
+from mq9_platform.operations.results import ADVICE
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a folder of the repository, not of the package
@@ -404,7 +404,7 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
 async def _run_call_tools(client: Mq9Client, run: Any) -> None:
     """The agent-call tools in the cases that give each result every key it can have: an
     agent served, stopped (offline: calls wait), and served again."""
-    from langchain_mq9.a2a.server import AgentServer
+    from mq9_platform.a2a.server import AgentServer
 
     graph = asking_graph()
 

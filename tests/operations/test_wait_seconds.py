@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.operations.catalog import OPERATIONS
+from mq9_platform.operations.catalog import OPERATIONS
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.operations.catalog import OPERATIONS
-from langchain_mq9.operations.policy import ToolPolicy
-from langchain_mq9.operations.results import MessageSent, Outcome, answer_text
+from mq9_platform.operations.catalog import OPERATIONS
+from mq9_platform.operations.policy import ToolPolicy
+from mq9_platform.operations.results import MessageSent, Outcome, answer_text
 
 BOX = "team.box"
 

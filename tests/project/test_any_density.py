@@ -17,13 +17,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("langchain_mq9/a2a", "langchain_mq9/operations", "mcp_server")
+FOLDERS = ("platform/mq9_platform/a2a", "platform/mq9_platform/operations", "mcp_server")
 ALIASES = frozenset({"JsonValue", "JsonObject", "CardJson", "JsonSchema"})
 
 # Per folder: (Any per 1,000 lines, Any and its aliases per 1,000 lines)
 CEILINGS = {
-    "langchain_mq9/a2a": (13.0, 21.5),
-    "langchain_mq9/operations": (7.5, 26.5),
+    "platform/mq9_platform/a2a": (13.0, 21.5),
+    "platform/mq9_platform/operations": (7.5, 26.5),
     "mcp_server": (10.5, 17.0),
 }
 

@@ -26,8 +26,8 @@ OPTION = re.compile(r"`(--[a-z][a-z-]+)`")
 COMMANDS = [
     "broker/mq9_broker/cli/dev_broker.py",
     "mcp_server/cli.py",
-    "langchain_mq9/a2a/gateway_cli.py",
-    "langchain_mq9/wake/cli.py",
+    "platform/mq9_platform/a2a/gateway_cli.py",
+    "platform/mq9_platform/wake/cli.py",
 ]
 
 

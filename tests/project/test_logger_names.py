@@ -12,7 +12,7 @@ import mq9_wire._nats.guard as guard
 import mq9_wire.semantic as semantic
 
 ROOT = Path(__file__).resolve().parents[2]
-BELOW = ("wire/mq9_wire", "broker/mq9_broker")
+BELOW = ("wire/mq9_wire", "broker/mq9_broker", "platform/mq9_platform")
 
 
 def logger_names(folder: Path) -> list[tuple[str, str]]:

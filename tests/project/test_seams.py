@@ -71,7 +71,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("wire/mq9_wire/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
     ("wire/mq9_wire/_nats/fast_path.py", "_request_sub_callback"): _FAST_PATH,
     # httpx
-    ("langchain_mq9/_http/ssrf.py", "_pool"): (
+    ("platform/mq9_platform/_http/ssrf.py", "_pool"): (
         "httpx's connection pool under the pinned transport: the only way to hand httpcore "
         "the checked address (httpx names no public hook)"
     ),

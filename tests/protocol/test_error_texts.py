@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_mq9.client import Mq9Client
+from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import BrokerLimits
 from mq9_wire import protocol as p
@@ -37,7 +37,7 @@ ALLOWED = {
     # (the wire's), which is not deciding what to do on an mq9 error.
     ("wire/mq9_wire/protocol/serde.py", "_serde_syntax"),
     # nats-py raises a plain error quoting the server's -ERR while connecting: no class to read.
-    ("langchain_mq9/client/auth.py", "refused_credentials"),
+    ("platform/mq9_platform/client/auth.py", "refused_credentials"),
     # A clustered JetStream stream refuses an expected last sequence with another err_code and
     # the words alone ("wrong last sequence"): the one reading of it, on the NATS floor.
     ("wire/mq9_wire/_nats/jetstream/api.py", "wrong_last_sequence"),

@@ -3,7 +3,7 @@ calling the broker unreachable (on ``memory://`` the broker is this process)."""
 
 from __future__ import annotations
 
-from langchain_mq9.operations.errors import explain
+from mq9_platform.operations.errors import explain
 from mq9_wire import semantic
 from mq9_wire.protocol.errors import RequestTimeout, Unavailable
 

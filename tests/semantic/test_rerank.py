@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.client import client as client_module
+from mq9_platform.client import client as client_module
 from mq9_broker import BrokerEngine
 from mq9_wire import semantic
 from mq9_wire.semantic import multilingual
@@ -124,10 +124,10 @@ async def test_the_toolkit_option_reranks_and_the_note_says_so(robustmq_url):
 async def test_call_agent_by_capability_reranks_as_configured(robustmq_url):
     """call_agent picks the best match for a capability with the toolkit's discovery settings:
     ``discover_rerank`` too (``operations.registry.search_of``)."""
-    from langchain_mq9.a2a.wire import tasks_capability
-    from langchain_mq9.operations.calls import _resolve
-    from langchain_mq9.operations.context import CallContext
-    from langchain_mq9.operations.policy import ToolPolicy
+    from mq9_platform.a2a.wire import tasks_capability
+    from mq9_platform.operations.calls import _resolve
+    from mq9_platform.operations.context import CallContext
+    from mq9_platform.operations.policy import ToolPolicy
 
     async with Mq9Client(robustmq_url) as client:
         serving = {"extensions": [tasks_capability()]}

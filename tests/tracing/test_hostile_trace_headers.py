@@ -11,8 +11,8 @@ from langchain_core.messages import ToolMessage
 from opentelemetry import trace
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.tracing import peer_run, peer_trace
-from langchain_mq9.tracing.context import MAX_TRACESTATE
+from mq9_platform.tracing import peer_run, peer_trace
+from mq9_platform.tracing.context import MAX_TRACESTATE
 
 INBOX = "agent.worker"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

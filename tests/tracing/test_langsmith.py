@@ -14,8 +14,8 @@ import pytest
 from langsmith import Client, traceable, tracing_context
 from langsmith.run_helpers import get_current_run_tree
 
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"

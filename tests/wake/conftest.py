@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.wake import verify
+from mq9_platform.wake import verify
 from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,

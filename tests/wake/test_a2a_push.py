@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from langchain_mq9.a2a import wire as w
-from langchain_mq9.a2a.caller import AgentCaller
-from langchain_mq9.a2a.server import AgentServer
-from langchain_mq9.wake import Destinations
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.caller import AgentCaller
+from mq9_platform.a2a.server import AgentServer
+from mq9_platform.wake import Destinations
 from tests.support.waiting import until
 
 HANG_GUARD = 30.0

@@ -14,7 +14,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.wake import (
+from mq9_platform.wake import (
     Deliverer,
     Destinations,
     Limits,
@@ -24,7 +24,7 @@ from langchain_mq9.wake import (
     WakeRule,
     rules_address,
 )
-from langchain_mq9.wake.rules import FAILED_ADDRESS
+from mq9_platform.wake.rules import FAILED_ADDRESS
 from mq9_broker import ManualClock
 
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])

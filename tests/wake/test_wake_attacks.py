@@ -29,7 +29,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from langchain_mq9.wake import (
+from mq9_platform.wake import (
     Deliverer,
     Destinations,
     Limits,
@@ -40,7 +40,7 @@ from langchain_mq9.wake import (
     sign,
     verify,
 )
-from langchain_mq9.wake.rules import FAILED_ADDRESS, INDEX_ADDRESS
+from mq9_platform.wake.rules import FAILED_ADDRESS, INDEX_ADDRESS
 from mq9_broker import ManualClock
 from tests.support.waiting import until
 

@@ -19,8 +19,8 @@ import asyncio
 import pytest
 from conftest import SECRET
 
-from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
-from langchain_mq9.wake.receivers import UNPARSABLE, receiver_key
+from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake.receivers import UNPARSABLE, receiver_key
 from mq9_broker import ManualClock
 
 NOON = 1_700_006_400.0  # a UTC noon: no quiet hours
@@ -101,7 +101,7 @@ def test_what_tells_receivers_apart_is_the_operators_policy():
 
 
 def test_a_url_no_key_is_made_of_counts_as_one_receiver():
-    from langchain_mq9.wake.receivers import key_or_unparsable
+    from mq9_platform.wake.receivers import key_or_unparsable
 
     for bad in ("http://h.example:99999/", "http://[::1/", "ftp://h.example/", "http:///x"):
         assert key_or_unparsable(bad) == UNPARSABLE  # no ceiling of its own per spelling

@@ -19,7 +19,7 @@ from langchain_mq9 import Mq9Client
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.waiting import until_sync
 
-WAKE = [sys.executable, "-m", "langchain_mq9.wake"]
+WAKE = [sys.executable, "-m", "mq9_platform.wake"]
 pytestmark = pytest.mark.slow  # processes: the dev broker, wakers
 
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.wake import (
+from mq9_platform.wake import (
     Deliverer,
     Limits,
     RuleBook,
@@ -24,7 +24,7 @@ from langchain_mq9.wake import (
     failed_address,
     rules_address,
 )
-from langchain_mq9.wake.rules import FAILED_ADDRESS
+from mq9_platform.wake.rules import FAILED_ADDRESS
 from mq9_wire.protocol.errors import Mq9Error
 from tests.support.credentials_support import EnforcingBroker
 
@@ -138,7 +138,7 @@ async def test_each_wakers_failed_wakes_are_its_own(enforcing):
             await waker.stop()
         # mq9-wake failed, logged in as alice, lists hers
         listed = subprocess.run(
-            [sys.executable, "-m", "langchain_mq9.wake", "--server", enforcing.url, "failed"],
+            [sys.executable, "-m", "mq9_platform.wake", "--server", enforcing.url, "failed"],
             env={**os.environ, "MQ9_CREDENTIAL": enforcing.credentials["alice"]},
             capture_output=True,
             text=True,

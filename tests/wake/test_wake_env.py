@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
-from langchain_mq9.wake.deliver import ENV_PREFIX, check_env_prefix
-from langchain_mq9.wake.rules import FAILED_ADDRESS
+from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake.deliver import ENV_PREFIX, check_env_prefix
+from mq9_platform.wake.rules import FAILED_ADDRESS
 from tests.support.waiting import until
 
 NO_FLOOR = Limits(min_interval=0)

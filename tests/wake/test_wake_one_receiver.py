@@ -20,7 +20,7 @@ import threading
 import pytest
 from conftest import SECRET, Receiver
 
-from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from mq9_broker import ManualClock
 from tests.support.waiting import until
 

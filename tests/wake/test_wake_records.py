@@ -11,8 +11,8 @@ import json
 
 from conftest import SECRET
 
-from langchain_mq9.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
-from langchain_mq9.wake.rules import rules_address
+from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake.rules import rules_address
 from mq9_broker import ManualClock
 from mq9_wire import protocol as p
 

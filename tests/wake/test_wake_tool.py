@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from langchain_mq9 import Mq9Toolkit
-from langchain_mq9.operations.catalog import DEFAULT_OPERATIONS
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS
 from tests.support.mcp_support import ok, stdio_session
 
 SECRET = "s3cret-s3cret-s3cret"

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from langchain_mq9.client.connection import Mq9Connection
+from mq9_platform.client.connection import Mq9Connection
 
 watch = pytest.importorskip("mcp_server.watch")
 

@@ -18,7 +18,7 @@ from typing import Any
 import nats
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.groups.reader import GroupReader
+from mq9_platform.groups.reader import GroupReader
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout, token
 from tests.support.waiting import until
 

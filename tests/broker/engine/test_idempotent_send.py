@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from langchain_mq9.client import Mq9Client
+from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine, ManualClock
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage import SqliteStorage

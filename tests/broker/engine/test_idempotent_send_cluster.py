@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client.transport import MemoryTransport
+from mq9_platform.client.transport import MemoryTransport
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.jetstream import ClusterStore

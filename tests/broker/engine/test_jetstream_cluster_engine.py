@@ -19,8 +19,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.client.transport import MemoryTransport
-from langchain_mq9.groups import GroupReader
+from mq9_platform.client.transport import MemoryTransport
+from mq9_platform.groups import GroupReader
 from mq9_broker.engine.engine import Engine
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire.protocol import Priority

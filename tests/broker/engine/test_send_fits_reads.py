@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from langchain_mq9.client import Mq9Client
+from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.in_process import ProcessStore

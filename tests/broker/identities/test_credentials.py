@@ -17,8 +17,8 @@ import pytest
 from nats.aio.msg import Msg
 
 import mq9_broker.identities.ownership as ids
-from langchain_mq9.a2a import wire
-from langchain_mq9.groups import dead_letters, leases
+from mq9_platform.a2a import wire
+from mq9_platform.groups import dead_letters, leases
 from mq9_broker import BrokerEngine
 from mq9_broker.identities.callout import (
     ANSWERS_USER,

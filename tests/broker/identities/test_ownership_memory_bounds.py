@@ -13,7 +13,7 @@ import tracemalloc
 import pytest
 from nats.aio.msg import Msg
 
-from langchain_mq9.groups import leases
+from mq9_platform.groups import leases
 from mq9_broker import BrokerEngine
 from mq9_broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
 from mq9_broker.identities.store import IdentityStore

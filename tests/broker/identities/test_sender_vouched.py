@@ -24,8 +24,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import Mq9Client
-from langchain_mq9.a2a import wire
-from langchain_mq9.groups import dead_letters, replay
+from mq9_platform.a2a import wire
+from mq9_platform.groups import dead_letters, replay
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.engine.engine import Engine
 from mq9_broker.identities.ownership import WAKE_FAILED, Identities, digest
@@ -228,7 +228,7 @@ def test_the_toolkits_caller_is_named_as_the_broker_derives_it():
     """The toolkit's caller is named ``<mailbox>.calls`` by ``names.caller_name``, the rule
     the broker gives its reply mailbox to the mailbox's owner by (the names themselves:
     tests/protocol/test_derived_names.py)."""
-    from langchain_mq9.operations import calls
+    from mq9_platform.operations import calls
 
     assert "caller_name(policy.agent_mailbox)" in inspect.getsource(calls._caller)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.wake.rules import digest
+from mq9_platform.wake.rules import digest
 from mq9_broker.storage.jetstream import Layout, token
 from mq9_broker.storage.jetstream.mapping import (
     NO_KEY,

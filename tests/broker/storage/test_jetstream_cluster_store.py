@@ -317,7 +317,7 @@ async def test_every_stored_message_is_announced_a_delayed_one_too(
     """The stream republishes each message's headers on ``$mq9.WAKE.<digest>`` (the waker's
     subject), so no broker needs to: a delayed message too, once a broker numbered what the
     servers wrote when it was due."""
-    from langchain_mq9.wake.rules import ARRIVALS_PREFIX, digest
+    from mq9_platform.wake.rules import ARRIVALS_PREFIX, digest
 
     first, second = pair
     heard: asyncio.Queue[bytes] = asyncio.Queue()

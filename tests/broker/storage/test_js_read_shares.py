@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from langchain_mq9.client import Mq9Client
+from mq9_platform.client import Mq9Client
 from mq9_broker import Broker, BrokerConfig
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.state.mailbox import StoredMessage

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9.client import Mq9Client
+from mq9_platform.client import Mq9Client
 from mq9_broker import Broker, BrokerConfig
 from mq9_broker.config import StartupError
 from mq9_broker.engine.limits import BrokerLimits

@@ -1,0 +1,181 @@
+"""Who is asking: the owner of every task, question, watch, listen stream and group reader.
+
+Over stdio the process is the one client (owner ``""``). Over HTTP a client is what the
+sessions' fair share counts (``client_identity``: the peer's address and a digest of the
+credentials it gave) together with the worker name it sends in the ``Mq9-Worker`` header (none:
+the server's ``--worker``, or the group's one reader). A stateless request (MCP 2026-07-28, or
+a 2025 client opening a session per call) has the same owner as its client's other requests, so
+it fetches in one request and acks in another. What one owner made, another never sees: its
+``tasks/*`` answer as for an id that never existed (docs/mcp.md).
+
+Worker names cost nothing to make up, so the bounds hold per client as well (``client_of``):
+the worker names of one client share its slice of tasks and listen streams, and when every
+remembered owner holds work, a client holding fewer than the one holding the most takes that
+one's least recently used owner: one peer inventing names cannot lock out a client never seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter, OrderedDict
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from mq9_platform.client.key_shares import KeyShares, KeysRefused, callers_total
+from mq9_platform.operations.catalog import OperationError, ToolPolicy
+
+log = logging.getLogger("mcp_server")
+
+# A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
+# it reads as, and whose fetched messages it may ack.
+WORKER_HEADER = "mq9-worker"
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The owners (client and worker name) remembered at once. Past this the least recently used
+# one holding nothing (no message handed out and not acked, no mailbox it created, no agent
+# call) is forgotten; when every one holds something, the client holding the most owners gives
+# its least recently used one up to a client holding fewer (``ClientPolicies``), and only a
+# client holding as many as any other is refused.
+MAX_WORKERS = 256
+# #106: the idempotency keys one HTTP client's tool calls may hold at once (the broker holds a
+# key 600 s, and mq9-mcp's one identity at most 10,000): a tenth of the callers' part of the
+# identity's bound, so nine clients filling theirs still leave room for others. A stdio server
+# has one client, which gets the whole part (``callers_total``).
+KEYS_PER_CLIENT = 900
+# What a keyed tool call stores under its key at the broker: a message (send_message), a call's
+# record and its request (call_agent), an answer (answer_call)
+KEYS_A_CALL = {"send_message": 1, "call_agent": 2, "answer_call": 1}
+
+
+def normalized_credentials(authorization: str) -> str:
+    """The Authorization header as the token check reads it: the scheme's case and the spaces
+    around the credentials do not make ``Bearer T`` another client than ``bearer  T``."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return f"{scheme.lower()} {credentials.strip()}"
+
+
+def client_identity(scope: Scope) -> str:
+    """Who is connecting: the peer's address and a digest of the credentials it gave (the
+    sessions' fair share counts clients so)."""
+    peer = scope.get("client") or ("", 0)
+    credentials = normalized_credentials(Headers(scope=scope).get("authorization", ""))
+    return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
+
+
+def client_of(owner: str) -> str:
+    """The client of an owner (``ClientPolicies.owner_of``: the client's identity, then its
+    worker name): the one whose slice the owner's tasks and streams count in. An owner named
+    without a worker (stdio's ``""``) is its own client."""
+    client, separator, _worker = owner.rpartition(" ")
+    return client if separator else owner
+
+
+def holds_work(policy: ToolPolicy) -> bool:
+    """Whether forgetting ``policy`` would lose something of its client's: messages handed out
+    and not acked, mailboxes it created, agent calls it follows."""
+    unacked = any(reading.unacked for reading in policy.readings.values())
+    return unacked or bool(policy.created) or bool(policy.call_state)
+
+
+class ClientPolicies:
+    """The ``ToolPolicy`` of each client (owner): what the tools remember (mailboxes it created,
+    messages handed to it and not acked yet, its agent calls) belongs to the client, never to an
+    MCP session. Clients with different worker names are competing workers of a consumer group:
+    neither gets or acks a message the other holds (docs/groups.md); the same worker name sent
+    from another peer or with other credentials is another client."""
+
+    def __init__(self, policy: ToolPolicy, *, workers_from_header: bool = False) -> None:
+        self.policy = policy
+        self.workers_from_header = workers_from_header
+        self._by_owner: OrderedDict[str, ToolPolicy] = OrderedDict()
+        # #106: the keys each client's tool calls send, out of a share of its own (the CLI's
+        # --keys-per-client sets another ledger)
+        share = KEYS_PER_CLIENT if workers_from_header else callers_total()
+        self.key_shares = KeyShares(share, where="server")
+
+    def spend_keys(
+        self, request: Any, operation: str | None, arguments: dict[str, Any] | None
+    ) -> str | None:
+        """Count a tool call's idempotency keys against its client's share (``client_of``:
+        worker names share their client's): None when they fit (or it sends no key), else
+        the refusal in the client's own words (#106: its own count, nothing of the server's
+        identity or of another client's)."""
+        key = (arguments or {}).get("idempotency_key")
+        cost = KEYS_A_CALL.get(operation or "", 0)
+        if not cost or not isinstance(key, str) or not key:
+            return None
+        # what the key names, as the broker keeps it: the tool, where it goes, the key
+        args = arguments or {}
+        target = next((str(args[a]) for a in ("mail_address", "agent", "task_id") if a in args), "")
+        names = [(f"{operation} {target}", f"{key}\n{n}") for n in range(cost)]
+        try:
+            self.key_shares.spend(client_of(self.owner_of(request)), names)
+        except KeysRefused as exc:
+            return str(exc)
+        return None
+
+    def of(self, request: Any) -> ToolPolicy:
+        """The policy of the client that sent ``request`` (a Starlette request, or None)."""
+        owner = self.owner_of(request)
+        policy = self._by_owner.get(owner)
+        if policy is None:
+            self._make_room(client_of(owner))
+            worker = self.worker_of(request)
+            policy = self.policy.session(worker=worker) if worker else self.policy.session()
+        self._by_owner[owner] = policy
+        self._by_owner.move_to_end(owner)
+        return policy
+
+    def _make_room(self, client: str) -> None:
+        """While ``MAX_WORKERS`` owners are remembered, forget the least recently used one
+        holding nothing, else one of the client holding the most (``_fair_share``); refuse
+        the newcomer of ``client`` when neither is there."""
+        while len(self._by_owner) >= MAX_WORKERS:
+            idle = next((o for o, p in self._by_owner.items() if not holds_work(p)), None)
+            victim = idle if idle is not None else self._fair_share(client)
+            if victim is None:
+                raise OperationError(
+                    f"this server serves {MAX_WORKERS} clients (worker names) that each hold "
+                    "messages or agent calls, and yours holds as many as any other: ack or "
+                    "finish with them, or reuse a worker name"
+                )
+            del self._by_owner[victim]
+
+    def _fair_share(self, client: str) -> str | None:
+        """The least recently used owner of the client holding the most owners, when
+        ``client`` holds fewer than it even after one more; else None. What that owner
+        held is handed out again once its lease lapses (``GroupReader``), or adopted by a
+        later ack from the broker's records."""
+        held = Counter(client_of(owner) for owner in self._by_owner)
+        hog, most = held.most_common(1)[0]
+        if held[client] + 1 >= most:
+            return None
+        victim = next(owner for owner in self._by_owner if client_of(owner) == hog)
+        log.info("forgot worker %r of the client holding %d owners for another", victim, most)
+        return victim
+
+    def owner_of(self, request: Any) -> str:
+        """The owner of ``request``: ``""`` over stdio; over HTTP the client's identity and its
+        worker name (checked)."""
+        scope = getattr(request, "scope", None)
+        if scope is None:
+            return ""
+        return f"{client_identity(scope)} {self.worker_of(request)}"
+
+    def worker_of(self, request: Any) -> str:
+        """The worker name the client sent (checked), or "" for the server's own."""
+        headers = getattr(request, "headers", None)
+        sent: str | None = (
+            headers.get(WORKER_HEADER) if self.workers_from_header and headers else None
+        )
+        if sent is None:
+            return ""
+        if not _WORKER_NAME.fullmatch(sent):
+            raise OperationError(
+                f"the {WORKER_HEADER} header must be 1 to 64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return sent
