@@ -94,13 +94,13 @@ _LAZY = {
     "Waker": "mq9_platform.wake",
     # Agent calls: A2A tasks over mq9 (docs/a2a.md)
     "AgentCaller": "mq9_platform.a2a.caller",
-    "AgentServer": "mq9_platform.a2a.server",
-    "serve_agent": "mq9_platform.a2a.server",
+    "AgentServer": "serving",
+    "serve_agent": "serving",
 }
 
 if TYPE_CHECKING:
     from mq9_platform.a2a.caller import AgentCaller
-    from mq9_platform.a2a.server import AgentServer, serve_agent
+    from .serving import AgentServer, serve_agent
     from .middleware import Mq9InboxMiddleware
     from mq9_platform.operations.catalog import OPERATIONS, Operation, OperationError, ToolPolicy
     from .toolkit import Mq9Toolkit
