@@ -1,5 +1,5 @@
 """``memory://`` without the client importing the broker (#64 item 4): the client finds the
-engine of ``memory://NAME`` through ``register_memory_engines``, which ``import langchain_mq9``
+engine of ``memory://NAME`` through ``register_memory_engines``, which ``import mq9_platform``
 fills with the bundled broker's; an engine of one's own goes in ``MemoryTransport(engine)``."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def test_nothing_registered_is_one_line_that_says_what_to_do(registration)
     with pytest.raises(ConnectFailed) as refused:
         await Mq9Client("memory://lost").connect()
     said = str(refused.value)
-    assert "\n" not in said and "import langchain_mq9" in said and "MemoryTransport" in said
+    assert "\n" not in said and "import mq9_platform" in said and "MemoryTransport" in said
 
 
 async def test_an_engine_of_ones_own_in_a_memory_transport():

@@ -120,12 +120,12 @@ def _failing(operation_name: str, error: Exception):
 async def test_a_value_error_a_handler_raises_is_a_tool_error_and_logged(client, caplog):
     error = ValueError("dead_letter: the name is too long")
     operation = _failing("fetch_messages", error)
-    with caplog.at_level("ERROR", logger="langchain_mq9"), pytest.raises(OperationError) as raised:
+    with caplog.at_level("ERROR", logger="mq9_platform"), pytest.raises(OperationError) as raised:
         await operation.execute(client, {"mail_address": "agent.me"}, ToolPolicy())
     assert "fetch_messages could not be done: dead_letter: the name is too long" in str(
         raised.value
     )
-    [record] = [r for r in caplog.records if r.name == "langchain_mq9"]
+    [record] = [r for r in caplog.records if r.name == "mq9_platform"]
     assert record.exc_info[1] is error  # the traceback is kept for the developers
     # Any other exception is a bug: it still raises (test_programming_errors_still_raise).
     with pytest.raises(KeyError):
@@ -150,7 +150,7 @@ async def test_a_graph_run_goes_on_after_a_tool_raised(client, caplog):
             steps=[call("fetch_messages", mail_address="agent.me"), "I could not read it."]
         )
         agent = create_agent(model, [broken])
-        with caplog.at_level("ERROR", logger="langchain_mq9"):
+        with caplog.at_level("ERROR", logger="mq9_platform"):
             state = await agent.ainvoke({"messages": [("human", "Read agent.me.")]})
     [answer] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert answer.status == "error" and "its .dlq name is too long" in answer.content

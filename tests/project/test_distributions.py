@@ -1,18 +1,20 @@
-"""Three distributions in one repository, one-way (issue #92, docs/architecture.md): mq9-wire
-(wire/, ``mq9_wire``) imports neither other; mq9-broker (broker/, ``mq9_broker``) imports the
-wire alone, and nothing of LangChain, LangGraph or pydantic; langchain-mq9 (the top,
-``langchain_mq9``, ``mcp_server``, ``mq9_cli``) imports the broker in one place, when a
-``memory://`` client first needs it. The three are released at one version, each pinning the
+"""Six distributions in one repository, one-way (issues #92 and #108, docs/architecture.md):
+mq9-wire (wire/, ``mq9_wire``) imports none of the others; mq9-broker (broker/) the wire alone,
+and nothing of LangChain, LangGraph or pydantic; mq9-platform (platform/, ``mq9_platform``) the
+wire, and the broker in one place, when a ``memory://`` client first needs it; the faces stand on
+the platform: mq9-mcp (faces/mcp), mq9-cli (faces/cli) and langchain-mq9 (the root). Nothing
+below the LangChain face imports LangChain, LangGraph or LangSmith, not even inside a function
+(#108: a face installs without them). The six are released at one version, each pinning the
 others at it. The old import paths warn and hand out the new modules; nothing here imports them.
 
-The two checks that run a Python of their own (what ``import langchain_mq9`` loads, what a
-``memory://`` client loads) are slow; the rest read the files.
+The checks that run a Python or pip of their own are slow; the rest read the files.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -27,13 +29,19 @@ ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {
     "mq9-wire": (ROOT / "wire", ("mq9_wire",)),
     "mq9-broker": (ROOT / "broker", ("mq9_broker",)),
-    "langchain-mq9": (ROOT, ("langchain_mq9", "mcp_server", "mq9_cli", "mq9_mcp")),
+    "mq9-platform": (ROOT / "platform", ("mq9_platform",)),
+    "mq9-mcp": (ROOT / "faces" / "mcp", ("mcp_server", "mq9_mcp")),
+    "mq9-cli": (ROOT / "faces" / "cli", ("mq9_cli",)),
+    "langchain-mq9": (ROOT, ("langchain_mq9",)),
 }
-# Which packages each distribution may import, of the three's
+# Which packages each distribution may import, of the six's
 MAY_IMPORT = {
     "mq9-wire": {"mq9_wire"},
     "mq9-broker": {"mq9_wire", "mq9_broker"},
-    "langchain-mq9": {"mq9_wire", "mq9_broker", *DISTRIBUTIONS["langchain-mq9"][1]},
+    "mq9-platform": {"mq9_wire", "mq9_broker", "mq9_platform"},
+    "mq9-mcp": {"mq9_wire", "mq9_platform", "mcp_server", "mq9_mcp"},
+    "mq9-cli": {"mq9_wire", "mq9_platform", "mq9_cli"},
+    "langchain-mq9": {"mq9_wire", "mq9_platform", "langchain_mq9"},
 }
 # What the wire and the broker import besides the standard library and themselves: nats-py,
 # and each extra's package, imported only where its feature is asked for
@@ -48,10 +56,18 @@ OUTSIDE = {
     "nkeys": "the credentials extra (--credentials)",
     "uvloop": "the uvloop extra",
 }
-SHIMS = ("langchain_mq9/broker/", "langchain_mq9/protocol/", "langchain_mq9/_moved.py")
+# LangChain's own packages: the LangChain face's alone (langgraph_sdk, the Agent Server's HTTP
+# client behind mq9-platform's wake extra, is not LangGraph and pulls none of these)
+LANGCHAIN = {"langchain", "langchain_core", "langgraph", "langsmith"}
+LANGCHAIN_DISTRIBUTIONS = re.compile(r"^(langchain|langchain-core|langgraph|langsmith)$")
+# The old paths kept a release (langchain_mq9/_moved.py), and the parts they stand for
+SHIMS = ("langchain_mq9/_moved.py",)
+MOVED = ("client", "groups", "operations", "a2a", "wake", "tracing")
+SHIM_FOLDERS = tuple(f"langchain_mq9/{part}/" for part in MOVED)
 # An old path imported or run: from/import, python -m, or a subprocess's "-m", "..."
 OLD_PATH = re.compile(
-    r'(?:\bfrom\s+|\bimport\s+|-m\s+|"-m",\s*")langchain_mq9\.(?:broker|protocol)\b'
+    r'(?:\bfrom\s+|\bimport\s+|-m\s+|"-m",\s*")langchain_mq9\.'
+    r"(?:broker|protocol|client|groups|operations|a2a|wake|tracing|_http)\b"
 )
 
 
@@ -61,7 +77,8 @@ def _distribution_files(name: str) -> list[Path]:
     for package in packages:
         path = folder / package
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    return [f for f in files if not str(f.relative_to(ROOT)).startswith(SHIMS)]
+    shims = SHIMS + SHIM_FOLDERS
+    return [f for f in files if not str(f.relative_to(ROOT)).startswith(shims)]
 
 
 def _imports(tree: ast.Module) -> list[tuple[str, ast.stmt]]:
@@ -96,15 +113,16 @@ def test_each_distribution_imports_only_those_below_it():
     assert wrong == []
 
 
-def test_the_client_side_imports_the_broker_in_one_place_at_its_first_use():
+def test_the_platform_imports_the_broker_in_one_place_at_its_first_use():
     found = []
-    for path in _distribution_files("langchain-mq9"):
-        tree = ast.parse(path.read_text("utf-8"))
-        for module, node in _imports(tree):
-            if module.split(".")[0] == "mq9_broker":
-                lazy = _in_a_function(tree, node)
-                found.append((str(path.relative_to(ROOT)), module, lazy))
-    assert found == [("langchain_mq9/__init__.py", "mq9_broker", True)]
+    for name in ("mq9-platform", "mq9-mcp", "mq9-cli", "langchain-mq9"):
+        for path in _distribution_files(name):
+            tree = ast.parse(path.read_text("utf-8"))
+            for module, node in _imports(tree):
+                if module.split(".")[0] == "mq9_broker":
+                    lazy = _in_a_function(tree, node)
+                    found.append((str(path.relative_to(ROOT)), module, lazy))
+    assert found == [("platform/mq9_platform/__init__.py", "mq9_broker", True)]
 
 
 def test_the_wire_and_the_broker_import_nothing_of_langchain():
@@ -118,31 +136,73 @@ def test_the_wire_and_the_broker_import_nothing_of_langchain():
     assert outside == []
 
 
+@pytest.mark.parametrize("name", ["mq9-platform", "mq9-mcp", "mq9-cli"])
+def test_the_platform_and_its_faces_import_nothing_of_langchain(name):
+    """#108: anywhere, lazily inside a function too (an import there is a dependency still)."""
+    found = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in _distribution_files(name)
+        for module, _ in _imports(ast.parse(path.read_text("utf-8")))
+        if module.split(".")[0] in LANGCHAIN
+    ]
+    assert _distribution_files(name)  # the files are where the table says
+    assert found == []
+
+
+def test_the_langchain_face_is_what_imports_langchain():
+    """The other side of the rule: LangChain is imported where its face is, so the rule above
+    is about the right files (a face with no LangChain import would make it hold vacuously)."""
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in _distribution_files("langchain-mq9")
+        for module, _ in _imports(ast.parse(path.read_text("utf-8")))
+        if module.split(".")[0] in LANGCHAIN
+    }
+    assert {"langchain_mq9/tools.py", "langchain_mq9/middleware.py"} <= importers
+
+
 def _project(folder: Path) -> dict:
     return tomllib.loads((folder / "pyproject.toml").read_text("utf-8"))["project"]
+
+
+def _requirements(project: dict) -> list[str]:
+    extras = project.get("optional-dependencies", {}).values()
+    return [*project["dependencies"], *(r for extra in extras for r in extra)]
 
 
 def _version_leaf(path: Path) -> str:
     return re.search(r'^__version__ = "([^"]+)"', path.read_text("utf-8"), re.M).group(1)
 
 
-def test_the_three_are_released_at_one_version_each_pinning_the_others():
+def test_the_six_are_released_at_one_version_each_pinning_the_others():
     version = _project(ROOT)["version"]
     assert {_project(folder)["version"] for folder, _ in DISTRIBUTIONS.values()} == {version}
-    leaves = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9")
+    leaves = ("wire/mq9_wire", "broker/mq9_broker", "platform/mq9_platform", "langchain_mq9")
     assert {_version_leaf(ROOT / leaf / "_version.py") for leaf in leaves} == {version}
+    ours = re.compile(r"(mq9-(wire|broker|platform|mcp|cli)|langchain-mq9)\b")
     for folder, _ in DISTRIBUTIONS.values():
-        project = _project(folder)
-        requirements = list(project["dependencies"])
-        requirements += [r for extra in project.get("optional-dependencies", {}).values()
-                         for r in extra]  # fmt: skip
-        for requirement in requirements:
-            if re.match(r"mq9-(wire|broker)\b", requirement):
+        for requirement in _requirements(_project(folder)):
+            if ours.match(requirement) and not requirement.startswith("langchain-mq9["):
                 assert requirement.endswith(f"=={version}"), f"{folder.name}: {requirement}"
-    assert {"mq9-wire", "mq9-broker"} <= {
-        r.split("==")[0] for r in _project(ROOT)["dependencies"]
+    below = {
+        "mq9-broker": {"mq9-wire"},
+        "mq9-platform": {"mq9-wire", "mq9-broker"},
+        "mq9-mcp": {"mq9-platform"},
+        "mq9-cli": {"mq9-platform"},
+        "langchain-mq9": {"mq9-platform", "mq9-wire", "mq9-broker"},
     }
-    assert f"mq9-wire=={version}" in _project(ROOT / "broker")["dependencies"]
+    for name, needs in below.items():
+        named = {r.split("==")[0] for r in _project(DISTRIBUTIONS[name][0])["dependencies"]}
+        assert needs <= named, f"{name} pins {needs - named} nowhere"
+
+
+def test_no_face_below_langchain_asks_for_langchain():
+    """What pip would install for each face never names LangChain's packages: read from every
+    pyproject below the LangChain face, extras included (the slow test below asks pip)."""
+    for name in ("mq9-wire", "mq9-broker", "mq9-platform", "mq9-mcp", "mq9-cli"):
+        for requirement in _requirements(_project(DISTRIBUTIONS[name][0])):
+            distribution = re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower()
+            assert not LANGCHAIN_DISTRIBUTIONS.match(distribution), f"{name}: {requirement}"
 
 
 def test_each_command_is_its_own_distributions():
@@ -151,11 +211,18 @@ def test_each_command_is_its_own_distributions():
             module = target.split(":")[0]
             assert module.split(".")[0] in packages, f"{name}: {command} runs {target}"
             importlib.import_module(module)  # it is there
-    assert "mq9-dev-broker" in _project(ROOT / "broker")["scripts"]
+    commands = {c: n for n, (f, _) in DISTRIBUTIONS.items() for c in _project(f).get("scripts", {})}
+    assert commands == {
+        "mq9-dev-broker": "mq9-broker",
+        "mq9-wake": "mq9-platform",
+        "mq9-a2a-gateway": "mq9-platform",
+        "mq9-mcp": "mq9-mcp",
+        "mq9": "mq9-cli",
+    }
 
 
 def test_nothing_in_the_repository_imports_an_old_path():
-    places = ["langchain_mq9", "mcp_server", "mq9_cli", "tests", "bench", "testbed", "examples",
+    places = ["langchain_mq9", "platform", "faces", "tests", "bench", "testbed", "examples",
               "notebooks", "docs", "packaging", "wire", "broker"]  # fmt: skip
     found = []
     for place in places:
@@ -163,39 +230,59 @@ def test_nothing_in_the_repository_imports_an_old_path():
             name = str(path.relative_to(ROOT))
             if (
                 path.suffix not in (".py", ".md", ".ipynb", ".toml", ".service", ".yml")
-                or name.startswith(SHIMS)
+                or name.startswith(SHIMS + SHIM_FOLDERS)
                 or path == Path(__file__)
                 or "__pycache__" in path.parts
             ):
                 continue
             text = path.read_text("utf-8")
             found += [f"{name}: {m.group(0)}" for m in OLD_PATH.finditer(text)]
-    for top in ("README.md", "CONTRIBUTING.md", "mq9_mcp.py", "pyproject.toml"):
+    for top in ("README.md", "CONTRIBUTING.md", "pyproject.toml"):
         found += [f"{top}: {m.group(0)}" for m in OLD_PATH.finditer((ROOT / top).read_text())]
     assert found == []
 
 
-def test_the_old_paths_warn_and_hand_out_the_new_modules():
-    import mq9_broker
-    import mq9_broker.storage.sqlite
-    import mq9_wire.protocol
-    import mq9_wire.protocol.errors
-
-    for name in [m for m in sys.modules if m.startswith(("langchain_mq9.broker", "langchain_mq9.protocol"))]:  # fmt: skip  # noqa: E501
+def _forget_old_paths() -> None:
+    for name in [m for m in sys.modules if m.startswith(tuple(f"langchain_mq9.{p}" for p in MOVED))]:  # fmt: skip  # noqa: E501
         del sys.modules[name]
+
+
+@pytest.mark.parametrize("part", MOVED)
+def test_the_old_paths_warn_and_hand_out_the_new_modules(part):
+    new = importlib.import_module(f"mq9_platform.{part}")
+    _forget_old_paths()
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        old_broker = importlib.import_module("langchain_mq9.broker")
-        old_protocol = importlib.import_module("langchain_mq9.protocol")
+        old = importlib.import_module(f"langchain_mq9.{part}")
     words = [str(w.message) for w in said if w.category is DeprecationWarning]
-    assert any("import mq9_broker instead" in w for w in words), words
-    assert any("import mq9_wire.protocol instead" in w for w in words), words
-    assert old_broker.BrokerEngine is mq9_broker.BrokerEngine
-    assert old_protocol.Priority is mq9_wire.protocol.Priority
-    sqlite = importlib.import_module("langchain_mq9.broker.storage.sqlite")
-    assert sqlite is mq9_broker.storage.sqlite
-    errors = importlib.import_module("langchain_mq9.protocol.errors")
-    assert errors.Mq9Error is mq9_wire.protocol.errors.Mq9Error
+    assert any(f"import mq9_platform.{part} instead" in w for w in words), words
+    # the warning points at whoever imported the old path, not at the shim or its helper
+    shim = ROOT / "langchain_mq9"
+    assert all(not Path(w.filename).is_relative_to(shim) for w in said), [w.filename for w in said]
+    public = [n for n in dir(new) if not n.startswith("_")]  # (operations' are its modules)
+    assert all(getattr(old, n) is getattr(new, n) for n in public)
+
+
+def test_an_old_submodule_is_the_new_module_itself():
+    import mq9_platform.client.client
+    import mq9_platform.operations.catalog
+
+    _forget_old_paths()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_mq9.client.client import Mq9Client
+        from langchain_mq9.operations import catalog
+
+    assert Mq9Client is mq9_platform.client.client.Mq9Client  # one class, isinstance holds
+    assert catalog is mq9_platform.operations.catalog
+
+
+def test_the_paths_0_4_0_kept_are_gone_as_they_said():
+    """#92's ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` said "goes in the next
+    release": 0.5.0 is it."""
+    for old in ("langchain_mq9.broker", "langchain_mq9.protocol"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
 
 
 def _loaded(code: str) -> list[str]:
@@ -216,9 +303,24 @@ def test_importing_the_toolkit_loads_no_broker_module():
     assert [m for m in loaded if m.startswith("mq9_broker")] == []
 
 
+FACES = """
+import mq9_platform, mq9_platform.operations.catalog, mq9_platform.a2a.server
+import mq9_platform.a2a.gateway_cli, mq9_platform.wake.cli, mq9_platform.wake.deliver
+import mcp_server.server, mcp_server.stdio, mq9_cli.app, mq9_cli.console.app
+"""
+
+
+@pytest.mark.slow
+def test_the_platform_and_the_faces_load_nothing_of_langchain():
+    """What the files say (above), as Python runs them: every module the faces load at start."""
+    loaded = _loaded(FACES)
+    assert "mcp_server.server" in loaded and "mq9_cli.console.app" in loaded
+    assert [m for m in loaded if m.split(".")[0] in LANGCHAIN] == []
+
+
 MEMORY_CLIENT = """
 import asyncio
-from langchain_mq9 import Mq9Client
+from mq9_platform import Mq9Client
 
 async def main():
     async with Mq9Client("memory://distributions") as client:
@@ -236,3 +338,22 @@ def test_a_memory_client_loads_the_in_process_store_only():
     assert "mq9_broker.storage.in_process" in loaded
     away = ("jetstream", "serving", "nats_servers", "identities", "cli", "sqlite")
     assert [m for m in loaded if any(f".{part}" in m for part in away)] == []
+
+
+@pytest.mark.slow  # pip resolves every face against the package index (tens of seconds)
+def test_pip_installs_every_face_without_langchain():
+    """#108 item 2, as pip resolves it: the four faces below LangChain's, every extra of theirs
+    at once (a union without LangChain's packages holds each face without them)."""
+    faces = ["./wire", "./broker", "./platform[a2a,a2a-gateway,wake,otel,metrics]",
+             "./faces/mcp[metrics]", "./faces/cli[console,metrics]"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+         "--report", "-", *faces],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    if done.returncode != 0 and "Could not find a version" in done.stderr:
+        pytest.skip(f"no package index reachable here: {done.stderr.strip()[-300:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = {item["metadata"]["name"].lower() for item in json.loads(done.stdout)["install"]}
+    assert {"mq9-mcp", "mq9-cli", "mq9-platform", "mcp", "a2a-sdk"} <= names
+    assert sorted(n for n in names if LANGCHAIN_DISTRIBUTIONS.match(n)) == []

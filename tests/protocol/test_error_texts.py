@@ -28,7 +28,13 @@ from mq9_wire.protocol import errors
 from mq9_wire.protocol.errors import WIRE_TEXTS, WireText, from_reply
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server")
+PACKAGES = (
+    "wire/mq9_wire",
+    "broker/mq9_broker",
+    "platform/mq9_platform",
+    "langchain_mq9",
+    "faces/mcp/mcp_server",
+)
 CLASSIFIER = "wire/mq9_wire/protocol/errors.py"
 
 # (file, function) pairs that still read words, each with its reason.
@@ -299,7 +305,7 @@ def test_no_error_is_recognised_by_its_words_outside_the_classifier():
 @pytest.mark.parametrize("module", ["groups/reader.py", "groups/leases.py", "groups/state.py"])
 def test_readers_do_not_import_the_client(module):
     """The client imports the group readers (consume, fetch's wait): not the other way round."""
-    tree = ast.parse((ROOT / "langchain_mq9" / module).read_text())
+    tree = ast.parse((ROOT / "platform" / "mq9_platform" / module).read_text())
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }

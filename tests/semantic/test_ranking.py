@@ -40,7 +40,7 @@ def test_the_client_ranks_without_the_broker():
     """The client's fallback ranking is semantic.ranking, not the bundled broker's registry
     (which the client once built to rank a listing)."""
     imported = set()
-    for path in (ROOT / "langchain_mq9" / "client").glob("*.py"):
+    for path in (ROOT / "platform" / "mq9_platform" / "client").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module:
                 imported.add((path.name, node.module))

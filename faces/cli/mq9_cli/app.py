@@ -16,7 +16,7 @@ import click
 from click.shell_completion import get_completion_class
 from pydantic import ValidationError
 
-from langchain_mq9._version import __version__
+from mq9_platform._version import __version__
 from mq9_platform.client.client import Mq9Client
 from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_platform.operations.errors import OperationError

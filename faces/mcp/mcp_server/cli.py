@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import anyio
 from pydantic import ValidationError
 
-from langchain_mq9._version import __version__
+from mq9_platform._version import __version__
 from mq9_platform.client.auth import read_credential_file
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.client.key_shares import (

@@ -25,7 +25,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from mq9_platform._http.ssrf import HostPolicy
-from langchain_mq9._version import __version__
+from mq9_platform._version import __version__
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import (
     OPERATIONS,

@@ -3,7 +3,7 @@
 A transport moves bytes and headers; it knows nothing of mq9 commands. ``Mq9Client(server)``
 picks one by the URL's scheme (``open_transport``): ``NatsTransport`` for NATS URLs, and for
 ``memory://NAME`` a ``MemoryTransport`` on the in-process engine of that name, which it finds
-through ``register_memory_engines`` (``import langchain_mq9`` registers the bundled broker's:
+through ``register_memory_engines`` (``import mq9_platform`` registers the bundled broker's:
 the client itself never imports the broker). ``Mq9Client(transport=...)`` takes any other: a
 ``NatsTransport`` with its own options, a ``MemoryTransport(engine)`` on an engine of your own
 (as httpx's ``ASGITransport(app)`` takes an app), a ``HandlerTransport`` on a function (as
@@ -238,7 +238,7 @@ _memory_engines: list[FindEngine] = []  # the one registered, if any
 
 def register_memory_engines(find: FindEngine | None) -> None:
     """Where ``memory://NAME`` finds its engine from now on: ``find(NAME)``, called at each
-    connect (None: nowhere). ``import langchain_mq9`` registers the bundled broker's."""
+    connect (None: nowhere). ``import mq9_platform`` registers the bundled broker's."""
     _memory_engines[:] = [] if find is None else [find]
 
 
@@ -247,7 +247,7 @@ def memory_engine(name: str) -> InProcessBroker:
     if not _memory_engines:
         raise ConnectFailed(
             f"no in-process broker for memory://{name}: none is registered (import "
-            "langchain_mq9, which registers the bundled broker, or give the client "
+            "mq9_platform, which registers the bundled broker, or give the client "
             "transport=MemoryTransport(engine))"
         )
     return _memory_engines[0](name)

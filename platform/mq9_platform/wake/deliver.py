@@ -61,7 +61,11 @@ MAX_CONNECTIONS = 4096  # webhook connections open at once (one per POST under w
 RESOLVE_HOLD = 0.2  # seconds a wake waits for its receiver's name to be resolved (#88)
 KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
-NEEDS_EXTRA = "webhooks and Agent Server runs need the wake extra (mq9-platform[wake])"
+NEEDS_EXTRA = "webhooks need the wake extra (mq9-platform[wake])"
+# langgraph-sdk requires langchain-core: the Agent Server target is an extra of its own (#108)
+NEEDS_AGENT_SERVER = (
+    "Agent Server runs need langgraph-sdk: pip install 'mq9-platform[wake,agent-server]'"
+)
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 # The names a rule may set are under one prefix the operator chooses (#77): a list of the
@@ -572,7 +576,7 @@ class Deliverer:
         try:
             from langgraph_sdk.client import LangGraphClient
         except ImportError:
-            raise Refused(NEEDS_EXTRA) from None
+            raise Refused(NEEDS_AGENT_SERVER) from None
 
         # The SDK's own client would connect by name, proxies and all: ours, with its headers;
         # the key is the one the operator bound to this server (Destinations.agent_server)
@@ -581,7 +585,7 @@ class Deliverer:
             policy,
             timeout=self.timeout,
             base_url=rule.url,
-            headers={"User-Agent": "langchain-mq9-wake", **key},
+            headers={"User-Agent": "mq9-wake", **key},
         )
         async with http:
             client = LangGraphClient(http)
