@@ -2,12 +2,13 @@
 
 Three variants of the same calls on the dev broker (the engine in its own process on a
 nats-server), rounds interleaved, and for the figures on ``memory://`` too (no network: the
-largest share any tracing cost can take): *off*, as in a process that
-never imported OpenTelemetry or LangSmith (what ``mq9_platform.tracing`` looks for is hidden
-from ``sys.modules`` for these rounds); *installed, no trace*, OpenTelemetry's SDK set up but
-no span active; *active trace*, each call under a recording span (SDK, a batch processor and
-an exporter that drops what it gets: the cost here, not the exporter's). 13a/13b: installed,
-no trace ≤ 1.03× off; 13c/13d: active ≤ 1.25× off.
+largest share any tracing cost can take): *off*, as in a process that never imported
+OpenTelemetry or LangSmith (what ``mq9_platform.tracing`` and the LangSmith runs
+``langchain_mq9`` registers with it look for is hidden from ``sys.modules`` for these rounds);
+*installed, no trace*, OpenTelemetry's SDK set up but no span active; *active trace*, each
+call under a recording span (SDK, a batch processor and an exporter that drops what it gets:
+the cost here, not the exporter's). 13a/13b: installed, no trace ≤ 1.03× off; 13c/13d: active
+≤ 1.25× off.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .results import Check, Section
 TITLE = "One trace across agents: tracing's cost to send and fetch (target 13)"
 MAILBOX = "bench.traced"
 PAYLOAD = "x" * 200
-# What mq9_platform.tracing looks for to know a trace may be active.
+# What mq9_platform.tracing (OpenTelemetry) and langchain_mq9.langsmith_runs (LangSmith) look
+# for to know a trace may be active.
 WATCHED = ("opentelemetry.trace", "langsmith.run_helpers")
 
 

@@ -61,6 +61,7 @@ from mq9_platform.client.client import Message, Mq9Client  # (importing mq9_plat
 from mq9_platform.groups.reader import Consumer, GroupReader  # the bundled broker for memory://)
 
 from ._version import __version__
+from .langsmith_runs import RUNS as _RUNS  # noqa: F401 (importing it registers LangSmith's runs)
 
 # The LangChain side is imported on first use, so the client and the broker (mq9-dev-broker)
 # start without loading langchain-core.

@@ -7,9 +7,9 @@ reads the page as the code's picture and checks four things against the tree:
 - every path it names exists (a backticked ``name.py`` or ``folder/`` in the prose, any such
   name in a ``text`` drawing), matched by its last parts, since the page writes ``serving/``
   for ``broker/mq9_broker/serving/`` where the drawing makes the place clear;
-- every room of the packages (``mq9_wire``, ``mq9_broker``, ``langchain_mq9``, ``mcp_server``,
-  ``mq9_cli`` and each folder with an ``__init__.py`` under them, the old paths kept for a
-  release aside) is named there as a folder;
+- every room of the packages (``mq9_wire``, ``mq9_broker``, ``mq9_platform``,
+  ``langchain_mq9``, ``mcp_server``, ``mq9_cli`` and each folder with an ``__init__.py`` under
+  them, the old paths kept for a release aside) is named there as a folder;
 - the "May import" column of its rooms' table is the layout rules: ``MAY_IMPORT`` of
   tests/project/test_layout.py, and for ``mq9_cli`` (which that test does not read) the one of
   tests/cli/test_cli_layout.py;
@@ -33,16 +33,37 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
-PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server", "mq9_cli")
-SHIMS = ("langchain_mq9/broker", "langchain_mq9/protocol")  # old paths, kept for a release
+PACKAGES = (
+    "wire/mq9_wire",
+    "broker/mq9_broker",
+    "platform/mq9_platform",
+    "langchain_mq9",
+    "faces/mcp/mcp_server",
+    "faces/cli/mq9_cli",
+)
+# old paths, kept for a release (langchain_mq9/_moved.py): the platform's parts, once
+# langchain_mq9's
+SHIMS = tuple(
+    f"langchain_mq9/{old}" for old in ("client", "groups", "operations", "a2a", "wake", "tracing")
+)
 BROKER = ROOT / "broker" / "mq9_broker"
-# How the page names the face (test_layout.py's "face"): the files at the top of langchain_mq9;
-# the wire's top files ("wire") and the broker as a whole ("broker")
+# How the page names the LangChain face (test_layout.py's "face"): the files at the top of
+# langchain_mq9; the wire's top files ("wire"), the platform's ("platform") and the broker as a
+# whole ("broker")
 FACE = "langchain_mq9/*.py"
-WHOLE = {FACE: "face", "mq9_wire/*.py": "wire", "mq9_broker/": "broker"}
+WHOLE = {
+    FACE: "face",
+    "mq9_wire/*.py": "wire",
+    "mq9_platform/*.py": "platform",
+    "mq9_broker/": "broker",
+}
 # The folders whose subfolders are rooms of test_layout.py
-ROOM_HOMES = (ROOT / "wire" / "mq9_wire", ROOT / "langchain_mq9")
-# Rooms the table names by their folder alone, outside langchain_mq9
+ROOM_HOMES = (
+    ROOT / "wire" / "mq9_wire",
+    ROOT / "platform" / "mq9_platform",
+    ROOT / "langchain_mq9",
+)
+# Rooms the table names by their folder alone (the faces outside langchain_mq9)
 TOP_ROOMS = ("mcp_server", "mq9_cli")
 # A package's face and ``python -m``: they hand names on, so their imports are no room's arrows
 PACKAGE_FACES = ("__init__.py", "__main__.py")
@@ -210,8 +231,10 @@ def _shown(key: str) -> str:
 def rules() -> dict[str, set[str]]:
     """Which rooms each room may import, as the layout tests hold the code to it."""
     found = {part: set(allowed) for part, allowed in layout().MAY_IMPORT.items()}
-    # test_cli_layout.py names the face's one leaf mq9_cli may use: _version.py
-    found["mq9_cli"] = {"face" if name == "_version" else name for name in cli_layout().MAY_IMPORT}
+    # test_cli_layout.py names the platform's one top file mq9_cli may use: _version.py
+    found["mq9_cli"] = {
+        "platform" if name == "_version" else name for name in cli_layout().MAY_IMPORT
+    }
     return found
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# what the wheel ships and mypy checks ([tool.mypy] in pyproject.toml)
+# what the wheels ship and mypy checks ([tool.mypy] in pyproject.toml)
 SOURCES = [
     ROOT / "wire" / "mq9_wire",
     ROOT / "broker" / "mq9_broker",
+    ROOT / "platform" / "mq9_platform",
     ROOT / "langchain_mq9",
-    ROOT / "mcp_server",
-    ROOT / "mq9_cli",
-    ROOT / "mq9_mcp.py",
+    ROOT / "faces" / "mcp" / "mcp_server",
+    ROOT / "faces" / "cli" / "mq9_cli",
+    ROOT / "faces" / "mcp" / "mq9_mcp.py",
 ]
 MOST_LINES = 80
 
@@ -44,8 +45,9 @@ def too_long() -> list[str]:
 
 def test_the_sources_are_found():
     files = _files()
-    assert ROOT / "mq9_mcp.py" in files
-    assert ROOT / "langchain_mq9" / "wake" / "cli.py" in files
+    assert ROOT / "faces" / "mcp" / "mq9_mcp.py" in files
+    assert ROOT / "platform" / "mq9_platform" / "wake" / "cli.py" in files
+    assert ROOT / "faces" / "cli" / "mq9_cli" / "app.py" in files
     assert len(files) > 100, len(files)
 
 

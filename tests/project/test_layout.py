@@ -1,7 +1,8 @@
-"""The packages' shape (issues #36, #92; docs/architecture.md): the import graph has no circle,
-the protocol imports nothing above it, and each part imports only the parts below it, across the
-three distributions too (mq9-wire at the bottom, mq9-broker on it, langchain-mq9 on both:
-tests/project/test_distributions.py holds the distributions one-way).
+"""The packages' shape (issues #36, #92, #108; docs/architecture.md): the import graph has no
+circle, the protocol imports nothing above it, and each part imports only the parts below it,
+across the distributions too (mq9-wire at the bottom; mq9-broker and mq9-platform on it; the
+faces, langchain-mq9 and mq9-mcp, on the platform: tests/project/test_distributions.py holds
+the distributions one-way). mq9-cli's ``mq9_cli`` is held by tests/cli/test_cli_layout.py.
 
 Every import counts, wherever it stands (inside a function, under ``TYPE_CHECKING``): a lazy
 import is still a dependency a reader must follow. ``python tests/project/test_layout.py``
@@ -18,24 +19,34 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Each package the graph reads, and its folder: the wire's and the broker's are their
-# distributions' (wire/, broker/), the client side's at the repository's top
+# Each package the graph reads, and its folder: each its distribution's (wire/, broker/,
+# platform/, faces/mcp/), the LangChain face's at the repository's top
 PACKAGES = {
     "mq9_wire": ROOT / "wire" / "mq9_wire",
     "mq9_broker": ROOT / "broker" / "mq9_broker",
+    "mq9_platform": ROOT / "platform" / "mq9_platform",
     "langchain_mq9": ROOT / "langchain_mq9",
-    "mcp_server": ROOT / "mcp_server",
+    "mcp_server": ROOT / "faces" / "mcp" / "mcp_server",
 }
-# Old import paths kept for a release (langchain_mq9/_moved.py): no part of the graph, and
-# nothing imports them (tests/project/test_distributions.py)
-SHIMS = ("langchain_mq9.broker", "langchain_mq9.protocol", "langchain_mq9._moved")
+# Old import paths kept for a release (langchain_mq9/_moved.py: the platform's parts, which
+# were langchain_mq9's before #108): no part of the graph, and nothing imports them
+# (tests/project/test_distributions.py)
+SHIMS = tuple(
+    f"langchain_mq9.{old}"
+    for old in ("client", "groups", "operations", "a2a", "wake", "tracing", "_moved")
+)
+# The one module outside the broker that imports it: the platform's __init__.py, at the first
+# memory:// client (_bundled_broker)
+BROKER_DOOR = "mq9_platform"
 
 # Which parts each part may import (besides itself). A part is a folder of mq9_wire or
-# langchain_mq9; "wire" for the files at mq9_wire's top (the leaves the command lines share:
+# mq9_platform; "wire" for the files at mq9_wire's top (the leaves the command lines share:
 # _cli.py); "broker" for the whole of mq9_broker (its own rooms: docs/architecture.md's
-# broker table, test_architecture_doc.py); "face" for the files at langchain_mq9's top (the
-# LangChain integration and the package's face); mcp_server. The order is the one
-# docs/architecture.md draws, bottom up.
+# broker table, test_architecture_doc.py); "platform" for the files at mq9_platform's top (the
+# platform's names and version); "face" for the files at langchain_mq9's top (the LangChain
+# face); mcp_server. The order is the one docs/architecture.md draws, bottom up. No part of
+# the wire, the broker or the platform names "face" or "mcp_server": the faces stand on the
+# platform, never under it.
 MAY_IMPORT = {
     # the ground floors: NATS plumbing (nats-py's internals behind their version checks, URLs,
     # redaction) and HTTP (the SSRF guard, the host allow-list); they stand on nothing of ours
@@ -51,7 +62,8 @@ MAY_IMPORT = {
     "wire": {"_nats"},
     # the bundled broker, a distribution of its own: the wire alone below it
     "broker": {"_nats", "protocol", "semantic", "metrics", "wire"},
-    # memory:// finds its engine through a registration (the face registers the broker's)
+    # memory:// finds its engine through a registration (the platform's __init__.py registers
+    # the broker's)
     "client": {"_nats", "protocol", "semantic", "groups", "tracing"},
     "a2a": {"_nats", "_http", "protocol", "groups", "client", "tracing", "wake", "metrics"},
     "operations": {
@@ -65,7 +77,22 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
-    # the broker only for memory://, imported at its first use (__init__.py)
+    # wake rules and the waker (#62): the client and its memory:// engine's announcements
+    "wake": {"_nats", "_http", "protocol", "client", "metrics", "wire"},
+    # the platform's names; the broker only for memory://, imported at its first use
+    # (__init__.py, BROKER_DOOR)
+    "platform": {
+        "protocol",
+        "groups",
+        "tracing",
+        "client",
+        "a2a",
+        "operations",
+        "wake",
+        "broker",
+    },
+    # the LangChain face: the platform's parts, and nothing of the broker (the platform
+    # registers it)
     "face": {
         "_nats",
         "_http",
@@ -75,11 +102,12 @@ MAY_IMPORT = {
         "client",
         "a2a",
         "operations",
-        "broker",
         "tracing",
         "wake",
+        "platform",
     },
-    # groups: the dead-letter naming its Events extension watches (events.py)
+    # groups: the dead-letter naming its Events extension watches (events.py); the platform's
+    # top: the version it prints (mq9-mcp installs without langchain-mq9, so nothing of "face")
     "mcp_server": {
         "_nats",
         "_http",
@@ -87,22 +115,22 @@ MAY_IMPORT = {
         "groups",
         "client",
         "operations",
-        "face",
         "wake",
         "metrics",
         "wire",
+        "platform",
     },
-    # wake rules and the waker (#62): the client and its memory:// engine's announcements
-    "wake": {"_nats", "_http", "protocol", "client", "metrics", "wire"},
 }
-# What mcp_server may use of the face: the version it prints
-FACE_MAY_USE = {"langchain_mq9/_version.py"}
+# Each package's top files, as a part (the others' top files are no part: mcp_server is one
+# room, the broker one whole)
+TOP_PART = {"mq9_wire": "wire", "mq9_platform": "platform", "langchain_mq9": "face"}
 
 
 def module_files() -> dict[str, Path]:
     """Dotted module name -> file, for every module of the packages (the shims aside)."""
     found = {}
     for package, folder in PACKAGES.items():
+        assert folder.is_dir(), f"{package} is not at {folder}: name where it moved"
         for path in sorted(folder.rglob("*.py")):
             parts = [package, *path.relative_to(folder).with_suffix("").parts]
             if parts[-1] == "__init__":
@@ -151,7 +179,7 @@ def part_of(module: str) -> str:
     head = rest.partition(".")[0]
     if head and (PACKAGES[top] / head).is_dir():
         return head
-    return "wire" if top == "mq9_wire" else "face"
+    return TOP_PART[top]
 
 
 def circles() -> list[list[str]]:
@@ -211,19 +239,24 @@ def test_the_import_graph_has_no_circle():
 
 def test_each_part_imports_only_the_parts_below_it():
     wrong = []
-    files = module_files()
     for module, targets in graph().items():
         part = part_of(module)
         for target in targets:
             other = part_of(target)
-            if other == part:
-                continue
-            limited = part == "mcp_server" and other == "face"
-            if other not in MAY_IMPORT[part] or (
-                limited and str(files[target].relative_to(ROOT)) not in FACE_MAY_USE
-            ):
+            if other != part and other not in MAY_IMPORT[part]:
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
+
+
+def test_the_broker_is_imported_in_one_place():
+    """#108: the platform takes the broker for memory:// at one door (its ``__init__.py``),
+    lazily, so the client and the broker stand beside each other on the wire."""
+    importers = {
+        module
+        for module, targets in graph().items()
+        if part_of(module) != "broker" and any(part_of(t) == "broker" for t in targets)
+    }
+    assert importers == {BROKER_DOOR}
 
 
 def test_the_protocol_uses_only_the_standard_library():
@@ -243,11 +276,11 @@ def test_the_protocol_uses_only_the_standard_library():
 def test_the_folders_are_the_parts():
     folders = {
         p.name
-        for package in ("mq9_wire", "langchain_mq9")
+        for package in TOP_PART
         for p in PACKAGES[package].iterdir()
         if (p / "__init__.py").exists() and f"{package}.{p.name}" not in SHIMS
     }
-    assert folders == set(MAY_IMPORT) - {"face", "wire", "broker", "mcp_server"}
+    assert folders == set(MAY_IMPORT) - {*TOP_PART.values(), "broker", "mcp_server"}
 
 
 if __name__ == "__main__":

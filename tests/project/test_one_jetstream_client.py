@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "wire" / "mq9_wire", ROOT / "broker" / "mq9_broker", ROOT / "langchain_mq9"]
-SOURCES += [ROOT / "mcp_server", ROOT / "mq9_cli"]
+SOURCES = [ROOT / "wire" / "mq9_wire", ROOT / "broker" / "mq9_broker"]
+SOURCES += [ROOT / "platform" / "mq9_platform", ROOT / "langchain_mq9"]
+SOURCES += [ROOT / "faces" / "mcp" / "mcp_server", ROOT / "faces" / "cli" / "mq9_cli"]
 
 THE_ONE = "wire/mq9_wire/_nats/jetstream/consumers.py"
 # The cluster store's delayed messages take them from a durable pull consumer, and its thread's
@@ -48,6 +49,7 @@ def _uses(path: Path) -> list[str]:
 
 def _users() -> dict[str, list[str]]:
     users = {}
+    assert all(folder.is_dir() for folder in SOURCES), "a source folder moved: name it anew"
     for folder in SOURCES:
         for path in sorted(folder.rglob("*.py")):
             uses = _uses(path)

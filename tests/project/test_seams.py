@@ -1,11 +1,12 @@
 """Rooms meet at public seams (issue #74): no module reads another room's ``_private``
-attribute. A room is a package folder of docs/architecture.md: a folder of ``langchain_mq9``
-(its top files are the face), a folder of the bundled broker (``broker/engine``, ...;
-``storage/jetstream`` is the storage's), ``mcp_server`` and ``mq9_cli`` (each with its
+attribute. A room is a package folder of docs/architecture.md: a folder of the platform
+(``platform/mq9_platform/client``, ...; its top files one room), of the wire, or of the bundled
+broker (``broker/engine``, ...; ``storage/jetstream`` is the storage's), ``langchain_mq9`` (its
+top files are the LangChain face), ``mcp_server`` and ``mq9_cli`` (each with its
 subfolders). A part that needs something of another room asks for it by a public name, with a
 docstring saying why; what is private may change with its room alone.
 
-Read from the source (``ast``), every module of the three packages: an access ``x._name``
+Read from the source (``ast``), every module of the packages: an access ``x._name``
 (also ``getattr``/``hasattr``/``setattr(x, "_name")``) on an ``x`` that is not ``self``,
 ``cls``, ``super()``, ``type(self)`` or a name the module itself defines at its top counts as
 a reach-in unless ``_name`` is defined by the module itself, or only by modules of its own room
@@ -29,7 +30,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("wire/mq9_wire", "broker/mq9_broker", "langchain_mq9", "mcp_server", "mq9_cli")
+PACKAGES = (
+    "wire/mq9_wire",
+    "broker/mq9_broker",
+    "platform/mq9_platform",
+    "langchain_mq9",
+    "faces/mcp/mcp_server",
+    "faces/cli/mq9_cli",
+)
 ACCESSORS = ("getattr", "hasattr", "setattr", "delattr")
 
 _NATS = "nats-py keeps no public name for it; read behind the guard's version check"
@@ -76,11 +84,11 @@ KNOWN: dict[tuple[str, str], str] = {
         "the checked address (httpx names no public hook)"
     ),
     # the MCP SDK
-    ("mcp_server/http/sessions.py", "_server_instances"): (
+    ("faces/mcp/mcp_server/http/sessions.py", "_server_instances"): (
         "the MCP SDK's session manager keeps each HTTP session's transport under this name "
         "only: closing an idle session needs it"
     ),
-    ("mcp_server/watch.py", "_connection"): (
+    ("faces/mcp/mcp_server/watch.py", "_connection"): (
         "the MCP SDK's Context does not build ``connection`` yet: the request's session "
         "holds it (read only when ``ctx.connection`` is missing)"
     ),
@@ -105,14 +113,16 @@ def test_nats_py_privates_are_read_only_on_the_nats_floor():
 
 def room(path: Path) -> str:
     parts = path.relative_to(ROOT).parts[:-1]
-    if parts[:2] in (("broker", "mq9_broker"), ("wire", "mq9_wire")):
-        return "/".join(parts[:3])  # a folder of the broker's, or of the wire's
+    if parts[:2] in (("broker", "mq9_broker"), ("wire", "mq9_wire"), ("platform", "mq9_platform")):
+        return "/".join(parts[:3])  # a folder of the broker's, the wire's or the platform's
     if parts[0] == "langchain_mq9":
         return "/".join(parts[:2])
-    return parts[0]  # mcp_server, mq9_cli: each one room with its subfolders
+    return "/".join(parts[:3])  # faces/mcp/mcp_server, faces/cli/mq9_cli: each one room
 
 
 def _files() -> list[Path]:
+    missing = [package for package in PACKAGES if not (ROOT / package).is_dir()]
+    assert not missing, f"no package at {missing}: where did it move?"
     return [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
 
 

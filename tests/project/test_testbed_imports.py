@@ -1,6 +1,8 @@
 """The servers that tests/ and bench/ both start live in testbed/ (issue #89): bench/ imports
 nothing of tests/, the tests' shared helpers (tests/support) nothing of bench/, and testbed/
-neither of them. Read from the source: no import runs."""
+neither of them. The distributions stand below all three (issue #108, docs/architecture.md):
+no package of wire/, broker/, platform/, faces/ or langchain_mq9/ imports bench, testbed or
+tests, so each installs without them. Read from the source: no import runs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # (folder, the top-level packages its modules may not import)
 RULES = [("bench", {"tests"}), ("tests/support", {"bench"}), ("testbed", {"tests", "bench"})]
+# The distributions' folders: nothing above them
+DISTRIBUTIONS = ("wire", "broker", "platform", "faces", "langchain_mq9")
 
 
 def _imported(path: Path) -> list[tuple[int, str]]:
@@ -22,12 +26,25 @@ def _imported(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _crossing(folder: str, forbidden: set[str], hint: str) -> list[str]:
+    assert (ROOT / folder).is_dir(), f"no folder {folder}: name where it moved"
+    return [
+        f"{path.relative_to(ROOT)}:{line}: imports {name}; {hint}"
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for line, name in _imported(path)
+        if name.split(".")[0] in forbidden
+    ]
+
+
 def test_bench_tests_support_and_testbed_import_neither_of_the_others():
-    crossing = []
-    for folder, forbidden in RULES:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            for line, name in _imported(path):
-                if name.split(".")[0] in forbidden:
-                    where = path.relative_to(ROOT)
-                    crossing.append(f"{where}:{line}: imports {name}; start it from testbed/")
+    crossing = [
+        c for f, forbidden in RULES for c in _crossing(f, forbidden, "start it from testbed/")
+    ]
+    assert not crossing, "\n".join(crossing)
+
+
+def test_no_distribution_imports_bench_testbed_or_tests():
+    hint = "a floor above it: the package installs without it"
+    above = {"bench", "testbed", "tests"}
+    crossing = [c for folder in DISTRIBUTIONS for c in _crossing(folder, above, hint)]
     assert not crossing, "\n".join(crossing)

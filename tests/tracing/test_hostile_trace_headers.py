@@ -11,7 +11,8 @@ from langchain_core.messages import ToolMessage
 from opentelemetry import trace
 
 from langchain_mq9 import Mq9Toolkit
-from mq9_platform.tracing import peer_run, peer_trace
+from langchain_mq9.langsmith_runs import peer_run
+from mq9_platform.tracing import peer_trace
 from mq9_platform.tracing.context import MAX_TRACESTATE
 
 INBOX = "agent.worker"

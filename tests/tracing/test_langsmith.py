@@ -1,6 +1,7 @@
 """LangSmith across agents (issue #44): a run that sends a task is the parent of the run that
 handles it in another agent, as LangSmith records them (a local fake of its endpoint, no
-network); the receiver's runs go to its own project, whatever the message says."""
+network); the receiver's runs go to its own project, whatever the message says. LangSmith's
+runs are the LangChain face's: importing ``langchain_mq9`` registers them (issue #108)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from langsmith import Client, traceable, tracing_context
 from langsmith.run_helpers import get_current_run_tree
 
+from langchain_mq9.langsmith_runs import LANGSMITH_TRACE, RUNS
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
+from mq9_platform.tracing import run_tracing
 from tests.support.a2a_support import text_graph, text_io
 
 INBOX = "agent.worker"
@@ -187,10 +190,12 @@ async def test_a_run_with_tracing_switched_off_is_not_carried(broker, langsmith)
             await client.send(INBOX, "quiet")
         await client.send(INBOX, "traced")
 
+    assert run_tracing() is RUNS  # registered by importing langchain_mq9
     async with broker.client() as sender:
         await sender.mailbox_create(name=INBOX)
         with tracing_context(client=langsmith.client, enabled=True):
             await plan(sender)
         quiet, traced = await sender.query(INBOX)
-    assert "langsmith-trace" not in quiet.header
-    assert "langsmith-trace" in traced.header
+    assert LANGSMITH_TRACE == "langsmith-trace"  # the wire's name: peers of every version
+    assert LANGSMITH_TRACE not in quiet.header
+    assert LANGSMITH_TRACE in traced.header

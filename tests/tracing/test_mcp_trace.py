@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from mcp import Client
 
-from mq9_platform.client.connection import Mq9Connection
 from mcp_server.server import create_server
+from mq9_platform.client.connection import Mq9Connection
 from tests.support.mcp_support import ok
 
 INBOX = "agent.writer"

@@ -1,6 +1,7 @@
-"""OpenTelemetry spans and LangSmith runs around the client's operations (issue #44).
+"""OpenTelemetry spans around the client's operations (issue #44), and the runs of the tracer
+of runs registered with ``register_run_tracing`` (LangSmith's, from ``langchain_mq9``: #108).
 
-Neither library is imported here: each is used only once the application has imported it
+OpenTelemetry is not imported here: it is used only once the application has imported it
 (``sys.modules``), for no trace can be active in a process that never did. Spans follow
 OpenTelemetry's messaging conventions (``send`` PRODUCER, ``receive`` CLIENT, ``process``
 CONSUMER; system ``mq9``, the mailbox as destination). A ``send`` or ``receive`` joins a trace
@@ -19,14 +20,32 @@ from typing import TYPE_CHECKING, Any
 
 from mq9_wire.protocol import Message
 
-from .context import LANGSMITH_TRACE, TRACEPARENT, TRACESTATE, peer_run, peer_trace, traceparent
+from .context import TRACEPARENT, TRACESTATE, peer_trace, traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Tracer
 
+    from .runs import RunTracing
+
 SYSTEM = "mq9"
 _TRACER = "mq9_platform"
+# The tracer of runs, if one is registered: a global read, not a call, so that a process
+# without one (a platform-only program) pays nothing for the seam on its SENDs.
+_runs: RunTracing | None = None
+
+
+def register_run_tracing(runs: RunTracing | None) -> RunTracing | None:
+    """Put ``runs``'s runs around the client's operations from now on (None: no runs), in
+    place of the tracer registered before, which is returned (to put it back)."""
+    global _runs
+    before, _runs = _runs, runs
+    return before
+
+
+def run_tracing() -> RunTracing | None:
+    """The tracer of runs registered, if any."""
+    return _runs
 
 
 def _current_span() -> Span | None:
@@ -36,19 +55,6 @@ def _current_span() -> Span | None:
         return None
     span: Span = trace.get_current_span()
     return span if span.get_span_context().is_valid else None
-
-
-def _current_run() -> Any:
-    """The current LangSmith run tree, when LangSmith is in use and tracing is on."""
-    helpers = sys.modules.get("langsmith.run_helpers")
-    if helpers is None:
-        return None
-    run = helpers.get_current_run_tree()  # a context variable: asked first, as it is cheap
-    if run is None:
-        return None  # (tracing_is_enabled reads the tracing context and the environment)
-    from langsmith.utils import tracing_is_enabled
-
-    return run if tracing_is_enabled() else None
 
 
 class Sending:
@@ -71,21 +77,21 @@ UNTRACED = Sending()  # every SEND outside a trace: nothing to carry or report
 
 
 class _TracedSend(Sending):
-    """A SEND in a trace: the ``send`` span's context (when a span is active) and the
-    LangSmith run's place go with the message. A class, not a generator context: every
-    traced SEND comes here, and a generator costs more (bench/HOTPATH.md)."""
+    """A SEND in a trace: the ``send`` span's context (when a span is active) and the current
+    run's headers go with the message. A class, not a generator context: every traced SEND
+    comes here, and a generator costs more (bench/HOTPATH.md)."""
 
-    def __init__(self, mailbox: str, parent: Span | None, run: Any) -> None:
+    def __init__(
+        self, mailbox: str, parent: Span | None, run_headers: Mapping[str, str] | None
+    ) -> None:
         headers: dict[str, str] = {}
         self._span: Span | None = None
         if parent is not None:
             # a leaf: nothing runs under it but the request, so it is never made current
             self._span = _start_span(f"send {mailbox}", "PRODUCER", _attributes("send", mailbox))
             headers = _w3c_headers(self._span.get_span_context())
-        if run is not None:
-            # Only the run's place: its baggage holds the sender's project and replicas
-            # (endpoints, keys), which are nobody else's business.
-            headers[LANGSMITH_TRACE] = run.dotted_order
+        if run_headers:
+            headers.update(run_headers)
         self.headers = headers
 
     def __exit__(self, kind: Any, exc: BaseException | None, trace: Any) -> None:
@@ -99,12 +105,14 @@ class _TracedSend(Sending):
 
 def sending(mailbox: str) -> Sending:
     """Around one SEND: a ``send`` span under the active one, whose context (and the current
-    LangSmith run's) the message carries. Nothing when no trace is active. Make it only as
-    the ``with`` starts (the span starts here)."""
-    parent, run = _current_span(), _current_run()
-    if parent is None and run is None:
-        return UNTRACED
-    return _TracedSend(mailbox, parent, run)
+    run's, with a tracer of runs registered) the message carries. Nothing when no trace is
+    active. Make it only as the ``with`` starts (the span starts here)."""
+    parent, runs = _current_span(), _runs
+    if runs is not None:
+        run = runs.current_run()
+        if run is not None:
+            return _TracedSend(mailbox, parent, runs.run_headers(run))
+    return UNTRACED if parent is None else _TracedSend(mailbox, parent, None)
 
 
 def receiving(mailbox: str, group: str | None) -> AbstractContextManager[list[Message]]:
@@ -149,41 +157,33 @@ class _Receiving:
 
 def processing(mailbox: str, message: Message) -> AbstractContextManager[None]:
     """Around the handling of one message: a ``process`` span, child of the span that sent
-    it (or of the active one), and the sender's LangSmith run as the parent of runs started
-    inside. Nothing when neither the message nor this process has a trace."""
+    it (or of the active one), and the sender's run (with a tracer of runs registered) as
+    the parent of runs started inside. Nothing when neither the message nor this process
+    has a trace."""
     sender = _peer_span_context(message.header)
-    run = _peer_run(message.header)
+    runs = _runs
+    run = None if runs is None else runs.peer_run(message.header)
     if sender is None and run is None and _current_span() is None:
         return nullcontext()
-    return _process_span(mailbox, message, sender, run)
+    return _process_span(mailbox, message, sender, runs, run)
 
 
 @contextmanager
 def _process_span(
-    mailbox: str, message: Message, sender: SpanContext | None, run: str | None
+    mailbox: str,
+    message: Message,
+    sender: SpanContext | None,
+    runs: RunTracing | None,
+    run: object | None,
 ) -> Iterator[None]:
     with ExitStack() as stack:
-        if run is not None:
-            stack.enter_context(_under_run(run))
+        if runs is not None and run is not None:
+            stack.enter_context(runs.under_peer_run(run))
         if sender is not None or _current_span() is not None:
             attributes = _attributes("process", mailbox)
             attributes["messaging.message.id"] = str(message.msg_id)
             stack.enter_context(_Span(f"process {mailbox}", "CONSUMER", attributes, sender))
         yield
-
-
-def _under_run(run: str) -> AbstractContextManager[None]:
-    """LangSmith's tracing context as it is, the sender's run its parent: nothing else of
-    the sender (no baggage is read), so the project, the client and its endpoint and key stay
-    this process's own."""
-    from langsmith.run_helpers import get_tracing_context, tracing_context
-    from langsmith.run_trees import RunTree
-
-    own = get_tracing_context()
-    project = {"project_name": own["project_name"]} if own["project_name"] else {}
-    parent = RunTree.from_dotted_order(run, client=own["client"], **project)
-    own.update(parent=parent, distributed_parent_id=None)
-    return tracing_context(**own)
 
 
 def _attributes(operation: str, mailbox: str) -> dict[str, Any]:
@@ -291,16 +291,3 @@ def _peer_span_context(header: Mapping[str, str]) -> SpanContext | None:
     state = TraceState.from_header([peer.tracestate]) if peer.tracestate else None
     flags = TraceFlags(TraceFlags.SAMPLED if peer.sampled else TraceFlags.DEFAULT)
     return SpanContext(peer.trace_id, peer.span_id, True, flags, state)
-
-
-def _peer_run(header: Mapping[str, str]) -> str | None:
-    """The sender's run, when this process traces to LangSmith: a message that carries one
-    may be the first thing this process handles, so LangSmith is imported for it then."""
-    run = peer_run(header)
-    if run is None:
-        return None
-    try:
-        from langsmith.utils import tracing_is_enabled
-    except ImportError:
-        return None
-    return run if tracing_is_enabled() else None
