@@ -76,7 +76,7 @@ async def _called_delegation() -> tuple[int, int]:
     from two_agents import REPORT, extractive_summary
 
     from langchain_mq9 import Mq9Client, Mq9Toolkit
-    from mq9_platform.a2a.server import serve_agent
+    from langchain_mq9.serving import serve_agent
     from langchain_mq9.testing import call, tool_result
 
     caller_count, callee_count = _Counter(), _Counter()
@@ -118,8 +118,8 @@ async def _timings(url: str, rounds: int) -> tuple[list[float], list[float]]:
     from langchain_core.runnables import RunnableLambda
 
     from langchain_mq9 import GroupReader, Mq9Client
+    from langchain_mq9.serving import AgentServer
     from mq9_platform.a2a.caller import AgentCaller
-    from mq9_platform.a2a.server import AgentServer
 
     tag = str(time.time_ns())
     raw_box, reply_box = f"bench.raw.{tag}", f"bench.raw.{tag}.replies"

@@ -30,10 +30,10 @@ from support import Names, banner, build_agent, parser, run_agent, until_searcha
 from two_agents import REPORT, extractive_summary
 
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
-from mq9_platform.a2a import wire as w
-from mq9_platform.a2a.server import serve_agent
-from mq9_platform.a2a.store import TaskStore, tasks_in
+from langchain_mq9.serving import serve_agent
 from langchain_mq9.testing import call, tool_result
+from mq9_platform.a2a import wire as w
+from mq9_platform.a2a.store import TaskStore, tasks_in
 
 ORCHESTRATOR_PROMPT = """\
 You are the orchestrator of a team of AI agents. You do not do specialist work yourself: you \

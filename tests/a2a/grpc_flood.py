@@ -85,7 +85,6 @@ async def flood(
             await channel.close()
 
 
-
 @contextlib.asynccontextmanager
 async def gateway_process(
     server_url: str, tokens: dict[str, str], workdir: Path

@@ -60,7 +60,6 @@ class Shouter(AgentExecutor):
         await updater.cancel()
 
 
-
 def shouter_card(url: str, *, streaming: bool = True) -> AgentCard:
     return AgentCard(
         name="Shouter",

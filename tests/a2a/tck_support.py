@@ -111,11 +111,11 @@ async def gateway_sut(
     from http_agents import serve_http
 
     from langchain_mq9 import Mq9Client
+    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
     from mq9_platform.a2a.executor import serve_executor
     from mq9_platform.a2a.gateway import Tenants, gateway_app
     from mq9_platform.a2a.gateway_push import GatewayPush
     from mq9_platform.wake.deliver import Destinations
-    from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
     from testbed.ports import unclaimed_port
 
     name = f"tck{uuid.uuid4().hex}"

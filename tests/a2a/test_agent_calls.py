@@ -1,4 +1,5 @@
-"""Agent calls over mq9 (issue #24): a LangGraph graph served on its mailbox, called through the
+"""Agent calls over mq9 (issue #24): a LangGraph graph served on its mailbox (langchain_mq9's
+``AgentServer``, the LangGraph face of the platform's), called through the
 call tools by a scripted model that emits real tool calls, over memory:// and a real
 nats-server. Callees offline at send time, callers restarted, questions, cancels, failures,
 bad input, and two replicas sharing 200 tasks."""
@@ -13,11 +14,11 @@ from calls_support import until_state
 from langchain.agents import create_agent
 
 from langchain_mq9 import Mq9Toolkit
+from langchain_mq9.serving import AgentServer
+from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.server import AgentServer
 from mq9_platform.a2a.store import TaskStore
-from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_wire.protocol.errors import ConnectionLost
 from tests.support.a2a_support import Counting, asking, text_graph, text_io
 from tests.support.waiting import until

@@ -21,6 +21,12 @@ from test_gateway import AGENT, ALICE, gateway
 from test_gateway import request as a2a_request
 
 from langchain_mq9 import Mq9Client
+from mq9_broker import (
+    BrokerEngine,
+    drop_memory_broker,
+    install_memory_broker,
+    serve_on_nats,
+)
 from mq9_platform.a2a import arrivals as arrivals_module
 from mq9_platform.a2a import server as server_module
 from mq9_platform.a2a import wire as w
@@ -28,12 +34,6 @@ from mq9_platform.a2a.arrivals import Arrivals
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from mq9_platform.a2a.store import latest
-from mq9_broker import (
-    BrokerEngine,
-    drop_memory_broker,
-    install_memory_broker,
-    serve_on_nats,
-)
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.robustmq_shaped import RobustMQShapedListener
 

@@ -124,7 +124,6 @@ async def _finished(call):
     return await call
 
 
-
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     """One HTTP/2 frame (RFC 9113 4.1)."""
     head = len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")

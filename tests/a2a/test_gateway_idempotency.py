@@ -117,6 +117,7 @@ async def test_an_answer_resent_under_one_key_is_taken_once(client, binding):
         await sent(alice, answer, "a-1")
         again = await sent(alice, answer, "a-1")  # the answer's answer was lost: sent again
         assert again.id == first.id
+
         async def completed():
             task = await alice.get_task(GetTaskRequest(id=first.id))
             return task if task.status.state == TaskState.TASK_STATE_COMPLETED else None

@@ -13,9 +13,9 @@ import httpx
 from http_agents import serve_http
 
 from langchain_mq9 import Mq9Client
+from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 from mq9_platform.a2a.gateway import Tenants, gateway_app
 from mq9_platform.a2a.server import AgentServer
-from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
 from mq9_wire.protocol.subjects import MSG_QUERY
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io

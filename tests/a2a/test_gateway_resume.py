@@ -118,9 +118,7 @@ async def test_a_cursor_older_than_what_is_kept_is_answered_with_a_gap(client):
         replies = w.caller_address(reply_mailbox(GATEWAY, "alice"))
         for seq in range(cursor + 1, cursor + 3):
             key = w.event_key(reader.task_id, seq)
-            await until(
-                lambda key=key: _kept(client, replies, key), timeout=20, what=f"{key} kept"
-            )
+            await until(lambda key=key: _kept(client, replies, key), timeout=20, what=f"{key} kept")
             for msg in await client.query(replies, key=key):
                 await client.delete(replies, msg.msg_id)
         executor.finish.set()

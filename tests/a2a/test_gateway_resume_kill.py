@@ -80,8 +80,9 @@ async def test_clients_on_three_bindings_resume_across_ten_sigkills(nats_broker,
     executor = Steps(every=0.05)
     await gateway.start()
     try:
-        async with nats_broker.client() as client, ExecutorServer(
-            executor, name=AGENT, client=client, worker="w1"
+        async with (
+            nats_broker.client() as client,
+            ExecutorServer(executor, name=AGENT, client=client, worker="w1"),
         ):
             readers: dict[str, Reader] = {}
             for binding in BINDINGS:

@@ -15,12 +15,12 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Toolkit
+from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from mq9_platform.a2a.store import TaskStore, deliver, keep
 from mq9_platform.operations.views import DATA_NOTE
-from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidArgument
 from tests.support.a2a_support import asking, remembering_graph, text_graph, text_io
@@ -326,9 +326,7 @@ async def test_every_call_tool_answer_carrying_the_agents_words_is_marked_as_dat
 # -- routing -------------------------------------------------------------------------------------
 
 
-async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(
-    broker, client, attacker
-):
+async def test_call_agent_by_capability_calls_only_agents_that_take_tasks(broker, client, attacker):
     """A mailbox-only agent (and an impostor registered through the tools) may match the words
     best: call_agent picks the served agent, and by name refuses the others in clear words."""
     await client.agent_register(

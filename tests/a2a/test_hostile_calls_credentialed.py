@@ -21,10 +21,10 @@ from langchain_core.messages import ToolMessage
 from nats.aio.client import Client as NatsConnection
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer, serve_agent
-from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_wire import protocol as p
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.credentials_support import EnforcingBroker, ask, ok

@@ -20,9 +20,9 @@ from test_gateway import request as a2a_request
 from test_gateway_arrivals import blocking_client, no_polls, served_upper  # noqa: F401
 
 from langchain_mq9 import Mq9Client
+from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_wire import protocol as p
 
 pytestmark = pytest.mark.slow  # a nats-server

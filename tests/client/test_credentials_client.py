@@ -23,7 +23,10 @@ from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from mq9_platform.a2a.server import serve_agent
+from langchain_mq9.serving import serve_agent
+from langchain_mq9.testing import ScriptedChatModel, call
+from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_broker.identities.ownership import PLAIN_REFUSAL
 from mq9_platform.client.auth import (
     CREDENTIAL_ENV,
     CREDENTIAL_FILE_ENV,
@@ -34,9 +37,6 @@ from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.client.transport import NatsTransport, open_transport
 from mq9_platform.groups.leases import is_reserved
 from mq9_platform.groups.reader import GroupReader
-from langchain_mq9.testing import ScriptedChatModel, call
-from mq9_broker import BrokerEngine, serve_on_nats
-from mq9_broker.identities.ownership import PLAIN_REFUSAL
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order
 from mq9_wire.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed

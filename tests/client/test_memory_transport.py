@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import ConnectFailed, Mq9Client
+from mq9_broker import BrokerEngine, BrokerLimits, memory_broker
 from mq9_platform.client import transport
 from mq9_platform.client.transport import MemoryTransport, memory_engine, register_memory_engines
-from mq9_broker import BrokerEngine, BrokerLimits, memory_broker
 
 
 @pytest.fixture

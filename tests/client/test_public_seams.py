@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
+from mq9_broker import BrokerEngine
 from mq9_platform.client.api import Mq9ClientLike
 from mq9_platform.client.transport import (
     Announcements,
@@ -21,7 +22,6 @@ from mq9_platform.client.transport import (
     NatsTransport,
     StoredArrivals,
 )
-from mq9_broker import BrokerEngine
 
 WAIT = 30.0  # a guard against a hang, never a timing assertion
 

@@ -9,8 +9,8 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client, Mq9Error
-from mq9_platform.client.transport import HandlerTransport, NatsTransport
 from mq9_broker import BrokerEngine, BrokerLimits, serve_on_nats
+from mq9_platform.client.transport import HandlerTransport, NatsTransport
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidArgument, MailboxNotFound, NotConnected
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from langgraph.types import RetryPolicy
 
 from langchain_mq9 import Mq9Toolkit
-from mq9_platform.a2a import wire as w
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from langchain_mq9.testing import ScriptedChatModel, call, calls
+from mq9_platform.a2a import wire as w
 from tests.langchain.test_sends_once import Crash, copies, crash_once, graph
 from tests.support.a2a_support import text_graph
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.runnables.config import var_child_runnable_config
 
-from mq9_platform.operations.policy import ToolPolicy
 from langchain_mq9.run_context import current_run
+from mq9_platform.operations.policy import ToolPolicy
 
 
 def run_under(config, policy):

@@ -23,9 +23,9 @@ from langgraph.types import Command
 
 from langchain_mq9 import Mq9InboxMiddleware, Mq9Toolkit
 from langchain_mq9.middleware import INBOX_MESSAGE_NAME
-from mq9_platform.operations.views import DATA_NOTE
 from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
+from mq9_platform.operations.views import DATA_NOTE
 
 SUPPORT = "agent.support"
 

@@ -15,8 +15,8 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit, OperationError, Priority, ToolPolicy
-from mq9_platform.operations.catalog import OPERATIONS, message_view
 from mq9_broker import BrokerEngine, memory_broker, serve_on_nats
+from mq9_platform.operations.catalog import OPERATIONS, message_view
 from testbed.nats_server import start_nats_server
 from testbed.ports import silent_port
 

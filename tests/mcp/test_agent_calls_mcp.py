@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.mcp_support import fails, ok, served_engine, stdio_session
 

@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.server import AgentServer
-from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
+from langchain_mq9.serving import AgentServer
 from mcp_server import client_lines
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.mcp_support import http_server, served_engine

@@ -18,7 +18,7 @@ from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.mcp_support import result_data, served_engine, stdio_parameters
 

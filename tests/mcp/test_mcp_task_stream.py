@@ -29,7 +29,7 @@ from mcp import types
 from task_stream_server import TICK, TICKER, serve_in_thread
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from mcp_server import task_events
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io

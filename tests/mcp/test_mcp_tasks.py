@@ -13,7 +13,7 @@ import pytest
 from mcp import types
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from mcp_server import tasks
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.mcp_support import RawStdio, served_engine

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import tools
-from mq9_platform.a2a.server import AgentServer
+from langchain_mq9.serving import AgentServer
 from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
 from mq9_platform.operations.config import ToolConfig
 from mq9_platform.operations.context import CallContext

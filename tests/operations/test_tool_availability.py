@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from langchain_mq9 import Mq9Client, OperationError, ToolPolicy
-from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, unknown_tool
 from mcp_server.server import call_operation, tool_definitions
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, unknown_tool
 
 
 async def test_a_call_tool_with_the_calls_off_says_so_and_how_to_turn_them_on():

@@ -85,9 +85,9 @@ def test_mq9_mcp_refuses_a_bad_prefix_naming_the_flag(capsys):
 
 
 def test_mq9_mcp_instructions_name_the_prefixed_tools():
+    from mcp_server.server import create_server
     from mq9_platform.client.connection import Mq9Connection
     from mq9_platform.operations.policy import ToolPolicy
-    from mcp_server.server import create_server
 
     server = create_server(Mq9Connection("memory://"), ToolPolicy(tool_prefix=PREFIX))
     assert "mq9_agent_register" in server.instructions

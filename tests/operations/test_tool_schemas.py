@@ -404,7 +404,7 @@ async def test_every_mcp_output_schema_matches_what_the_tool_returns():
 async def _run_call_tools(client: Mq9Client, run: Any) -> None:
     """The agent-call tools in the cases that give each result every key it can have: an
     agent served, stopped (offline: calls wait), and served again."""
-    from mq9_platform.a2a.server import AgentServer
+    from langchain_mq9.serving import AgentServer
 
     graph = asking_graph()
 

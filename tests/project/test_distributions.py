@@ -21,6 +21,7 @@ import sys
 import tomllib
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -259,7 +260,10 @@ def test_the_old_paths_warn_and_hand_out_the_new_modules(part):
     # the warning points at whoever imported the old path, not at the shim or its helper
     shim = ROOT / "langchain_mq9"
     assert all(not Path(w.filename).is_relative_to(shim) for w in said), [w.filename for w in said]
-    public = [n for n in dir(new) if not n.startswith("_")]  # (operations' are its modules)
+    # its names, its submodules aside (operations' are all modules; a2a.server is LangGraph's
+    # under the old path: test_the_old_server_path_serves_a_graph_as_it_did)
+    public = [n for n in dir(new) if not n.startswith("_")]
+    public = [n for n in public if not isinstance(getattr(new, n), ModuleType)]
     assert all(getattr(old, n) is getattr(new, n) for n in public)
 
 
@@ -271,10 +275,28 @@ def test_an_old_submodule_is_the_new_module_itself():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_mq9.client.client import Mq9Client
+
         from langchain_mq9.operations import catalog
 
     assert Mq9Client is mq9_platform.client.client.Mq9Client  # one class, isinstance holds
     assert catalog is mq9_platform.operations.catalog
+
+
+def test_the_old_server_path_serves_a_graph_as_it_did():
+    """``langchain_mq9.a2a.server`` served LangGraph graphs (messages in, ``interrupt()``
+    resumed): under the old path it still hands out LangGraph's server, and the platform's
+    other names."""
+    import langchain_mq9.serving as serving
+    import mq9_platform.a2a.server as platform_server
+
+    sys.modules.pop("langchain_mq9.a2a.server", None)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        old = importlib.import_module("langchain_mq9.a2a.server")
+    assert any("langchain_mq9.serving" in str(w.message) for w in said)
+    assert (old.serve_agent, old.AgentServer) == (serving.serve_agent, serving.AgentServer)
+    assert old.default_input is serving.messages_input
+    assert old.backoff is platform_server.backoff
 
 
 def test_the_paths_0_4_0_kept_are_gone_as_they_said():

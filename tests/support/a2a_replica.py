@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: tests.support
 
-from mq9_platform.a2a.server import serve_agent
+from langchain_mq9.serving import serve_agent
 from tests.support.a2a_support import text_graph, text_io
 
 PAUSE = 0.3  # long enough that a kill lands mid-task

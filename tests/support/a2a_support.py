@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 
 
 class TextState(TypedDict):
@@ -34,8 +34,13 @@ def text_graph(work: Any, *, checkpointer: Any = None) -> Any:
 
 
 def text_io() -> dict[str, Any]:
-    """serve_agent's options for a ``text_graph``."""
-    return {"to_input": lambda graph, text: {"text": text}, "to_output": lambda r: r["out"]}
+    """serve_agent's options for a ``text_graph``: the platform's server and LangGraph's face
+    alike (the platform's resumes nothing unless told how: LangGraph's ``Command``)."""
+    return {
+        "to_input": lambda graph, text: {"text": text},
+        "to_output": lambda r: r["out"],
+        "to_resume": lambda text: Command(resume=text),
+    }
 
 
 class Counting:

@@ -16,8 +16,8 @@ from langsmith import Client, traceable, tracing_context
 from langsmith.run_helpers import get_current_run_tree
 
 from langchain_mq9.langsmith_runs import LANGSMITH_TRACE, RUNS
+from langchain_mq9.serving import AgentServer
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.server import AgentServer
 from mq9_platform.tracing import run_tracing
 from tests.support.a2a_support import text_graph, text_io
 

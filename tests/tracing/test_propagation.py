@@ -12,9 +12,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from langchain_mq9 import Mq9Client, Mq9Error
+from langchain_mq9.serving import AgentServer
 from mq9_broker import Broker, BrokerConfig
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.server import AgentServer
 from testbed.nats_server import start_nats_server
 from tests.support.a2a_support import text_graph, text_io
 

@@ -18,13 +18,13 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.wake import verify
 from mq9_broker import (
     BrokerEngine,
     drop_memory_broker,
     install_memory_broker,
     serve_on_nats,
 )
+from mq9_platform.wake import verify
 from tests.support.robustmq_shaped import RobustMQShapedListener
 from tests.support.waiting import until
 

@@ -17,10 +17,10 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.wake.arrivals import STORED, subscribe_arrivals
-from mq9_platform.wake.rules import digest
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.serving.serve import serve_on_nats
+from mq9_platform.wake.arrivals import STORED, subscribe_arrivals
+from mq9_platform.wake.rules import digest
 from mq9_wire import protocol as p
 from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
 from tests.support.jetstream_servers import JetStreamCluster

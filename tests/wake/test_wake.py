@@ -14,6 +14,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client
+from mq9_broker import ManualClock
 from mq9_platform.wake import (
     Deliverer,
     Destinations,
@@ -25,7 +26,6 @@ from mq9_platform.wake import (
     rules_address,
 )
 from mq9_platform.wake.rules import FAILED_ADDRESS
-from mq9_broker import ManualClock
 
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])
 NO_FLOOR = Limits(min_interval=0)

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
+from mq9_broker import ManualClock
 from mq9_platform.wake import Deliverer, Destinations, RuleBook, Waker, WakeRule
 from mq9_platform.wake.deliver import THREAD_NAMESPACE
-from mq9_broker import ManualClock
 from tests.support.agent_server import AgentServer, langgraph_command
 from tests.support.waiting import until
 

@@ -29,6 +29,7 @@ import pytest
 from conftest import SECRET, Receiver
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
+from mq9_broker import ManualClock
 from mq9_platform.wake import (
     Deliverer,
     Destinations,
@@ -41,7 +42,6 @@ from mq9_platform.wake import (
     verify,
 )
 from mq9_platform.wake.rules import FAILED_ADDRESS, INDEX_ADDRESS
-from mq9_broker import ManualClock
 from tests.support.waiting import until
 
 DAY = 1_700_000_000 - 1_700_000_000 % 86400

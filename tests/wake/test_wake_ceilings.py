@@ -19,9 +19,9 @@ import asyncio
 import pytest
 from conftest import SECRET
 
+from mq9_broker import ManualClock
 from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from mq9_platform.wake.receivers import UNPARSABLE, receiver_key
-from mq9_broker import ManualClock
 
 NOON = 1_700_006_400.0  # a UTC noon: no quiet hours
 LOOPBACK = Destinations(hosts=["127.0.0.1/32"])

@@ -20,8 +20,8 @@ import threading
 import pytest
 from conftest import SECRET, Receiver
 
-from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from mq9_broker import ManualClock
+from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from tests.support.waiting import until
 
 NOON = 1_700_006_400.0  # a UTC noon: no quiet hours

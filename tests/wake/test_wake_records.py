@@ -11,9 +11,9 @@ import json
 
 from conftest import SECRET
 
+from mq9_broker import ManualClock
 from mq9_platform.wake import Deliverer, Destinations, Limits, RuleBook, Waker, WakeRule
 from mq9_platform.wake.rules import rules_address
-from mq9_broker import ManualClock
 from mq9_wire import protocol as p
 
 DAY = 1_700_000_000 - 1_700_000_000 % 86400

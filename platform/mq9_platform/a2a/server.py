@@ -1,16 +1,19 @@
-"""``serve_agent``: a LangGraph graph (or any Runnable) as an A2A agent reachable through its mq9
-mailbox, for callers that may be offline when it answers (docs/a2a.md, "Serve a graph").
+"""``serve_agent``: a runnable-like object (anything with ``async ainvoke(input, config)``) as an
+A2A agent reachable through its mq9 mailbox, for callers that may be offline when it answers
+(docs/a2a.md, "Serve a graph"). A LangGraph graph is served by ``langchain_mq9``'s
+``serve_agent`` (``langchain_mq9/serving.py``), this server with LangGraph's defaults.
 
 Replicas read the mailbox as one consumer group, each with a worker name (``GroupReader``).
 A request is marked done only when its task stops (final, or input-required), so a task runs
 AT LEAST once; one that reached a final state is not run again (its snapshot is resent), and a
-broker that fails a step is waited out, never answered by running the graph again. A task
+broker that fails a step is waited out, never answered by running it again. A task
 belongs to who sent it (``store.Asker``: the agent a ``--credentials`` broker vouches for in
 ``mq9-sender``, and the reply mailbox it named; docs/a2a.md, "The wire"): where the broker
 vouches, a task id is its owner's alone (``Asker.scope``), so another's task under the same id
-is a task apart, which neither blocks nor sees the first. It runs the graph
-with a LangGraph ``thread_id`` made of its ``contextId`` and that owner; ``interrupt()`` makes it
-input-required, and the owner's answer resumes it with ``Command(resume=<answer text>)``.
+is a task apart, which neither blocks nor sees the first. Each turn is run with the config
+``{"configurable": {"thread_id": ...}}``, a thread id made of its ``contextId`` and that owner;
+a result holding ``__interrupt__`` makes it input-required, and the owner's answer is run as
+``to_resume(<answer text>)`` (a server given no ``to_resume`` fails such a task, saying so).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 from mq9_wire.protocol import HEADER_SENDER, Message, card_skills, clipped
 from mq9_wire.protocol.errors import Mq9Error, TooLarge
@@ -70,24 +73,20 @@ def backoff(attempt: int) -> float:
     return min(0.2 * 2.0 ** min(attempt, 6), 10.0)  # capped: 2.0 ** 1024 overflows
 
 
-def default_input(graph: Any, text: str) -> Any:
-    """What a graph is invoked with: a user message for a graph with a ``messages`` channel
-    (``langchain.agents.create_agent``, ``MessagesState``), else the text itself."""
-    channels = getattr(graph, "channels", None)
-    if isinstance(channels, dict) and "messages" in channels:
-        return {"messages": [("user", text)]}
+def default_input(runnable: Any, text: str) -> Any:
+    """What the served runnable is invoked with: the request's text itself."""
     return text
 
 
 def default_output(result: Any) -> Any:
-    """The task's result from what the graph returned: the last message's text for a state
-    with ``messages``, a string as it is, anything else as JSON data."""
-    if isinstance(result, dict) and isinstance(result.get("messages"), list):
-        last = result["messages"][-1] if result["messages"] else None
-        result = getattr(last, "content", last)
-        if isinstance(result, list):  # content blocks
-            result = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in result)
+    """The task's result from what the runnable returned: a string as it is, anything else as
+    JSON data (what JSON cannot hold, as its ``str``)."""
     return result if isinstance(result, str) else json.loads(json.dumps(result, default=str))
+
+
+class CannotResume(Exception):
+    """An answer to an input-required task of a server given no ``to_resume``: its task fails
+    with these words (a traceback would tell its caller nothing it can act on)."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +152,19 @@ class KeyedLock:
 
 
 class AgentServer:
-    """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``."""
+    """A served agent: ``await server.start()`` (or ``serve_agent``), ``await server.stop()``.
+
+    What it serves is runnable-like: any object with ``async ainvoke(input, config)`` (a
+    LangChain Runnable, a LangGraph graph, or a class of your own). ``to_input`` and
+    ``to_output`` turn a request's text into its input and its result into the task's;
+    ``to_resume`` turns the answer to an input-required task into the input that resumes it
+    (None, the default: such an answer fails the task, saying the agent cannot resume)."""
 
     owns_client = False  # serve_agent(server=...) opened the client: stop() closes it
 
     def __init__(
         self,
-        graph: Any,
+        runnable: Any,
         *,
         name: str,
         client: Mq9Client,
@@ -170,6 +175,7 @@ class AgentServer:
         max_concurrency: int = 8,
         to_input: Callable[[Any, str], Any] = default_input,
         to_output: Callable[[Any], Any] = default_output,
+        to_resume: Callable[[str], Any] | None = None,
         register: bool = True,
         reader_options: dict[str, Any] | None = None,
         retry_delay: Callable[[int], float] = backoff,
@@ -178,7 +184,7 @@ class AgentServer:
         push_signer: PushSigner | None = None,
         event_ttl: int = EVENT_TTL,
     ) -> None:
-        self.graph = graph
+        self.runnable = runnable
         self.name = name
         # #62: A2A push notifications, to the URLs the operator's allow-list lets through
         # (None: refused); delivered as wakes are, one task's states in order
@@ -197,6 +203,7 @@ class AgentServer:
         self.group = group or f"{name}.a2a"
         self.to_input = to_input
         self.to_output = to_output
+        self.to_resume = to_resume
         self.register = register
         self.retry_delay = retry_delay
         if not working_after >= 0:  # NaN too
@@ -232,7 +239,7 @@ class AgentServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> AgentServer:
+    async def start(self) -> Self:
         await ensure_mailbox(self.client, self.mailbox)
         await ensure_mailbox(self.client, self.store.mailbox)
         if self.register:
@@ -281,7 +288,7 @@ class AgentServer:
         if self.owns_client:
             await self.client.close()
 
-    async def __aenter__(self) -> AgentServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -292,6 +299,35 @@ class AgentServer:
             await self.start()
         assert self._loop is not None
         await self._loop
+
+    @classmethod
+    async def serve(
+        cls,
+        runnable: Any,
+        *,
+        name: str,
+        card: CardJson | None = None,
+        server: str | None = None,
+        client: Mq9Client | None = None,
+        client_options: JsonObject | None = None,
+        **options: Any,
+    ) -> Self:
+        """``serve_agent`` for this class of server (a subclass's ``serve_agent`` is this)."""
+        if (server is None) == (client is None):
+            raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
+        if client is not None and client_options:
+            raise ValueError("client_options are for the client serve_agent opens: give server=")
+        own = client is None
+        if client is None:
+            client = await Mq9Client(server, **(client_options or {})).connect()
+        agent = cls(runnable, name=name, client=client, card=card, **options)
+        agent.owns_client = own
+        try:
+            return await agent.start()
+        except BaseException:
+            if own:
+                await client.close()
+            raise
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -335,7 +371,7 @@ class AgentServer:
     async def _handle(self, msg: Message) -> None:
         """One request, whatever it holds: never raises, and marks the message done unless the
         server is stopping (then the group hands it out again). Each broker step inside is
-        tried until the broker takes it (``_persist``), so a graph runs once per request."""
+        tried until the broker takes it (``_persist``), so a task runs once per request."""
         try:
             with tracing.processing(self.mailbox, msg):  # the caller's trace goes on here
                 await self._dispatch(msg)
@@ -557,7 +593,7 @@ class AgentServer:
             context_id = msg.get("contextId") or w.new_id()
             turn = Turn(task_id, context_id, text, msg, existing, False, owner, asker.sender)
         if self.reader.records_begin(msg_id):
-            # Its graph runs now: a replica that dies from here on charges this request,
+            # Its run starts now: a replica that dies from here on charges this request,
             # never those waiting for a slot behind it (docs/groups.md, "Poison messages").
             await self._persist(
                 f"recording that request {msg_id} runs", lambda: self.reader.begin([msg_id])
@@ -625,7 +661,7 @@ class AgentServer:
                 raise  # not a cancel of the task: leave it to be handed out again
             await self._report(turn, w.CANCELED, status_text="canceled")
             return
-        except Exception as exc:  # the graph failed: the caller gets its words
+        except Exception as exc:  # the run failed: the caller gets its words
             text = clipped(f"{type(exc).__name__}: {exc}", 4000)
             await self._report(turn, w.FAILED, status_text=text)
             return
@@ -644,8 +680,9 @@ class AgentServer:
         await self._report(turn, w.COMPLETED, **completed)
 
     def _asked(self, interrupts: Any) -> StateFields:
-        """The input-required state's fields: the graph's ``interrupt()`` values as the
-        question; ``serve_executor`` keeps the executor's own status message."""
+        """The input-required state's fields: the ``__interrupt__`` values (a LangGraph
+        ``interrupt()``'s) as the question; ``serve_executor`` keeps the executor's own status
+        message."""
         return {"status_text": _interrupt_text(interrupts)}
 
     def _completed(self, result: Any) -> StateFields:
@@ -845,17 +882,20 @@ class AgentServer:
         await self._to_caller(reply_to, f"answering {kind}", send)
 
     async def _invoke(self, turn: Turn) -> tuple[Any, Any]:
-        """Run the graph for one turn: (its result, its interrupts or None)."""
+        """Run the runnable for one turn: (its result, its interrupts or None)."""
         # The owner's key: a vouched sender's conversation is its own, whoever names its
         # reply mailbox (where nothing vouches, the reply mailbox alone, as before)
         config = {"configurable": {"thread_id": w.thread_id(turn.asker.key, turn.context_id)}}
-        if turn.resume:
-            from langgraph.types import Command
-
-            payload: Any = Command(resume=turn.text)
+        if not turn.resume:
+            payload = self.to_input(self.runnable, turn.text)
+        elif self.to_resume is not None:
+            payload = self.to_resume(turn.text)
         else:
-            payload = self.to_input(self.graph, turn.text)
-        result = await self.graph.ainvoke(payload, config)
+            raise CannotResume(
+                f"agent {self.name} cannot resume task {turn.task_id}: it is served with no "
+                "to_resume, so the answer has nothing to go on with"
+            )
+        result = await self.runnable.ainvoke(payload, config)
         interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
         return result, interrupts
 
@@ -962,7 +1002,7 @@ def _asker(msg: Message) -> Asker:
 
 
 async def serve_agent(
-    graph: Any,
+    runnable: Any,
     *,
     name: str,
     card: CardJson | None = None,
@@ -971,11 +1011,13 @@ async def serve_agent(
     client_options: JsonObject | None = None,
     **options: Any,
 ) -> AgentServer:
-    """Serve ``graph`` as the A2A agent ``name`` on its mq9 mailbox (``name`` too, unless
-    ``mailbox=`` says otherwise) and return the running ``AgentServer``; ``await
-    server.stop()`` ends it (``serve_forever()`` blocks).
+    """Serve ``runnable`` (any object with ``async ainvoke(input, config)``) as the A2A agent
+    ``name`` on its mq9 mailbox (``name`` too, unless ``mailbox=`` says otherwise) and return
+    the running ``AgentServer``; ``await server.stop()`` ends it (``serve_forever()`` blocks).
+    A LangGraph graph is served with ``langchain_mq9``'s ``serve_agent``, which knows its
+    messages and resumes its ``interrupt()``.
 
-    >>> server = await serve_agent(graph, name="agent.summarizer",
+    >>> server = await serve_agent(runnable, name="agent.summarizer",
     ...                            card={"description": "Summarizes reports"},
     ...                            server="nats://127.0.0.1:4222", worker="replica-1")
 
@@ -985,25 +1027,22 @@ async def serve_agent(
     ``Mq9Client``). ``worker`` names this replica among the agent's replicas: unique per live
     replica, the same after a restart (it then takes back the tasks it held). Other options:
     ``mailbox``, ``group``, ``max_concurrency``, ``to_input``/``to_output`` (how a request's
-    text becomes the graph's input, and the graph's result the task's), ``register``,
-    ``reader_options`` (for the consumer group's ``GroupReader``), ``retry_delay`` (seconds
-    before a failed broker step is tried again, by attempt: ``backoff``), ``working_after``
-    (seconds a run may take before its task is reported ``working``: ``WORKING_AFTER``),
-    ``event_ttl`` (whole seconds a task's events stay in its caller's reply mailbox for a cut
-    stream to be replayed from: ``EVENT_TTL``, a day; 0 as long as the mailbox keeps them).
+    text becomes the runnable's input, and its result the task's: ``default_input``, the text,
+    and ``default_output``, a string or JSON data), ``to_resume`` (how the answer to an
+    input-required task becomes the input that resumes it; None: such an answer fails the
+    task), ``register``, ``reader_options`` (for the consumer group's ``GroupReader``),
+    ``retry_delay`` (seconds before a failed broker step is tried again, by attempt:
+    ``backoff``), ``working_after`` (seconds a run may take before its task is reported
+    ``working``: ``WORKING_AFTER``), ``event_ttl`` (whole seconds a task's events stay in its
+    caller's reply mailbox for a cut stream to be replayed from: ``EVENT_TTL``, a day; 0 as
+    long as the mailbox keeps them).
     """
-    if (server is None) == (client is None):
-        raise ValueError("serve_agent needs server= (a URL) or client= (an open Mq9Client)")
-    if client is not None and client_options:
-        raise ValueError("client_options are for the client serve_agent opens: give server=")
-    own = client is None
-    if client is None:
-        client = await Mq9Client(server, **(client_options or {})).connect()
-    agent = AgentServer(graph, name=name, client=client, card=card, **options)
-    agent.owns_client = own
-    try:
-        return await agent.start()
-    except BaseException:
-        if own:
-            await client.close()
-        raise
+    return await AgentServer.serve(
+        runnable,
+        name=name,
+        card=card,
+        server=server,
+        client=client,
+        client_options=client_options,
+        **options,
+    )
