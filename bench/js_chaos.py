@@ -64,9 +64,9 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from bench.js_store import BrokerProcess, open_layout, run_and_print
 from langchain_mq9 import Mq9Client
-from mq9_platform.groups.reader import GroupReader, group_acks
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.jetstream.mapping import Layout, token
+from mq9_platform.groups.reader import GroupReader, group_acks
 
 MAILBOX = "chaos.lane"
 GROUP = "g"

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from langchain_mq9 import AgentCaller, Mq9Client, serve_agent
-from mq9_platform.groups.reader import GroupReader
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_cli import main
 from mq9_cli.app import cli
+from mq9_platform.groups.reader import GroupReader
 from testbed.ports import silent_port
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.robustmq_shaped import RobustMQShapedListener

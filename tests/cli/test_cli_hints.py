@@ -4,9 +4,9 @@ saying what to do to allow them, not reading as if they were on."""
 
 from __future__ import annotations
 
-from mq9_platform.client.auth import Login, refused_login
 from mq9_cli.connect import REFUSED_LOGIN, failure
 from mq9_cli.console.serve import READ_ONLY, WRITES_ALLOWED
+from mq9_platform.client.auth import Login, refused_login
 from mq9_wire.protocol.errors import Unavailable
 
 

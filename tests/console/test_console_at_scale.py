@@ -19,10 +19,10 @@ import pytest
 from console_world import TOKEN, World, browser, shoot
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES
+from mq9_platform.client.transport import MemoryTransport
 
 pytestmark = pytest.mark.slow  # Chromium, and a large mailbox
 WAIT = 120  # seconds: a hang guard, never a timing assertion

@@ -10,9 +10,9 @@ from console_world import TOKEN, World, browser, shoot
 from langgraph.types import interrupt
 
 from langchain_mq9 import AgentCaller, serve_agent
-from mq9_platform.groups.reader import GroupReader
 from mq9_cli import overview
 from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES
+from mq9_platform.groups.reader import GroupReader
 from tests.support.a2a_support import text_graph, text_io
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from console_world import TOKEN, World
 
-from mq9_platform.groups.reader import GroupReader
 from mq9_cli.app import cli
 from mq9_cli.connect import Target
 from mq9_cli.console.auth import Gate
 from mq9_cli.console.serve import settings_for
+from mq9_platform.groups.reader import GroupReader
 from testbed.ports import silent_port
 
 pytestmark = pytest.mark.slow

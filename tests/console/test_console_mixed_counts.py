@@ -24,8 +24,8 @@ from console_world import TOKEN, World, browser, shoot
 from test_console_deployments import console_url, env_with, stopped_with_its_console
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
 from mq9_broker import BrokerEngine
+from mq9_platform.client.transport import MemoryTransport
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster, wait_serving
 from tests.support.waiting import until_sync

@@ -14,10 +14,10 @@ import pytest
 from console_world import TOKEN, World
 
 from langchain_mq9 import AgentCaller, serve_agent
-from mq9_platform.groups.reader import GroupReader
 from mq9_cli import overview
 from mq9_cli.connect import Target
 from mq9_cli.console.serve import settings_for
+from mq9_platform.groups.reader import GroupReader
 from tests.support.a2a_support import asking, text_graph, text_io
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ import pytest
 from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Message, Mq9Error, Mq9Toolkit
+from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 from mq9_platform.groups import DeadLetter, Replayed, replay
 from mq9_platform.groups.dead_letters import DEAD_LETTER_HEADER
 from mq9_platform.groups.leases import GRACE, delivery_tags, handout_tag, lease_address
 from mq9_platform.operations.catalog import OPERATIONS, OperationError, ToolPolicy
-from langchain_mq9.testing import ScriptedChatModel, call, calls, tool_result
 
 # A hang guard, no timing claim: what takes well under a second on the in-process store takes
 # 10-26 s on the JetStream store's lane (test_jetstream_suites: 1,000 messages, 4 competing

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from langchain_mq9 import GroupReader, MailboxExists
+from mq9_broker import ManualClock
 from mq9_platform.client.client import Message
 from mq9_platform.groups.leases import (
     GRACE,
@@ -19,7 +20,6 @@ from mq9_platform.groups.leases import (
     judge,
     lease_address,
 )
-from mq9_broker import ManualClock
 from mq9_wire.protocol import Priority
 
 JOB = Message(7, b"job", Priority.NORMAL, create_time=50)

@@ -11,12 +11,12 @@ import pytest
 from langchain.agents import create_agent
 
 from langchain_mq9 import GroupReader, Mq9Toolkit
+from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_platform.a2a import wire
 from mq9_platform.groups import DeadLetter
 from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_platform.groups.leases import lease_address
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
-from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_wire.protocol import MAX_ADDRESS_LENGTH, check_address
 
 

@@ -16,8 +16,8 @@ import httpx2 as httpx
 import pytest
 from mcp import types
 
-from mq9_platform.operations.catalog import OperationError, ToolPolicy
 from mcp_server import owners, tasks, watch
+from mq9_platform.operations.catalog import OperationError, ToolPolicy
 from tests.support.mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
 
 NEWCOMER = "127.0.0.2"  # a loopback address of its own: another peer to the server

@@ -20,9 +20,9 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from mq9_platform.client.connection import Mq9Connection
 from mcp_server import events, webhooks
 from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+from mq9_platform.client.connection import Mq9Connection
 from testbed.devbroker import DevBroker
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env

@@ -23,12 +23,12 @@ import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mq9_platform._http.ssrf import Address, HostPolicy, Resolve, canonical_host
-from mq9_platform.client.connection import Mq9Connection
 from mcp_server import webhooks
 from mcp_server.events import ARRIVED, EVENT_TYPES, Reader, Source, SubscribeParams
 from mcp_server.watch import Watches
 from mcp_server.webhooks import Answer, Webhooks
+from mq9_platform._http.ssrf import Address, HostPolicy, Resolve, canonical_host
+from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
 from tests.mcp.test_mcp_events import (
     WAIT,

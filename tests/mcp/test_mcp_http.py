@@ -14,10 +14,10 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mcp_server.http import guard as http_guard
 from mcp_server.http import is_loopback
 from mcp_server.server import mcp_policy
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import (
     ACCEPT,
     INITIALIZE,

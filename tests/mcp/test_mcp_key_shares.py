@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
+from mcp_server import owners
 from mq9_platform.client.key_shares import KeyShares
 from mq9_platform.operations.catalog import ToolPolicy
-from mcp_server import owners
 from tests.a2a.key_bounds_support import BoundedBroker
 from tests.support.mcp_support import LEGACY, Peer, http_server
 

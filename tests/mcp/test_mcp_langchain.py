@@ -18,8 +18,8 @@ from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import AIMessage, ToolMessage
 
 from langchain_mq9 import GroupReader, Mq9Client, Mq9Toolkit
-from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from langchain_mq9.testing import ScriptedChatModel, call
+from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import (
     ROOT,
     http_server,

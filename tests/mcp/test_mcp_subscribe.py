@@ -20,10 +20,10 @@ import pytest
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 
-from mq9_platform.client.connection import Mq9Connection
-from mq9_platform.operations.catalog import ToolPolicy
 from mcp_server import watch
 from mcp_server.server import create_server
+from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.operations.catalog import ToolPolicy
 from tests.support.mcp_support import Updates, http_server, ok, stdio_parameters
 from tests.support.waiting import until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
 from mcp_server.server import tool_definitions
+from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
 from tests.support.mcp_support import ROOT
 
 WORDS = {8: "eight", 3: "three", 11: "eleven", 10: "ten", 12: "twelve", 2: "two", 4: "four"}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mq9_platform.operations.policy import ToolPolicy
 from mcp_server.cli import ROBUSTMQ_TOOLS, robustmq_clashes
+from mq9_platform.operations.policy import ToolPolicy
 from tests.support.mcp_support import ROOT, server_env
 
 ROBUSTMQ_REPO = Path("/work/.mirror/robustmq+robustmq/repo")

@@ -15,12 +15,12 @@ import pytest
 from mcp import Client, types
 
 from langchain_mq9 import Mq9Toolkit
+from mcp_server.cli import build_parser, tool_config
+from mcp_server.server import call_wait, create_server, mcp_policy
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mq9_platform.operations.config import MCP_WAIT_CAP_MS
 from mq9_platform.operations.schemas import MAX_TOOL_WAIT_MS
-from mcp_server.cli import build_parser, tool_config
-from mcp_server.server import call_wait, create_server, mcp_policy
 from tests.support.mcp_support import result_data
 
 CLIENT_TIMEOUT_MS = 5000  # openai-agents' and google-adk's MCP clients, by default

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mq9_platform.client.connection import Mq9Connection
 from mcp_server import task_events
 from mcp_server.task_events import TaskLog
+from mq9_platform.client.connection import Mq9Connection
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 from operator_support import names_in
 
 from langchain_mq9 import LimitReached, Mq9Client
-from mq9_platform.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, is_dead_letters
 from mq9_broker.config import BrokerConfig
 from mq9_broker.engine.limits import BrokerLimits
+from mq9_platform.groups.dead_letters import DEAD_LETTER_SUFFIX, dead_letter_address
 
 pytestmark = pytest.mark.slow  # a nats-server
 

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.wire import HEADER_REPLY_TO
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_meter
 from mq9_broker.config import BrokerConfig
+from mq9_platform.a2a.wire import HEADER_REPLY_TO
 from mq9_wire.protocol.errors import MailboxNotFound, NotOwner
 from tests.support.credentials_support import issue
 from tests.support.jetstream_servers import JetStreamCluster

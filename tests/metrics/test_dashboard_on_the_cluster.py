@@ -33,10 +33,10 @@ from operator_support import (
 from test_every_server_scraped import DASHBOARD, _get_status, _post, _wait_status
 
 from langchain_mq9 import Mq9Client
+from mq9_broker.storage.jetstream import Layout
 from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_platform.wake.book import RuleBook
 from mq9_platform.wake.rules import WakeRule
-from mq9_broker.storage.jetstream import Layout
 from mq9_wire.protocol.errors import MailboxNotFound
 from testbed.ports import unclaimed_port
 from tests.support.devbroker_helpers import DevBroker, port_open, wait_until

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.gateway_metrics import gateway_metrics
 from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_endpoint, broker_meter
 from mq9_broker.config import BrokerConfig
 from mq9_cli.console.metrics import ConsoleMetrics
+from mq9_platform.a2a.gateway_metrics import gateway_metrics
 from mq9_wire.metrics.probe import PROBE_MAILBOX, broker_answers
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
 from tests.support.waiting import until

@@ -9,14 +9,14 @@ import uuid
 from prometheus_client import generate_latest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
-from mq9_platform.wake.metrics import WakeMetrics
 from mq9_broker import (
     BrokerEngine,
     ManualClock,
     drop_memory_broker,
     install_memory_broker,
 )
+from mq9_platform.wake import Deliverer, Limits, RuleBook, Waker, WakeRule
+from mq9_platform.wake.metrics import WakeMetrics
 
 START = 1_700_000_000
 

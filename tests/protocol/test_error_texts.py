@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import BrokerLimits
+from mq9_platform.client import Mq9Client
 from mq9_wire import protocol as p
 from mq9_wire.protocol import errors
 from mq9_wire.protocol.errors import WIRE_TEXTS, WireText, from_reply

@@ -14,8 +14,8 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Client, Mq9Toolkit
-from mq9_platform.client import client as client_module
 from mq9_broker import BrokerEngine
+from mq9_platform.client import client as client_module
 from mq9_wire import semantic
 from mq9_wire.semantic import multilingual
 from tests.support.robustmq_shaped import RobustMQShapedListener

@@ -18,8 +18,8 @@ from typing import Any
 import nats
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.groups.reader import GroupReader
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout, token
+from mq9_platform.groups.reader import GroupReader
 from tests.support.waiting import until
 
 STORAGE = Layout(DEFAULT_NAME)

@@ -14,9 +14,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
 from mq9_broker import BrokerEngine
 from mq9_broker.state.clock import ManualClock
+from mq9_platform.client.transport import MemoryTransport
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import MailboxNotFound
 from mq9_wire.protocol.subjects import count_subject

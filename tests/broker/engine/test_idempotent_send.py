@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine, ManualClock
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage import SqliteStorage
+from mq9_platform.client import Mq9Client
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidArgument, Mq9Error
 

@@ -16,10 +16,10 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.jetstream import ClusterStore
+from mq9_platform.client.transport import MemoryTransport
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidArgument, Mq9Error
 from tests.support.waiting import until

@@ -19,10 +19,10 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
-from mq9_platform.groups import GroupReader
 from mq9_broker.engine.engine import Engine
 from mq9_broker.storage.jetstream import ClusterStore
+from mq9_platform.client.transport import MemoryTransport
+from mq9_platform.groups import GroupReader
 from mq9_wire.protocol import Priority
 from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound, Mq9Error
 

@@ -8,7 +8,6 @@ import asyncio
 
 import pytest
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.in_process import ProcessStore
@@ -19,6 +18,7 @@ from mq9_broker.storage.jetstream.window import (
     batch_bytes,
     file_record_size,
 )
+from mq9_platform.client import Mq9Client
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import PayloadTooLarge
 

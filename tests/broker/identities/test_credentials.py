@@ -17,8 +17,6 @@ import pytest
 from nats.aio.msg import Msg
 
 import mq9_broker.identities.ownership as ids
-from mq9_platform.a2a import wire
-from mq9_platform.groups import dead_letters, leases
 from mq9_broker import BrokerEngine
 from mq9_broker.identities.callout import (
     ANSWERS_USER,
@@ -36,6 +34,8 @@ from mq9_broker.identities.store import (
     CredentialError,
     IdentityStore,
 )
+from mq9_platform.a2a import wire
+from mq9_platform.groups import dead_letters, leases
 from mq9_wire import protocol as p
 from mq9_wire.protocol import names
 from tests.support.jetstream_servers import JetStreamCluster

@@ -15,10 +15,10 @@ import nats
 import pytest
 from broker.engine.test_hostile_requests import BAD_BYTES, CASES, ESCAPE
 
-from mq9_platform.a2a import wire
-from mq9_platform.groups import dead_letters, leases
 from mq9_broker.identities.ownership import MARKER, WAKE_FAILED, digest
 from mq9_broker.identities.store import IdentityStore, identities_file
+from mq9_platform.a2a import wire
+from mq9_platform.groups import dead_letters, leases
 from mq9_wire import protocol as p
 from mq9_wire._nats.guard import flush_in_order
 from tests.support.credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke

@@ -13,10 +13,10 @@ import tracemalloc
 import pytest
 from nats.aio.msg import Msg
 
-from mq9_platform.groups import leases
 from mq9_broker import BrokerEngine
 from mq9_broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
 from mq9_broker.identities.store import IdentityStore
+from mq9_platform.groups import leases
 from mq9_wire import protocol as p
 
 pytest.importorskip("nkeys")  # the credentials extra

@@ -24,14 +24,14 @@ import pytest
 from nats.aio.msg import Msg
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a import wire
-from mq9_platform.groups import dead_letters, replay
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.engine.engine import Engine
 from mq9_broker.identities.ownership import WAKE_FAILED, Identities, digest
 from mq9_broker.identities.store import IdentityStore
 from mq9_broker.storage import SqliteStorage
 from mq9_broker.storage.jetstream import ClusterStore
+from mq9_platform.a2a import wire
+from mq9_platform.groups import dead_letters, replay
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import Mq9Error
 from tests.support.raw_nats import socket_request

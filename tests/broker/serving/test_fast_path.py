@@ -17,8 +17,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import BrokerEngine, serve_on_nats
+from mq9_platform.client import Mq9Client
 from mq9_wire._nats import fast_path
 from mq9_wire._nats import guard as nats_guard
 from mq9_wire._nats.fast_path import (

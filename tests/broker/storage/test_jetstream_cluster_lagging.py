@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.client.transport import MemoryTransport
-from mq9_platform.groups import GroupReader
 from mq9_broker.engine.engine import Engine
 from mq9_broker.state.mailbox import StoredMessage
 from mq9_broker.storage.jetstream import ClusterStore, reads
 from mq9_broker.storage.mailbox_store import Mark
+from mq9_platform.client.transport import MemoryTransport
+from mq9_platform.groups import GroupReader
 from mq9_wire._nats.jetstream.api import Batch
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import (

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from mq9_platform.wake.rules import digest
 from mq9_broker.storage.jetstream import Layout, token
 from mq9_broker.storage.jetstream.mapping import (
     NO_KEY,
@@ -19,6 +18,7 @@ from mq9_broker.storage.jetstream.mapping import (
     unframe,
 )
 from mq9_broker.storage.jetstream.requests import parse_headers
+from mq9_platform.wake.rules import digest
 from mq9_wire.protocol import Priority
 
 

@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import Broker, BrokerConfig
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.state.mailbox import StoredMessage
@@ -27,6 +26,7 @@ from mq9_broker.storage.jetstream.mapping import token
 from mq9_broker.storage.jetstream.sizes import largest_of
 from mq9_broker.storage.jetstream.window import SMALL_READ, reader
 from mq9_broker.storage.mailbox_store import Mark
+from mq9_platform.client import Mq9Client
 from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import (
     JetStreamCluster,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from mq9_platform.client import Mq9Client
 from mq9_broker import Broker, BrokerConfig
 from mq9_broker.config import StartupError
 from mq9_broker.engine.limits import BrokerLimits
+from mq9_platform.client import Mq9Client
 from mq9_wire.protocol.errors import PayloadTooLarge
 from testbed.nats_server import start_nats_server
 from tests.support.jetstream_servers import JetStreamCluster
