@@ -27,6 +27,9 @@ Documentation: docs/langchain.md (this integration), docs/toolkit.md (the tools)
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+# (importing mq9_platform registers the bundled broker for memory://)
+from mq9_platform.client.client import Message, Mq9Client
+from mq9_platform.groups.reader import Consumer, GroupReader
 from mq9_wire.protocol import Priority
 from mq9_wire.protocol.errors import (
     AnswerTooLarge,
@@ -56,9 +59,6 @@ from mq9_wire.protocol.errors import (
     Unavailable,
     WireError,
 )
-
-from mq9_platform.client.client import Message, Mq9Client  # (importing mq9_platform registers
-from mq9_platform.groups.reader import Consumer, GroupReader  # the bundled broker for memory://)
 
 from ._version import __version__
 from .langsmith_runs import RUNS as _RUNS  # noqa: F401 (importing it registers LangSmith's runs)
@@ -101,9 +101,11 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from mq9_platform.a2a.caller import AgentCaller
-    from .serving import AgentServer, serve_agent
-    from .middleware import Mq9InboxMiddleware
     from mq9_platform.operations.catalog import OPERATIONS, Operation, OperationError, ToolPolicy
+    from mq9_platform.wake import RuleBook, Waker, WakeRule
+
+    from .middleware import Mq9InboxMiddleware
+    from .serving import AgentServer, serve_agent
     from .toolkit import Mq9Toolkit
     from .tools import (
         AckMessagesTool,
@@ -124,7 +126,6 @@ if TYPE_CHECKING:
         SendMessageTool,
         WakeRuleTool,
     )
-    from mq9_platform.wake import RuleBook, Waker, WakeRule
 
 
 def __getattr__(name: str) -> Any:

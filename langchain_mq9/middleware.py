@@ -27,9 +27,6 @@ from langchain_core.messages import HumanMessage
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
-from mq9_wire.protocol import MAX_NUM_MSGS, Message, check_int
-from mq9_wire.protocol.errors import Mq9Error
-
 from mq9_platform.client.api import Mq9ClientLike
 from mq9_platform.operations.catalog import OperationError, prefixed
 from mq9_platform.operations.errors import explain
@@ -43,6 +40,9 @@ from mq9_platform.operations.views import (
     fitted,
     message_view,
 )
+from mq9_wire.protocol import MAX_NUM_MSGS, Message, check_int
+from mq9_wire.protocol.errors import Mq9Error
+
 from .run_context import policy_for_run
 from .toolkit import Mq9Toolkit
 from .tools import Mq9Tool

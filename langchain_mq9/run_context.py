@@ -23,11 +23,10 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.runtime import get_runtime
 from pydantic import ValidationError
 
-from mq9_wire.protocol import quoted
-from mq9_wire.protocol.errors import Mq9Error
-
 from mq9_platform.operations.errors import OperationError
 from mq9_platform.operations.policy import ToolPolicy
+from mq9_wire.protocol import quoted
+from mq9_wire.protocol.errors import Mq9Error
 
 # What a run may name, and the toolkit setting each one stands for.
 RUN_SETTINGS = {"agent_mailbox": "agent_mailbox", "group": "default_group", "worker": "worker"}

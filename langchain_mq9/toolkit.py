@@ -9,14 +9,14 @@ from typing import Annotated, Any, cast
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, WithJsonSchema
 
-from mq9_wire._nats.redaction import redact, redact_options
-
 from mq9_platform.client.api import Mq9ClientLike
 from mq9_platform.client.client import Mq9Client
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
 from mq9_platform.operations.config import ToolConfig
 from mq9_platform.operations.policy import ToolPolicy
+from mq9_wire._nats.redaction import redact, redact_options
+
 from .tools import TOOL_CLASSES
 
 

@@ -23,8 +23,6 @@ from typing import Any, ClassVar, Literal
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mq9_wire.protocol.errors import Mq9Error
-
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import (
     OPERATIONS,
@@ -34,6 +32,8 @@ from mq9_platform.operations.catalog import (
 )
 from mq9_platform.operations.errors import explain, explain_validation
 from mq9_platform.operations.results import Outcome
+from mq9_wire.protocol.errors import Mq9Error
+
 from .run_context import current_run, tool_call_key
 
 # The id of the tool call under way: ``BaseTool.arun``/``run`` are told it (``_arun`` is not),

@@ -8,7 +8,7 @@ told ``notifications/resources/updated`` when new mail arrives there, in both MC
   ``ListenHandler``), and its watches end with it.
 
 mq9 pushes nothing to a reader. Where the broker announces arrivals (the bundled broker with
-``--announce``, or memory://: platform/mq9_platform/wake/arrivals.py, #62) a watched mailbox is looked
+``--announce``, or memory://: mq9_platform/wake/arrivals.py, #62) a watched mailbox is looked
 at as soon as mail arrives, and every ``SWEEP_SECONDS`` anyway; elsewhere (RobustMQ) every
 ``POLL_SECONDS``. A look is a FETCH without a consumer group from the newest message (it
 records nothing, and consumes nothing): it names the newest msg_id, and msg_ids only grow, so a
