@@ -1,15 +1,16 @@
 """Build ``dist/mq9-mcp-<version>.mcpb``: mq9-mcp as an MCP Bundle, Claude Desktop's one-click
-install (an archive of ``manifest.json`` and this project's source), and ``dist/server.json``,
-its entry for the MCP registry (the bundle as a release asset of the repository, with its
-SHA-256, as the registry requires for a bundle).
+install (an archive of ``manifest.json`` and mq9-mcp's source), and ``dist/server.json``, its
+entry for the MCP registry (the bundle as a release asset of the repository, with its SHA-256,
+as the registry requires for a bundle).
 
     python packaging/mcpb/build.py [--out DIR]
 
 The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
-bundle, which installs this project from its own ``pyproject.toml``, and the wire and the broker
-(``mq9-wire``, ``mq9-broker``) from their folders in the bundle; the user gives the broker
-URL (and a NATS token, kept secret) in the host's settings. The official ``mcpb`` CLI checks the
-manifest (tests/mcp/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
+bundle, which installs mq9-mcp (``faces/mcp``) from the bundle's own ``pyproject.toml``, and the
+three distributions it stands on (``mq9-platform``, ``mq9-wire``, ``mq9-broker``, #108) from
+their folders in the bundle: no LangChain. The user gives the broker URL (and a NATS token, kept
+secret) in the host's settings. The official ``mcpb`` CLI checks the manifest
+(tests/mcp/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the bundle holds: what `uv run` needs to install and start mq9-mcp (its pyproject.toml is
-# written by bundle_pyproject).
-# The repository's two other distributions, which langchain-mq9 depends on and no package
-# registry serves, are in the bundle whole: uv finds them by its [tool.uv.sources] (issue #92).
-BELOW = {"mq9-wire": "wire", "mq9-broker": "broker"}
+# mq9-mcp's distribution (#108): its pyproject.toml is the bundle's (written by bundle_pyproject),
+# its two files at the bundle's top
+FACE = ROOT / "faces" / "mcp"
+# The repository's three other distributions that mq9-mcp stands on and no package registry
+# serves, in the bundle whole: uv finds them by its [tool.uv.sources] (issues #92, #108).
+BELOW = {"mq9-platform": "platform", "mq9-wire": "wire", "mq9-broker": "broker"}
+# What the bundle holds, as (where in the repository, where in the bundle)
 SOURCES = (
-    "README.md", "LICENSE", "langchain_mq9", "mcp_server", "mq9_mcp.py",
-    "wire/pyproject.toml", "wire/mq9_wire", "broker/pyproject.toml", "broker/mq9_broker",
-)  # fmt: skip
+    ("LICENSE", "LICENSE"),
+    ("faces/mcp/mcp_server", "mcp_server"),
+    ("faces/mcp/mq9_mcp.py", "mq9_mcp.py"),
+    *((f"{folder}/pyproject.toml", f"{folder}/pyproject.toml") for folder in BELOW.values()),
+    ("platform/mq9_platform", "platform/mq9_platform"),
+    ("wire/mq9_wire", "wire/mq9_wire"),
+    ("broker/mq9_broker", "broker/mq9_broker"),
+)
 SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache)(/|$)|\.py[co]$")
 # The tables of pyproject.toml the bundle keeps: how to build and run the package. uv locks every
 # optional dependency of a project before it runs it, so the extras (the semantic model, the
@@ -48,8 +56,8 @@ BUNDLE_TABLES = (
 
 
 def project() -> dict[str, str]:
-    """The version, repository and Python pyproject.toml declares."""
-    text = (ROOT / "pyproject.toml").read_text()
+    """The version, repository and Python that mq9-mcp's pyproject.toml declares."""
+    text = (FACE / "pyproject.toml").read_text()
     version = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
     repository = re.search(r'^Repository = "([^"]+)"', text, re.M).group(1)
     python = re.search(r'^requires-python = "([^"]+)"', text, re.M).group(1)
@@ -57,11 +65,18 @@ def project() -> dict[str, str]:
 
 
 def bundle_pyproject() -> str:
-    """pyproject.toml with only the ``BUNDLE_TABLES``, the mcp extra (the MCP SDK, which
-    mq9-mcp runs on) among its dependencies."""
-    text = (ROOT / "pyproject.toml").read_text()
-    extra = tomllib.loads(text)["project"]["optional-dependencies"]["mcp"]
-    lines = "".join(f"    {json.dumps(r)},  # the mcp extra\n" for r in extra)
+    """mq9-mcp's pyproject.toml with only the ``BUNDLE_TABLES``, and mq9-wire and mq9-broker
+    among its dependencies too, pinned as mq9-platform pins them: a source uv takes from
+    [tool.uv.sources] is a direct dependency's, and it then serves that name everywhere in the
+    resolution (mq9-platform's own requirements of the two included)."""
+    text = (FACE / "pyproject.toml").read_text()
+    platform = tomllib.loads((ROOT / "platform" / "pyproject.toml").read_text())
+    pins = [
+        need
+        for need in platform["project"]["dependencies"]
+        if re.split(r"[\s\[=<>!~;@]", need, maxsplit=1)[0] in BELOW
+    ]
+    lines = "".join(f"    {json.dumps(r)},  # for [tool.uv.sources]\n" for r in pins)
     text = re.sub(r"^dependencies = \[\n", lambda head: head[0] + lines, text, count=1, flags=re.M)
     tables = re.split(r"^(?=\[)", text, flags=re.M)  # each from its [header] to the next
 
@@ -75,7 +90,7 @@ def bundle_pyproject() -> str:
 
 
 def manifest() -> dict:
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT / folder) for folder in BELOW.values()]  # mq9_platform, from the tree
     from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 
     about = project()
@@ -141,15 +156,20 @@ def manifest() -> dict:
     }
 
 
-def files() -> list[Path]:
+def files() -> list[tuple[Path, str]]:
+    """Each file the bundle holds, with its name in the bundle."""
     found = []
-    for name in SOURCES:
+    for name, inside in SOURCES:
         path = ROOT / name
         if path.is_file():
-            found.append(path)
+            found.append((path, inside))
         elif path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file())
-    return [p for p in found if not SKIPPED.search(p.relative_to(ROOT).as_posix())]
+            found += [
+                (p, f"{inside}/{p.relative_to(path).as_posix()}")
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+            ]
+    return [(p, inside) for p, inside in found if not SKIPPED.search(inside)]
 
 
 def build(out: Path) -> Path:
@@ -159,8 +179,8 @@ def build(out: Path) -> Path:
     with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", json.dumps(data, indent=2) + "\n")
         archive.writestr("pyproject.toml", bundle_pyproject())
-        for path in files():
-            archive.write(path, path.relative_to(ROOT).as_posix())
+        for path, inside in files():
+            archive.write(path, inside)
     return bundle
 
 

@@ -1,5 +1,6 @@
-"""How users get mq9-mcp: no doc line tells them to ``pip install`` the bare PyPI name
-``langchain-mq9`` (that installs the unrelated 0.3.5), and the one-step installs are documented."""
+"""How users get mq9-mcp: no doc line tells them to ``pip install`` the bare name of one of this
+repository's distributions (``langchain-mq9`` on PyPI is the unrelated 0.3.5; the others are on
+no registry), and the one-step installs name mq9-mcp's four distributions (#108)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import mq9_mcp
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "https://github.com/mq9-agents/langchain-mq9"
 
-# A pip install command (up to the end of its code span or line), and in it the project's bare
-# name as a requirement: PyPI's, unless the command takes it "@ git+..." (or from a wheel).
+# A pip install command (up to the end of its code span or line), and in it a distribution of
+# this repository by its bare name as a requirement: a registry's (PyPI's langchain-mq9 is the
+# unrelated 0.3.5; mq9-mcp, mq9-platform, ... are on none), unless the command takes it
+# "@ git+..." (or from a wheel or a folder).
+OURS = ("langchain-mq9", "mq9-wire", "mq9-broker", "mq9-platform", "mq9-mcp", "mq9-cli")
 PIP_INSTALL = re.compile(r"pip install[^`\n]*")
-BARE_NAME = re.compile(r"""(?:^|\s)['"]?langchain-mq9(\[[^\]]*\])?['"]?(?=\s|$)""")
+BARE_NAME = re.compile(rf"""(?:^|\s)['"]?(?:{"|".join(OURS)})(\[[^\]]*\])?['"]?(?=\s|$)""")
 # The README's warnings name the command to say it is the wrong one.
 WARNING = re.compile(r"\bnot\b|no longer", re.I)
 
@@ -33,7 +37,7 @@ def documents() -> list[Path]:
     return found + sorted((ROOT / "examples").glob("*.py")) + sorted(ROOT.glob("notebooks/*"))
 
 
-def test_no_doc_line_installs_the_bare_pypi_name():
+def test_no_doc_line_installs_a_bare_name():
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in documents()
@@ -43,23 +47,49 @@ def test_no_doc_line_installs_the_bare_pypi_name():
     assert not found, "\n".join(found)
 
 
-def test_the_check_finds_the_bare_name_and_passes_the_repository():
+def test_the_check_finds_a_bare_name_and_passes_the_repository():
     assert installs_bare_name("`pip install 'langchain-mq9[a2a]'` (a2a-sdk 1.x)")
     assert installs_bare_name("run pip install -U langchain-mq9")
+    assert installs_bare_name("pip install mq9-mcp")
+    assert installs_bare_name('.venv/bin/pip install "mq9-platform[wake]"')
     assert not installs_bare_name(f'pip install "langchain-mq9[a2a] @ git+{REPOSITORY}"')
     assert not installs_bare_name(f'.venv/bin/pip install "langchain-mq9 @ git+{REPOSITORY}"')
+    assert not installs_bare_name(
+        f'pip install "mq9-mcp @ git+{REPOSITORY}#subdirectory=faces/mcp"'
+    )
+    assert not installs_bare_name("pip install ./wire ./broker ./platform ./faces/mcp")
     assert not installs_bare_name("pip install langchain-mq9-other langchain")
 
 
-def ours_below() -> dict[str, str]:
-    """The repository's distributions that langchain-mq9 depends on: name -> its folder."""
+def distributions() -> dict[str, dict]:
+    """This repository's distributions: name -> {"folder": its folder, "needs": its names}."""
     found = {}
-    for folder in sorted(p.parent for p in ROOT.glob("*/pyproject.toml")):
-        name = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["name"]
-        found[name] = folder.name
-    needs = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    named = {re.split(r"[\s\[=<>!~;@]", need, maxsplit=1)[0] for need in needs}
-    return {name: folder for name, folder in found.items() if name in named}
+    for path in sorted([*ROOT.glob("*/pyproject.toml"), *ROOT.glob("faces/*/pyproject.toml")]):
+        project = tomllib.loads(path.read_text())["project"]
+        needs = {re.split(r"[\s\[=<>!~;@]", n, maxsplit=1)[0] for n in project["dependencies"]}
+        found[project["name"]] = {
+            "folder": path.parent.relative_to(ROOT).as_posix(),
+            "needs": needs,
+        }
+    return found
+
+
+def mq9_mcp_stands_on() -> dict[str, str]:
+    """The repository's distributions mq9-mcp needs, directly or not: name -> its folder."""
+    ours = distributions()
+    needed, todo = set(), ["mq9-mcp"]
+    while todo:
+        for name in ours[todo.pop()]["needs"] & set(ours):
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    return {name: ours[name]["folder"] for name in sorted(needed)}
+
+
+def test_mq9_mcp_stands_on_the_platform_the_wire_and_the_broker_without_langchain():
+    below = mq9_mcp_stands_on()
+    assert below == {"mq9-broker": "broker", "mq9-platform": "platform", "mq9-wire": "wire"}
+    assert "langchain-mq9" not in below
 
 
 def one_step_words() -> list[str]:
@@ -70,13 +100,11 @@ def one_step_words() -> list[str]:
 
 
 def test_the_one_step_install_is_documented_with_every_distribution_it_needs():
-    """mq9-wire and mq9-broker are served by no package registry: uvx is given each from the
-    repository (``--with``), or it stops on "mq9-wire was not found in the package registry"
-    (tests/mcp/test_mcp_uvx.py runs the command)."""
-    below = ours_below()
-    assert set(below) == {"mq9-wire", "mq9-broker"}, below
-    wanted = ["uvx", "--from", f"langchain-mq9[mcp] @ git+{REPOSITORY}"]
-    for name, folder in below.items():
+    """mq9-platform, mq9-wire and mq9-broker are served by no package registry: uvx is given
+    each from the repository (``--with``), or it stops on "... was not found in the package
+    registry" (tests/mcp/test_mcp_uvx.py runs the command)."""
+    wanted = ["uvx", "--from", f"mq9-mcp @ git+{REPOSITORY}#subdirectory=faces/mcp"]
+    for name, folder in mq9_mcp_stands_on().items():
         wanted += ["--with", f"{name} @ git+{REPOSITORY}#subdirectory={folder}"]
     words = one_step_words()
     assert sorted(words[: len(wanted)]) == sorted(wanted), words
@@ -88,16 +116,37 @@ def test_the_one_step_install_is_documented_with_every_distribution_it_needs():
     parsed = json.loads(config.group(1).replace("\n", " "))
     assert ["uvx", *parsed["args"]] == words, parsed
     # and so is what mq9-mcp itself tells a virtualenv whose MCP SDK is too old
-    assert shlex.split(mq9_mcp.APART) == words[: len(wanted) + 1]
+    assert sorted(shlex.split(mq9_mcp.APART)) == sorted(words[: len(wanted) + 1])
 
 
-def test_mq9_mcp_without_the_sdk_names_the_three_distributions():
+def test_mq9_mcp_without_the_sdk_names_its_four_distributions():
     command, clone = mq9_mcp.INSTALL.split(" (in a clone: ")
     words = shlex.split(command)
-    below = ours_below()
+    stands_on = {**mq9_mcp_stands_on(), "mq9-mcp": "faces/mcp"}
     assert words[:2] == ["pip", "install"]
     assert sorted(words[2:]) == sorted(
-        [f"langchain-mq9[mcp] @ git+{REPOSITORY}"]
-        + [f"{name} @ git+{REPOSITORY}#subdirectory={folder}" for name, folder in below.items()]
+        f"{name} @ git+{REPOSITORY}#subdirectory={folder}" for name, folder in stands_on.items()
     ), words
-    assert all(f"-e ./{folder}" in clone for folder in below.values()), clone
+    assert sorted(re.findall(r"-e \./(\S+?)\)?(?=\s|$)", clone)) == sorted(stands_on.values())
+
+
+def test_the_docs_install_mq9_mcp_from_its_four_folders():
+    """Every install line of docs/mcp.md and the README that installs mq9-mcp from a clone names
+    the folders of its four distributions, and none installs it through langchain-mq9."""
+    folders = [f"./{folder}" for folder in {**mq9_mcp_stands_on(), "mq9-mcp": "faces/mcp"}.values()]
+    lines = [
+        line
+        for doc in (ROOT / "README.md", ROOT / "docs" / "mcp.md")
+        for line in doc.read_text().splitlines()
+        if "pip install" in line and "./faces/mcp" in line
+    ]
+    assert lines
+    for line in lines:
+        assert all(folder in line for folder in folders), line
+    through_the_toolkit = [
+        line
+        for doc in (ROOT / "README.md", ROOT / "docs" / "mcp.md")
+        for line in doc.read_text().splitlines()
+        if "pip install" in line and ".[mcp]" in line
+    ]
+    assert not through_the_toolkit, through_the_toolkit

@@ -123,21 +123,42 @@ def readme_block(marker: str) -> str:
     return block.code.strip()
 
 
+def wheel_folders() -> list[str]:
+    """The folders the README's ``pip wheel`` builds: every distribution of the repository."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    (folders,) = re.findall(r"pip wheel --no-deps -w dist ([^`]+)`", readme)
+    return folders.split()
+
+
+def test_the_readme_builds_a_wheel_of_every_distribution():
+    ours = sorted(
+        "." if path.parent == ROOT else f"./{path.parent.relative_to(ROOT).as_posix()}"
+        for path in [ROOT / "pyproject.toml", *ROOT.glob("*/pyproject.toml"),
+                     *ROOT.glob("faces/*/pyproject.toml")]
+    )  # fmt: skip
+    assert sorted(wheel_folders()) == ours
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project directory with ``.venv``: the README's wheel-install command, run on a wheel
-    built from this tree as the README says."""
+    """A project directory with ``.venv``: the README's wheel-install command, run on the wheels
+    built from this tree as the README says (an extra naming another of them, ``[mcp]``, finds
+    it among those wheels: ``install``)."""
     dist = tmp_path_factory.mktemp("dist")
-    # the three distributions' wheels (wire/, broker/, the top), as the README builds them
-    folders = [str(ROOT / "wire"), str(ROOT / "broker"), str(ROOT)]
+    # the six distributions' wheels (wire/, broker/, platform/, faces/mcp/, faces/cli/, the top)
+    folders = [str(ROOT / folder) for folder in wheel_folders()]
     argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), *folders]
-    built = _run(argv, None, None, 300)
+    built = _run(argv, None, None, 600)
     assert built.returncode == 0, built.stderr[-3000:]
     wheels = {wheel.name: wheel for wheel in dist.glob("*.whl")}
+    assert len(wheels) == len(folders), sorted(wheels)
     WHEEL.append(next(w for n, w in wheels.items() if n.startswith("langchain_mq9-")))
     command = readme_block("wheel-install")
     shown = re.findall(r"\S+\.whl", command)
-    assert sorted(Path(s).name for s in shown) == sorted(wheels), (shown, sorted(wheels))
+    # langchain-mq9's and those of the repository's distributions it stands on
+    stands_on = ("langchain_mq9-", "mq9_platform-", "mq9_wire-", "mq9_broker-")
+    wanted = sorted(n for n in wheels if n.startswith(stands_on))
+    assert sorted(Path(s).name for s in shown) == wanted, (shown, sorted(wheels))
     for each in shown:
         command = command.replace(each, str(wheels[Path(each).name]))
     project = tmp_path_factory.mktemp("project")
@@ -167,7 +188,12 @@ def install(project: Path, packages: list[str]) -> None:
     if not packages:
         return
     packages = [f"{WHEEL[0]}{p}" if p.startswith("[") else p for p in packages]
-    done = _run([python_of(project), "-m", "pip", "install", "-q", *packages], None, None, 600)
+    # an extra naming another distribution of this repository (mcp: mq9-mcp) finds its wheel
+    # beside langchain-mq9's, as the README says (--find-links), never on a registry
+    found = ["--find-links", str(WHEEL[0].parent)]
+    done = _run(
+        [python_of(project), "-m", "pip", "install", "-q", *found, *packages], None, None, 600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
