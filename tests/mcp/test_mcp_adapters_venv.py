@@ -1,14 +1,14 @@
 """The toolkit installs beside langchain-mcp-adapters (issue #54), for projects still on it: it
 is discontinued (0.3.2 its last release; its README points to ``langchain.mcp``, the client the
 docs lead with: test_mcp_langchain.py). Every adapters release the index serves pins mcp<2,
-and mq9-mcp runs on mcp>=2.3: so the MCP SDK is the ``mcp`` extra, the base install is what the
-toolkit needs, and mq9-mcp runs from a virtualenv of its own.
+and mq9-mcp runs on mcp>=2.3: so the MCP SDK is mq9-mcp's (faces/mcp, #108), the toolkit's
+install has none, and mq9-mcp runs from a virtualenv of its own.
 
-A fresh virtualenv gets this project's three wheels (no extras): mq9-mcp there says in one line what
-to install. Then langchain-mcp-adapters joins it (mcp 1.x with it): mq9-mcp there says to run
-it apart, and in the same script the toolkit's tools and ``MultiServerMCPClient`` work side by
-side on one dev broker, the MCP tools served by the mq9-mcp of this test run's virtualenv (which
-has the extra). Skipped, saying why, when the package registry cannot be reached."""
+A fresh virtualenv gets the toolkit's four wheels (the wire, the broker, the platform, the top):
+no MCP SDK and no mq9-mcp there. Then langchain-mcp-adapters joins it (mcp 1.x with it), and in
+the same script the toolkit's tools and ``MultiServerMCPClient`` work side by side on one dev
+broker, the MCP tools served by the mq9-mcp of this test run's virtualenv. Skipped, saying why,
+when the package registry cannot be reached."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import mq9_mcp as mq9_mcp_entry
 from tests.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
@@ -77,16 +76,16 @@ def pip_install(python: Path, *requirements: str | Path) -> None:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> list[Path]:
-    """The three distributions' wheels (wire/, broker/, the top), as the README builds them:
-    langchain-mq9 pins mq9-wire and mq9-broker, which no package registry serves (#92)."""
+    """The toolkit's four distributions' wheels (wire/, broker/, platform/, the top), as the
+    README builds them: langchain-mq9 pins the other three, which no package registry serves."""
     out = tmp_path_factory.mktemp("wheel")
     done = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
                "--disable-pip-version-check", "-w", out, ROOT / "wire", ROOT / "broker",
-               ROOT)  # fmt: skip
+               ROOT / "platform", ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     found = sorted(out.glob("*.whl"))
     names = sorted(path.name.split("-")[0] for path in found)
-    assert names == ["langchain_mq9", "mq9_broker", "mq9_wire"], found
+    assert names == ["langchain_mq9", "mq9_broker", "mq9_platform", "mq9_wire"], found
     return found
 
 
@@ -94,22 +93,14 @@ def test_the_toolkit_and_multiserver_mcp_client_share_a_virtualenv(tmp_path, whe
     venv.create(tmp_path / "env", with_pip=True)
     python, mq9_mcp = tmp_path / "env/bin/python", tmp_path / "env/bin/mq9-mcp"
 
-    pip_install(python, *wheels)  # no extras: no MCP SDK, and the toolkit works without it
+    pip_install(python, *wheels)  # the toolkit: no MCP SDK, and it works without one
     toolkit = run(python, "-c", TOOLKIT_ALONE, timeout=120)
     assert toolkit.returncode == 0 and toolkit.stdout.split() == ["8", "True"], toolkit
-    hint = run(mq9_mcp, "--help", timeout=60)
-    assert hint.returncode == 1 and hint.stdout == ""
-    assert hint.stderr.count("\n") == 1, hint.stderr  # one line, no traceback
-    assert "the MCP SDK is not installed" in hint.stderr
-    assert mq9_mcp_entry.INSTALL in hint.stderr  # the three distributions, from the repository
+    assert not mq9_mcp.exists()  # mq9-mcp is a face of its own: not in the toolkit's install
 
     pip_install(python, "langchain-mcp-adapters")
     sdk = run(python, "-c", "from importlib.metadata import version; print(version('mcp'))")
     assert sdk.stdout.startswith("1."), sdk  # what the adapters pin; mq9-mcp needs 2.3
-    hint = run(mq9_mcp, "--help", timeout=60)
-    assert hint.returncode == 1 and hint.stderr.count("\n") == 1, hint.stderr
-    assert f"this environment has mcp {sdk.stdout.strip()}" in hint.stderr
-    assert mq9_mcp_entry.APART in hint.stderr  # docs/mcp.md's one-step command (test_mcp_uvx)
 
     with DevBroker("--port", "0") as broker:
         done = run(python, "-c", SIDE_BY_SIDE, broker.url, SERVER_MQ9_MCP, timeout=300)

@@ -52,30 +52,39 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
         "mcp_server/cli.py",
         "mq9_mcp.py",
         "platform/mq9_platform/client/client.py",
-        "wire/pyproject.toml",  # the two distributions langchain-mq9 stands on (#92), whole
+        "platform/pyproject.toml",  # the three distributions mq9-mcp stands on (#108), whole
+        "wire/pyproject.toml",
         "wire/mq9_wire/protocol/__init__.py",
         "broker/pyproject.toml",
         "broker/mq9_broker/storage/in_process.py",
     ):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("langchain_mq9/")]  # no LangChain (#108)
     manifest = json.loads(zipfile.ZipFile(bundle).read("manifest.json"))
     assert manifest["server"]["mcp_config"]["args"][-1] == "mq9-mcp"
     assert manifest["user_config"]["token"]["sensitive"] is True
     project = tomllib.loads(zipfile.ZipFile(bundle).read("pyproject.toml").decode())
-    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    ours = tomllib.loads((ROOT / "faces" / "mcp" / "pyproject.toml").read_text())  # mq9-mcp
     # uv locks every extra before it runs a project: the bundle's has none, and no dev tooling
     assert "optional-dependencies" not in project["project"]
     assert set(project.get("tool", {})) == {"hatch", "uv"}
-    # mq9-wire and mq9-broker, on no package registry, from their folders in the bundle
+    # mq9-platform, mq9-wire and mq9-broker, on no package registry, from their folders in it
     sources = project["tool"]["uv"]["sources"]
-    assert sources == {"mq9-wire": {"path": "wire"}, "mq9-broker": {"path": "broker"}}
+    assert sources == {
+        "mq9-platform": {"path": "platform"},
+        "mq9-wire": {"path": "wire"},
+        "mq9-broker": {"path": "broker"},
+    }
     for name, source in sources.items():
         inside = zipfile.ZipFile(bundle).read(f"{source['path']}/pyproject.toml").decode()
         assert tomllib.loads(inside)["project"]["name"] == name
-    # the base's, and the mcp extra's (the MCP SDK): the bundle runs mq9-mcp
-    mcp_extra = ours["project"]["optional-dependencies"]["mcp"]
-    assert project["project"]["dependencies"] == mcp_extra + ours["project"]["dependencies"]
+    # mq9-mcp's, with mq9-wire and mq9-broker named too (uv takes a source for a direct
+    # dependency), pinned as mq9-platform pins them
+    platform = tomllib.loads((ROOT / "platform" / "pyproject.toml").read_text())
+    pins = [d for d in platform["project"]["dependencies"] if d.startswith(("mq9-wire", "mq9-b"))]
+    assert project["project"]["dependencies"] == pins + ours["project"]["dependencies"]
+    assert project["project"]["name"] == "mq9-mcp"
     assert project["project"]["scripts"]["mq9-mcp"] == ours["project"]["scripts"]["mq9-mcp"]
     python = manifest["compatibility"]["runtimes"]["python"]
     assert python == ours["project"]["requires-python"]

@@ -1,10 +1,11 @@
 """docs/mcp.md's one-step install, run as written by the real ``uvx``: the repository's URL
 put to a git repository made here of this tree (tracked files and new ones git does not
 ignore), so nothing is fetched from the repository's host and what is tested is this tree. uv
-clones it, builds the three distributions (the wire and the broker by ``#subdirectory``), takes
-the rest from the package registry, and the ``mq9-mcp`` it runs answers an MCP client on a
-``memory://`` broker. The same command without its ``--with`` lines stops, saying that
-``mq9-wire`` is in no registry: what the page tells the reader.
+clones it, builds the four distributions mq9-mcp needs (mq9-mcp, the platform, the wire and the
+broker, each by ``#subdirectory``), takes the rest from the package registry, and the ``mq9-mcp``
+it runs answers an MCP client on a ``memory://`` broker. The same command without its ``--with``
+lines stops, saying that ``mq9-platform`` (mq9-mcp's own requirement) is in no registry: what
+the page tells the reader.
 
 Skipped without uv (``pip install uv``), or when the package registry cannot be reached."""
 
@@ -104,10 +105,10 @@ async def _creates_a_mailbox(server: StdioServerParameters) -> None:
         assert not created.is_error, created.content  # the broker (mq9-broker) is in there
 
 
-def test_without_its_with_lines_uvx_stops_on_the_wire(repository, tmp_path):
+def test_without_its_with_lines_uvx_stops_on_the_platform(repository, tmp_path):
     words = documented(repository)
     words[0] = uvx()
-    while "--with" in words:  # the line as it was before the split (#92)
+    while "--with" in words:  # the line as it was before the splits (#92, #108)
         at = words.index("--with")
         del words[at : at + 2]
     done = subprocess.run(
@@ -117,4 +118,4 @@ def test_without_its_with_lines_uvx_stops_on_the_wire(repository, tmp_path):
     if any(w in done.stderr for w in UNREACHABLE):
         pytest.skip(f"uv cannot reach the package registry: {done.stderr[-300:]}")
     assert done.returncode != 0
-    assert "mq9-wire" in done.stderr and "not found in the package registry" in done.stderr
+    assert "mq9-platform" in done.stderr and "not found in the package registry" in done.stderr

@@ -31,9 +31,13 @@ SERVERS = {
     "mq9-console.service": ["mq9", "console"],
 }
 # where each unit expects its programs: the broker's a venv of mq9-broker alone (no LangChain,
-# docs/deploy.md#the-broker-alone), the others the toolkit's; and the folder of the
-# distribution (its pyproject.toml) that venv holds
-VENVS = {"/opt/mq9-broker/bin/": "broker", "/opt/mq9/bin/": ".", "/usr/local/bin/": None}
+# docs/deploy.md#the-broker-alone), the others a venv of the platform and its faces (no
+# LangChain either, #108); and the folders of the distributions (their pyproject.toml) it holds
+VENVS = {
+    "/opt/mq9-broker/bin/": ("broker",),
+    "/opt/mq9/bin/": ("platform", "faces/mcp", "faces/cli"),
+    "/usr/local/bin/": (),
+}
 BROKER_UNIT = "mq9-dev-broker.service"
 HARDENED = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
@@ -89,7 +93,7 @@ def test_each_exec_start_is_a_real_program_with_real_options(name):
         assert words[1:] == ["-c", "/etc/nats/%i.conf"]
         return
     # each command is the distribution's that its venv holds: mq9-dev-broker mq9-broker's
-    scripts = (ROOT / VENVS[_venv(words[0])] / "pyproject.toml").read_text()
+    scripts = "".join((ROOT / d / "pyproject.toml").read_text() for d in VENVS[_venv(words[0])])
     assert re.search(rf'^{re.escape(argv[0])} = "', scripts, re.M), (name, words[0])
     for subcommand in argv[1:]:
         assert subcommand in words, words
@@ -137,7 +141,7 @@ def test_the_broker_unit_runs_from_the_broker_alone(tmp_path):
     option of the unit's ExecStart."""
     words = shlex.split(_unit(BROKER_UNIT)["Service"]["ExecStart"])
     venv = _venv(words[0])
-    assert VENVS[venv] == "broker" and venv.rstrip("/").endswith("/bin")
+    assert VENVS[venv] == ("broker",) and venv.rstrip("/").endswith("/bin")
     home = venv.removesuffix("/bin/")
     block = _broker_alone_block()
     assert home in block  # the page installs where the unit looks
