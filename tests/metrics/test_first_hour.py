@@ -43,7 +43,7 @@ def test_deploy_md_names_every_bucket_the_store_makes():
 
 
 def test_deploy_md_says_where_nats_server_comes_from_and_how_long_a_start_takes():
-    assert "`.venv/bin/nats-server`" in DEPLOY and "'langchain-mq9[server]'" in DEPLOY
+    assert "`.venv/bin/nats-server`" in DEPLOY and '"./broker[server]"' in DEPLOY
     assert "**How long a start takes**" in DEPLOY
     # every server's metrics port, in the table the shipped config follows
     for port in ("9464", "9465", "9466", "9467", "9468", "9469"):
