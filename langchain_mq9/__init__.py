@@ -1,5 +1,6 @@
 """Persistent mailboxes, an agent registry and agent-to-agent calls for LangChain and LangGraph
-agents, over mq9 (RobustMQ's agent-messaging protocol on NATS).
+agents, over mq9 (RobustMQ's agent-messaging protocol on NATS): the LangChain face of the mq9
+platform (``mq9_platform``, which needs no framework: issue #108).
 
 The toolkit, for an agent::
 
@@ -13,8 +14,11 @@ The toolkit, for an agent::
   ``ack_messages``, ``query_messages``, ``delete_message``, ``agent_register``,
   ``agent_discover``), with the safety options; ``Mq9InboxMiddleware`` brings new mail to the
   model before each model call.
-- ``Mq9Client``: the protocol client (``Consumer`` and ``GroupReader`` read consumer groups).
-- ``AgentCaller``, ``AgentServer``, ``serve_agent``: A2A tasks between agents over mq9.
+- ``Mq9Client``: the platform's protocol client, re-exported (``Consumer`` and ``GroupReader``
+  read consumer groups).
+- ``AgentCaller``, ``AgentServer``, ``serve_agent``: A2A tasks between agents over mq9; a
+  LangGraph graph served here (``serving.py``) keeps its messages and resumes its
+  ``interrupt()``.
 - Every error is an ``Mq9Error`` (a broker's or the client's) or an ``OperationError`` (a tool
   call the model can fix), each importable from here: ``from langchain_mq9 import
   MailboxNotFound``.
