@@ -83,6 +83,10 @@ def main() -> int:
         from mcp_server.cli import main as serve
     except KeyboardInterrupt:  # Ctrl-C while loading: stopped, as once serving (cli.main)
         return 0
+    except RuntimeError as error:  # ... one landing in a class's __set_name__ (cli.main says)
+        if not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
+        return 0
     return serve()
 
 

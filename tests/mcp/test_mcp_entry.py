@@ -118,3 +118,31 @@ def test_a_signal_while_the_first_task_runs_stops_it_without_a_traceback(name):
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "never awaited" not in done.stderr, done.stderr
     assert "stopping (SIG" in done.stderr, done.stderr
+
+
+class _Interrupted:
+    """A class whose creation is interrupted as an import's was in a clean-clone run: Ctrl-C
+    landing in ``__set_name__``, which Python raises again as a RuntimeError (its cause the
+    KeyboardInterrupt)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        raise KeyboardInterrupt
+
+
+def _interrupted_import(argv: object) -> int:
+    type("StreamWriterWrapper", (), {"_closed": _Interrupted()})
+    return 1
+
+
+def _broken_import(argv: object) -> int:
+    raise RuntimeError("not an interrupt")
+
+
+def test_ctrl_c_in_a_class_being_made_is_a_clean_stop(monkeypatch):
+    from mcp_server import cli
+
+    monkeypatch.setattr(cli, "_main", _interrupted_import)
+    assert cli.main([]) == 0
+    monkeypatch.setattr(cli, "_main", _broken_import)  # any other RuntimeError still raises
+    with pytest.raises(RuntimeError, match="not an interrupt"):
+        cli.main([])

@@ -308,6 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as error:
+        # a Ctrl-C that lands in a class's __set_name__ while a module is still being imported
+        # (anyio's backend, at the loop's start) is raised again by Python as a RuntimeError
+        # whose cause is the interrupt: a clean stop all the same (a clean-clone run met one)
+        if not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
+        return 0
     except BaseExceptionGroup as group:
         # the interrupt landed inside a task group (stdio's, before its own signal handler is
         # in place), which wraps it: still a clean stop, anything else among it is not
