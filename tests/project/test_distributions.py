@@ -373,7 +373,11 @@ def test_pip_installs_every_face_without_langchain():
          "--report", "-", *faces],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
-    if done.returncode != 0 and "Could not find a version" in done.stderr:
+    # a skip only where the index is out of reach: a pin of ours pip cannot meet ("Could not
+    # find a version ... mq9-platform==...") is a failure
+    unreachable = ("Failed to establish", "Temporary failure", "Network is unreachable",
+                   "ConnectionError", "Max retries exceeded")  # fmt: skip
+    if done.returncode != 0 and any(word in done.stderr for word in unreachable):
         pytest.skip(f"no package index reachable here: {done.stderr.strip()[-300:]}")
     assert done.returncode == 0, done.stderr[-3000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(done.stdout)["install"]}
