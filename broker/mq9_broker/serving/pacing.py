@@ -85,20 +85,23 @@ def client_of(reply: str, headers: Mapping[str, str] | None = None) -> tuple[str
     return f"{IMPORTED}{connection}", address
 
 
-def party_of(reply: str, headers: Mapping[str, str] | None = None) -> str:
-    """(#106) The client an open broker's bound on keys counts a keyed SEND against: its
-    address where nats-server vouches for one (``client_of``), else the requester as far as
-    its reply subject shows: one connection's inbox, which a client may make up anew."""
-    who, address = client_of(reply, headers)
-    return who if address is None else address
+def party_of(reply: str, headers: Mapping[str, str] | None = None) -> str | None:
+    """(#106, #113) The client an open broker's bound on keys counts a keyed SEND against: the
+    address nats-server vouches for (``client_of``), else None. A reply inbox is no party: any
+    client may name another's (a watcher of ``_INBOX.>`` learns them), so a bound counted by
+    it was another client's to fill; those keys count in the bound in all alone."""
+    return client_of(reply, headers)[1]
 
 
 def from_client(msg: Msg) -> Mapping[str, str] | None:
-    """``msg``'s headers as an open broker hands them to the engine: a keyed SEND's with its
-    client (``FromClient``, ``party_of``), whose bound its new key counts against (#106)."""
+    """``msg``'s headers as an open broker hands them to the engine: a keyed SEND's with the
+    client nats-server vouches for (``FromClient``, ``party_of``), whose bound its new key
+    counts against (#106); as sent where none is vouched for (#113)."""
     headers = msg.headers
     if headers and HEADER_IDEMPOTENCY_KEY in headers:
-        return FromClient(headers, party_of(msg.reply or "", headers))
+        party = party_of(msg.reply or "", headers)
+        if party is not None:
+            return FromClient(headers, party)
     return headers
 
 

@@ -10,8 +10,10 @@ A key is its sender's (#98): a broker that vouches for the sender keeps it under
 ``scoped_key(sender, key)``, so another identity's SEND of the same key is a key of its own.
 The keys held are counted in all and per party, so a store can refuse one past its bounds
 (``room``): a party is the vouched sender of a scoped key, or the client an open broker told
-apart for it (#106: its address, or its reply inbox; the key itself stays unscoped there, one
-per mailbox as RobustMQ keeps it). What one costs is measured in docs/bench.md.
+apart for it (#106: the address nats-server vouches for; the key itself stays unscoped there,
+one per mailbox as RobustMQ keeps it). #113: a reply inbox is no party (any client may name
+another's), so a key nothing vouches for counts in the bound in all alone. What one costs is
+measured in docs/bench.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ _SCOPE = "\n"  # between a sender and its key: no header value (so no key) holds
 # server speaking for many callers, a gateway's tenant, must learn nothing of the others)
 PARTY_FULL = "you hold as many keys as one sender may"
 ALL_FULL = "this broker holds as many keys as it may"
+# (#113) The same, for a key no party is counted for (an open broker's client nats-server
+# vouches for no address of): nothing there tells one client's keys from another's (a reply
+# inbox is any client's to name), so the bound in all is everyone's, and the remedy is the
+# operator's (said to the client, to pass on)
+OPEN_FULL = f"{ALL_FULL}, telling no client's keys apart: its operator's remedy is --credentials"
 
 
 def scoped_key(sender: str | None, key: str) -> str:
@@ -75,7 +82,7 @@ class SentKeys:
         if party is not None and most_each is not None and self.held_by(party) >= most_each:
             return PARTY_FULL
         if most is not None and len(self._kept) >= most:
-            return ALL_FULL
+            return ALL_FULL if party is not None else OPEN_FULL
         return None
 
     def get(self, mailbox: str, key: str, now: int) -> tuple[int, bytes] | None:

@@ -4,14 +4,14 @@ others.
 Before, a broker vouching for no sender counted every key in one bound (``--max-keys``): one
 client's keyed SENDs filled it, and for the whole window every other client's keyed SEND
 (every ``send_message`` a model calls, every served agent's state write) was refused. Now an
-open broker's serving tells its clients apart as its waiting room does (pacing.client_of): by
-the address nats-server vouches for (the open cluster's service import), else by the reply
-inbox of the connection; each holds at most ``max_keys_per_address``.
+open broker's serving tells its clients apart by the address nats-server vouches for (the open
+cluster's service import); each holds at most ``max_keys_per_address``. (#113: no longer by a
+reply inbox, which any client may name: there the bound in all is everyone's.)
 
 Played on a real nats-server with the broker's serving (serve.py) over the memory store, as
-``mq9-dev-broker`` without credentials runs; the same flood with no bound per client (what
-the broker did before) refuses the other client, so the test holds the fix. At the engine,
-two addresses: one's keys full, the other's SEND answered. And on docs/deploy.md's open
+``mq9-dev-broker`` without credentials runs: with no vouched address the bound in all is all
+there is, and its refusal names the remedy. At the engine, two addresses: one's keys full, the
+other's SEND answered. And on docs/deploy.md's open
 cluster (nats-server vouching for the address) a flooder's second connection from the same
 host shares the first's bound.
 """
@@ -59,26 +59,19 @@ async def _flooded(url: str, limits: BrokerLimits) -> tuple[list[str], dict, Bro
 
 
 @pytest.mark.slow  # a nats-server
-async def test_one_client_filling_its_keys_leaves_another_clients_keyed_send_answered(
+async def test_an_open_broker_without_vouched_addresses_bounds_keys_in_all_and_names_the_remedy(
     nats_server,
 ):
+    """#113: a reply inbox is no client's own (any client may name another's), so a plain
+    nats-server's clients are no parties: one client's keys fill the bound in all, and the
+    refusal says so, naming the operator's remedy (--credentials), never a bound of bob's own
+    that another filled (tests/broker/serving/test_keys_inbox_named.py plays that attack)."""
     limits = BrokerLimits(idempotency_window=600, max_keys=6, max_keys_per_address=3)
     errors, bob, engine = await _flooded(nats_server.url, limits)
-    assert errors[:3] == ["", "", ""]
-    # her own bound, in words: no count of hers nor of anyone's (#106 item 7)
-    assert all(FULL in e and "(you hold as many keys as one sender may," in e for e in errors[3:])
-    assert bob["error"] == "" and bob["duplicate"] is False, bob
-    assert len(engine.store.sent_keys) == 4 and engine.keys_refused == 5
-
-
-@pytest.mark.slow  # a nats-server
-async def test_without_a_bound_per_client_one_client_fills_the_broker(nats_server):
-    """What the broker did before #106 (no bound per client: the bound in all alone): the
-    test above fails there, bob refused."""
-    limits = BrokerLimits(idempotency_window=600, max_keys=6, max_keys_per_address=None)
-    errors, bob, _ = await _flooded(nats_server.url, limits)
     assert errors[:6] == [""] * 6
     assert FULL in bob["error"] and "this broker holds as many keys as it may" in bob["error"]
+    assert "--credentials" in bob["error"] and "one sender" not in bob["error"]
+    assert engine.keys_refused_per_address == 0 and engine.store.sent_keys.most_held() == 0
 
 
 async def test_an_address_fills_its_own_keys_and_another_address_is_answered():
@@ -105,18 +98,17 @@ async def test_an_address_fills_its_own_keys_and_another_address_is_answered():
     assert engine.store.sent_keys.held_by(mallory) == 1
 
 
-def test_a_client_is_its_vouched_address_else_its_inbox():
+def test_a_client_is_its_vouched_address_and_an_inbox_is_no_party():
     info = {"acc": "CLIENTS", "server": "NDX4SERVER", "id": 17, "host": "10.0.0.5"}
     imported = {REQUEST_INFO: json.dumps(info)}
     other_connection = {REQUEST_INFO: json.dumps({**info, "id": 18})}
     # the connections of one address are one client (a flooder may open many)
     assert party_of("_R_.AbC.x", imported) == party_of("_R_.AbC.y", other_connection)
     assert party_of("_R_.AbC.x", imported) == "CLIENTS@10.0.0.5"
-    # nothing vouches for an address: the connection's inbox (one per nats connection)
-    assert party_of("_INBOX.conn1.7") == party_of("_INBOX.conn1.8") == "_INBOX.conn1"
-    assert party_of("_INBOX.conn1.7") != party_of("_INBOX.conn2.7")
+    # (#113) nothing vouches for an address: no party (an inbox is any client's to name)
+    assert party_of("_INBOX.conn1.7") is None
     # a header on a reply that came through no import is the client's own: not believed
-    assert party_of("_INBOX.conn1.7", imported) == "_INBOX.conn1"
+    assert party_of("_INBOX.conn1.7", imported) is None
 
 
 @pytest.mark.slow  # a nats-server
