@@ -38,8 +38,8 @@ async def _send(connection, key: str) -> dict:
 
 
 async def _flood_as(attacker, prefix: str, keys: range) -> list[dict]:
-    """Keyed SENDs (one per number of ``keys``) naming ``prefix`` (the victim's inbox) as their reply; the
-    attacker hears their answers there too (a plain nats-server lets it)."""
+    """Keyed SENDs (one per number of ``keys``) naming ``prefix`` (the victim's inbox) as
+    their reply; the attacker hears their answers there too (a plain nats-server lets it)."""
     answers: asyncio.Queue[dict] = asyncio.Queue()
 
     async def heard(msg) -> None:
@@ -48,9 +48,7 @@ async def _flood_as(attacker, prefix: str, keys: range) -> list[dict]:
     sub = await attacker.subscribe(f"{prefix}.*", cb=heard)  # (the victim sends nothing meanwhile)
     for n in keys:
         headers = {p.HEADER_IDEMPOTENCY_KEY: f"mallory-{n}"}
-        await attacker.publish(
-            p.MSG_SEND + BOX, b"x", reply=f"{prefix}.flood-{n}", headers=headers
-        )
+        await attacker.publish(p.MSG_SEND + BOX, b"x", reply=f"{prefix}.flood-{n}", headers=headers)
     got = [await asyncio.wait_for(answers.get(), WAIT) for _ in keys]
     await sub.unsubscribe()
     return got
