@@ -42,6 +42,7 @@ from .http import (
     serve_http,
 )
 from .http.metrics import PREFIX, McpMetrics, mcp_endpoint
+from .http.resource_server import ResourceServer, add_oauth_flags, resource_server
 from .owners import KEYS_PER_CLIENT
 from .server import (
     RECONNECT_ATTEMPTS,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_broker_flags(parser)
     add_transport_flags(parser)
+    add_oauth_flags(parser)  # #112: http/resource_server.py
     add_tool_flags(parser)
     add_event_flags(parser)
     parser.add_argument(
@@ -343,6 +345,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     auth_token = http_token(args, parser)
+    resource = resource_server(args, parser, auth_token) if args.transport == "http" else None
     server_url = args.server or _env("MQ9_SERVER", "NATS_URL") or DEFAULT_SERVER
     credentials = broker_credentials(args, parser)
     policy = tool_policy(args, parser)
@@ -372,7 +375,7 @@ def _main(argv: Sequence[str] | None) -> int:
             print(help_text, file=sys.stderr, flush=True)
         anyio.run(serve_stdio, server, connection, backend_options={"loop_factory": _new_loop})
         return 0
-    return _run_http(args, server, connection, auth_token)
+    return _run_http(args, server, connection, auth_token, resource)
 
 
 def key_shares(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KeyShares:
@@ -434,7 +437,7 @@ def http_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str
             "meant to require; set it to a long random secret, or unset it to serve without "
             "a token (loopback only)"
         )
-    elif not is_loopback(args.host) and not auth_token:
+    elif not is_loopback(args.host) and not (auth_token or args.oauth_issuer or args.tokens_file):
         parser.error(
             f"--host {args.host} is not a loopback address, so anyone who can reach it could "
             "use your mailboxes: set --auth-token (or MQ9_MCP_TOKEN) to a long random secret, "
@@ -514,8 +517,11 @@ def _run_http(
     server: Mq9McpServer,
     connection: Mq9Connection,
     auth_token: str | None,
+    resource: ResourceServer | None = None,
 ) -> int:
-    if auth_token:
+    if resource is not None:
+        log.info("HTTP requests need a token naming a principal: %s", resource.hint())
+    elif auth_token:
         log.info("HTTP bearer token enforced: every request needs Authorization: Bearer")
     else:
         log.info(
@@ -544,6 +550,7 @@ def _run_http(
         connection,
         host=args.host,
         auth_token=auth_token,
+        resource_server=resource,
         max_sessions=max_sessions,
         session_idle_timeout=idle_timeout,
         metrics=metrics,

@@ -17,11 +17,13 @@ one's least recently used owner: one peer inventing names cannot lock out a clie
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import Counter, OrderedDict
 from typing import Any
 
+from mcp.server.auth.provider import AccessToken, principal_components
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -48,6 +50,9 @@ KEYS_PER_CLIENT = 900
 # What a keyed tool call stores under its key at the broker: a message (send_message), a call's
 # record and its request (call_agent), an answer (answer_call)
 KEYS_A_CALL = {"send_message": 1, "call_agent": 2, "answer_call": 1}
+# The one principal every holder of the static --auth-token is (http/auth.py's PRINCIPAL):
+# it tells no one apart, so the address does
+SHARED_PRINCIPAL = "mq9-mcp"
 
 
 def normalized_credentials(authorization: str) -> str:
@@ -58,11 +63,32 @@ def normalized_credentials(authorization: str) -> str:
 
 
 def client_identity(scope: Scope) -> str:
-    """Who is connecting: the peer's address and a digest of the credentials it gave (the
-    sessions' fair share counts clients so)."""
+    """Who is connecting (the sessions' fair share counts clients so): with a checked token
+    naming a principal of its own (#112: an OAuth access token, a tokens file's line) that
+    principal, its issuer, subject and client (``principal_components``), wherever it
+    connects from; else (no token, or the one static token every holder shares) the peer's
+    address and a digest of the credentials it gave."""
+    principal = principal_of(scope)
+    if principal is not None:
+        return principal
     peer = scope.get("client") or ("", 0)
     credentials = normalized_credentials(Headers(scope=scope).get("authorization", ""))
     return f"{peer[0]} {hashlib.sha256(credentials.encode()).hexdigest()[:12]}"
+
+
+def principal_of(scope: Scope) -> str | None:
+    """``principal <digest of issuer, subject, client>`` of the token the SDK's bearer auth
+    checked for this request (``scope["user"]``); None without one, or for the static token's
+    one shared principal (``http.auth.PRINCIPAL``). A digest: the owner names stay one word
+    pair (``client_of``) whatever a subject holds."""
+    token = getattr(scope.get("user"), "access_token", None)
+    if not isinstance(token, AccessToken):
+        return None
+    client, issuer, subject = principal_components(token)
+    if issuer is None and subject is None and client == SHARED_PRINCIPAL:
+        return None
+    named = json.dumps([issuer, subject, client])
+    return f"principal {hashlib.sha256(named.encode()).hexdigest()[:24]}"
 
 
 def client_of(owner: str) -> str:

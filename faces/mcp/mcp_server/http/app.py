@@ -31,6 +31,7 @@ from .auth import HostAndOrigin, is_loopback, loopback_security, require_bearer_
 from .guard import BoundedConnections, check_versions
 from .limits import MAX_BODY_BYTES, UnreadableBodies
 from .metrics import McpMetrics
+from .resource_server import ResourceServer, ScopeCheck
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
 
@@ -49,6 +50,7 @@ def create_http_app(
     session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
     metrics: McpMetrics | None = None,
+    resource_server: ResourceServer | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``server`` over streamable HTTP at ``/mcp``.
 
@@ -56,6 +58,8 @@ def create_http_app(
     connection for every HTTP session. ``max_sessions`` and ``session_idle_timeout`` bound the
     sessions (see ``SessionLimits``, which the app's ``state.session_limits`` holds).
     ``metrics`` (#73): counts every request, outermost, and reads the sessions.
+    ``resource_server`` (#112): tokens checked by its verifier (OAuth, a tokens file; the
+    static ``auth_token`` among them), its metadata served, each tool call's scope checked.
     """
     check_versions()  # the connection guard's, before anything is served
     # The SDK's own session settings: its body limit is ours (one limit, answered by
@@ -87,10 +91,20 @@ def create_http_app(
                 with anyio.CancelScope(shield=True):
                     await connection.aclose()
 
-    endpoint = UnreadableBodies(limits)
+    metadata_url = resource_server.metadata_url if resource_server else None
+    checked = ScopeCheck(limits, metadata_url) if resource_server else limits
+    endpoint = UnreadableBodies(checked)
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits
-    app: ASGIApp = require_bearer_token(starlette, auth_token) if auth_token else starlette
+    app: ASGIApp = starlette
+    if resource_server is not None:
+        guarded = require_bearer_token(
+            starlette, verifier=resource_server.verifier, metadata_url=metadata_url,
+            hint=resource_server.hint(),
+        )  # fmt: skip
+        app = resource_server.protect(starlette, guarded)
+    elif auth_token:
+        app = require_bearer_token(starlette, auth_token)
     app = HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
     if metrics is not None:
         metrics.watch(limits)

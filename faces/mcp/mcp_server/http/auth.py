@@ -10,13 +10,16 @@ import ipaddress
 import json
 
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
-from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.types import INVALID_REQUEST
+from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .scopes import ALL_SCOPES
 
 # On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
 # keep the connection, which costs as much as buffering it.
@@ -62,12 +65,28 @@ class HostAndOrigin:
         await self.app(scope, receive, send)
 
 
-def require_bearer_token(app: ASGIApp, token: str) -> ASGIApp:
+def require_bearer_token(
+    app: ASGIApp,
+    token: str | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    metadata_url: str | None = None,
+    hint: str | None = None,
+) -> ASGIApp:
     """``app`` behind the SDK's bearer auth: every HTTP request without ``Authorization:
     Bearer <token>`` is answered 401 (whatever its path), and the SDK's session manager binds
-    each session to the principal that opened it (one token: one principal, ``PRINCIPAL``)."""
-    required = _Requests(_InWords(RequireAuthMiddleware(app, required_scopes=[])), app)
-    return AuthenticationMiddleware(required, backend=BearerAuthBackend(BearerToken(token)))
+    each session to the principal that opened it (one token: one principal, ``PRINCIPAL``).
+    ``verifier`` (#112) checks tokens instead of the one ``token``: an OAuth resource
+    server's (``oauth.py``), a tokens file's; ``metadata_url`` is then named in the 401's
+    ``WWW-Authenticate`` (RFC 9728); the verifier checks the token's audience itself."""
+    checks: TokenVerifier = verifier if verifier is not None else BearerToken(token or "")
+    url = AnyHttpUrl(metadata_url) if metadata_url else None
+    required = RequireAuthMiddleware(app, required_scopes=[], resource_metadata_url=url)
+    guarded = _Requests(_InWords(required, hint or TOKEN_HINT), app)
+    return AuthenticationMiddleware(guarded, backend=BearerAuthBackend(checks))
+
+
+TOKEN_HINT = "the token it was started with (--auth-token or MQ9_MCP_TOKEN)"
 
 
 class _InWords:
@@ -77,8 +96,9 @@ class _InWords:
     body reached them as "Server returned an error response". The OAuth fields ride in the
     error's data."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hint: str = "") -> None:
         self.app = app
+        self.hint = hint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = False
@@ -89,7 +109,7 @@ class _InWords:
                 refused = True
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
-                body = _refusal_body(scope)
+                body = _refusal_body(scope, self.hint)
                 headers += [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]  # fmt: skip
                 await send({**message, "headers": headers})
@@ -101,7 +121,7 @@ class _InWords:
         await self.app(scope, receive, reworded)
 
 
-def _refusal_body(scope: Scope) -> bytes:
+def _refusal_body(scope: Scope, hint: str) -> bytes:
     given = Headers(scope=scope).get("authorization", "")
     scheme, _, credentials = given.strip().partition(" ")
     if not given.strip():
@@ -112,7 +132,7 @@ def _refusal_body(scope: Scope) -> bytes:
         why = "the bearer token is wrong"
     text = (
         f"Unauthorized: {why}. This mq9-mcp server needs 'Authorization: Bearer <token>' on "
-        "every request, the token it was started with (--auth-token or MQ9_MCP_TOKEN)"
+        f"every request, {hint}"
     )
     oauth = {"error": "invalid_token", "error_description": why}
     error = {"code": INVALID_REQUEST, "message": text, "data": oauth}
@@ -136,7 +156,7 @@ class BearerToken:
         given = token.strip()
         if not hmac.compare_digest(given.encode(), self._token):
             return None
-        return AccessToken(token=given, client_id=PRINCIPAL, scopes=[])
+        return AccessToken(token=given, client_id=PRINCIPAL, scopes=list(ALL_SCOPES))
 
 
 class _Requests:

@@ -61,6 +61,9 @@ class UnreadableBodies:
             await JSONResponse(unreadable, status_code=400)(scope, receive, send)
             return
         scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
+        if scope["mq9.calls_tool"]:  # the tool it names, for the scope check (#112)
+            params = value.get("params")
+            scope["mq9.tool"] = params.get("name") if isinstance(params, dict) else None
         replay: Iterator[Message] = iter([{"type": "http.request", "body": body}])
 
         async def again() -> Message:

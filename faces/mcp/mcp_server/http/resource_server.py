@@ -1,0 +1,196 @@
+"""The resource server's edge (issue #112): its Protected Resource Metadata (RFC 9728, the
+MCP SDK's own route, at ``/.well-known/oauth-protected-resource`` and the path-suffixed form),
+served without a token, and the per-tool scope check (``ScopeCheck``: 403 with
+``error="insufficient_scope"`` and the scope needed, which the MCP SDK's client answers by
+asking its user for that scope: the spec's step-up). Its options: ``add_oauth_flags``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.types import INVALID_REQUEST
+from pydantic import AnyHttpUrl
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .auth import BearerToken
+from .oauth import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer, ResourceTokens
+from .scopes import ALL_SCOPES, may_call, scope_for
+from .tokens_file import AnyOf, TokensFile
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+@dataclass
+class ResourceServer:
+    """How HTTP requests authenticate: a verifier of every kind of token configured, and,
+    with an authorization server, this server's canonical URL and its metadata."""
+
+    verifier: TokenVerifier
+    resource: str | None = None
+    issuer: str | None = None
+
+    @property
+    def metadata_url(self) -> str | None:
+        if self.issuer is None or self.resource is None:
+            return None
+        return str(build_resource_metadata_url(AnyHttpUrl(self.resource)))
+
+    def hint(self) -> str:
+        if self.issuer is None:
+            return "your own token (the server's --tokens-file or --auth-token)"
+        return (
+            f"an OAuth access token from {self.issuer} for {self.resource} "
+            f"(see {self.metadata_url})"
+        )
+
+    def protect(self, app: ASGIApp, guarded: ASGIApp) -> ASGIApp:
+        """``guarded`` (``app`` behind the bearer auth), with the metadata routes beside it."""
+        if self.issuer is None or self.resource is None:
+            return guarded
+        routes = create_protected_resource_routes(
+            AnyHttpUrl(self.resource), [AnyHttpUrl(self.issuer)], scopes_supported=ALL_SCOPES,
+            resource_name="mq9-mcp",
+        )  # fmt: skip
+        return _WellKnown(routes[0].app, guarded)
+
+
+class _WellKnown:
+    """``/.well-known/oauth-protected-resource`` and its path-suffixed forms go to the SDK's
+    metadata handler, unauthenticated (RFC 9728 section 3); the rest to ``guarded``."""
+
+    def __init__(self, metadata: ASGIApp, guarded: ASGIApp) -> None:
+        self.metadata = metadata
+        self.guarded = guarded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == WELL_KNOWN or path.startswith(WELL_KNOWN + "/"):
+            await self.metadata(scope, receive, send)
+        else:
+            await self.guarded(scope, receive, send)
+
+
+class ScopeCheck:
+    """A ``tools/call`` whose token lacks the tool's scope (``oauth.SCOPE_TOOLS``) is answered
+    403 with ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`` before the
+    SDK sees it. Sits behind ``UnreadableBodies``, which names the tool (``mq9.tool``)."""
+
+    def __init__(self, app: ASGIApp, metadata_url: str | None) -> None:
+        self.app = app
+        self.metadata_url = metadata_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tool = scope.get("mq9.tool")
+        user = scope.get("user")
+        checked = isinstance(tool, str) and isinstance(user, AuthenticatedUser)
+        if checked and not may_call(user.scopes, tool):
+            await self._refuse(send, tool, scope_for(tool))
+            return
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, tool: str, needed: str) -> None:
+        why = f"calling {tool} needs the scope {needed}"
+        parts = ['error="insufficient_scope"', f'scope="{needed}"', f'error_description="{why}"']
+        if self.metadata_url:
+            parts.append(f'resource_metadata="{self.metadata_url}"')
+        text = f"Forbidden: {why}, which your access token was not granted"
+        error = {"code": INVALID_REQUEST, "message": text,
+                 "data": {"error": "insufficient_scope", "scope": needed}}  # fmt: skip
+        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())]  # fmt: skip
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
+    """The resource server's options (docs/mcp.md "Serving many people")."""
+    group = parser.add_argument_group("OAuth resource server (--transport http; the oauth extra)")
+    add = group.add_argument
+    add(
+        "--oauth-issuer",
+        metavar="URL",
+        help="serve as an OAuth 2.1 resource server trusting this authorization server's "
+        "tokens (its issuer URL; its metadata, JWKS and introspection endpoint are "
+        "discovered)",
+    )
+    add(
+        "--resource-url",
+        metavar="URL",
+        help="this server's canonical URL as clients reach it, the audience its tokens must "
+        "name (RFC 8707; default http://HOST:PORT/mcp)",
+    )
+    add(
+        "--oauth-algorithms",
+        metavar="ALGS",
+        default=",".join(DEFAULT_ALGORITHMS),
+        help="JWT signature algorithms accepted (default: %(default)s)",
+    )
+    add(
+        "--oauth-jwt-typ",
+        metavar="TYP",
+        default=JWT_TYP,
+        help="the JWT 'typ' an access token must have (default %(default)s, RFC 9068; 'jwt' "
+        "for an AS that sends no at+jwt)",
+    )
+    add(
+        "--oauth-jwks-cooldown",
+        metavar="SECONDS",
+        type=float,
+        default=30.0,
+        help="at most one JWKS fetch this often for an unknown key id (default %(default)g)",
+    )
+    add(
+        "--oauth-client-id",
+        metavar="ID",
+        help="this server's client id at the introspection endpoint, for opaque tokens (its "
+        "secret: $MQ9_MCP_OAUTH_CLIENT_SECRET)",
+    )
+    add(
+        "--tokens-file",
+        metavar="FILE",
+        type=Path,
+        help="'name: sha256-of-token' lines, one principal each, read again when it changes",
+    )
+
+
+def resource_server(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, auth_token: str | None
+) -> ResourceServer | None:
+    """The verifier the options name (None: the static token alone, or nothing)."""
+    verifiers: list[object] = []
+    server = None
+    if args.oauth_issuer:
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        resource = args.resource_url or f"http://{host}:{args.port}/mcp"
+        server = AuthorizationServer(
+            issuer=args.oauth_issuer, resource=resource,
+            algorithms=tuple(a.strip() for a in args.oauth_algorithms.split(",") if a.strip()),
+            jwt_typ=args.oauth_jwt_typ.lower(), jwks_cooldown=args.oauth_jwks_cooldown,
+            client_id=args.oauth_client_id,
+            client_secret=os.environ.get("MQ9_MCP_OAUTH_CLIENT_SECRET"),
+        )  # fmt: skip
+        if "none" in (a.lower() for a in server.algorithms):
+            parser.error("--oauth-algorithms: 'none' is never accepted")
+        verifiers.append(ResourceTokens(server))
+    if args.tokens_file:
+        try:
+            verifiers.append(TokensFile(args.tokens_file))
+        except (OSError, ValueError) as exc:
+            parser.error(f"--tokens-file: {exc}")
+    if not verifiers:
+        return None
+    if auth_token:
+        verifiers.append(BearerToken(auth_token))
+    verifier = AnyOf(*verifiers)
+    if server is None:
+        return ResourceServer(verifier)
+    return ResourceServer(verifier, resource=server.resource, issuer=server.issuer)
