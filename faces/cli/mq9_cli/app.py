@@ -23,6 +23,7 @@ from mq9_platform.operations.errors import OperationError
 from mq9_platform.operations.policy import ToolPolicy
 from mq9_platform.operations.views import message_view
 from mq9_wire.protocol import LANE_READ_BYTES, QUERY_CAP
+from mq9_wire.protocol.errors import NotAwaitingAck
 
 from . import overview, render
 from .connect import FAILED, NOT_FOUND, OK, USAGE, Failure, Target, failure
@@ -370,9 +371,10 @@ def ack(
         try:
             done = await overview.operate(client, "ack_messages", args, policy)
         except OperationError as exc:
-            if "is not waiting for an ack" not in str(exc):
+            refused = exc.__cause__  # the operation's typed refusal, never its words (#113)
+            if not isinstance(refused, NotAwaitingAck):
                 raise
-            waiting = str(exc).partition("Waiting for an ack: ")[2].partition(";")[0]
+            waiting = list(refused.waiting)
             hint = (
                 f"these wait: {waiting}"
                 if waiting

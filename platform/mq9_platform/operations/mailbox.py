@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
-from mq9_wire.protocol import QUERY_CAP, Message, Priority
+from mq9_wire.protocol import QUERY_CAP, Message, Priority, err_not_awaiting_ack
+from mq9_wire.protocol.errors import NotAwaitingAck
 
 from ..a2a.shapes import JsonObject
 from ..a2a.store import keyed
@@ -17,7 +18,7 @@ from ..client.api import Mq9ClientLike
 from ..groups.reader import GroupReader
 from . import pages
 from .context import CallContext
-from .errors import OperationError, invalid
+from .errors import invalid
 from .policy import GroupReading, ToolPolicy
 from .results import (
     MailboxCreated,
@@ -239,15 +240,15 @@ async def ack_messages(ctx: CallContext, args: AckMessagesInput) -> Outcome[Mess
         reading = policy.reading(ctx.client, address, policy.default_group)
         await reading.adopt(ctx.client, args.msg_id, policy.deliver)
     waiting = reading.unacked
-    if args.msg_id not in waiting:
-        why = (
-            f"msg_id {args.msg_id} is not waiting for an ack in {address}: fetch_messages did "
-            "not give it to you, or it is already acked. "
-        )
-        if waiting:
-            raise OperationError(why + f"Waiting for an ack: {waiting}; ack one of those.")
+    if args.msg_id not in waiting:  # its own class (#113): a face decides on it, not on words
         fetch = next_call("fetch_messages", address, policy)
-        raise OperationError(why + f"Call {fetch} first and ack a msg_id it returned.")
+        why = (
+            f"{err_not_awaiting_ack(args.msg_id, address)}: fetch_messages did not give it to "
+            "you, or it is already acked. "
+            + (f"Waiting for an ack: {waiting}; ack one of those." if waiting
+               else f"Call {fetch} first and ack a msg_id it returned.")
+        )  # fmt: skip
+        raise NotAwaitingAck(why, msg_id=args.msg_id, address=address, waiting=tuple(waiting))
     if args.set_aside:
         return await _set_aside(ctx, reading, address, args)
     confirmed = waiting[: waiting.index(args.msg_id) + 1]

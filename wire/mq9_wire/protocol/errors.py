@@ -117,6 +117,16 @@ class KeysFull(LimitReached):
     it on without telling one caller of the others."""
 
 
+class NotAwaitingAck(InvalidArgument):
+    """(#113) An ACK of ``msg_id`` in ``address`` that its group's reader is not waiting for:
+    never handed out to it, or acked already (the client's own refusal, before anything is
+    sent). ``waiting``: the msg_ids that do wait for an ack, oldest first (none: fetch first)."""
+
+    msg_id: int | None = None
+    address: str | None = None
+    waiting: tuple[int, ...] = ()
+
+
 class SearchNotBuilt(Mq9Error):
     """RobustMQ built without its vector-search feature (its default): DISCOVER with text or
     semantic is refused; the client then ranks the listing itself."""
@@ -469,6 +479,12 @@ def err_idempotency_key_size(size: int) -> str:
     )
 
 
+def err_not_awaiting_ack(msg_id: int, address: str) -> str:
+    """(#113) An ACK of a msg_id the group's reader was not handed, or acked already: the
+    client's refusal (the tools add what waits and what to call)."""
+    return f"msg_id {msg_id} is not waiting for an ack in {address}"
+
+
 def err_group_name_too_long(length: int) -> str:
     return f"group_name is {length} characters: this broker takes at most {MAX_GROUP_NAME}"
 
@@ -568,6 +584,8 @@ WIRE_TEXTS = (
     _reads(InvalidArgument, r"SEND refused: (?:idempotency key .* was used|an mq9-idempotency-key)",
            OURS, err_idempotency_key_reused, err_idempotency_key_size),
     _reads(InvalidArgument, r"invalid delay \d+: at most", OURS, err_delay_too_long),
+    _reads(NotAwaitingAck, r"^msg_id (?P<msg_id>\d+) is not waiting for an ack in (?P<address>\S+?)"
+           r"(?::|$)", OURS, err_not_awaiting_ack),
     _reads(InvalidArgument, r"invalid |missing field|unknown variant|duplicate field", ROBUSTMQ,
            *SERDE_REFUSALS),  # and the client's own refusals of a value ("invalid ttl ...")
     _reads(InvalidArgument, r"\S+ must not be empty", ROBUSTMQ,
