@@ -28,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from mq9_platform.client.key_shares import KeyShares, KeysRefused, callers_total
+from mq9_platform.client.scoped_keys import caller_key
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
 
 log = logging.getLogger("mcp_server")
@@ -142,6 +143,20 @@ class ClientPolicies:
         except KeysRefused as exc:
             return str(exc)
         return None
+
+    def client_keys(
+        self, request: Any, operation: str | None, arguments: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """A keyed tool call's arguments with its key as the broker holds it for the client
+        (#113: ``caller_key``): mq9-mcp is one identity at the broker, so a key passed on as
+        given would be every client's (another client's same key answered with this one's
+        msg_id, or refusing it). Worker names share their client's keys; over stdio the one
+        client's go as they are. Anything else is returned as it came."""
+        key = (arguments or {}).get("idempotency_key")
+        if operation not in KEYS_A_CALL or not isinstance(key, str) or not key:
+            return arguments
+        client = client_of(self.owner_of(request))
+        return {**(arguments or {}), "idempotency_key": caller_key(client, key)}
 
     def of(self, request: Any) -> ToolPolicy:
         """The policy of the client that sent ``request`` (a Starlette request, or None)."""

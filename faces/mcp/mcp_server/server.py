@@ -319,6 +319,9 @@ class Mq9McpServer(Server):
         refused = self.policies.spend_keys(ctx.request, operation, params.arguments)
         if refused is not None:  # #106: past its own share of idempotency keys (owners.py)
             return error_result(refused)
+        keyed = self.policies.client_keys(ctx.request, operation, params.arguments)
+        if keyed is not params.arguments:  # #113: the client's key, never another's
+            params = params.model_copy(update={"arguments": keyed})
         request = ctx.request_id
         return await logged_call(self.connection, policy, params, request, progress, wait_cap_ms)
 
