@@ -45,126 +45,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.sdk_snapshot import sdk_repo, write_folder
+from tests.support.js_sdk import JsSdkUnavailable, built_js_sdk
+from tests.support.sdk_snapshot import sdk_repo
 
 pytestmark = pytest.mark.slow
 
 _DRIVER = Path(__file__).resolve().parents[1] / "js" / "interop_driver.mjs"
-_INSTALL_TIMEOUT = 180  # npm ci, from the registry
-_COMPILE_TIMEOUT = 120  # tsc
 _DRIVER_TIMEOUT = 60  # one driver section
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "langchain-mq9" / "js-sdk"
-
-
-def _run(command: list[str], cwd: Path, timeout: float) -> tuple[int | None, str]:
-    """Run ``command``; (exit code or None on timeout, the tail of its output). A timeout
-    kills the whole process group, npm's children included."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        return None, output.decode(errors="replace")[-2000:]
-    return process.returncode, output.decode(errors="replace")[-2000:]
-
-
-def _snapshot_key(repo: Path) -> str:
-    """A cache key for the snapshot's ``javascript/``: its files' digest in a checkout, else
-    the git directory's HEAD; skips when there is no snapshot."""
-    sources = repo / "javascript"
-    if (sources / "src" / "client.ts").is_file():
-        digest = hashlib.sha256()
-        for file in sorted(sources.rglob("*")):
-            parts = file.relative_to(sources).parts
-            if file.is_file() and not {"node_modules", "dist"} & set(parts):
-                digest.update("/".join(parts).encode() + b"\0" + file.read_bytes())
-        return f"tree-{digest.hexdigest()[:16]}"
-    if not (repo.is_dir() and shutil.which("git")):
-        pytest.skip("no robustmq/mq9 snapshot on this machine (set MQ9_SDK_REPO)")
-    head = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "HEAD^{commit}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if head.returncode != 0:
-        pytest.skip(f"no robustmq/mq9 snapshot at {repo} (set MQ9_SDK_REPO)")
-    return head.stdout.strip()
-
-
-def _complete(built: Path) -> bool:
-    return (built / "dist" / "index.js").is_file() and (built / "node_modules" / "nats").is_dir()
 
 
 @pytest.fixture(scope="module")
 def js_sdk() -> Path:
     """The snapshot's JavaScript SDK, installed and compiled once per snapshot in a cache
-    directory outside the repository: the directory holding its ``dist/`` and
-    ``node_modules/``."""
-    repo = sdk_repo()
-    key = _snapshot_key(repo)
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    built = _cache_root() / key
-    if _complete(built):
-        return built
-    built.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=built.parent))
+    directory outside the repository (tests/support/js_sdk.py)."""
     try:
-        write_folder(repo, "javascript", staging)
-        sources = staging / "javascript"
-        # The lock file resolves every package on registry.npmmirror.com; fetch the same
-        # tarballs (the lock's integrity hashes still apply) from the configured registry
-        command = ["npm", "ci", "--no-audit", "--no-fund", "--replace-registry-host=always"]
-        if not (sources / "package-lock.json").is_file():
-            command[1] = "install"
-        code, output = _run(command, sources, _INSTALL_TIMEOUT)
-        if code is None:
-            pytest.skip(f"`{' '.join(command)}` took over {_INSTALL_TIMEOUT} s:\n{output}")
-        if code != 0:
-            pytest.skip(f"`{' '.join(command)}` failed ({code}):\n{output}")
-        # `npx tsc`, without npx's chance of fetching a compiler of its own
-        tsc = sources / "node_modules" / "typescript" / "bin" / "tsc"
-        code, output = _run(["node", str(tsc)], sources, _COMPILE_TIMEOUT)
-        if code is None:
-            pytest.skip(f"tsc took over {_COMPILE_TIMEOUT} s:\n{output}")
-        if code != 0:
-            pytest.fail(f"the snapshot's SDK does not compile (tsc: {code}):\n{output}")
-        if built.exists() and not _complete(built):  # left by an interrupted older version
-            shutil.rmtree(built)
-        try:
-            sources.rename(built)
-        except OSError:  # another run finished first: use theirs
-            if not _complete(built):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return built
+        return built_js_sdk(sdk_repo())
+    except JsSdkUnavailable as missing:
+        pytest.skip(str(missing))
 
 
 async def _drive(js_sdk: Path, nats_broker, section: str, prefix: str) -> dict:
