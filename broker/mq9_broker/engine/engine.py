@@ -238,18 +238,19 @@ class Engine(Carried, Generic[S]):
                 return await self._answer(command, target, headers, body)
             owned, policy, principal = command.owned, requester.policy, requester.principal
             named = await owned.names(target, body, LARGE_BODY)
-            await owned.look_up(policy, principal, named, headers)
-            refusal = owned.check(policy, principal, named, headers)
-            if refusal is not None:
-                return refusal
-            # what another broker could decide differently, won in one step first (#77)
-            refusal, undo = await owned.claim(policy, principal, named)
-            if refusal is not None:
-                return refusal
-            given = Vouched(headers, principal) if owned.vouched else headers
-            answering = functools.partial(self._answer, command, target, given, body)
-            answer = await _claimed(answering, undo)
-            return await kept(answer, owned.recorded(requester, named, headers, body, answer))
+            async with owned.turn(policy, named):  # (#113) one agent name's, one at a time
+                await owned.look_up(policy, principal, named, headers)
+                refusal = owned.check(policy, principal, named, headers)
+                if refusal is not None:
+                    return refusal
+                # what another broker could decide differently, won in one step first (#77)
+                refusal, undo = await owned.claim(policy, principal, named)
+                if refusal is not None:
+                    return refusal
+                given = Vouched(headers, principal) if owned.vouched else headers
+                answering = functools.partial(self._answer, command, target, given, body)
+                answer = await _claimed(answering, undo)
+                return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
             return rules.error_answer(str(exc))
         except Exception as exc:

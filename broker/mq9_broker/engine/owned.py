@@ -15,7 +15,9 @@ what.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Container, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -148,6 +150,19 @@ class Owned:
     look_up: LookUp = _look_up_names
     claim: Claim = _claims_nothing
     vouched: bool = False
+    # (#113) whether the requests naming one agent take turns from their look-up to their
+    # record (``turn``): a REGISTER's share counted and its record written, then its
+    # UNREGISTER's done and the share given back, never interleaved
+    turns: bool = False
+
+    def turn(self, policy: Policy, named: Named) -> AbstractAsyncContextManager[Any]:
+        """The turn a request of this command takes with the others naming its agent (the
+        policy's ``agent_turn``, where it has one); no turn for a command that takes none."""
+        taking = getattr(policy, "agent_turn", None) if self.turns else None
+        if taking is None or not isinstance(named.agent, str):
+            return contextlib.nullcontext()
+        turn: AbstractAsyncContextManager[Any] = taking(named.agent)
+        return turn
 
     async def names(self, target: str, body: bytes, large: int) -> Named:
         """What the request of ``target`` and ``body`` touches; an agent name read from a
@@ -334,11 +349,13 @@ REGISTER = Owned(
     record=lambda policy, who, named, _h, _b, _a: policy.registered(who, named.agent),
     # (#106) counted against its agent's own share of the registry, in one step of the store
     claim=lambda policy, who, named: policy.claim_agent(who, named.agent),
+    turns=True,  # (#113) with the name's UNREGISTERs: the share and the record change together
 )
 UNREGISTER = Owned(
     agent=_unregistered_name,
     check=_names("UNREGISTER"),
     record=lambda policy, who, named, _h, _b, _a: policy.unregistered(who, named.agent),
+    turns=True,
 )
 REPORT = Owned(agent=_reported_name, listed=False, check=_names("REPORT"))  # any name reported on
 NOTHING = Owned()  # DISCOVER, and what the engine answers as unknown: anyone may

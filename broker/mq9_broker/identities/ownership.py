@@ -57,7 +57,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import nats
@@ -198,6 +198,17 @@ def _replies_to(headers: Any) -> list[str]:
     ]
 
 
+class _Turn:
+    """One agent name's turn (``Ownership.agent_turn``): its lock, and how many requests
+    hold or await it."""
+
+    __slots__ = ("lock", "waiting")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+
+
 class Ownership:
     """Who owns what (kept in ``store``), and the policy the engine asks about each request
     (engine/owned.py's ``Policy``: its checks and records), the engine's state telling what
@@ -220,6 +231,7 @@ class Ownership:
         self.leases_per_agent, self.leases_in_all = LEASES_PER_AGENT, LEASES_IN_ALL
         self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
         self.shares_refused = 0  # (#106) REGISTERs refused at their agent's own share
+        self._turns: dict[str, _Turn] = {}  # (#113) agent name -> its requests' turn
 
     # -- derived names -----------------------------------------------------------------------
 
@@ -477,6 +489,25 @@ class Ownership:
             await self.store.disown_mailbox(name, principal)
 
         return None, undo
+
+    @contextlib.asynccontextmanager
+    async def agent_turn(self, name: str) -> AsyncIterator[None]:
+        """(#113) The turn of a request naming agent ``name`` (REGISTER, UNREGISTER), from
+        its look-up to its record: an UNREGISTER landing while a REGISTER of the name is
+        answered waits for it, so the share counted and the registration written change
+        together (before, it gave the share back before the REGISTER's write landed, and
+        the name stayed registered uncounted). Kept only while a request holds or awaits it."""
+        turn = self._turns.get(name)
+        if turn is None:
+            turn = self._turns[name] = _Turn()
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[name]
 
     def _share(self) -> int | None:
         """(#106) The registrations one agent may hold (``--max-agents-per-sender``), read
