@@ -17,7 +17,8 @@ by the address it goes to (#106): the addresses the SSRF guard checked, each as 
 writes it (the canonical form the guard's allow-list and the waker's ceilings share), never the
 URL's spelling (``127.1``, ``0x7f.1``, ``2130706433``, a trailing dot and a DNS name resolving
 there are one address), and the POST connects to those addresses only (``pinned_to``). Of an
-address's verifications one client takes at most a share, so another's still goes through; every
+address's verifications one client takes at most a share, and a client that had none there in
+the window gets one whoever filled the rest (#113), so no number of clients denies another; every
 failed verification is one refusal to the client (the reason goes to the operator's log), so that
 the refusals do not tell a closed port from an open one that is no webhook.
 
@@ -118,6 +119,11 @@ VERIFY_PER_ADDRESS = 10
 # Of those, one client's (``owners.client_of``): one client filling its share leaves the rest
 # of the address's to the others.
 VERIFY_CLIENT_SHARE = 5
+# ... and what every client gets at an address whatever the others took (#113): a client that
+# asked there fewer times than this in the window is verified even past the address's bound, so
+# no number of clients filling it denies another (two at their shares filled all 10, a third was
+# refused every minute); the address sees at most its bound plus this for each further client.
+VERIFY_EACH = 1
 # One client's verification POSTs in the window, to any addresses; and the (POST, address)
 # records the window holds in all, the server's (refused, "unavailable", only when that many
 # clients each fill their own).
@@ -228,7 +234,8 @@ class Verifications:
     """The verification POSTs of the last ``VERIFY_WINDOW`` seconds, by the client that asked
     each and the addresses it could go to (``address_text``): what bounds them, per address,
     per client's share of an address, per client, and in all (``VERIFY_*``). Kept no longer than
-    the window, so never more than ``VERIFY_RECORDS`` (POST, address) pairs."""
+    the window, so never more than ``VERIFY_RECORDS`` (POST, address) pairs. Each client gets
+    ``VERIFY_EACH`` at an address whoever filled its bound (#113)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -264,14 +271,16 @@ class Verifications:
                 VERIFY_PER_CLIENT,
             )
         for address in addresses:
-            if self.by_share[(client, address)] >= VERIFY_CLIENT_SHARE:
+            mine = self.by_share[(client, address)]
+            if mine >= VERIFY_CLIENT_SHARE:
                 raise _too_many(
                     f"this client had receivers at {address} asked to confirm webhooks "
                     f"{VERIFY_CLIENT_SHARE} times in the last {VERIFY_WINDOW:g} s (a client's "
                     f"share of an address's {VERIFY_PER_ADDRESS})",
                     VERIFY_CLIENT_SHARE,
                 )
-            if self.by_address[address] >= VERIFY_PER_ADDRESS:
+            # the address's bound, once this client had its VERIFY_EACH there (#113)
+            if self.by_address[address] >= VERIFY_PER_ADDRESS and mine >= VERIFY_EACH:
                 raise _too_many(
                     f"receivers at {address} were asked to confirm webhooks "
                     f"{VERIFY_PER_ADDRESS} times in the last {VERIFY_WINDOW:g} s, whoever asked",
