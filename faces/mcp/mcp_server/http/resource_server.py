@@ -12,9 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import TokenVerifier
-from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
+from mcp.shared.auth import ProtectedResourceMetadata
 from mcp.types import INVALID_REQUEST
 from pydantic import AnyHttpUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -54,11 +56,14 @@ class ResourceServer:
         """``guarded`` (``app`` behind the bearer auth), with the metadata routes beside it."""
         if self.issuer is None or self.resource is None:
             return guarded
-        routes = create_protected_resource_routes(
-            AnyHttpUrl(self.resource), [AnyHttpUrl(self.issuer)], scopes_supported=ALL_SCOPES,
-            resource_name="mq9-mcp",
-        )  # fmt: skip
-        return _WellKnown(routes[0].app, guarded)
+        # the SDK's own model and handler; strings, not AnyHttpUrl: the model keeps a
+        # path-less issuer as the AS spells it (RFC 8414's exact comparison), no slash added
+        metadata = ProtectedResourceMetadata.model_validate({
+            "resource": self.resource, "authorization_servers": [self.issuer],
+            "scopes_supported": ALL_SCOPES, "resource_name": "mq9-mcp",
+        })  # fmt: skip
+        handler = ProtectedResourceMetadataHandler(metadata)
+        return _WellKnown(cors_middleware(handler.handle, ["GET", "OPTIONS"]), guarded)
 
 
 class _WellKnown:
