@@ -2,7 +2,7 @@
 # The real-broker lane (#111): the project's tests against RobustMQ 8bd49dc, the prebuilt in
 # ../shared/robustmq, as .ci/run runs it after the suite (and anyone by hand, the same way):
 #
-#   testbed/robustmq.sh lane [PYTEST ARGS]
+#   testbed/robustmq.sh lane [TESTS]     # TESTS: what the single-node part runs (tests/ unless given)
 #
 # Three parts, each on fresh RobustMQ nodes: every test of `-k robustmq` on one node with agent
 # search by meaning (the MiniLM model directory bench/discovery.py writes); the cluster lane on three
@@ -119,7 +119,7 @@ for part in $parts; do
   case "$part" in
   single)
     if start_node "$work/single/node-1" 1 1 --model "$work/model"; then
-      MQ9_ROBUSTMQ_URL=nats://127.0.0.1:4222 run_tests single -k robustmq tests "$@"
+      MQ9_ROBUSTMQ_URL=nats://127.0.0.1:4222 run_tests single -k robustmq "${@:-tests}"
     else status=1; fi
     ;;
   cluster)
