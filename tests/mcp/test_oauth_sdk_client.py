@@ -26,7 +26,7 @@ from mcp.shared.auth import (
 )
 
 from testbed.ports import unclaimed_port
-from tests.mcp.oauth.support import AuthorizationServer, running
+from tests.mcp.oauth.support import AuthorizationServer
 from tests.support.mcp_support import http_server, result_data
 from tests.support.waiting import until
 
