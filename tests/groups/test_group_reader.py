@@ -442,15 +442,58 @@ async def test_big_messages_come_in_answers_that_fit_and_none_is_skipped(broker,
     assert await client.fetch(box, group_name="g", max_wait_ms=0) == []
 
 
-async def test_a_reader_the_answers_cannot_get_past_says_so(broker, client):
-    """Only 3 of these messages fit in an answer: once the 3 critical ones are handled, every
-    answer holds just them, and acking past them would skip the older normal messages. The
-    reader says why it cannot go on instead of returning [] forever."""
+class WithoutSkips:
+    """A client whose fetch cannot say ``skip_through`` (the official SDK's): every lane is
+    read from the group's position, as RobustMQ, which ignores it, reads them."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    async def fetch(
+        self, mail_address, *, group_name=None, deliver=None, from_id=None, num_msgs=10,
+        max_wait_ms=0,
+    ):  # fmt: skip
+        return await self._client.fetch(
+            mail_address,
+            group_name=group_name,
+            deliver=deliver,
+            from_id=from_id,
+            num_msgs=num_msgs,
+            max_wait_ms=max_wait_ms,
+        )
+
+
+async def test_a_reader_past_handled_critical_messages_reads_the_older_normal_ones(broker, client):
+    """Only 3 of these messages fit in an answer, and once the 3 critical ones are handled
+    the group's position stays behind the oldest normal message: the reader asks the broker
+    to read each lane after the run of done messages it begins with (#113), and gets the
+    rest."""
     limit_answers(broker, 4096)
     box = await new_box(client)
     for i, priority in enumerate(["normal", "urgent", "normal", "critical"] * 3):
         await client.send(box, f"{i:02d}" + "x" * 1000, priority=priority)
     reader = GroupReader(client, box, "g")
+    batch = await reader.fetch(num_msgs=10)
+    assert [m.msg_id for m in batch] == [3, 7, 11]
+    await reader.done([3, 7, 11])
+    seen: list[int] = []
+    await drain(reader, 10, seen)
+    assert seen == [1, 5, 9, 0, 2, 4, 6, 8, 10]  # urgent first, then normal
+    assert reader.committed == 11
+
+
+async def test_a_reader_the_answers_cannot_get_past_says_so(broker, client):
+    """Through a client that cannot ask to skip what is done: once the 3 critical ones are
+    handled, every answer holds just them, and acking past them would skip the older normal
+    messages. The reader says why it cannot go on instead of returning [] forever."""
+    limit_answers(broker, 4096)
+    box = await new_box(client)
+    for i, priority in enumerate(["normal", "urgent", "normal", "critical"] * 3):
+        await client.send(box, f"{i:02d}" + "x" * 1000, priority=priority)
+    reader = GroupReader(WithoutSkips(client), box, "g")
     batch = await reader.fetch(num_msgs=10)
     assert [m.msg_id for m in batch] == [3, 7, 11]
     await reader.done([3, 7, 11])

@@ -50,7 +50,7 @@ from ..storage.mailbox_store import (
     Mark,
     Once,
 )
-from ..storage.sent_keys import PARTY_FULL, scoped_key
+from ..storage.sent_keys import PARTY_FULL, key_sender, scoped_key
 from . import owned as owning
 from . import rules
 from .answers import capped, cut_answer
@@ -71,7 +71,7 @@ from .rules import (
     wrap_u64,
 )
 from .searching import SearchIndex
-from .sending import read_send
+from .sending import carried_caller, read_send
 from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop
 
 # Imported from here by the broker's other parts and the tests
@@ -355,7 +355,9 @@ class Engine(Carried, Generic[S]):
         except KeysFull as full:
             self.keys_refused += 1
             if full.why == PARTY_FULL and once is not None and once.party is not None:
-                self.keys_refused_per_address += 1  # (#106) an open broker's client's own
+                # (#106) an open broker's client's own (#113: not a carrier's, whose key is
+                # scoped to its sender)
+                self.keys_refused_per_address += key_sender(once.key) is None
             window = self.limits.idempotency_window
             raise Mq9Error(p.err_idempotency_keys_full(full.why, window)) from None
         return rules.SENT % msg_id if once is None else rules.sent_once(msg_id, once.duplicate)
@@ -381,6 +383,8 @@ class Engine(Carried, Generic[S]):
         # takes, blocks or learns anything through it
         if isinstance(headers, Vouched):
             key_held, most_each = scoped_key(headers.sender, key), limits.max_keys_per_sender
+            # (#113) a carrier's caller: its share too, whichever replica or start sent it
+            party = carried_caller(headers.sender, headers, most_each)
         elif client is not None:  # (#106) one per mailbox, counted against its client's bound
             key_held, most_each, party = key, limits.max_keys_per_address, client
         else:  # (no sender nor client to bound, memory://: the bound in all alone)
@@ -422,8 +426,14 @@ class Engine(Carried, Generic[S]):
                 start = await self._initial(record, last, request)
         if last is None or num_msgs <= 0:
             return []
+        skips = rules.lane_skips(request) if group is not None else None
         read = await self.store.read_lanes(
-            record.name, start, num_msgs, upto=last, now=self.now_second()
+            record.name,
+            start,
+            num_msgs,
+            upto=last,
+            now=self.now_second(),
+            lane_starts=None if skips is None else await self._lane_starts(record, start, skips),
         )
         lanes: list[list[StoredMessage]] = []
         held = 0
@@ -433,6 +443,20 @@ class Engine(Carried, Generic[S]):
             if held >= num_msgs:
                 break
         return lanes if held else []
+
+    async def _lane_starts(
+        self, record: MailboxRecord, start: Mark, skips: list[int | None]
+    ) -> list[Mark]:
+        """(our choice, docs/groups.md "Past a backlog") each lane's start: the group's, or
+        after the last msg_id of that lane its reader says it has done, when that is later."""
+        starts = []
+        for skip in skips:
+            after = None if skip is None else wrap_u64(skip + 1)
+            if after is None or after <= start.msg_id:
+                starts.append(start)
+            else:
+                starts.append(Mark(after, await self.store.seq_for(record.name, after)))
+        return starts
 
     async def _initial(
         self, record: MailboxRecord, last: Mark | None, request: dict[str, Any]

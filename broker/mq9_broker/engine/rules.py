@@ -328,6 +328,15 @@ def read_fetch(body: bytes, limits: BrokerLimits) -> Fetch:
     )
 
 
+def lane_skips(request: dict[str, Any]) -> list[int | None] | None:
+    """A group FETCH's ``skip_through`` (our extension; RobustMQ ignores it) by lane,
+    critical first: each lane is read after its msg_id. None: every lane from the position."""
+    skip = request.get("skip_through")
+    if not skip or all(skip.get(lane.value) is None for lane in p.PRIORITY_ORDER):
+        return None
+    return [skip.get(lane.value) for lane in p.PRIORITY_ORDER]
+
+
 async def fetch_answer(
     engine: Carried,
     lanes: list[list[StoredMessage]],

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mq9_wire import protocol as p
 from mq9_wire.protocol import PRIORITY_ORDER
@@ -266,19 +266,28 @@ class ProcessStore(ProcessState):
         return self._look(work)
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
+        self,
+        mailbox: str,
+        start: Mark,
+        limit: int,
+        *,
+        upto: Mark,
+        now: int,
+        lane_starts: Sequence[Mark] | None = None,
     ) -> list[list[StoredMessage]]:
+        starts = lane_starts or [start] * len(PRIORITY_ORDER)
+
         def work() -> list[list[StoredMessage]]:
             topic = self.topics.get(mailbox)
             if topic is None:
                 return []
             lanes, held = [], 0
-            for priority in PRIORITY_ORDER:  # critical first; no lane read once enough are
-                lane = topic.read_lane(priority, start.msg_id, limit, now)
+            for priority, begin in zip(PRIORITY_ORDER, starts, strict=True):
+                lane = topic.read_lane(priority, begin.msg_id, limit, now)
                 lanes.append(_upto(lane, upto.msg_id))
                 held += len(lanes[-1])
-                if held >= limit:
-                    break
+                if held >= limit and lane_starts is None:
+                    break  # critical first; no lane read once enough are
             return lanes
 
         return self._look(work)

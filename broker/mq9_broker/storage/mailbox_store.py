@@ -17,6 +17,7 @@ write given a ``room`` raises ``Full`` rather than pass it, a name is created on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -282,11 +283,19 @@ class MailboxStore(Protocol):
         them (engine/counting.py)."""
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
+        self,
+        mailbox: str,
+        start: Mark,
+        limit: int,
+        *,
+        upto: Mark,
+        now: int,
+        lane_starts: Sequence[Mark] | None = None,
     ) -> list[list[StoredMessage]]:
         """Each priority's lane from ``start``, critical first, up to ``limit`` each, as of
         ``upto`` (the mailbox's ``last``); the lanes after those holding ``limit`` in all may
-        be left out (a FETCH reads no further)."""
+        be left out (a FETCH reads no further). ``lane_starts``: each lane from its own mark
+        instead (a group's reader skipping what it has done), every lane read."""
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int

@@ -587,6 +587,7 @@ class Mq9Client:
         force_deliver: bool = False,
         num_msgs: int = p.DEFAULT_NUM_MSGS,
         max_wait_ms: int = p.DEFAULT_MAX_WAIT_MS,
+        skip_through: dict[str, int] | None = None,
     ) -> list[Message]:
         """One FETCH, exactly as the broker answers it. For a safe fetch/ack cycle over a
         group use ``GroupReader``; for a background loop, ``consume``.
@@ -609,15 +610,20 @@ class Mq9Client:
         Without ``deliver`` the start is the one the arguments name: ``from_id`` given, from
         that msg_id; ``from_time`` given, from that time; else ``latest``. A ``from_id`` or
         ``from_time`` that the ``deliver`` given would not read is refused.
+
+        ``skip_through`` (a group's reader's; the bundled broker honours it, RobustMQ ignores
+        it): for a lane ("critical", ...), the last msg_id of it the reader has done from the
+        group's position on; the broker reads that lane after it (docs/groups.md).
         """
         p.check_address(mail_address)
         deliver = _start_named(deliver, from_time, from_id)
         subject = p.fetch_subject(mail_address)
         p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS)
-        body = _fetch_body(group_name, deliver, from_time, from_id, force_deliver, num_msgs, 0)
+        start = (group_name, deliver, from_time, from_id)
+        body = _fetch_body(*start, force_deliver, num_msgs, 0, skip_through)
         again = body
         if force_deliver:  # (else the same body, made once: every fetch comes here)
-            again = _fetch_body(group_name, deliver, from_time, from_id, False, num_msgs, 0)
+            again = _fetch_body(*start, False, num_msgs, 0, skip_through)
 
         async def look() -> list[Message]:
             nonlocal body
@@ -1060,6 +1066,7 @@ def _fetch_body(
     force_deliver: bool,
     num_msgs: int,
     max_wait_ms: int,
+    skip_through: dict[str, int] | None = None,
 ) -> bytes:
     if group_name is not None:
         p.check_group_name(group_name)
@@ -1084,7 +1091,17 @@ def _fetch_body(
             "num_msgs": p.check_int("num_msgs", num_msgs, 1, p.MAX_NUM_MSGS),
             "max_wait_ms": p.check_int("max_wait_ms", max_wait_ms, 0, p.MAX_WAIT_MS),
         },
+        skip_through=_skips(skip_through) if skip_through else None,
     )
+
+
+def _skips(skip_through: dict[str, int]) -> dict[str, int]:
+    lanes = {priority.value for priority in p.PRIORITY_ORDER}
+    for lane, msg_id in skip_through.items():
+        if lane not in lanes:
+            raise InvalidArgument(f"skip_through: no lane {p.quoted(lane)}: use {sorted(lanes)}")
+        p.check_int(f"skip_through[{lane}]", msg_id)
+    return dict(skip_through)
 
 
 def _json_object(name: str, value: object) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from mq9_wire import protocol as p
 from mq9_wire.protocol import Message
@@ -267,6 +267,7 @@ class GroupReader:
         # Begun with a record of the hand-out, not failed since: that record counts the delivery.
         self._recorded: set[int] = set()
         self._taken_over: set[int] = set()  # won by this worker from a holder that is gone
+        self._skipping = True  # whether the client's fetch takes ``skip_through``
         # One fetch or done at a time: two fetches computing "new" from the same state would
         # hand the same message out twice.
         self._lock = asyncio.Lock()
@@ -642,8 +643,11 @@ class GroupReader:
             start = fixed_start(*start, answer)
             # (what an ack of this client passed is no reused id: the answer is behind)
             if set(state.reused_ids(answer)) - self._acks.done_among(answer):
+                skipped = bool(state.skips)
                 self._log_went_back(answer)
                 state = self.state  # this answer is the fresh state's first
+                if skipped:  # (read again: lanes read past an old run may hide reused ids)
+                    answer, fit, asked = await self._read(asked, *start)
             fresh = state.accept(answer, asked)
             # Finished by another reader of this client, or passed by an ack of theirs that
             # was answered (an answer still behind it): done here too (GroupAcks)
@@ -676,20 +680,39 @@ class GroupReader:
         fit: int | None = None
         while True:
             try:
-                answer = await self.client.fetch(
-                    self.mail_address,
-                    group_name=self.group_name,
-                    deliver=deliver,
-                    from_id=from_id,
-                    num_msgs=asked,
-                    max_wait_ms=0,
-                )
+                answer = await self._fetch_skipping(asked, deliver, from_id)
                 return answer, fit, asked
             except AnswerTooLarge as exc:
                 fit = exc.fits
                 if not 0 < fit < asked:
                     raise
                 asked = fit
+
+    async def _fetch_skipping(self, asked: int, deliver: str, from_id: int | None) -> list[Message]:
+        """One FETCH that asks the broker to read each lane after the done run it begins with
+        (``skip_through``, docs/groups.md "Past a backlog"), where the client can say so: the
+        official SDK's cannot, and RobustMQ ignores it (the state tells from the answer)."""
+        state = self.state
+        state.skips = state.skip_through() if self._skipping else {}
+        extra: dict[str, Any] = {}
+        if state.skips:
+            extra["skip_through"] = {lane.value: msg_id for lane, msg_id in state.skips.items()}
+        try:
+            return await self.client.fetch(
+                self.mail_address,
+                group_name=self.group_name,
+                deliver=deliver,
+                from_id=from_id,
+                num_msgs=asked,
+                max_wait_ms=0,
+                **extra,
+            )
+        except TypeError as exc:
+            if not extra or "skip_through" not in str(exc):
+                raise
+            self._skipping = False  # a client without it: every lane read from the position
+            state.skips = {}
+            return await self._fetch_skipping(asked, deliver, from_id)
 
     async def _take(self, fresh: list[Message], num_msgs: int) -> list[Message]:
         """With leases: claim what is new, learn what other workers hold or finished (the

@@ -46,15 +46,57 @@ class ReaderState:
     known_before: int = -1
     known: int = -1
     passed_unacked: bool = False  # the floor passed a seen message since the last ack
+    # Past a backlog (docs/groups.md): by lane, the last msg_id of the run of done messages it
+    # starts with, sent with the next FETCH (``skip_through``: the bundled broker reads that
+    # lane after it; RobustMQ ignores it). ``skipped``: what the last answer left out for it,
+    # known done, by lane (empty when the broker read every lane from the position).
+    skips: dict[Priority, int] = field(default_factory=dict)
+    skipped: dict[Priority, list[Message]] = field(default_factory=dict, repr=False)
+    honoured: bool = False  # the last answer read past the skips
 
     # -- an answer -------------------------------------------------------------------------
 
     def ask(self, num_msgs: int) -> int:
         """How many messages to ask for so that ``num_msgs`` new ones can come: the answer
         starts at the group's position, and what this reader holds, handled or sees held by
-        others above it fills the higher lanes first."""
+        others above it fills the higher lanes first (but for the done runs a broker that
+        reads past them leaves out)."""
         busy = len(self.handled) + len(self.pending) + len(self.held)
-        return min(num_msgs + busy, p.MAX_NUM_MSGS)
+        if self.honoured:
+            skips = self.skip_through()
+            busy -= sum(len(self._run(lane, skips.get(lane))) for lane in PRIORITY_ORDER)
+        return min(num_msgs + max(busy, 0), p.MAX_NUM_MSGS)
+
+    def skip_through(self) -> dict[Priority, int]:
+        """By lane, the last msg_id of the run of done messages above the floor that the lane
+        begins with, as the last answer (with what it left out) showed the lane: a broker
+        that reads each lane after it (``skip_through``) answers what a reader needs whatever
+        backlog of handled messages of a higher priority waits above an older message of a
+        lower one (which alone would hold the group's position back)."""
+        skips: dict[Priority, int] = {}
+        for priority in PRIORITY_ORDER:
+            last = None
+            for m in self.lane(priority):
+                if m.msg_id <= self.floor:
+                    continue
+                if not self.is_done(m.msg_id):
+                    break
+                last = m.msg_id
+            if last is not None:
+                skips[priority] = last
+        return skips
+
+    def lane(self, priority: Priority) -> list[Message]:
+        """``priority``'s lane in the last answer, with what it left out (done) before it."""
+        read = [m for m in self.last_answer if m.priority is priority]
+        return [*self.skipped.get(priority, []), *read]
+
+    def _run(self, priority: Priority, through: int | None) -> list[Message]:
+        """The messages seen of ``priority`` above the floor up to ``through``."""
+        if through is None:
+            return []
+        run = [m for i, m in self.seen.items() if self.floor < i <= through]
+        return sorted((m for m in run if m.priority is priority), key=lambda m: m.msg_id)
 
     def went_back(self, answer: Iterable[Message]) -> bool:
         """The answer holds a message this reader acked past: the group's position went back
@@ -77,6 +119,13 @@ class ReaderState:
         """Take in the broker's answer to a FETCH of ``asked``; return its messages this reader
         has neither handed out, nor seen done, nor seen held elsewhere, in the broker's order."""
         self.last_answer, self.asked = answer, asked
+        # A broker that ignores the skips (RobustMQ) reads every lane from the position: a
+        # lane then holds a message its skip passed. Else each lane left its run out.
+        passed = any(m.msg_id <= self.skips.get(m.priority, -1) for m in answer)
+        self.honoured = bool(self.skips) and not passed
+        self.skipped = {}
+        if self.honoured:
+            self.skipped = {lane: self._run(lane, self.skips.get(lane)) for lane in PRIORITY_ORDER}
         self.newest_time = max([self.newest_time, *(m.create_time for m in answer)])
         self.known_before = self.known
         self.known = max([self.known, *(m.msg_id for m in answer)])
@@ -87,8 +136,8 @@ class ReaderState:
         # group's position (a worker acked past it) or gone: nobody will be handed it again.
         whole = self.whole_lanes()
         present = {m.msg_id for m in answer}
-        passed = [i for i in self.held if i not in present and self.seen[i].priority in whole]
-        self.mark_done(passed)
+        gone = [i for i in self.held if i not in present and self.seen[i].priority in whole]
+        self.mark_done(gone)
         return [m for m in answer if self.is_new(m.msg_id)]
 
     def whole_lanes(self) -> set[Priority]:
@@ -187,19 +236,22 @@ class ReaderState:
         Never past a message this reader or another worker still holds.
         """
         answer, asked = self.last_answer, self.asked
-        ids = [m.msg_id for m in answer]
+        # (a lane's run of done messages a broker left out counts as read, not as held)
+        ids = [m.msg_id for lane in self.skipped.values() for m in lane] + [
+            m.msg_id for m in answer
+        ]
         horizon = self.floor
         whole = self.whole_lanes()
         held_count, skipped, bound = 0, False, max([self.known_before, *ids])
         covered = self.known_before
         for priority in PRIORITY_ORDER:
-            lane = [m.msg_id for m in answer if m.priority is priority]
+            lane = [m.msg_id for m in self.lane(priority)]
             if held_count >= asked:
                 skipped = True
                 continue
             covered = max([covered, *lane])
             bound = min(bound, covered if priority in whole else max(lane))
-            held_count += len(lane)
+            held_count += sum(1 for m in answer if m.priority is priority)
         if not skipped:  # an empty answer too: nothing from S on, so nothing below is waiting
             waiting = [i for i in ids if not self.is_done(i)]
             horizon = max(horizon, min([bound, *(i - 1 for i in waiting)]))

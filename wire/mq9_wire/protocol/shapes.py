@@ -187,6 +187,9 @@ CREATE_REQUEST = Shape(
     "MailboxCreateReq", {"name": (STR, False), "ttl": (U64, False), "desc": (STR, False)}
 )
 FETCH_CONFIG = Shape("MsgFetchConfig", {"num_msgs": (U32, False), "max_wait_ms": (U64, False)})
+FETCH_SKIP = Shape(
+    "MsgFetchSkip", {"critical": (U64, False), "urgent": (U64, False), "normal": (U64, False)}
+)
 FETCH_REQUEST = Shape(
     "MsgFetchReq",
     {
@@ -196,6 +199,9 @@ FETCH_REQUEST = Shape(
         "from_id": (U64, False),
         "force_deliver": (BOOL, False),
         "config": FETCH_CONFIG,
+        # (the bundled broker's; RobustMQ ignores it, as any unknown field) for each lane,
+        # the last msg_id of it a group's reader has done: that lane is read after it
+        "skip_through": FETCH_SKIP,
     },
     defaults={"deliver": "latest"},  # #[serde(default)]: absent is latest, null is an error
 )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -155,7 +156,14 @@ class Reads:
         return len(batch.entries) + batch.pending
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
+        self,
+        mailbox: str,
+        start: Mark,
+        limit: int,
+        *,
+        upto: Mark,
+        now: int,
+        lane_starts: Sequence[Mark] | None = None,
     ) -> list[list[StoredMessage]]:
         """Each priority's live messages from ``start`` on (msg_ids from ``start.msg_id``,
         read from sequence ``start.seq``), up to ``limit`` a lane, critical first, as of
@@ -168,7 +176,11 @@ class Reads:
         when more were written, is read on past them (``_lane``). A read of ``BY_ID`` or
         more a lane reads each lane from ``start``: a window would hold too few of one. A
         lane read, whichever replica answers it, reaches the lane's newest msg_id as of
-        ``upto`` or ``limit`` (``_lane``)."""
+        ``upto`` or ``limit`` (``_lane``). ``lane_starts``: each lane read from its own."""
+        if lane_starts is not None:
+            starts = zip(PRIORITY_ORDER, lane_starts, strict=True)
+            own = [self._lane(mailbox, p, begin, limit, upto, now) for p, begin in starts]
+            return list(await asyncio.gather(*own))
         waiting = upto.msg_id - start.msg_id + 1  # msg_ids written from ``start`` on
         if waiting <= 0:
             return [[] for _ in PRIORITY_ORDER]

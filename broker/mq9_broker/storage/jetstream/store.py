@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..mailbox_store import (
@@ -271,10 +272,21 @@ class ClusterStore:
         return lanes, last, scheduled
 
     async def read_lanes(
-        self, mailbox: str, start: Mark, limit: int, *, upto: Mark, now: int
+        self,
+        mailbox: str,
+        start: Mark,
+        limit: int,
+        *,
+        upto: Mark,
+        now: int,
+        lane_starts: Sequence[Mark] | None = None,
     ) -> list[list[StoredMessage]]:
-        """Each priority's live messages from ``start`` on, critical first, as of ``upto``."""
-        return await self._reads.read_lanes(mailbox, start, limit, upto=upto, now=now)
+        """Each priority's live messages from ``start`` on (or each lane's own start),
+        critical first, as of ``upto``."""
+        reads = self._reads
+        return await reads.read_lanes(
+            mailbox, start, limit, upto=upto, now=now, lane_starts=lane_starts
+        )
 
     async def read(
         self, mailbox: str, start: Mark, limit: int, *, upto: Mark | None, now: int
