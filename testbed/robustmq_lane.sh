@@ -34,7 +34,7 @@ if [ "${1:-}" = kill ] || [ "${1:-}" = restart ]; then
   if [ "$1" = kill ]; then
     kill -9 "$(cat "$dir.pid")"
   else
-    setsid "$rmq" node "$n" --nodes 3 --home "$dir" >> "$dir.log" 2>&1 < /dev/null &
+    setsid "$rmq" node "$n" --nodes 3 --home "$dir" --model "$MQ9_LANE_DIR/model" >> "$dir.log" 2>&1 < /dev/null &
     echo $! > "$dir.pid"
   fi
   exit 0
@@ -125,7 +125,7 @@ for part in $parts; do
   cluster)
     ok=1
     for n in 1 2 3; do  # a few seconds apart (docs/deploy.md: nodes started at once may not join)
-      start_node "$work/cluster/node-$n" "$n" 3 || { ok=0; break; }
+      start_node "$work/cluster/node-$n" "$n" 3 --model "$work/model" || { ok=0; break; }
     done
     if [ $ok = 1 ]; then
       MQ9_ROBUSTMQ_CLUSTER_URLS=nats://127.0.0.1:4222,nats://127.0.0.1:5222,nats://127.0.0.1:6222 \

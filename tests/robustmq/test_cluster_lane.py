@@ -72,8 +72,14 @@ async def test_an_agent_registered_on_one_node_is_listed_on_the_others():
                     return names
 
                 assert name in await settled(listed)
-                found = await other.agent_discover(text="cluster probe")
-                assert name in [a["name"] for a in found]
+
+                async def found(other=other):  # (indexed for search after it is listed)
+                    names = [a["name"] for a in await other.agent_discover(text="cluster probe")]
+                    if name not in names:
+                        raise Mq9Error("not found by text yet", retryable=True)
+                    return names
+
+                assert name in await settled(found)
     finally:
         async with Mq9Client(URLS[0]) as one:
             await one.agent_unregister(name)

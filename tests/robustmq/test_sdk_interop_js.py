@@ -43,55 +43,16 @@ RobustMQ) shows up here; docs/protocol.md §11 lists the same items:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.support.js_sdk import JsSdkUnavailable, built_js_sdk
-from tests.support.sdk_snapshot import sdk_repo
+from tests.support.js_sdk import drive
 
 pytestmark = pytest.mark.slow
-
-_DRIVER = Path(__file__).resolve().parents[1] / "js" / "interop_driver.mjs"
-_DRIVER_TIMEOUT = 60  # one driver section
-
-
-@pytest.fixture(scope="module")
-def js_sdk() -> Path:
-    """The snapshot's JavaScript SDK, installed and compiled once per snapshot in a cache
-    directory outside the repository (tests/support/js_sdk.py)."""
-    try:
-        return built_js_sdk(sdk_repo())
-    except JsSdkUnavailable as missing:
-        pytest.skip(str(missing))
-
-
-async def _drive(js_sdk: Path, nats_broker, section: str, prefix: str) -> dict:
-    """Run one section of the driver against the nats_broker broker: its outcome by call."""
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(_DRIVER),
-        str(js_sdk),
-        nats_broker.url,
-        prefix,
-        section,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), _DRIVER_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"the driver's {section} section ran over {_DRIVER_TIMEOUT} s")
-    assert process.returncode == 0, err.decode(errors="replace")
-    return json.loads(out)
-
 
 def _prefix() -> str:
     return f"js{uuid.uuid4().hex[:10]}"
@@ -143,7 +104,7 @@ def _assert_garbled(results: dict, calls: list[str], sent: dict[int, str]) -> No
 
 async def test_mailbox_create(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "mailbox", prefix)
+    r = await drive(js_sdk, nats_broker.url, "mailbox", prefix)
     assert _error(r, "not_connected") == "Not connected \u2014 call connect() first"
     assert _value(r, "named") == f"{prefix}.inbox"
     assert _value(r, "named_ttl") == f"{prefix}.short"
@@ -160,7 +121,7 @@ async def test_mailbox_create(js_sdk, nats_broker):
 
 async def test_send_with_priority_key_tags_delay_and_ttl(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "send", prefix)
+    r = await drive(js_sdk, nats_broker.url, "send", prefix)
     sent = ["plain", "object", "keyed", "keyed_again", "critical", "bytes"]
     assert [_value(r, call) for call in sent] == [0, 1, 2, 3, 4, 5]
     # a delayed message has no msg_id yet, even with mq9-delay: 0 (RobustMQ)
@@ -188,7 +149,7 @@ async def test_send_with_priority_key_tags_delay_and_ttl(js_sdk, nats_broker):
 
 async def test_fetch_with_a_group_and_ack(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "fetch", prefix)
+    r = await drive(js_sdk, nats_broker.url, "fetch", prefix)
     every = [(3, "critical"), (1, "urgent"), (0, "normal"), (2, "normal")]
     assert _ids(r, "group_first") == _ids(r, "group_again") == every  # FETCH moves nothing
     assert _value(r, "ack") is None
@@ -212,7 +173,7 @@ async def test_fetch_with_a_group_and_ack(js_sdk, nats_broker):
 
 async def test_fetch_without_a_group_uses_the_shared_group_named_empty(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "shared", prefix)
+    r = await drive(js_sdk, nats_broker.url, "shared", prefix)
     # Before anyone ACKs group "", its lanes have no offsets: "latest", the newest message
     assert _ids(r, "before_1") == _ids(r, "before_2") == [(3, "normal")]
     assert _ids(r, "fresh_before") == [(2, "normal")]
@@ -242,7 +203,7 @@ async def test_fetch_without_a_group_uses_the_shared_group_named_empty(js_sdk, n
 
 async def test_query_and_delete(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "query", prefix)
+    r = await drive(js_sdk, nats_broker.url, "query", prefix)
     every = [(0, "normal"), (1, "urgent"), (3, "normal"), (4, "critical"), (5, "normal")]
     assert _ids(r, "all") == every
     assert _ids(r, "key") == [(3, "normal")]
@@ -264,7 +225,7 @@ async def test_query_and_delete(js_sdk, nats_broker):
 
 async def test_consume(js_sdk, nats_broker):
     prefix = _prefix()
-    r = await _drive(js_sdk, nats_broker, "consume", prefix)
+    r = await drive(js_sdk, nats_broker.url, "consume", prefix)
     # With a group: reply [2, 0, 1], acked in that order (3, then 1, then 2): 2 comes again
     assert _ids(r, "group_seen") == [(2, "critical"), (0, "normal"), (1, "normal"), (2, "critical")]
     assert _value(r, "group_processed") == 4
@@ -285,7 +246,7 @@ async def test_consume(js_sdk, nats_broker):
 async def test_agent_registry(js_sdk, nats_broker):
     prefix = _prefix()
     name = f"{prefix}-translator"
-    r = await _drive(js_sdk, nats_broker, "agents", prefix)
+    r = await drive(js_sdk, nats_broker.url, "agents", prefix)
     assert _error(r, "register_card") == "agentCard must include a 'mailbox' field"
     # RobustMQ adds " at line 1 column N" to serde texts; the bundled broker leaves it out
     assert _error(r, "register_card_with_mailbox") == (

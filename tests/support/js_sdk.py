@@ -9,7 +9,9 @@ out of reach."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +24,9 @@ from tests.support.sdk_snapshot import SnapshotMissing, sdk_repo, write_folder
 
 _INSTALL_TIMEOUT = 180  # npm ci, from the registry
 _COMPILE_TIMEOUT = 120  # tsc
+# our own driver: one section of SDK calls against a broker, each call's outcome printed as JSON
+_DRIVER = Path(__file__).resolve().parents[1] / "js" / "interop_driver.mjs"
+_DRIVER_TIMEOUT = 60  # one driver section
 
 
 class JsSdkUnavailable(Exception):
@@ -125,6 +130,29 @@ def built_js_sdk(repo: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return built
+
+
+async def drive(js_sdk: Path, url: str, section: str, prefix: str) -> dict:
+    """Run one section of the driver against the broker at ``url``: its outcome by call."""
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(_DRIVER),
+        str(js_sdk),
+        url,
+        prefix,
+        section,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), _DRIVER_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        took = f"the driver's {section} section ran over {_DRIVER_TIMEOUT} s"
+        raise AssertionError(took) from None
+    assert process.returncode == 0, err.decode(errors="replace")
+    return json.loads(out)
 
 
 if __name__ == "__main__":
