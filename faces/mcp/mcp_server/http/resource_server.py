@@ -94,10 +94,10 @@ class ScopeCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tool = scope.get("mq9.tool")
         user = scope.get("user")
-        checked = isinstance(tool, str) and isinstance(user, AuthenticatedUser)
-        if checked and not may_call(user.scopes, tool):
-            await self._refuse(send, tool, scope_for(tool))
-            return
+        if isinstance(tool, str) and isinstance(user, AuthenticatedUser):  # noqa: SIM102
+            if not may_call(user.scopes, tool):
+                await self._refuse(send, tool, scope_for(tool))
+                return
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send, tool: str, needed: str) -> None:
