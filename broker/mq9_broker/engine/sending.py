@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from mq9_wire import protocol as p
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from mq9_wire.protocol.errors import Mq9Error
+from mq9_wire.protocol.messages import HEADER_KEY_CALLER, HEADER_KEY_SHARE
 
 from ..state.mailbox import StoredMessage
 from ..storage.mailbox_store import OPEN, SendLimits
+from ..storage.sent_keys import caller_party
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)
@@ -36,13 +38,38 @@ MOST_SECONDS = 100 * 365 * 86_400
 # client info (its host, server, account, ...), which a message's receivers must never learn.
 # Compared stripped and in any case, as a reader of the stored block would (parse_header_block)
 SERVER_HEADERS = frozenset({"nats-request-info"})
+# (#113) A carrier's naming of a keyed SEND's caller and share: the broker's, never stored
+CARRIER_HEADERS = frozenset({HEADER_KEY_CALLER, HEADER_KEY_SHARE})
+_NOT_STORED = SERVER_HEADERS | CARRIER_HEADERS
+# The longest caller name a carrier may give (a tenant's, a client's digest)
+MOST_CALLER = 128
 
 
 def _kept(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """``headers`` without those nats-server added (``SERVER_HEADERS``)."""
-    if not any(name.strip().lower() in SERVER_HEADERS for name in headers):
+    """``headers`` without those nats-server added (``SERVER_HEADERS``) and a carrier's
+    naming of its caller (``CARRIER_HEADERS``)."""
+    if not any(name.strip().lower() in _NOT_STORED for name in headers):
         return headers
-    return {n: v for n, v in headers.items() if n.strip().lower() not in SERVER_HEADERS}
+    return {n: v for n, v in headers.items() if n.strip().lower() not in _NOT_STORED}
+
+
+def carried_caller(sender: str, headers: Mapping[str, str], most: int | None) -> str | None:
+    """(#113) The party a vouched ``sender``'s keyed SEND counts its key against besides the
+    sender: the caller its headers name, with its share (at most ``most``, the sender's own
+    bound), as ``sent_keys.caller_party``; None when it names none. ``Mq9Error`` in one line
+    for a caller or share that is no such thing."""
+    caller, share = headers.get(HEADER_KEY_CALLER), headers.get(HEADER_KEY_SHARE)
+    if caller is None and share is None:
+        return None
+    if not caller or len(caller) > MOST_CALLER or not caller.isprintable():
+        raise Mq9Error(
+            f"SEND refused: {HEADER_KEY_CALLER} names a caller of 1 to {MOST_CALLER} "
+            "printable characters, with its share in " + HEADER_KEY_SHARE
+        )
+    if share is None or not share.isdigit() or not 0 < int(share) < 2**31:
+        raise Mq9Error(f"SEND refused: {HEADER_KEY_SHARE} is the caller's share of keys, 1 or more")
+    most_share = int(share) if most is None else min(int(share), most)
+    return caller_party(sender, caller, most_share)
 
 
 @dataclass

@@ -32,6 +32,8 @@ ALL_FULL = "this broker holds as many keys as it may"
 # vouches for no address of): nothing there tells one client's keys from another's (a reply
 # inbox is any client's to name), so the bound in all is everyone's, and the remedy is the
 # operator's (said to the client, to pass on)
+# (#113) A carrier's caller past the share its sender gave it (``caller_party``): its own alone
+CALLER_FULL = "you hold as many keys as your share of your carrier's"
 OPEN_FULL = f"{ALL_FULL}, telling no client's keys apart: its operator's remedy is --credentials"
 
 
@@ -39,6 +41,20 @@ def scoped_key(sender: str | None, key: str) -> str:
     """The key a store keeps for ``sender``'s SEND keyed ``key``: its own, whoever else uses
     ``key`` (``sender`` None: the key as sent, one space for every unvouched sender)."""
     return key if sender is None else f"{sender}{_SCOPE}{key}"
+
+
+def caller_party(sender: str, caller: str, share: int) -> str:
+    """(#113) The party a carrier's caller is (``sender`` vouched for, ``caller`` named by
+    it, with a ``share`` of its keys): its keys count against the share and the sender's
+    bound both. The share is part of it, so a carrier started with another share counts
+    anew (its operator's choice) and two shares never mix in one count."""
+    return f"{sender}{_SCOPE}{caller}{_SCOPE}{share}"
+
+
+def _of_caller(party: str) -> tuple[str, int] | None:
+    """The sender and the share of a ``caller_party``; None for any other party."""
+    parts = party.split(_SCOPE)
+    return (parts[0], int(parts[2])) if len(parts) == 3 else None
 
 
 def key_sender(scoped: str) -> str | None:
@@ -79,6 +95,11 @@ class SentKeys:
         for many callers passes them on)."""
         if party is None:
             party = key_sender(key)
+        carried = None if party is None else _of_caller(party)
+        if carried is not None:  # (#113) a carrier's caller: its share, then its sender's bound
+            if self.held_by(party) >= carried[1]:  # type: ignore[arg-type]
+                return CALLER_FULL
+            party = carried[0]
         if party is not None and most_each is not None and self.held_by(party) >= most_each:
             return PARTY_FULL
         if most is not None and len(self._kept) >= most:
@@ -113,8 +134,8 @@ class SentKeys:
             if party is None:
                 party = key_sender(key)
             kept[name] = (msg_id, fingerprint, until, party)
-            if party is not None:  # (counted against its bound)
-                self._per_party[party] = self._per_party.get(party, 0) + 1
+            for each in self._parties(party):  # (counted against its bounds)
+                self._per_party[each] = self._per_party.get(each, 0) + 1
         if until < self._soonest:
             self._soonest = until
 
@@ -131,10 +152,18 @@ class SentKeys:
                 self._soonest = until
                 break
             del kept[name]
-            if party is not None:
-                self._forget(party)
+            for each in self._parties(party):
+                self._forget(each)
             dropped = True
         return dropped
+
+    @staticmethod
+    def _parties(party: str | None) -> tuple[str, ...]:
+        """Whose counts a key of ``party`` is in: its own, and a carried caller's sender."""
+        if party is None:
+            return ()
+        carried = _of_caller(party)
+        return (party,) if carried is None else (party, carried[0])
 
     def _forget(self, party: str) -> None:
         left = self._per_party[party] - 1

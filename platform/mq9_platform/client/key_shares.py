@@ -13,6 +13,14 @@ A key is counted once per caller, mailbox and key while its window lasts: the sa
 again is the broker's duplicate (the first SEND's answer), no new key. Times are seconds of the
 injected clock; a key is kept a little past the broker's window (``SLACK``), as the broker's
 window starts when it stores the SEND, after the ledger counted it.
+
+(#113) The ledger is one process's, from its start: three replicas of a carrier behind one
+credential, or one restarted within the window, each began with a share of its own. So each
+keyed send also names its caller and the caller's share to the broker (``CallerKeys.naming``:
+``mq9-key-caller``, ``mq9-key-share``), and a broker vouching for the carrier (``--credentials``)
+counts the key against that share in the step that keeps it: one share per caller, however
+many replicas and starts carry it. The ledger stays the first word (a refusal naming the
+caller's own count, the all-or-none of a call's two keys); the broker's is the bound.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from mq9_wire.protocol.messages import HEADER_KEY_CALLER, HEADER_KEY_SHARE
 
 # The broker's defaults (mq9-dev-broker --max-keys-per-sender, its idempotency window): what a
 # carrier's identity may hold, and for how long a key is held.
@@ -140,10 +150,20 @@ class CallerKeys:
     ) -> int:
         if idempotency_key is not None and self._keeps_keys(mail_address):
             self._shares.spend(self._caller, [(mail_address, idempotency_key)])
+            # (#113) and the broker counts it against the caller's share too, in the step
+            # that keeps it: this ledger is one process's and one start's, the broker's is
+            # every replica's and every start's
+            options["headers"] = {**(options.get("headers") or {}), **self.naming()}
         sent: int = await self._client.send(
             mail_address, payload, idempotency_key=idempotency_key, **options
         )
         return sent
+
+    def naming(self) -> dict[str, str]:
+        """(#113) The headers naming a keyed SEND's caller and its share to the broker
+        (``mq9-key-caller``, ``mq9-key-share``): a broker vouching for the carrier counts
+        the key against that share, whichever replica or start of the carrier sent it."""
+        return {HEADER_KEY_CALLER: self._caller, HEADER_KEY_SHARE: str(self._shares.share)}
 
     def spend_keys(self, names: Iterable[Name]) -> None:
         """Count several keys at once, all or none (``KeysRefused``): what one call sends

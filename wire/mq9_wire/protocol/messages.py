@@ -32,6 +32,12 @@ HEADER_SENDER = "mq9-sender"
 # with the first one's msg_id. It is the broker's, never stored with the message; RobustMQ has
 # no such header, so the client does not send it there.
 HEADER_IDEMPOTENCY_KEY = "mq9-idempotency-key"
+# (#113) A keyed SEND of a carrier (the A2A gateway, mq9-mcp: one identity for many callers)
+# names the caller whose key it is and that caller's share of the identity's keys: a broker
+# vouching for the sender counts the key against both, in the step that keeps it, so every
+# replica and every start of the carrier spends one share. The broker's, never stored.
+HEADER_KEY_CALLER = "mq9-key-caller"
+HEADER_KEY_SHARE = "mq9-key-share"
 
 
 def header_block(headers: Mapping[str, str] | None) -> bytes | None:
