@@ -215,7 +215,11 @@ class GroupReader:
 
     A broker that cannot send a whole answer says how many messages fit, and the reader asks
     for that many; ``AnswerTooLarge`` when such an answer holds nothing new and the floor
-    cannot move (only [] could be returned while older messages wait).
+    cannot move (only [] could be returned while older messages wait). Each FETCH asks the
+    broker to read every lane after the run of done messages it begins with
+    (``skip_through``): the bundled broker does, so a backlog of handled messages of a higher
+    priority above an older one never holds the reader back there (docs/groups.md, "Past a
+    backlog"); RobustMQ ignores it.
     """
 
     def __init__(
