@@ -18,7 +18,14 @@ import importlib.util
 import sys
 import warnings
 from collections.abc import Callable
-from types import ModuleType
+from types import CodeType, ModuleType
+
+# The commands the moved modules run as (``python -m OLD`` points at them)
+COMMANDS = {
+    "mq9_platform.wake": "mq9-wake",
+    "mq9_platform.wake.cli": "mq9-wake",
+    "mq9_platform.a2a.gateway_cli": "mq9-a2a-gateway",
+}
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -33,13 +40,37 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     ) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith(self.old + "."):
             return None
+        # Only a module the new package has: ``from OLD import Misspelt`` asks for the
+        # submodule ``OLD.Misspelt`` after the attribute; said "no such module" here, Python
+        # raises its own "cannot import name" (a spec for it failed later as "No module named
+        # NEW.Misspelt", naming a path the user never wrote).
+        if importlib.util.find_spec(self._new_name(fullname)) is None:
+            return None
         return importlib.util.spec_from_loader(fullname, self)
 
+    def _new_name(self, fullname: str) -> str:
+        return self.new + fullname[len(self.old) :]
+
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.new + spec.name[len(self.old) :])
+        return importlib.import_module(self._new_name(spec.name))
 
     def exec_module(self, module: ModuleType) -> None:
         pass  # the new module ran when it was imported under its own name
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        """``python -m OLD.x`` (0.4's ``python -m langchain_mq9.wake``): runpy asks for the
+        code to run as ``__main__``; it runs the new module's, after one line on stderr saying
+        what to run instead (without it, runpy failed with an AttributeError traceback)."""
+        new = self._new_name(fullname).removesuffix(".__main__")
+        command = COMMANDS.get(new)
+        instead = f"`{command}` (or `python -m {new}`)" if command else f"`python -m {new}`"
+        old = fullname.removesuffix(".__main__")
+        print(f"python -m {old} is 0.4's path: run {instead}", file=sys.stderr)
+        spec = importlib.util.find_spec(self._new_name(fullname))
+        loader = spec.loader if spec is not None else None
+        if spec is None or not isinstance(loader, importlib.abc.InspectLoader):
+            return None
+        return loader.get_code(spec.name)
 
 
 def moved(old: str, new: str) -> ModuleType:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -59,6 +60,8 @@ log = logging.getLogger("mq9_broker")
 SWITCH_INTERVAL = 0.0001  # seconds
 DEFAULTS = BrokerConfig()
 _LAYOUT = Layout(DEFAULTS.stream)  # the names --store jetstream's help gives (#78)
+# What `--console` runs (`python -m mq9_cli console`): mq9-cli with its console extra
+CONSOLE_MODULES = ("mq9_cli", "starlette", "uvicorn", "jinja2")
 CONSOLE_DEFAULT = "127.0.0.1:0"  # --console alone: loopback, a free port (printed)
 CONSOLE_START_SECONDS = 120.0  # a cold interpreter importing starlette on a busy machine
 CONSOLE_STOP_SECONDS = 10.0
@@ -496,6 +499,14 @@ def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str
     if not port.isdigit() or int(port) > 65535:
         raise StartupError(f"--console {args.console!r}: give [HOST:]PORT, e.g. 127.0.0.1:8780")
     host = host or "127.0.0.1"
+    # The console is mq9-cli's (#112): on the broker-only install it failed only after "ready"
+    missing = [m for m in CONSOLE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise StartupError(
+            f"--console serves mq9-cli's web console, which is not installed here (no "
+            f"{', '.join(missing)}): in a clone, `.venv/bin/pip install ./wire ./broker "
+            './platform "./faces/cli[console]"` (docs/console.md)'
+        )
     login = []
     if args.console_credential_file:
         login = ["--credential-file", args.console_credential_file]

@@ -29,6 +29,10 @@ from mq9_wire.protocol.errors import (
 )
 
 DEFAULT_SERVER = "nats://localhost:4222"
+# A broker that is not there (or refuses the login) is said after these: mq9-mcp's (its
+# server.py), about a second in all
+RECONNECT_ATTEMPTS = 2
+RECONNECT_DELAY = 0.5
 SERVER_ENV = ("MQ9_SERVER", "NATS_URL")
 # Each credential option falls back to these environment variables, the first one set wins
 # (mq9-mcp's); MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE the client reads itself.
@@ -99,6 +103,11 @@ class Target:
         options: dict[str, Any] = dict(self.options)
         if not self.server.startswith("memory://"):  # a NATS connection's name
             options["name"] = name
+            # mq9-mcp's short retries (#112): nats-py's first connect goes through its
+            # reconnect schedule, 5 tries 2 s apart by default, so "nothing listening" or a
+            # refused login took 5.5 s to say; a person waits about a second, and a console's
+            # next request dials again after a broker's outage
+            options.update(reconnect_attempts=RECONNECT_ATTEMPTS, reconnect_delay=RECONNECT_DELAY)
         try:
             return Mq9Client(self.server, request_timeout=self.request_timeout, **options)
         except (Mq9Error, ValueError, TypeError) as exc:
