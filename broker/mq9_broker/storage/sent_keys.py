@@ -46,15 +46,18 @@ def scoped_key(sender: str | None, key: str) -> str:
 def caller_party(sender: str, caller: str, share: int) -> str:
     """(#113) The party a carrier's caller is (``sender`` vouched for, ``caller`` named by
     it, with a ``share`` of its keys): its keys count against the share and the sender's
-    bound both. The share is part of it, so a carrier started with another share counts
-    anew (its operator's choice) and two shares never mix in one count."""
+    bound both. Counted per sender and caller, whatever share each send names: replicas of
+    a carrier naming different shares for one caller still count its keys once."""
     return f"{sender}{_SCOPE}{caller}{_SCOPE}{share}"
 
 
-def _of_caller(party: str) -> tuple[str, int] | None:
-    """The sender and the share of a ``caller_party``; None for any other party."""
+def _of_caller(party: str) -> tuple[str, str, int] | None:
+    """A ``caller_party``'s sender, its count's name (sender and caller) and its share;
+    None for any other party."""
     parts = party.split(_SCOPE)
-    return (parts[0], int(parts[2])) if len(parts) == 3 else None
+    if len(parts) != 3:
+        return None
+    return parts[0], f"{parts[0]}{_SCOPE}{parts[1]}", int(parts[2])
 
 
 def key_sender(scoped: str) -> str | None:
@@ -97,9 +100,10 @@ class SentKeys:
             party = key_sender(key)
         carried = None if party is None else _of_caller(party)
         if carried is not None:  # (#113) a carrier's caller: its share, then its sender's bound
-            if self.held_by(party) >= carried[1]:  # type: ignore[arg-type]
+            sender, counted, share = carried
+            if self.held_by(counted) >= share:
                 return CALLER_FULL
-            party = carried[0]
+            party = sender
         if party is not None and most_each is not None and self.held_by(party) >= most_each:
             return PARTY_FULL
         if most is not None and len(self._kept) >= most:
@@ -163,7 +167,7 @@ class SentKeys:
         if party is None:
             return ()
         carried = _of_caller(party)
-        return (party,) if carried is None else (party, carried[0])
+        return (party,) if carried is None else (carried[1], carried[0])
 
     def _forget(self, party: str) -> None:
         left = self._per_party[party] - 1

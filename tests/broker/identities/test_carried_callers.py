@@ -59,14 +59,16 @@ async def test_a_callers_share_is_held_by_the_broker_over_every_connection(place
     refused = (await agents("gw", send, b"m3", _keyed("m3", "mallory")))["error"]
     assert isinstance(from_reply(refused, send), LimitReached), refused
     assert "your share of your carrier's" in refused and "\n" not in refused
+    # another share named for her counts the same keys: one more fits a share of 4
+    await agents.ok("gw", send, b"m3", _keyed("m3", "mallory", "4"))
+    assert "your share" in (await agents("gw", send, b"m4", _keyed("m4", "mallory", "4")))["error"]
     # her keys held still answer; bob's new key is answered
     assert (await agents.ok("gw", send, b"m0", _keyed("m0", "mallory")))["duplicate"] is True
     await agents.ok("gw", send, b"b0", _keyed("b0", "bob"))
-    # the identity's own bound holds over all its callers (7: 3 + 3, then one more)
+    # the identity's own bound holds over all its callers (7: 4 + 3)
     for n in range(1, 3):
         await agents.ok("gw", send, f"b{n}".encode(), _keyed(f"b{n}", "bob"))
-    await agents.ok("gw", send, b"c0", _keyed("c0", "carol"))
-    full = (await agents("gw", send, b"c1", _keyed("c1", "carol")))["error"]
+    full = (await agents("gw", send, b"c0", _keyed("c0", "carol")))["error"]
     assert "you hold as many keys as one sender may" in full, full
     # a bad naming, refused in one line; the naming is never stored with the message
     for bad in (_keyed("x", "mallory", "0"), _keyed("x", "mallory", "many"), _keyed("x", "")):
