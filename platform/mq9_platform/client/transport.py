@@ -430,6 +430,13 @@ class NatsTransport:
         # used up reconnect_attempts, the next request dials again, so no outage ends a client.
         return self._connection is not None
 
+    @property
+    def reconnecting(self) -> bool:
+        """Whether the link has dropped and nats-py is dialing again: a request now fails at
+        once, unsent (``ConnectionLost``)."""
+        connection = self._connection
+        return connection is not None and connection.is_reconnecting
+
     async def connect(self) -> None:
         from mq9_wire._nats.guard import GuardedClient, protect
 
@@ -649,9 +656,20 @@ def _stop(task: asyncio.Task[None] | None) -> None:
 async def _quietly_close(connection: Client) -> None:
     from mq9_wire._nats.guard import close_within
 
+    closing = asyncio.current_task()
+    cancels = cancels_of(closing)
     try:
         if not await close_within(connection, CLOSE_WITHIN):
             log.debug("the NATS connection did not close within %s s: dropped", CLOSE_WITHIN)
+    except asyncio.CancelledError:
+        # (#113) nats-py's close raises one nobody asked for when the link has just dropped:
+        # the close cancels its reconnecting task while that waits for the dead socket to
+        # close, which cancels the socket's close waiter it shares, and the close then awaits
+        # that same waiter. The connection is closed all the same. A cancel of this task
+        # (a shutdown, a caller's timeout) is still raised.
+        if cancels_of(closing) > cancels:
+            raise
+        log.debug("nats-py's close of a dropped connection raised a stray CancelledError")
     except Exception as exc:  # closing must not fail a shutdown
         log.debug("error while closing the NATS connection: %s", exc)
 
