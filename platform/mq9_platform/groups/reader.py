@@ -711,10 +711,13 @@ class GroupReader:
                 max_wait_ms=0,
                 **extra,
             )
-        except TypeError as exc:
-            if not extra or "skip_through" not in str(exc):
+        except TypeError:
+            if not extra:
                 raise
-            self._skipping = False  # a client without it: every lane read from the position
+            # A client without it (the official SDK's, or behind a wrapper that passes it on):
+            # every lane read from the position from now on; a TypeError of another cause
+            # comes again without it
+            self._skipping = False
             state.skips = {}
             return await self._fetch_skipping(asked, deliver, from_id)
 
