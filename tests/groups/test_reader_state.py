@@ -29,16 +29,21 @@ class Group:
     log: list[Message] = field(default_factory=list)
     position: int = 0
     acks: list[int] = field(default_factory=list)
+    # The bundled broker's skip_through (#113): each lane read after its reader's done run,
+    # every lane read; RobustMQ ignores it
+    honours_skips: bool = False
 
     def send(self, priority: Priority) -> int:
         msg_id = len(self.log)
         self.log.append(Message(msg_id, b"x", priority, create_time=msg_id))
         return msg_id
 
-    def fetch(self, asked: int) -> list[Message]:
+    def fetch(self, asked: int, skips: dict[Priority, int] | None = None) -> list[Message]:
+        skips = (skips or {}) if self.honours_skips else {}
         answer: list[Message] = []
         for priority in PRIORITY_ORDER:
-            lane = [m for m in self.log if m.priority is priority and m.msg_id >= self.position]
+            start = max(self.position, skips.get(priority, -1) + 1)
+            lane = [m for m in self.log if m.priority is priority and m.msg_id >= start]
             answer += lane[:asked]
             if len(answer) >= asked:
                 break
@@ -59,6 +64,7 @@ class Run:
     # what the live reader acked (nobody knows the position went back there).
     may_repeat: set[int] = field(default_factory=set)
     rewound: set[int] = field(default_factory=set)  # behind a stale ack, not put back yet
+    cap: int | None = None  # the most an answer holds: the reader asks no more (reader.py)
 
     def check_ack(self, msg_id: int) -> None:
         missed = {m.msg_id for m in self.group.log if m.msg_id <= msg_id} - set(self.handled)
@@ -67,12 +73,13 @@ class Run:
     def fetch(self, num: int) -> list[int]:
         """One fetch as GroupReader makes it, without leases."""
         state, group = self.state, self.group
-        asked = state.ask(num)
-        answer = group.fetch(asked)
+        asked = state.ask(num) if self.cap is None else min(state.ask(num), self.cap)
+        state.skips = state.skip_through()
+        answer = group.fetch(asked, state.skips)
         if state.went_back(answer):
             group.ack(state.committed)
             self.rewound.clear()
-            answer = group.fetch(asked)
+            answer = group.fetch(asked, state.skips)
         batch = state.accept(answer, asked)[:num]
         self.advance()
         state.hand_out(m.msg_id for m in batch)
@@ -124,9 +131,9 @@ steps = st.lists(
 
 @pytest.mark.slow  # over a second on a quiet machine (#89)
 @settings(max_examples=300, deadline=None)
-@given(backlog=st.lists(priorities, max_size=12), steps=steps)
-def test_no_loss_no_repeat_but_after_kills_and_stale_acks(backlog, steps):
-    run = Run()
+@given(backlog=st.lists(priorities, max_size=12), steps=steps, honours_skips=st.booleans())
+def test_no_loss_no_repeat_but_after_kills_and_stale_acks(backlog, steps, honours_skips):
+    run = Run(group=Group(honours_skips=honours_skips))
     for priority in backlog:
         run.group.send(priority)
     holding: list[int] = []
@@ -152,6 +159,26 @@ def test_no_loss_no_repeat_but_after_kills_and_stale_acks(backlog, steps):
     assert set(run.handled) == {m.msg_id for m in run.group.log}
     twice = {i for i in run.handled if run.handled.count(i) > 1}
     assert twice <= run.may_repeat, (twice, run.may_repeat)
+
+
+@pytest.mark.parametrize("honours_skips", [True, False])
+def test_a_backlog_of_higher_lanes_larger_than_an_answer_holds_back_only_robustmq(honours_skips):
+    """(#113) Answers of at most 5 messages, and an older normal message below backlogs of 30
+    critical and 20 urgent ones: read past its done runs, the reader gets everything in
+    priority order; read from the position (RobustMQ), it cannot get past the first 5."""
+    run = Run(group=Group(honours_skips=honours_skips), cap=5)
+    order = ["normal"] + ["critical"] * 30 + ["urgent"] * 20 + ["normal"] * 3
+    for priority in order:
+        run.group.send(Priority(priority))
+    for _ in range(len(order)):
+        run.done(run.fetch(2))
+    if not honours_skips:
+        assert sorted(run.handled) == list(range(1, 6))  # the only critical ones it reaches
+        return
+    assert sorted(run.handled) == list(range(len(order)))
+    lanes = ["critical", "urgent", "normal"]
+    assert [order[i] for i in run.handled] == sorted(order, key=lanes.index)
+    assert run.state.committed == len(order) - 1
 
 
 def test_a_position_moved_back_is_put_back_before_anything_is_handed_out():
