@@ -9,11 +9,14 @@ import contextlib
 import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2 as httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
@@ -22,6 +25,7 @@ from mcp_server.http.auth import PRINCIPAL
 from mcp_server.http.scopes import ADMIN, SCOPE_TOOLS, may_call, scope_for
 from mcp_server.http.tokens_file import TokensFile, read_tokens
 from mq9_platform.operations.catalog import OPERATIONS
+from testbed.ports import unclaimed_port
 from tests.support.mcp_support import LEGACY, ROOT, Peer, http_server, server_env
 
 ALICE, BOB, CAROL = "alice-" + "a" * 40, "bob-" + "b" * 40, "carol-" + "c" * 40
@@ -140,3 +144,32 @@ def test_principal_of_the_static_token_is_still_told_apart_by_address():
     one = owners.client_identity(scope_of(shared))
     assert one == owners.client_identity(scope_of(None))  # as before #112: the address
     assert one != owners.client_identity(scope_of(shared, peer="127.0.0.2"))
+
+
+@pytest.mark.slow  # an mq9-mcp process
+async def test_oauth_with_the_authorization_server_unreachable_refuses_tokens_and_serves_on(
+    tmp_path,
+):
+    """No AS answering: a JWT is refused 401 (not a 500), a tokens file's person still works."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(line("alice", ALICE))
+    nowhere = f"http://127.0.0.1:{unclaimed_port()}"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"iss": nowhere, "sub": "m", "aud": "x", "exp": int(time.time()) + 60}
+    forged = jwt.encode(claims, key, algorithm="RS256", headers={"typ": "at+jwt", "kid": "k"})
+    with http_server("--server", "memory://", "--oauth-issuer", nowhere,
+                     "--tokens-file", str(tokens)) as url:  # fmt: skip
+        assert await status_with(url, forged) == 401
+        async with as_client(url, ALICE) as alice:
+            assert "mail_address" in await alice.data("create_mailbox")
+
+
+@pytest.mark.slow  # an mq9-mcp process
+def test_oauth_algorithm_none_is_refused_at_start():
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+         "--oauth-issuer", "http://127.0.0.1:1", "--oauth-algorithms", "RS256,none"],
+        cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--oauth-algorithms: 'none' is never accepted" in done.stderr.strip().splitlines()[-1]

@@ -122,7 +122,11 @@ class JwtAccessTokens:
                 self.server.jwt_typ,
             )
             return None
-        keys = await self.keys()
+        try:
+            keys = await self.keys()
+        except (httpx.HTTPError, ValueError, KeyError) as exc:  # the AS unreachable or odd
+            log.warning("cannot find the JWKS of %s: %s", self.server.issuer, exc)
+            return None
         try:  # PyJWKClient fetches over urllib: off the event loop
             key = await anyio.to_thread.run_sync(keys.get_signing_key_from_jwt, token)
             claims: dict[str, Any] = jwt.decode(
@@ -164,10 +168,16 @@ class Introspected:
         if known is not None and known[0] > self.clock():
             return known[1]
         self._known.pop(token, None)
-        url = self.server.introspection or (await self.server.metadata()).get(
-            "introspection_endpoint"
-        )
-        if not url or not self.server.client_id:
+        if not self.server.client_id:
+            return None  # no credentials to introspect with: an opaque token is refused
+        try:
+            url = self.server.introspection or (await self.server.metadata()).get(
+                "introspection_endpoint"
+            )
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("cannot find the introspection endpoint of %s: %s", self.server.issuer, exc)
+            return None
+        if not url:
             return None
         auth = (self.server.client_id, self.server.client_secret or "")
         try:
