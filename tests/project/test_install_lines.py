@@ -1,0 +1,204 @@
+"""Every ``pip install`` a user reads (README, docs/, examples/README.md, the notebooks) names
+each of this project's distributions it brings by its folder, wheel or git URL (issues #112
+and #113).
+
+The six pin each other by name (``mq9-platform==0.5.0``, ...), names no registry holds for this
+project. pip resolves a name given by path or URL from that path alone; a name reached only
+through a pin (``".[mcp]"`` asks for ``mq9-mcp==0.5.0``) it looks up on the package index: from a
+clone that fails ("No matching distribution found for mq9-mcp==0.5.0"), and where someone has
+registered the name (``mq9-mcp 0.5.0`` with a build tag sorts above ours) it installs theirs and
+runs their code (tests/project/test_install_sources.py plays that on loopback). So the rule read
+here: the closure of a line's requirements over the pins (extras included) is named on the line.
+
+Reads the files only (fast); test_install_sources.py runs the lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDERS = {
+    "wire": "mq9-wire",
+    "broker": "mq9-broker",
+    "platform": "mq9-platform",
+    "faces/mcp": "mq9-mcp",
+    "faces/cli": "mq9-cli",
+    ".": "langchain-mq9",
+}
+OURS = set(FOLDERS.values())
+# docs/protocol.md is the wire's specification (no install lines of ours); CHANGELOG.md is history
+DOC_PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "protocol.md")
+PAGES = [ROOT / "README.md", *DOC_PAGES, ROOT / "examples" / "README.md"]
+DOCS = [*PAGES, *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+# What a requirement by path, wheel or URL is: a folder, this project's wheel, "<the wheel>"
+WHEEL = re.compile(
+    r"(?:^|/)(mq9_wire|mq9_broker|mq9_platform|mq9_mcp|mq9_cli|langchain_mq9)-[^/]*\.whl$"
+)
+EXTRAS = re.compile(r"^(?P<base>.*?)(?:\[(?P<extras>[^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class Line:
+    where: str
+    text: str
+    before: str = ""  # the words before it on its line
+    after: str = ""  # and after it
+
+    @property
+    def quoted_as_wrong(self) -> bool:
+        """A line shown as what not to type: "not with `pip install langchain-mq9`", or
+        "`pip install ".[mcp]"` alone fails" / its error."""
+        return bool(re.search(r"\bnot\b", self.before, re.I)) or bool(
+            re.match(r"`?(?: alone)?\W{0,3}(?:fails|\W*\"No matching)", self.after)
+        )
+
+
+def _text(doc: Path) -> str:
+    if doc.suffix != ".ipynb":
+        return doc.read_text()
+    cells = json.loads(doc.read_text())["cells"]
+    return "\n".join("".join(cell["source"]) for cell in cells)
+
+
+def install_lines() -> list[Line]:
+    """Each ``pip install ...`` up to its line's end (a ``\\`` continues it) or its closing
+    backtick, with where it is."""
+    found = []
+    for doc in DOCS:
+        text = _text(doc).replace("\\\n", " ")
+        for m in re.finditer(r"pip install ([^\n`]*)", text):
+            line = text.count("\n", 0, m.start()) + 1
+            before = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
+            after = text[m.end() : m.end() + 40].replace("\n> ", " ").replace("\n", " ")
+            found.append(Line(f"{doc.relative_to(ROOT)}:{line}", m.group(1), before, after))
+    return found
+
+
+@cache
+def _pins(name: str, extras: frozenset[str]) -> set[tuple[str, frozenset[str]]]:
+    """Ours that ``name[extras]`` pins, each with the extras it asks of it."""
+    folder = next(f for f, n in FOLDERS.items() if n == name)
+    project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
+    wanted = list(project.get("dependencies", []))
+    for extra in extras:
+        wanted += project.get("optional-dependencies", {}).get(extra, [])
+    pinned = set()
+    for text in wanted:
+        requirement = Requirement(text)
+        if canonicalize_name(requirement.name) in OURS:
+            pinned.add((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return pinned
+
+
+def brought(named: set[tuple[str, frozenset[str]]]) -> set[str]:
+    """Every distribution of ours the requirements bring, through the pins."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = list(named)
+    while todo:
+        item = todo.pop()
+        if item not in seen:
+            seen.add(item)
+            todo += _pins(*item)
+    return {name for name, _ in seen}
+
+
+def _ours(token: str) -> tuple[str, frozenset[str]] | None:
+    """The distribution of ours a requirement names by path, wheel or URL (None: another's,
+    by name, or not a requirement)."""
+    if " @ " in token:  # a direct reference: "mq9-platform[a2a] @ git+URL#subdirectory=DIR"
+        name = Requirement(token)
+        canonical = canonicalize_name(name.name)
+        return (canonical, frozenset(name.extras)) if canonical in OURS else None
+    parts = EXTRAS.match(token)
+    assert parts is not None
+    base, extras = parts["base"], frozenset(filter(None, (parts["extras"] or "").split(",")))
+    wheel = WHEEL.search(base)
+    if wheel:
+        return canonicalize_name(wheel[1]), extras
+    if re.fullmatch(r"<[^>]*wheel[^>]*>", base):  # "<the wheel>": langchain-mq9's, the README's
+        return "langchain-mq9", extras
+    folder = base.removeprefix("./").rstrip("/") or "."
+    return (FOLDERS[folder], extras) if folder in FOLDERS and base.startswith(".") else None
+
+
+def requirements(line: Line) -> tuple[set[tuple[str, frozenset[str]]], list[str]]:
+    """Ours named on the line, and any of ours it asks for by bare name."""
+    text = line.text.split(" #", 1)[0].split("&&", 1)[0].split(";", 1)[0]
+    try:
+        tokens = shlex.split(text)
+    except ValueError:  # an inline mention cut at its backtick: its words as they are
+        tokens = text.replace('"', "").replace("'", "").split()
+    named, by_name = set(), []
+    skip = False
+    for token in tokens:
+        if skip or token.startswith("-"):
+            skip = token in ("-r", "-c", "--find-links", "-f", "--index-url", "-i")
+            continue
+        ours = _ours(token)
+        if ours:
+            named.add(ours)
+        elif canonicalize_name(EXTRAS.match(token)["base"]) in OURS:
+            by_name.append(token)
+    return named, by_name
+
+
+LINES = install_lines()
+
+
+def test_the_docs_have_install_lines_to_read():
+    assert len(LINES) > 30
+    assert any(line.where.startswith("notebooks/") for line in LINES)
+
+
+@pytest.mark.parametrize("line", [pytest.param(x, id=x.where) for x in LINES])
+def test_each_install_line_names_every_distribution_of_ours_it_brings(line: Line):
+    if line.quoted_as_wrong:
+        return
+    named, by_name = requirements(line)
+    if by_name:
+        raise AssertionError(f"{line.where}: `pip install {line.text}` asks an index for {by_name}")
+    missing = sorted(brought(named) - {name for name, _ in named})
+    folders = [next(f"./{f}" if f != "." else "." for f, n in FOLDERS.items() if n == m)
+               for m in missing]  # fmt: skip
+    assert not missing, (
+        f"{line.where}: `pip install {line.text}` brings {missing} by their pins alone, which "
+        f"pip looks up on a package index (no registry holds them): name them too, {folders}"
+    )
+
+
+def _noted_needs() -> list[tuple[str, list[str], str]]:
+    """Each block whose note (an HTML comment: tests/project/test_docs.py installs what it says)
+    needs another project's packages, with the visible lines right above it."""
+    found = []
+    for doc in PAGES:
+        text = doc.read_text()
+        for m in re.finditer(r"^<!--\s*needs:((?:(?!-->)[^;])*)", text, re.M):
+            others = [p for p in m.group(1).split() if not p.startswith("[")]
+            above = text[: m.start()].splitlines()[-6:]
+            shown = " ".join(x for x in above if not x.lstrip().startswith("<!--"))
+            where = f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}"
+            if others:
+                found.append((where, others, shown))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("where", "others", "shown"), [pytest.param(*n, id=n[0]) for n in _noted_needs()]
+)
+def test_what_a_block_needs_is_said_where_a_reader_sees_it(where, others, shown):
+    """(#112) An HTML comment is invisible on the rendered page: a block needing another
+    project's package says how to install it in the text above it."""
+    assert "pip install" in shown, f"{where}: say `.venv/bin/pip install {' '.join(others)}`"
+    for package in others:
+        assert package in shown, f"{where}: the text above the block does not name {package}"
