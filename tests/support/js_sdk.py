@@ -132,8 +132,9 @@ def built_js_sdk(repo: Path) -> Path:
     return built
 
 
-async def drive(js_sdk: Path, url: str, section: str, prefix: str) -> dict:
-    """Run one section of the driver against the broker at ``url``: its outcome by call."""
+async def run_driver(js_sdk: Path, url: str, section: str, prefix: str) -> tuple[int, str, str]:
+    """Run one section of the driver against the broker at ``url``: (exit code, what it
+    printed, what it wrote to stderr)."""
     process = await asyncio.create_subprocess_exec(
         "node",
         str(_DRIVER),
@@ -151,7 +152,14 @@ async def drive(js_sdk: Path, url: str, section: str, prefix: str) -> dict:
         await process.wait()
         took = f"the driver's {section} section ran over {_DRIVER_TIMEOUT} s"
         raise AssertionError(took) from None
-    assert process.returncode == 0, err.decode(errors="replace")
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def drive(js_sdk: Path, url: str, section: str, prefix: str) -> dict:
+    """Run one section of the driver against the broker at ``url``: its outcome by call."""
+    code, out, err = await run_driver(js_sdk, url, section, prefix)
+    assert code == 0, err
     return json.loads(out)
 
 
