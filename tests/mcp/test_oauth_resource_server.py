@@ -212,3 +212,19 @@ async def test_oauth_rotated_signing_key_is_picked_up():
             assert "agents" in await alice.data("agent_discover", query="")
         stranger = authority.forge(headers={"kid": "k3"})  # no such key at the AS
         assert await status_with(url, stranger) == 401
+
+
+async def test_principal_keeps_its_tasks_across_a_new_token(served):
+    """A refreshed token is another string but the same principal: what the first token's
+    requests made is still its own (before #112 the owner was a digest of the token)."""
+    authority, url = served
+    first, second = token_of(authority, "alice"), token_of(authority, "alice")
+    assert first != second
+    async with as_client(url, first) as alice:
+        box = (await alice.data("create_mailbox"))["mail_address"]
+        task = (await alice.call("fetch_messages", task=True, mail_address=box,
+                                 max_wait_ms=500))["result"]["task"]["taskId"]  # fmt: skip
+    async with as_client(url, second) as alice_again:
+        assert "error" not in await alice_again.rpc("tasks/get", taskId=task)
+        listed = (await alice_again.rpc("tasks/list"))["result"]["tasks"]
+        assert task in {t["taskId"] for t in listed}
