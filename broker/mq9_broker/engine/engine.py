@@ -451,11 +451,13 @@ class Engine(Carried, Generic[S]):
         after the last msg_id of that lane its reader says it has done, when that is later."""
         starts = []
         for skip in skips:
-            after = None if skip is None else wrap_u64(skip + 1)
-            if after is None or after <= start.msg_id:
+            if skip is None or wrap_u64(skip + 1) <= start.msg_id:
                 starts.append(start)
-            else:
-                starts.append(Mark(after, await self.store.seq_for(record.name, after)))
+                continue
+            # (the skip's own message was read: its sequence is known, and a read past it
+            # starts there at the latest; a msg_id after it may be none's)
+            seq = await self.store.seq_for(record.name, skip)
+            starts.append(Mark(wrap_u64(skip + 1), max(start.seq, seq)))
         return starts
 
     async def _initial(
