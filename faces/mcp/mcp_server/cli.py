@@ -42,6 +42,7 @@ from .http import (
     serve_http,
 )
 from .http.metrics import PREFIX, McpMetrics, mcp_endpoint
+from .http.principals import principal_connections
 from .http.resource_server import ResourceServer, add_oauth_flags, resource_server
 from .owners import KEYS_PER_CLIENT
 from .server import (
@@ -358,6 +359,12 @@ def _main(argv: Sequence[str] | None) -> int:
         state_keys=state_keys(parser),
     )
     server.policies.key_shares = key_shares(args, parser)
+    timeout = args.request_timeout
+    principals = principal_connections(
+        args, parser, server_url, connection, request_timeout=timeout, name="mq9-mcp"
+    )
+    if principals is not None:  # #112: each principal at the broker as itself
+        server.connection_for = principals.connection_for
 
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"

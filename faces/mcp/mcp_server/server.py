@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from itertools import count
 from typing import Any, cast
@@ -234,6 +234,9 @@ class Mq9McpServer(Server):
         state_keys: Sequence[str] = (),
     ) -> None:
         self.connection = connection
+        # the connection a request's tool call goes over (#112: http/principals.py maps each
+        # principal to its own); the one connection unless the CLI says otherwise
+        self.connection_for: Callable[[Any], Mq9Connection] = lambda _request: connection
         self.policies = ClientPolicies(mcp_policy(policy), workers_from_header=sessions_compete)
         server_policy = self.policies.policy
         self.tools = tool_definitions(server_policy)
@@ -323,7 +326,11 @@ class Mq9McpServer(Server):
         if keyed is not params.arguments:  # #113: the client's key, never another's
             params = params.model_copy(update={"arguments": keyed})
         request = ctx.request_id
-        return await logged_call(self.connection, policy, params, request, progress, wait_cap_ms)
+        try:  # #112: the principal's own broker identity, where the operator maps one
+            connection = self.connection_for(ctx.request)
+        except OperationError as exc:
+            return error_result(str(exc))
+        return await logged_call(connection, policy, params, request, progress, wait_cap_ms)
 
     async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
         offered = tasks.offered(ctx.protocol_version)

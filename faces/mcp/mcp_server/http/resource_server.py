@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import BearerToken
 from .oauth import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer, ResourceTokens
+from .principals import add_principal_flags
 from .scopes import ALL_SCOPES, may_call, scope_for
 from .tokens_file import AnyOf, TokensFile
 
@@ -165,6 +166,7 @@ def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="'name: sha256-of-token' lines, one principal each, read again when it changes",
     )
+    add_principal_flags(group)
 
 
 def resource_server(
