@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from testbed.ports import unclaimed_port
+from tests.project.test_install_lines import brought
 from tests.support.devbroker_helpers import port_open
 from tests.support.mcp_support import end_process
 from tests.support.waiting import until_sync
@@ -187,12 +189,16 @@ WHEEL: list[Path] = []  # the wheel the project fixture built: its extras are "[
 def install(project: Path, packages: list[str]) -> None:
     if not packages:
         return
+    extras = frozenset(e for p in packages if p.startswith("[") for e in p.strip("[]").split(","))
     packages = [f"{WHEEL[0]}{p}" if p.startswith("[") else p for p in packages]
-    # an extra naming another distribution of this repository (mcp: mq9-mcp) finds its wheel
-    # beside langchain-mq9's, as the README says (--find-links), never on a registry
-    found = ["--find-links", str(WHEEL[0].parent)]
+    # an extra naming another distribution of this repository (mcp: mq9-mcp): its wheel named
+    # too, as the README says, so pip never looks one of ours up on an index (#113; the
+    # --find-links this used let a registered name win: tests/project/test_install_sources.py)
+    ours = brought({("langchain-mq9", extras)}) - {"langchain-mq9"} if extras else set()
+    wheels = [str(w) for w in WHEEL[0].parent.glob("*.whl")
+              if canonicalize_name(w.name.split("-")[0]) in ours]  # fmt: skip
     done = _run(
-        [python_of(project), "-m", "pip", "install", "-q", *found, *packages], None, None, 600
+        [python_of(project), "-m", "pip", "install", "-q", *wheels, *packages], None, None, 600
     )
     assert done.returncode == 0, done.stderr[-3000:]
 

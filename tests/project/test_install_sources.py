@@ -1,0 +1,187 @@
+"""The README's install lines never take a distribution of ours from a package index (#113:
+dependency confusion), played against an index on loopback that holds all six names.
+
+The index (PEP 503, ``http.server``) serves for each of our names a wheel of the same version
+with a build tag (``mq9_mcp-0.5.0-1-py3-none-any.whl``: pip ranks it above ours) holding a
+``.pth`` file, which writes a marker file whenever a Python of the virtualenv it was installed
+in starts; every other name it sends on to PyPI (a redirect), so the lines install what they
+really install. The lines run as written, with ``PIP_INDEX_URL`` naming that index. The marker
+must never be written, and the index never asked for one of our names. The old README's form
+(``"<wheel>[mcp]" --find-links dist``) is played first: it took four of five from the index,
+which shows the index bites.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # fresh virtualenvs, pip resolving against an index
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+OURS = ("mq9-wire", "mq9-broker", "mq9-platform", "mq9-mcp", "mq9-cli", "langchain-mq9")
+FOLDERS = ("./wire", "./broker", "./platform", "./faces/mcp", "./faces/cli", ".")
+UNREACHABLE = ("Failed to establish", "Temporary failure", "Network is unreachable",
+               "ConnectionError", "Max retries exceeded", "No matching distribution found for nats-py")  # fmt: skip  # noqa: E501
+
+
+def _trap_wheel(folder: Path, name: str, marker: Path) -> str:
+    """``name`` 0.5.0, build 1: a wheel whose ``.pth`` writes ``marker`` at every start."""
+    dist = name.replace("-", "_")
+    info = f"{dist}-0.5.0.dist-info"
+    files = {
+        f"{dist}_trap.pth": f"import pathlib; pathlib.Path({str(marker)!r}).write_text({name!r})\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.5.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: trap\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\nBuild: 1\n",
+    }
+    record = []
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for path, text in files.items():
+            data = text.encode()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{path},sha256={digest.decode()},{len(data)}")
+            wheel.writestr(path, data)
+        wheel.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    filename = f"{dist}-0.5.0-1-py3-none-any.whl"
+    (folder / filename).write_bytes(buffer.getvalue())
+    return filename
+
+
+class TrapIndex:
+    """The index on loopback: our names' trap wheels, every other name PyPI's."""
+
+    def __init__(self, folder: Path, marker: Path) -> None:
+        self.folder, self.marker = folder, marker
+        self.wheels = {name: _trap_wheel(folder, name, marker) for name in OURS}
+        self.asked: list[str] = []
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = [p for p in self.path.split("/") if p]
+                if len(parts) == 2 and parts[0] == "simple":
+                    index.asked.append(parts[1])
+                    return self._page(parts[1])
+                if len(parts) == 2 and parts[0] == "files" and parts[1] in index.wheels.values():
+                    return self._send(200, (index.folder / parts[1]).read_bytes())
+                return self._send(404, b"")
+
+            def _page(self, name: str) -> None:
+                if name in index.wheels:
+                    file = index.wheels[name]
+                    return self._send(200, f'<a href="/files/{file}">{file}</a>'.encode())
+                self.send_response(302)  # pip follows it: the real index for everything else
+                self.send_header("Location", f"https://pypi.org/simple/{name}/")
+                self.end_headers()
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/simple/"
+
+    def ours_asked(self) -> list[str]:
+        return sorted({name for name in self.asked if name in OURS})
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory) -> Iterator[TrapIndex]:
+    trap = TrapIndex(tmp_path_factory.mktemp("index"), tmp_path_factory.mktemp("m") / "MARKER")
+    thread = threading.Thread(target=trap.server.serve_forever, daemon=True)
+    thread.start()
+    yield trap
+    trap.server.shutdown()
+    trap.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory) -> Path:
+    """The README's wheels, built as it says, in ``langchain-mq9/dist`` beside a project."""
+    folder = tmp_path_factory.mktemp("clone") / "langchain-mq9" / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), *FOLDERS],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    return folder
+
+
+def _env(index: TrapIndex) -> dict[str, str]:
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    return {**kept, "PIP_INDEX_URL": index.url, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def _run(command: str, cwd: Path, index: TrapIndex) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=_env(index),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    if done.returncode != 0 and any(word in done.stderr for word in UNREACHABLE):
+        pytest.skip(f"PyPI is out of reach (the index sends other names there): {done.stderr[-300:]}")  # fmt: skip  # noqa: E501
+    return done
+
+
+def _from_index(report: Path) -> list[str]:
+    """Ours that pip's report says it took from somewhere other than a file here."""
+    installs = json.loads(report.read_text())["install"]
+    return sorted(i["metadata"]["name"] for i in installs
+                  if i["metadata"]["name"] in OURS and not i["download_info"]["url"].startswith("file:"))  # fmt: skip  # noqa: E501
+
+
+def test_the_old_find_links_form_took_ours_from_the_index(index, dist, tmp_path):
+    """What 0.5.0's README said (``"<wheel>[mcp]" --find-links dist``), as a dry run: the index
+    wins for every name but the one given by its file. This is what the safe lines are held
+    against: the trap is live."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    wheel = next(dist.glob("langchain_mq9-*.whl"))
+    report = tmp_path / "report.json"
+    done = _run(f'{venv}/bin/pip install -q --dry-run --report {report} "{wheel}[mcp]" '
+                f"--find-links {dist}", tmp_path, index)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _from_index(report) == ["mq9-broker", "mq9-mcp", "mq9-platform", "mq9-wire"]
+
+
+def test_the_readme_lines_never_ask_the_index_for_ours(index, dist):
+    """The README's wheel install, run as written in a fresh project (a real install: a trap
+    wheel installed would write the marker at the next start of its Python), then its safe line
+    from a clone (``./wire ./broker ./platform ./faces/mcp ".[mcp]"``, resolved as a dry run
+    into that virtualenv)."""
+    project = dist.parent.parent / "project"
+    project.mkdir()
+    index.asked.clear()
+    wheel_install = re.search(r"<!-- wheel-install -->\n```bash\n(.+)\n```", README)[1]
+    done = _run(wheel_install, project, index)
+    assert done.returncode == 0, done.stderr[-3000:]
+    python = project / ".venv" / "bin" / "python"
+    subprocess.run([python, "-c", "import langchain_mq9, mq9_platform"], check=True, timeout=300)
+    safe = re.search(r"Safe \(.*?\):\n> `(\.venv/bin/pip install [^`]+)`", README, re.S)[1]
+    assert safe.endswith('./faces/mcp ".[mcp]"'), safe
+    report = project / "report.json"
+    command = safe.replace(".venv/bin/pip", f"{project}/.venv/bin/pip", 1)
+    done = _run(f"{command} -q --dry-run --report {report}", ROOT, index)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _from_index(report) == []
+    assert index.ours_asked() == [], f"the index was asked for {index.ours_asked()}"
+    assert not index.marker.exists(), f"a trap wheel ran: {index.marker.read_text()}"
