@@ -163,7 +163,7 @@ def need_credentials_extra() -> None:
         raise CredentialError(
             f"credentials need mq9-broker's '{extra}' extra (nkeys), missing from "
             f"{sys.prefix}: install mq9-broker as you did, with [{extra}] after its name (in "
-            f"a clone: {sys.executable} -m pip install -e './broker[{extra}]')"
+            f"a clone: {sys.executable} -m pip install -e ./wire -e './broker[{extra}]')"
         ) from None
 
 

@@ -15,6 +15,7 @@ Reads the files only (fast); test_install_sources.py runs the lines.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
@@ -202,3 +203,51 @@ def test_what_a_block_needs_is_said_where_a_reader_sees_it(where, others, shown)
     assert "pip install" in shown, f"{where}: say `.venv/bin/pip install {' '.join(others)}`"
     for package in others:
         assert package in shown, f"{where}: the text above the block does not name {package}"
+
+
+CODE = ["wire/mq9_wire", "broker/mq9_broker", "platform/mq9_platform", "faces/mcp",
+        "faces/cli/mq9_cli", "langchain_mq9"]  # fmt: skip
+
+
+def _said(node: ast.expr) -> str:
+    """A string literal's text, an f-string's values as ``X``."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    assert isinstance(node, ast.JoinedStr)
+    return "".join(_said(v) if isinstance(v, ast.Constant) else "X" for v in node.values)
+
+
+def code_hints() -> list[Line]:
+    """Each ``pip install ...`` a command or library of ours says (up to `` (``, ``)``, ``;``)."""
+    found = []
+    for folder in CODE:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            parts = {
+                id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values
+            }
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.Constant, ast.JoinedStr)) or id(node) in parts:
+                    continue
+                if isinstance(node, ast.Constant) and not isinstance(node.value, str):
+                    continue
+                text = _said(node)
+                for m in re.finditer(r"pip install (.+?)(?= \(|\)|;|$)", text, re.M):
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    found.append(Line(where, m.group(1), text[: m.start()]))
+    return found
+
+
+HINTS = code_hints()
+
+
+def test_the_code_has_install_hints_to_read():
+    assert len(HINTS) >= 8, HINTS
+
+
+@pytest.mark.parametrize("line", [pytest.param(x, id=x.where) for x in HINTS])
+def test_each_install_hint_names_folders_not_registry_names(line: Line):
+    """(#112) What a command says to install where something is missing works from a clone: no
+    registry holds mq9-platform or mq9-cli (``pip install 'mq9-cli[console]'`` failed, or took
+    a stranger's), and ``./broker[credentials]`` alone looks its mq9-wire up on the index."""
+    test_each_install_line_names_every_distribution_of_ours_it_brings(line)

@@ -91,7 +91,8 @@ def _nkeys() -> Any:
     except ImportError:
         raise RuntimeError(
             "--credentials signs logins with nkeys: install mq9-broker with [credentials] after "
-            "its name, as you installed it (in a clone: pip install -e './broker[credentials]')"
+            "its name, as you installed it (in a clone: pip install -e ./wire -e "
+            "'./broker[credentials]')"
         ) from None
     return nkeys
 

@@ -15,7 +15,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .app import run
     except ImportError as exc:  # Click missing
         print(
-            f"mq9 needs Click ({exc.name} is missing): pip install mq9-cli",
+            f"mq9 needs Click ({exc.name} is missing): in a clone, pip install ./wire ./broker "
+            "./platform ./faces/cli (README.md#install)",
             file=sys.stderr,
         )
         return 2

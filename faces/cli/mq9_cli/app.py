@@ -690,7 +690,7 @@ def console(ctx: click.Context, /, **options: Any) -> None:
         stop(
             Failure(
                 f"the console needs the console extra ({exc.name} is missing): "
-                "pip install 'mq9-cli[console]'",
+                "in a clone, pip install ./wire ./broker ./platform './faces/cli[console]'",
                 USAGE,
             )
         )

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as exc:
         sys.exit(
             f"mq9-a2a-gateway needs the a2a-gateway extra ({exc.name} is missing): "
-            "pip install 'mq9-platform[a2a-gateway]'"
+            "in a clone, pip install ./wire ./broker './platform[a2a-gateway]' (README.md#install)"
         )
     from mq9_wire.metrics import MetricsUnavailable
     from mq9_wire.protocol.errors import Mq9Error

@@ -61,10 +61,13 @@ MAX_CONNECTIONS = 4096  # webhook connections open at once (one per POST under w
 RESOLVE_HOLD = 0.2  # seconds a wake waits for its receiver's name to be resolved (#88)
 KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
-NEEDS_EXTRA = "webhooks need the wake extra (mq9-platform[wake])"
+NEEDS_EXTRA = (
+    "webhooks need the wake extra: in a clone, pip install ./wire ./broker './platform[wake]'"
+)
 # langgraph-sdk requires langchain-core: the Agent Server target is an extra of its own (#108)
 NEEDS_AGENT_SERVER = (
-    "Agent Server runs need langgraph-sdk: pip install 'mq9-platform[wake,agent-server]'"
+    "Agent Server runs need langgraph-sdk: in a clone, pip install ./wire ./broker "
+    "'./platform[wake,agent-server]' (README.md#install)"
 )
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
