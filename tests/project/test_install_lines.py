@@ -40,7 +40,9 @@ FOLDERS = {
 OURS = set(FOLDERS.values())
 # docs/protocol.md is the wire's specification (no install lines of ours); CHANGELOG.md is history
 DOC_PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "protocol.md")
-PAGES = [ROOT / "README.md", *DOC_PAGES, ROOT / "examples" / "README.md"]
+# each distribution's own README (its pyproject's readme: the page a wheel carries)
+OWN_READMES = [ROOT / folder / "README.md" for folder in FOLDERS if folder != "."]
+PAGES = [ROOT / "README.md", *DOC_PAGES, ROOT / "examples" / "README.md", *OWN_READMES]
 DOCS = [*PAGES, *sorted((ROOT / "notebooks").glob("*.ipynb"))]
 # What a requirement by path, wheel or URL is: a folder, this project's wheel, "<the wheel>"
 WHEEL = re.compile(
@@ -251,3 +253,16 @@ def test_each_install_hint_names_folders_not_registry_names(line: Line):
     registry holds mq9-platform or mq9-cli (``pip install 'mq9-cli[console]'`` failed, or took
     a stranger's), and ``./broker[credentials]`` alone looks its mq9-wire up on the index."""
     test_each_install_line_names_every_distribution_of_ours_it_brings(line)
+
+
+@pytest.mark.parametrize("folder", [f for f in FOLDERS if f != "."])
+def test_each_distribution_has_a_readme_with_its_install_line(folder):
+    """(#112) A README in each distribution's folder, the one its wheel carries: what it is and
+    the line that installs it from a clone (held to the rule above with the docs)."""
+    readme = ROOT / folder / "README.md"
+    assert readme.exists(), f"{folder}/ has no README.md"
+    project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]
+    assert project.get("readme") == "README.md"
+    text = readme.read_text()
+    assert text.startswith(f"# {project['name']}\n")
+    assert "pip install ./wire" in text and (folder == "wire" or f"./{folder}" in text), text
