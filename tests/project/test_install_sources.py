@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -28,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.project.test_install_lines import install_lines
 
 pytestmark = pytest.mark.slow  # fresh virtualenvs, pip resolving against an index
 
@@ -166,7 +169,7 @@ def test_the_old_find_links_form_took_ours_from_the_index(index, dist, tmp_path)
 def test_the_readme_lines_never_ask_the_index_for_ours(index, dist):
     """The README's wheel install, run as written in a fresh project (a real install: a trap
     wheel installed would write the marker at the next start of its Python), then its safe line
-    from a clone (``./wire ./broker ./platform ./faces/mcp ".[mcp]"``, resolved as a dry run
+    from a clone (``./wire ./broker ./platform ./faces/cli ".[cli]"``, resolved as a dry run
     into that virtualenv)."""
     project = dist.parent.parent / "project"
     project.mkdir()
@@ -177,7 +180,7 @@ def test_the_readme_lines_never_ask_the_index_for_ours(index, dist):
     python = project / ".venv" / "bin" / "python"
     subprocess.run([python, "-c", "import langchain_mq9, mq9_platform"], check=True, timeout=300)
     safe = re.search(r"Safe \(.*?\):\n> `(\.venv/bin/pip install [^`]+)`", README, re.S)[1]
-    assert safe.endswith('./faces/mcp ".[mcp]"'), safe
+    assert safe.endswith('./faces/cli ".[cli]"'), safe
     report = project / "report.json"
     command = safe.replace(".venv/bin/pip", f"{project}/.venv/bin/pip", 1)
     done = _run(f"{command} -q --dry-run --report {report}", ROOT, index)
@@ -185,3 +188,48 @@ def test_the_readme_lines_never_ask_the_index_for_ours(index, dist):
     assert _from_index(report) == []
     assert index.ours_asked() == [], f"the index was asked for {index.ours_asked()}"
     assert not index.marker.exists(), f"a trap wheel ran: {index.marker.read_text()}"
+
+
+def _clone_lines_together() -> list[str]:
+    """Every install line of the docs that runs in a clone (folders and other projects' names;
+    not the wheel and git-URL lines, played above and by tests/mcp/test_mcp_uvx.py), as one
+    requirement list: each folder once, with every extra a line asks of it."""
+    extras: dict[str, set[str]] = {}
+    others: set[str] = set()
+    for line in install_lines():
+        text = line.text.split(" #", 1)[0].split("&&", 1)[0]
+        if line.quoted_as_wrong or "git+" in text or ".whl" in text:
+            continue
+        try:
+            tokens = shlex.split(text)
+        except ValueError:  # an inline mention cut at its line's end: read whole elsewhere
+            continue
+        for token in tokens:
+            if token.startswith("-") or ("<" in token and "wheel" in token):
+                continue
+            parts = re.fullmatch(r"(?P<base>[^\[]+)(?:\[(?P<extras>[^\]]*)\])?", token)
+            if parts and parts["base"].startswith("."):
+                folder = parts["base"].rstrip("/")
+                extras.setdefault(folder, set()).update(filter(None, (parts["extras"] or "").split(",")))  # fmt: skip  # noqa: E501
+            else:
+                others.add(token)
+    folders = [f"{folder}[{','.join(sorted(e))}]" if e else folder for folder, e in extras.items()]
+    return sorted(folders) + sorted(others)
+
+
+def test_every_clone_line_of_the_docs_resolves_without_asking_for_ours(index, tmp_path):
+    """All the docs' clone lines at once (a dry run into a fresh virtualenv: one resolution, not
+    one a line, on this 2-core CI): every name resolves, ours from their folders, the index
+    never asked for one of them."""
+    wanted = _clone_lines_together()
+    assert {"./faces/mcp", "./faces/cli[console]", "openai-agents"} <= set(wanted), wanted
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    report = tmp_path / "report.json"
+    index.asked.clear()
+    quoted = " ".join(shlex.quote(w) for w in wanted)
+    done = _run(f"{venv}/bin/pip install -q --dry-run --report {report} {quoted}", ROOT, index)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _from_index(report) == []
+    assert index.ours_asked() == [], f"the index was asked for {index.ours_asked()}"
+    assert not index.marker.exists()
