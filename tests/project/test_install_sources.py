@@ -179,7 +179,7 @@ def test_the_readme_lines_never_ask_the_index_for_ours(index, dist):
     assert done.returncode == 0, done.stderr[-3000:]
     python = project / ".venv" / "bin" / "python"
     subprocess.run([python, "-c", "import langchain_mq9, mq9_platform"], check=True, timeout=300)
-    safe = re.search(r"Safe \(.*?\):\n> `(\.venv/bin/pip install [^`]+)`", README, re.S)[1]
+    safe = re.search(r"Safe: `(\.venv/bin/pip install [^`]+)`", README)[1]
     assert safe.endswith('./faces/cli ".[cli]"'), safe
     report = project / "report.json"
     command = safe.replace(".venv/bin/pip", f"{project}/.venv/bin/pip", 1)
