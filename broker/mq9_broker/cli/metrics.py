@@ -39,7 +39,7 @@ from ..engine.engine import COMMANDS
 from ..engine.process import BrokerEngine
 from ..nats_servers.survey import read_monitor
 from ..serving.meter import RequestMeter
-from ..storage.jetstream.survey_state import Held, StoreSurvey
+from ..storage.jetstream.survey_state import PROBE_FRESH, Held, StoreSurvey
 
 PREFIX = "mq9_broker"
 # groups/dead_letters.py names a mailbox's dead letters <mailbox>.dlq (or .dlq.<digest> for a
@@ -311,8 +311,9 @@ def ready(broker: Broker) -> str | None:
 
 
 async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
-    """``ready``, and on the JetStream store: the store acknowledged a write within its
-    deadline (a cluster that lost its quorum answers no write: 503 within seconds)."""
+    """``ready``, and on the JetStream store: the store acknowledged a write and its servers
+    have a meta leader, within its deadline (a cluster that lost its quorum answers no write:
+    503 within seconds)."""
     why = ready(broker)
     if why is not None:
         return why
@@ -332,9 +333,15 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     try:
         answered = await asyncio.wait_for(asyncio.shield(probing), ANSWER_WITHIN)
     except TimeoutError:
-        if collector.wrote:
-            return collector.writes
-        return f"not known yet: the JetStream store answered no write within {ANSWER_WITHIN:g} s"
+        # (#113) the last probe speaks only while it is recent: one from before the quorum was
+        # lost (asked 10 s before, nothing since) said 200 while every SEND failed
+        recent = survey.recent()
+        if recent is not None:
+            return recent[0]
+        return (
+            f"not known: the JetStream store answered no probe within {ANSWER_WITHIN:g} s, nor "
+            f"one in the {PROBE_FRESH:g} s before"
+        )
     collector.writes, collector.wrote = answered, True
     return collector.writes
 

@@ -57,6 +57,9 @@ PROBE_DEADLINE = 3.0  # seconds the broker has to answer (a cluster that lost it
 PROBE_KEPT = 1.0
 # (#99) the longest a /readyz waits for a probe: a probe that takes longer goes on behind it
 ANSWER_WITHIN = 0.9
+# (#113) how old the last probe's answer may be to answer a /readyz whose own probe is still
+# under way: older, nothing is known (503)
+PROBE_FRESH = PROBE_DEADLINE
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,9 @@ class Probe:
 
     async def __call__(self) -> str | None:
         """(#99) Answered within ``ANSWER_WITHIN``: a probe still under way then goes on (its
-        answer kept for the next ask), and this one is the last probe's answer, or not ready
-        while none came yet (a console before its credential answered 503 after 6 s)."""
+        answer kept for the next ask), and this one is the last probe's answer while it is
+        under ``PROBE_FRESH`` s old, else not ready (a console before its credential answered
+        503 after 6 s)."""
         last = self._last
         if last is not None and self.clock() - last[0] < self.kept:
             return last[1]
@@ -156,9 +160,17 @@ class Probe:
         try:
             return await asyncio.wait_for(asyncio.shield(self._running), ANSWER_WITHIN)
         except TimeoutError:
-            if self._last is not None:
-                return self._last[1]
-            return f"not known yet: no probe of the broker answered within {ANSWER_WITHIN:g} s"
+            last = self._last
+            if last is None:
+                return f"not known yet: no probe of the broker answered within {ANSWER_WITHIN:g} s"
+            # (#113) the last probe speaks only while it is recent: one from before a cluster
+            # lost its quorum, with nothing asked since, would say ready while no write is taken
+            if self.clock() - last[0] < PROBE_FRESH:
+                return last[1]
+            return (
+                f"not known: no probe of the broker answered within {ANSWER_WITHIN:g} s, nor one "
+                f"in the {PROBE_FRESH:g} s before"
+            )
 
     def _keep(self, done: asyncio.Future[str | None]) -> None:
         if not done.cancelled() and done.exception() is None:

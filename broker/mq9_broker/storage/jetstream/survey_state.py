@@ -12,9 +12,12 @@ mailbox, an agent or a group.
 
 Readiness asks for a write: a stream leader cut off from its followers answers reads (its
 STREAM.INFO) for ~10 s before it steps down, where a write is acknowledged only once a quorum of
-servers holds it. The write is one small record, rolled up in place, in the reports bucket
-under a key no agent's digest can take (``PROBE_KEY``), at most once every ``PROBE_KEPT``
-seconds, with a TTL (``PROBE_TTL``) that removes it once the probes stop.
+servers holds it. It asks at once for the account's JetStream info, which only the meta leader
+answers (#113): with a quorum back, the streams take writes seconds before the servers elect
+one, and until then the JetStream API answers "JetStream system temporarily unavailable". The
+write is one small record, rolled up in place, in the reports bucket under a key no agent's
+digest can take (``PROBE_KEY``), at most once every ``PROBE_KEPT`` seconds, with a TTL
+(``PROBE_TTL``) that removes it once the probes stop.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import ROLLUP, ROLLUP_SUBJECT, ttl
+from mq9_wire._nats.jetstream.api import API_PREFIX, KV_STREAM_PREFIX, ROLLUP, ROLLUP_SUBJECT, ttl
 from mq9_wire._nats.jetstream.bucket import Bucket
 
 from .mapping import Layout, decode_record, msg_id_of, token
@@ -43,6 +46,9 @@ AT_ONCE = 16  # counted reads in flight at once
 PROBE_KEY = "mq9-ready"  # not 32 hex digits: no agent's token (mapping.token) is it
 PROBE_DEADLINE = 3.0  # seconds the readiness write has (quorum lost: 503 well within 5 s)
 PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one write a second)
+# (#113) seconds a probe's answer still speaks for the store when the next has not answered in
+# time; older, nothing is known (a /readyz asked 10 s after the quorum was lost said 200)
+PROBE_FRESH = PROBE_DEADLINE
 # seconds the probe's record lives: gone soon after the last probe, so that a layout only probed
 # is empty again (``state import`` takes a new or empty layout only)
 PROBE_TTL = 5
@@ -234,8 +240,9 @@ class StoreSurvey:
     # -- readiness ---------------------------------------------------------------------------
 
     async def answers(self) -> str | None:
-        """None when the store acknowledged a write within ``PROBE_DEADLINE`` (a quorum of
-        its servers holds it), else why not in one line. One probe serves ``PROBE_KEPT`` s."""
+        """None when the store acknowledged a write, and its servers have a JetStream meta
+        leader and a leader for each of its streams, all within ``PROBE_DEADLINE``, else why
+        not in one line. One probe serves ``PROBE_KEPT`` s."""
         probed = self._probed
         if probed is not None and self.clock() - probed[0] < PROBE_KEPT:
             return probed[1]
@@ -245,28 +252,68 @@ class StoreSurvey:
         self._probed = (self.clock(), why)
         return why
 
+    def recent(self) -> tuple[str | None] | None:
+        """(#113) The last probe's answer, in a tuple, while it is under ``PROBE_FRESH`` s
+        old; None when there is none that recent (a /readyz that cannot wait for the probe
+        under way must not say what the store did before it lost its quorum)."""
+        probed = self._probed
+        if probed is None or self.clock() - probed[0] >= PROBE_FRESH:
+            return None
+        return (probed[1],)
+
     async def _probe(self) -> str | None:
+        # (#113) All at once: the write needs its stream's quorum; a SEND's lookups (the
+        # mailbox's record, read through the JetStream API) need the meta leader as well, and
+        # its write the leader of its own stream: with a quorum back, the servers elect those
+        # seconds after the leader of the stream the write went to
         layout = self.layout
-        subject = layout.kv_subject(layout.reports, PROBE_KEY)
+        streams = (*layout.message_streams, *(KV_STREAM_PREFIX + b for b in layout.buckets))
+        wrote, *led = await asyncio.gather(
+            self._asked(
+                layout.kv_subject(layout.reports, PROBE_KEY), b'{"probe":1}',
+                {ROLLUP: ROLLUP_SUBJECT, **ttl(PROBE_TTL)}, "a write",
+            ),
+            # the account's JetStream info: in a cluster only the meta leader answers it
+            self._asked(API_PREFIX + "INFO", b"", None, "the meta leader's account info"),
+            *(self._asked(API_PREFIX + f"STREAM.INFO.{name}", b"", None, f"{name}'s info",
+                          _leader_of(name)) for name in streams),
+        )  # fmt: skip
+        return wrote or next((why for why in led if why is not None), None)
+
+    async def _asked(
+        self, subject: str, body: bytes, headers: dict[str, str] | None, what: str,
+        check: Callable[[dict[str, Any]], str | None] = lambda _: None,
+    ) -> str | None:  # fmt: skip
+        """Why the store did not answer ``what`` within ``PROBE_DEADLINE``, answered it an
+        error, or one ``check`` finds wanting; None when it answered."""
         connection = self.store.requests.connection
         try:
             answer = await connection.request(
-                subject, b'{"probe":1}', timeout=PROBE_DEADLINE,
-                headers={ROLLUP: ROLLUP_SUBJECT, **ttl(PROBE_TTL)},
-            )  # fmt: skip
+                subject, body, timeout=PROBE_DEADLINE, headers=headers
+            )
         except Exception as exc:  # nats-py: a timeout, no responders, a closed connection
             text = str(exc) or type(exc).__name__
-            return (
-                f"the JetStream store did not acknowledge a write within {PROBE_DEADLINE:g} s "
-                f"({text})"
-            )
+            return f"the JetStream store did not answer {what} within {PROBE_DEADLINE:g} s ({text})"
         try:
-            error = json.loads(answer.data).get("error")
+            answered = json.loads(answer.data)
         except ValueError:
-            error = {"description": "an answer that is not JSON"}
+            answered = {"error": {"description": "an answer that is not JSON"}}
+        error = answered.get("error") if isinstance(answered, dict) else None
         if error:
-            return f"the JetStream store refused a write: {error.get('description', error)}"
+            return f"the JetStream store refused {what}: {error.get('description', error)}"
+        return check(answered) if isinstance(answered, dict) else None
+
+
+def _leader_of(stream: str) -> Callable[[dict[str, Any]], str | None]:
+    """The check of ``stream``'s info: on a cluster, it names the stream's leader."""
+
+    def check(info: dict[str, Any]) -> str | None:
+        cluster = info.get("cluster")
+        if isinstance(cluster, dict) and not cluster.get("leader"):
+            return f"the JetStream store's stream {stream} has no leader yet"
         return None
+
+    return check
 
 
 async def _bounded(reads: Iterable[Any]) -> list[Any]:
