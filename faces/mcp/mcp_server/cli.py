@@ -364,7 +364,7 @@ def _main(argv: Sequence[str] | None) -> int:
         args, parser, server_url, connection, request_timeout=timeout, name="mq9-mcp"
     )
     if principals is not None:  # #112: each principal at the broker as itself
-        server.connection_for = principals.connection_for
+        server.use_principals(principals)
 
     host = f"[{args.host}]" if ":" in args.host else args.host
     where = "stdio" if args.transport == "stdio" else f"http://{host}:{args.port}{MCP_PATH}"
@@ -382,7 +382,8 @@ def _main(argv: Sequence[str] | None) -> int:
             print(help_text, file=sys.stderr, flush=True)
         anyio.run(serve_stdio, server, connection, backend_options={"loop_factory": _new_loop})
         return 0
-    return _run_http(args, server, connection, auth_token, resource)
+    # server.acting: its close at shutdown closes the principals' connections too
+    return _run_http(args, server, server.acting, auth_token, resource)
 
 
 def key_shares(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KeyShares:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from itertools import count
 from typing import Any, cast
@@ -18,6 +18,7 @@ from typing import Any, cast
 import anyio
 import anyio.lowlevel
 from mcp import types
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.context import ServerRequestContext as Ctx  # one request's, to each handler
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
@@ -45,6 +46,7 @@ from mq9_wire.protocol import clipped
 from mq9_wire.protocol.errors import Mq9Error
 
 from . import events, questions, resources, task_events, tasks, watch, webhooks
+from .http.principals import ActingConnection, PrincipalConnections, acting_for, stop_acting
 from .owners import ClientPolicies, client_of
 from .task_events import TaskLog
 
@@ -234,9 +236,10 @@ class Mq9McpServer(Server):
         state_keys: Sequence[str] = (),
     ) -> None:
         self.connection = connection
-        # the connection a request's tool call goes over (#112: http/principals.py maps each
-        # principal to its own); the one connection unless the CLI says otherwise
-        self.connection_for: Callable[[Any], Mq9Connection] = lambda _request: connection
+        # #112: every broker access made for a request (tools, tasks and their timelines,
+        # watches, Events, resources) goes over its principal's connection where the operator
+        # maps principals (use_principals), else over ``connection``
+        self.acting = ActingConnection(connection)
         self.policies = ClientPolicies(mcp_policy(policy), workers_from_header=sessions_compete)
         server_policy = self.policies.policy
         self.tools = tool_definitions(server_policy)
@@ -266,24 +269,30 @@ class Mq9McpServer(Server):
         # only states this server sealed, for this client (``state_keys``: shared by replicas)
         self.middleware.append(questions.state_boundary(self.owner_of, SERVER_NAME, state_keys))
         self.middleware.append(questions.checked_input)  # before the task middleware: outer
+        self.middleware.append(acting_middleware)  # what a request starts acts for it too
         # every task's events kept in the mail store (tasks/stream, task_events.py): a task a
         # server started again finds there is taken up by resume_call
         timeout = connection.request_timeout + CALL_GRACE_SECONDS
         store = tasks.TaskStore(
-            self.owner_of, connection=connection, timeout=timeout, resume=self.resume_call
+            self.owner_of, connection=self.acting, timeout=timeout, resume=self.resume_call
         )
         tasks.serve(self, store, self.start_call, self.wait_of)
-        self.watches = watch.Watches(connection, connection.request_timeout + CALL_GRACE_SECONDS)
+        self.watches = watch.Watches(self.acting, timeout)
         # the streams and watches count per client: its worker names share its slice
         watch.serve(self, self.watches, self.policy_of, self.client_of_request)
         # MCP Events (#71): mailbox arrivals polled, streamed or POSTed to a listed host
-        reader = events.Reader(connection, self.watches.timeout)
+        reader = events.Reader(self.acting, self.watches.timeout)
         hosts = HostPolicy(webhook_hosts, knob="--webhook-hosts")
         self.webhooks = webhooks.Webhooks(reader, self.watches, hosts, self.owner_of)
         events.serve(
             self, reader, self.watches, self.policy_of, self.client_of_request,
             heartbeat_seconds=heartbeat_seconds, webhooks=self.webhooks,
         )  # fmt: skip
+
+    def use_principals(self, principals: PrincipalConnections) -> None:
+        """Each principal ``principals`` maps acts at the broker as itself; ``self.acting``'s
+        ``aclose`` closes their connections too."""
+        self.acting.principals = principals
 
     def policy_of(self, ctx: Ctx) -> ToolPolicy:
         """The client's policy, for a request that answers a bad worker name with an error."""
@@ -326,11 +335,13 @@ class Mq9McpServer(Server):
         if keyed is not params.arguments:  # #113: the client's key, never another's
             params = params.model_copy(update={"arguments": keyed})
         request = ctx.request_id
-        try:  # #112: the principal's own broker identity, where the operator maps one
-            connection = self.connection_for(ctx.request)
+        principals = self.acting.principals
+        try:  # #112: a principal with no broker identity here is refused in one line
+            if principals is not None:
+                principals.connection_for(ctx.request)
         except OperationError as exc:
             return error_result(str(exc))
-        return await logged_call(connection, policy, params, request, progress, wait_cap_ms)
+        return await logged_call(self.acting, policy, params, request, progress, wait_cap_ms)
 
     async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
         offered = tasks.offered(ctx.protocol_version)
@@ -423,12 +434,12 @@ class Mq9McpServer(Server):
             named = types.CallToolRequestParams(name=policy.tool_name(tool), arguments=arguments)
             return await self.run_call(policy, ctx, named)
 
-        return await resources.read_resource(self.connection, policy, str(params.uri), call)
+        return await resources.read_resource(self.acting, policy, str(params.uri), call)
 
     async def handle_complete(
         self, ctx: Ctx, params: types.CompleteRequestParams
     ) -> types.CompleteResult:
-        return await resources.complete(self.connection, self.policy_of(ctx), params)
+        return await resources.complete(self.acting, self.policy_of(ctx), params)
 
     async def handle_list_prompts(self, _ctx: Ctx, _params: Any) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=resources.prompts(self.policies.policy))
@@ -482,6 +493,16 @@ def create_server(
         connection, policy, sessions_compete=sessions_compete, webhook_hosts=webhook_hosts,
         state_keys=state_keys,
     )  # fmt: skip
+
+
+async def acting_middleware(ctx: Ctx, call_next: CallNext) -> HandlerResult:
+    """Server middleware: the broker accesses of a request, and of what it starts (a task, a
+    watch, a webhook: asyncio tasks copy the context), act for its principal."""
+    token = acting_for(ctx.request)
+    try:
+        return await call_next(ctx)
+    finally:
+        stop_acting(token)
 
 
 async def set_logging_level(ctx: Ctx, _params: types.SetLevelRequestParams) -> types.EmptyResult:

@@ -94,7 +94,10 @@ class Watches:
             loop.call_soon_threadsafe(self._arrived, d)
 
         try:
-            found = await self.connection.run(lambda c: subscribe_arrivals(c, arrived))
+            # the server's own connection (no principal's, #112): it outlives every watch,
+            # and an announcement names only a digest, no mail
+            shared = getattr(self.connection, "shared", self.connection)
+            found = await shared.run(lambda c: subscribe_arrivals(c, arrived))
         except Exception as exc:  # the broker away: poll
             log.debug("no arrival announcements: %s", exc)
             found = None
