@@ -87,7 +87,7 @@ async def test_principal_task_runs_without_the_servers_own_identity(tmp_path, en
     with http_server(
         "--server", enforcing.url, "--tokens-file", tokens, "--principal-credentials", folder,
     ) as url:  # fmt: skip
-        async with peers(url, LEGACY) as (alice, _bob):
+        async with peers(url, LEGACY) as (alice, bob):
             box = (await alice.data("create_mailbox", name="alice.tasks"))["mail_address"]
             await alice.data("send_message", mail_address=box, payload="in a task")
             answer = await alice.call("fetch_messages", task=True, mail_address=box)
@@ -97,3 +97,9 @@ async def test_principal_task_runs_without_the_servers_own_identity(tmp_path, en
             result = (await alice.rpc("tasks/result", taskId=task_id))["result"]
             [message] = result["structuredContent"]["messages"]
             assert message["payload"] == "in a task"
+            # its timeline is alice's mailbox, as the broker sees it: she reads it, bob cannot
+            timeline = f"mq9mcp.task.{task_id}"
+            kept = await alice.data("query_messages", mail_address=timeline)
+            assert kept["messages"], kept
+            stolen = await bob.call("query_messages", mail_address=timeline)
+            assert "belongs to another agent" in stolen["result"]["content"][0]["text"]
