@@ -213,8 +213,8 @@ class ActingConnection(Mq9Connection):
 def add_principal_flags(group: Any) -> None:
     group.add_argument(
         "--principal-credentials", metavar="DIR", type=Path,
-        help="a folder of mq9 credential files, <principal>.cred each: a principal's tool "
-        "calls act at the broker as that identity (#112)",
+        help="a folder of mq9 credential files, <principal>.cred each: what a principal asks "
+        "(tools, tasks, watches, Events, resources) acts at the broker as that identity (#112)",
     )  # fmt: skip
     group.add_argument(
         "--unmapped-principals", choices=("refuse", "shared"), default="refuse",
