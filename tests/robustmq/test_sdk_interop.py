@@ -7,7 +7,8 @@ snapshot at test time, never copied into this repository.
 
 Every SDK operation is exercised on the bundled broker nats_broker on a real nats-server. Where the
 SDK itself is wrong against RobustMQ, the test asserts the breakage as it is, so a fixed SDK
-(or a broker that drifted from RobustMQ) shows up here; docs/protocol.md lists the same items:
+(or a broker that drifted from RobustMQ) shows up here; docs/protocol.md lists the same items
+(and test_sdk_on_robustmq.py what the SDK gets from RobustMQ itself: no answer at all):
 
 * FETCH and QUERY: the SDK base64-decodes ``payload``, which RobustMQ sends as plain text.
 * UNREGISTER: the SDK sends ``{"mailbox": ...}``; RobustMQ requires ``{"name": ...}``.
@@ -16,40 +17,11 @@ SDK itself is wrong against RobustMQ, the test asserts the breakage as it is, so
 from __future__ import annotations
 
 import binascii
-import json
-import os
 import uuid
 
 import pytest
 
-from tests.support.waiting import until
-
 pytestmark = pytest.mark.slow
-# #111: in the real-broker lane the same calls go to RobustMQ too, and assert what it answers
-ROBUSTMQ_URL = os.environ.get("MQ9_ROBUSTMQ_URL")
-
-
-@pytest.fixture(params=["dev"] + (["robustmq"] if ROBUSTMQ_URL else []))
-def sdk_url(request) -> str:
-    """The broker the SDK talks to: mq9-dev-broker's engine on a real nats-server, or the
-    lane's RobustMQ."""
-    if request.param == "robustmq":
-        assert ROBUSTMQ_URL is not None
-        return ROBUSTMQ_URL
-    return request.getfixturevalue("nats_broker").url
-
-
-async def _raw(url: str, subject: str) -> dict:
-    """One request as it goes on the wire, no client of ours in between."""
-    from mq9_wire._nats.guard import GuardedClient, protect
-
-    connection = GuardedClient()  # (plain nats-py gets no answer from RobustMQ)
-    protect(connection).cancel()
-    await connection.connect(url)
-    try:
-        return json.loads((await connection.request(subject, b"{}", timeout=5)).data)
-    finally:
-        await connection.close()
 
 
 def _card(name: str, mailbox: str) -> dict:
@@ -68,8 +40,8 @@ def _card(name: str, mailbox: str) -> dict:
     }
 
 
-async def test_every_sdk_operation_against_the_dev_broker(sdk, sdk_url):
-    async with sdk.Mq9Client(sdk_url) as client:
+async def test_every_sdk_operation_against_the_dev_broker(sdk, nats_broker):
+    async with sdk.Mq9Client(nats_broker.url) as client:
         inbox = await client.mailbox_create(name=f"sdk.{uuid.uuid4().hex[:12]}", ttl=0)
         private = await client.mailbox_create()
         assert private and private != inbox
@@ -94,14 +66,10 @@ async def test_every_sdk_operation_against_the_dev_broker(sdk, sdk_url):
         await client.ack(inbox, "g", keyed)  # the ack itself is RobustMQ-shaped
         await client.delete(inbox, first)
 
-        name = f"sdk-translator-{uuid.uuid4().hex[:8]}"  # (a shared RobustMQ lists others too)
-        await client.agent_register(_card(name, inbox))
-
-        async def found() -> bool:  # (RobustMQ indexes a card for search after it answers)
-            return name in [agent["name"] for agent in await client.agent_discover(text=name)]
-
-        await until(found, timeout=10, what=f"a search to find {name}")
-        await client.agent_report({"name": name, "report_info": "busy"})
+        await client.agent_register(_card("sdk-translator", inbox))
+        found = await client.agent_discover(text="japanese")
+        assert [agent["name"] for agent in found] == ["sdk-translator"]
+        await client.agent_report({"name": "sdk-translator", "report_info": "busy"})
         # The SDK unregisters by mailbox; RobustMQ reads only a name.
         with pytest.raises(sdk.Mq9Error, match="missing field `name`"):
             await client.agent_unregister(inbox)
@@ -115,12 +83,12 @@ async def test_every_sdk_operation_against_the_dev_broker(sdk, sdk_url):
         await consumer.stop()
 
 
-async def test_toolkit_over_an_sdk_client(sdk, sdk_url):
+async def test_toolkit_over_an_sdk_client(sdk, nats_broker):
     """``Mq9Toolkit(client=<official mq9.Mq9Client>)``: the tools that do not decode payloads
     work through the SDK as it is."""
     from langchain_mq9 import Mq9Toolkit
 
-    async with sdk.Mq9Client(sdk_url) as client:
+    async with sdk.Mq9Client(nats_broker.url) as client:
         tools = {t.name: t for t in Mq9Toolkit(client=client).get_tools()}
         address = f"sdk.{uuid.uuid4().hex[:12]}"
         created = await tools["create_mailbox"].ainvoke({"name": address})
@@ -129,5 +97,5 @@ async def test_toolkit_over_an_sdk_client(sdk, sdk_url):
             {"mail_address": address, "payload": "hello", "priority": "urgent"}
         )
         assert "msg_id" in str(sent)
-        raw = await _raw(sdk_url, f"$mq9.AI.MSG.QUERY.{address}")
+        raw = await nats_broker.raw(f"$mq9.AI.MSG.QUERY.{address}", b"{}")
         assert [(m["payload"], m["priority"]) for m in raw["messages"]] == [("hello", "urgent")]
