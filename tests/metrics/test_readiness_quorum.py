@@ -30,7 +30,8 @@ from tests.support.jetstream_servers import FORMING, JetStreamCluster
 pytestmark = pytest.mark.slow  # nats-servers
 
 ROUNDS = 10
-BOX = "quorum.box"
+BOX = "quorum.box"  # the SENDs made while the quorum is lost
+BACK = "quorum.back"  # those once it is back
 # a SEND given up by the client after this long (it tries one that stored nothing again
 # meanwhile): the outage as the application sees it
 SEND_WITHIN = 5.0
@@ -48,6 +49,7 @@ async def test_readyz_says_503_whenever_the_quorum_is_lost_and_200_once_back():
         async with endpoint, broker, Mq9Client(survivor.url, request_timeout=30) as client:
             await _status_until(endpoint.port, 200, FORMING)  # (the cluster's leaders elected)
             await client.mailbox_create(name=BOX)
+            await client.mailbox_create(name=BACK)
             async with Mq9Client(survivor.url, request_timeout=SEND_WITHIN) as hasty:
                 for round_ in range(ROUNDS):
                     await _lose_the_quorum(endpoint.port, lost, hasty, round_)
@@ -55,8 +57,11 @@ async def test_readyz_says_503_whenever_the_quorum_is_lost_and_200_once_back():
                         server.start()
                     await _status_until(endpoint.port, 200, FORMING)
                     # what the probe said: the store takes a SEND again (its lookups need the
-                    # meta leader the servers elect seconds after the streams' leaders)
-                    await hasty.send(BOX, f"back {round_}")
+                    # meta leader the servers elect seconds after the streams' leaders). Given
+                    # the store's own deadline (15 s): the SEND the client gave up on during
+                    # the outage may still be under way in the broker, and a SEND to its
+                    # mailbox waits behind it
+                    await client.send(BACK, f"back {round_}")
 
 
 async def _lose_the_quorum(port: int, lost, client: Mq9Client, round_: int) -> None:
