@@ -138,13 +138,14 @@ def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
         "--oauth-algorithms",
         metavar="ALGS",
         default=",".join(DEFAULT_ALGORITHMS),
-        help="JWT signature algorithms accepted (default: %(default)s)",
+        help="JWT signature algorithms accepted, comma-separated: RS256,PS256,ES256,EdDSA unless "
+        "given; none is never accepted",
     )
     add(
         "--oauth-jwt-typ",
         metavar="TYP",
         default=JWT_TYP,
-        help="the JWT 'typ' an access token must have (default %(default)s, RFC 9068; 'jwt' "
+        help="the JWT 'typ' an access token must have (default at+jwt, RFC 9068; 'jwt' "
         "for an AS that sends no at+jwt)",
     )
     add(
@@ -152,7 +153,7 @@ def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=float,
         default=30.0,
-        help="at most one JWKS fetch this often for an unknown key id (default %(default)g)",
+        help="at most one JWKS fetch this often for an unknown key id (default 30 s)",
     )
     add(
         "--oauth-client-id",
