@@ -1,5 +1,6 @@
 """docs/security.md's table "Whose bound it is" (#106) cannot rot: each row names a bound, its
-unit, who can fill it, what everyone else sees, and the test that holds it; every test named
+unit, who can fill it, what everyone else sees, the test that holds it, and (#113) whose it is
+across replicas and restarts; every test named
 (``tests/x/test_y.py::test_name``, or ``::test_name`` for the file named before it in the row)
 exists, as a test function of that file, and every option a row names is one a command of
 this project takes.
@@ -18,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SECURITY = ROOT / "docs" / "security.md"
 HEADING = "## Whose bound it is (#106)"
 COLUMNS = ["Bound (default)", "Unit", "Who can fill it",
-           "What everyone else sees while it is full", "Held by"]  # fmt: skip
+           "What everyone else sees while it is full", "Held by",
+           "Across replicas and restarts"]  # fmt: skip
+HELD_BY, ACROSS = COLUMNS.index("Held by"), COLUMNS.index("Across replicas and restarts")
 # A test as a row names it: `tests/x/test_y.py::test_name`, or `::test_name` (the same file)
 TEST = re.compile(r"`(tests/[\w/]+\.py)?::(test_\w+)`")
 OPTION = re.compile(r"`(--[a-z][a-z-]+)`")
@@ -72,7 +75,7 @@ def test_the_table_has_its_columns_and_rows():
 def test_every_row_names_a_test_that_exists():
     missing, without = [], []
     for row in _rows()[2:]:
-        named = _named(row[-1])
+        named = _named(row[HELD_BY])
         if not named or not named[0][0]:
             without.append(row[0][:60])
         missing += [f"{path}::{name}" for path, name in named if name not in _tests_of(path)]
@@ -86,6 +89,14 @@ def test_every_option_a_row_names_is_a_commands_option():
     assert named, "the table names the options that set its bounds"
     unknown = sorted(option for option in named if f'"{option}"' not in sources)
     assert not unknown, f"options in the bounds table that no command takes: {unknown}"
+
+
+def test_every_bound_says_whose_it_is_across_replicas_and_restarts():
+    """(#113) A bound a process keeps in its memory is that process's, from its start: each
+    row says where its count lives, and what an operator running several replicas sets."""
+    rows = _rows()[2:]
+    silent = [row[0][:60] for row in rows if len(row) <= ACROSS or row[ACROSS].strip("-– ") == ""]
+    assert not silent, f"bounds that do not say whose they are across replicas: {silent}"
 
 
 def test_a_missing_test_is_found():
