@@ -110,12 +110,14 @@ async def _two_lost(
     await until(lambda: _answers(client), timeout=FORMING, what="a QUERY answered again")
 
     async def not_ready(port: int) -> str | None:
-        # (a probe's answer is kept a moment: one from before the kill may still be served)
+        # (a probe's answer is kept a moment: one from before the kill may still be served; on
+        # a loaded machine a probe may also go unanswered a while, "not known", which is
+        # honest too: what is waited for is the write's answer)
         status, why = await _get(port, "/readyz")
-        return why if status == 503 else None
+        return why if status == 503 and "no broker answered a write" in why else None
 
     why = str(await until(lambda: not_ready(gateway_port), timeout=FORMING, what="not ready"))
-    assert "no broker answered a write" in why and "reads are answered" in why, why
+    assert "reads are answered" in why, why
     assert await _answers(client)  # reads answered all the while: readiness is the write's
 
     async def read_only() -> str | None:
