@@ -23,7 +23,7 @@ import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import webhooks
+from mcp_server import webhook_consent, webhooks
 from mcp_server.events import ARRIVED, EVENT_TYPES, Reader, Source, SubscribeParams
 from mcp_server.watch import Watches
 from mcp_server.webhooks import Answer, Webhooks
@@ -262,7 +262,7 @@ async def test_the_caches_stay_within_their_caps_under_a_flood_and_another_clien
     the consents stay within their caps, her refusals say they are hers, and bob's consent
     (asked before) and his new verification (asked during the flood) both hold."""
     for name, cap in (("VERIFIED_PER_CLIENT", 8), ("VERIFIED_MAX", 9), ("VERIFY_RECORDS", 40)):
-        monkeypatch.setattr(webhooks, name, cap)
+        monkeypatch.setattr(webhook_consent, name, cap)  # where the caps are read
     now = [0.0]
     posted: list[str] = []
 
@@ -283,9 +283,9 @@ async def test_the_caches_stay_within_their_caps_under_a_flood_and_another_clien
             answer = await hooks.subscribe(f"mallory w{n}", url)
             refusals += [answer] if "code" in answer else []
             await hooks.unsubscribe_all()  # her subscriptions end; the consents stay
-            assert len(made.verifying) <= webhooks.VERIFY_RECORDS
-            assert len(made.verified) <= webhooks.VERIFIED_MAX
-            assert made.verified.held["mallory"] <= webhooks.VERIFIED_PER_CLIENT
+            assert len(made.verifying) <= webhook_consent.VERIFY_RECORDS
+            assert len(made.verified) <= webhook_consent.VERIFIED_MAX
+            assert made.verified.held["mallory"] <= webhook_consent.VERIFIED_PER_CLIENT
             if n == 200:  # bob, mid-flood, on mallory's addresses' neighbour
                 assert "code" not in await hooks.subscribe("bob w", "http://127.0.0.9:1/b2")
         assert refusals and all("this client" in r["message"] for r in refusals)
@@ -299,7 +299,7 @@ async def test_the_servers_window_is_full_only_when_that_many_clients_fill_their
     """The window's records in all are the server's: one client never fills them (its own 30 a
     minute come first); only as many clients as fill it together see ``unavailable``, and a
     minute later it is empty again."""
-    monkeypatch.setattr(webhooks, "VERIFY_RECORDS", 3 * webhooks.VERIFY_PER_CLIENT)
+    monkeypatch.setattr(webhook_consent, "VERIFY_RECORDS", 3 * webhooks.VERIFY_PER_CLIENT)
     now = [0.0]
 
     async def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
@@ -314,10 +314,10 @@ async def test_the_servers_window_is_full_only_when_that_many_clients_fill_their
             said = f"this client had {webhooks.VERIFY_PER_CLIENT} "
             assert answers[-1]["message"].startswith(said), answers[-1]
             assert {a["data"]["reason"] for a in answers[:-1]} == {"challenge_failed"}
-        assert len(hooks.webhooks.verifying) == webhooks.VERIFY_RECORDS
+        assert len(hooks.webhooks.verifying) == webhook_consent.VERIFY_RECORDS
         full = await hooks.subscribe("d", next(urls))
         assert full["data"] == {"reason": "unavailable", "limit": "server_verifications",
-                                "max": webhooks.VERIFY_RECORDS}  # fmt: skip
+                                "max": webhook_consent.VERIFY_RECORDS}  # fmt: skip
         now[0] += webhooks.VERIFY_WINDOW
         assert (await hooks.subscribe("d", next(urls)))["data"]["reason"] == "challenge_failed"
         assert len(hooks.webhooks.verifying) == 1
