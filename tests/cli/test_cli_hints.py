@@ -7,12 +7,12 @@ from __future__ import annotations
 from mq9_cli.connect import REFUSED_LOGIN, failure
 from mq9_cli.console.serve import READ_ONLY, WRITES_ALLOWED
 from mq9_platform.client.auth import Login, refused_login
-from mq9_wire.protocol.errors import Unavailable
+from mq9_wire.protocol.errors import NotAllowed, Unavailable
 
 
 def test_the_login_hint_keeps_its_example_and_a_real_secret_stays_hidden():
     where = "nats://alice:s3cret-pw@127.0.0.1:4222"
-    said = failure(Unavailable(refused_login(where, Login())))
+    said = failure(NotAllowed(refused_login(where, Login())))
     assert said.code == REFUSED_LOGIN
     assert "or nats://<id>:<secret>@host:port" in str(said), str(said)
     assert "s3cret-pw" not in str(said) and "nats://alice:***@127.0.0.1:4222" in str(said)

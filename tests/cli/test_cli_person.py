@@ -19,10 +19,10 @@ from langchain_mq9 import Mq9Client
 from mq9_broker import Broker
 from mq9_broker.config import BrokerConfig
 from mq9_cli.app import cli
-from mq9_cli.connect import STORE_OUTAGE, UNREACHABLE, failure
+from mq9_cli.connect import UNREACHABLE, failure
 from mq9_platform.operations.catalog import OPERATIONS
 from mq9_wire import protocol as p
-from mq9_wire.protocol.errors import from_reply
+from mq9_wire.protocol.errors import STORE_OUTAGE, from_reply
 from tests.cli.test_cli import mq9, served
 from tests.support.jetstream_servers import FORMING, JetStreamCluster
 

@@ -34,6 +34,7 @@ PACKAGES = (
     "platform/mq9_platform",
     "langchain_mq9",
     "faces/mcp/mcp_server",
+    "faces/cli/mq9_cli",
 )
 CLASSIFIER = "wire/mq9_wire/protocol/errors.py"
 

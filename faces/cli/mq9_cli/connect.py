@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mq9_platform.a2a.caller import CallError
+from mq9_platform.a2a.caller import CallError, CallNotFound
 from mq9_platform.client.auth import HOW_TO_LOG_IN, read_credential_file
 from mq9_platform.client.client import Mq9Client
 from mq9_platform.operations.errors import OperationError
 from mq9_wire._nats.redaction import redact
 from mq9_wire.protocol.errors import (
-    STORE_OUTAGE,
     ClusterUnavailable,
     InvalidAddress,
     MailboxNotFound,
     Mq9Error,
     NotAllowed,
     NotConnected,
+    RequestTimeout,
     StorageMissing,
     StoreUnavailable,
     Unavailable,
@@ -150,22 +150,18 @@ def failure(
         return _said(cause, operation, mailbox)
     text = for_a_person(shown(str(exc)))
     if isinstance(exc, CallError) or isinstance(cause, CallError):
-        lost = "no call with task id" in text or "is no task id" in text
+        lost = isinstance(exc, CallNotFound) or isinstance(cause, CallNotFound)
         return Failure(text, NOT_FOUND if lost else FAILED)
     if isinstance(exc, (OperationError, ValueError)):
         return Failure(text, FAILED)
     return Failure(f"{type(exc).__name__}: {text}", FAILED)
 
 
-# A SEND that failed so may have been stored all the same: what a person checks first.
-UNSURE = ("may or may not", "did not acknowledge", "did not answer")
-
-
 def _said(exc: Mq9Error, operation: str | None, mailbox: str | None) -> Failure:
     text = shown(exc.message)
-    # the bundled broker's store unable for now (#91 item 4; the wire's StoreUnavailable, #98,
-    # its words, STORE_OUTAGE, beside): it may pass unchanged later, an outage, not a refusal
-    if isinstance(exc, ClusterUnavailable) or any(m in text for m in STORE_OUTAGE):
+    # a cluster, or the bundled broker's store (the wire's StoreUnavailable, #98), unable for
+    # now: it may pass unchanged later, an outage, not a refusal (#91 item 4)
+    if isinstance(exc, ClusterUnavailable):
         return Failure(_outage(exc, text, operation, mailbox), UNREACHABLE)
     code = _code(exc)
     if code == UNREACHABLE:  # the client's own words say what is down (connect, timeout ...)
@@ -181,11 +177,13 @@ def _said(exc: Mq9Error, operation: str | None, mailbox: str | None) -> Failure:
     return Failure(text, code)
 
 
-def _outage(exc: Mq9Error, text: str, operation: str | None, mailbox: str | None) -> str:
+def _outage(
+    exc: ClusterUnavailable, text: str, operation: str | None, mailbox: str | None
+) -> str:
     """A cluster that cannot answer for now: what is down, the broker's words, and that a
     retry may work."""
     words = text.partition(" — ")[0]  # (the client's own hint after it is a model's)
-    if isinstance(exc, ClusterUnavailable) and not isinstance(exc, StoreUnavailable):
+    if not isinstance(exc, StoreUnavailable):
         down = (
             "the mq9 cluster could not reach a part of itself (a node, a shard or the meta "
             "leader is down or changing)"
@@ -201,22 +199,24 @@ def _outage(exc: Mq9Error, text: str, operation: str | None, mailbox: str | None
             "of its name crossed and it is lost for good: use another name (docs/protocol.md "
             "§5.1)"
         )
-    if getattr(exc, "stored", False):  # (#100) written, then answered with an error
+    if exc.stored:  # (#100) written, then answered with an error
         return f"{down}: {words}; the message was stored: do not send it again"
-    stored_nothing = getattr(exc, "stored_nothing", False)
     line = f"{down}: {words}; a retry may work in a moment"
-    return line + _send_note(text, operation, mailbox, unsure=not stored_nothing)
+    return line + _send_note(operation, mailbox, unsure=not exc.stored_nothing)
 
 
 def _retry(text: str, exc: Mq9Error, operation: str | None, mailbox: str | None) -> str:
-    if "refused the credentials" in text or isinstance(exc, NotConnected):
+    if isinstance(exc, NotConnected):
         return text
-    return f"{text}; a retry may work once it answers" + _send_note(text, operation, mailbox)
+    # only a request that went out and got no answer may have been carried out: one refused
+    # a connection (ConnectFailed, ConnectionLost, NoBroker) was never sent
+    unsure = isinstance(exc, RequestTimeout)
+    return f"{text}; a retry may work once it answers" + _send_note(operation, mailbox, unsure)
 
 
-def _send_note(text: str, operation: str | None, mailbox: str | None, unsure: bool = True) -> str:
+def _send_note(operation: str | None, mailbox: str | None, unsure: bool) -> str:
     """A SEND whose answer never came may have been stored: say how to check first."""
-    if operation != "send_message" or not unsure or not any(u in text for u in UNSURE):
+    if operation != "send_message" or not unsure:
         return ""
     where = mailbox or "MAILBOX"
     return (
@@ -271,7 +271,8 @@ def _code(exc: Mq9Error) -> int:
     if isinstance(exc, MailboxNotFound):
         return NOT_FOUND
     if isinstance(exc, Unavailable):
-        return REFUSED_LOGIN if "refused the credentials" in exc.message else UNREACHABLE
+        return UNREACHABLE
+    # a refused login is NotAllowed (the client's transport raises it), whatever its words say
     if isinstance(exc, NotAllowed):
         return REFUSED_LOGIN
     return FAILED

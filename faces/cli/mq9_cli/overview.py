@@ -44,7 +44,7 @@ from mq9_wire.protocol import (
     Priority,
     payload_text,
 )
-from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error, Unavailable
+from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error, NotOwner
 from mq9_wire.protocol.messages import HEADER_SENDER, HEADER_TTL
 
 # Nothing a person asked for is cut: the budgets are the model's, not a person's.
@@ -174,9 +174,9 @@ class MailboxFigures:
 def refusal(exc: BaseException) -> str | None:
     """The broker's one line when ``exc`` refuses this reader one mailbox (a credentialed
     broker: another agent's, or one nobody owns), None for anything else."""
-    if not isinstance(exc, Mq9Error) or isinstance(exc, (MailboxNotFound, Unavailable)):
-        return None
-    return exc.message if " refused: " in exc.message else None
+    # NotOwner is exactly that refusal (the wire reads it from the broker's reply), whatever
+    # its words say; any other refusal is not this reader's alone and is raised
+    return exc.message if isinstance(exc, NotOwner) else None
 
 
 async def figures(client: Mq9ClientLike, address: str, *, count_on: bool = False) -> MailboxFigures:

@@ -51,6 +51,11 @@ class CallError(Exception):
     """A call the caller cannot make or find, in words that say what to do."""
 
 
+class CallNotFound(CallError):
+    """(#113) No call of this caller has that task id (none was made, or it is no task id):
+    what a command line reads as "not found", by the class, never the words."""
+
+
 @dataclass
 class CallState:
     """Where a call stands: the task's state and, when it has one, its result, question or
@@ -552,7 +557,7 @@ class AgentCaller:
 
     def _found(self, task_id: str, record: CallRecord | None) -> CallRecord:
         if record is None:
-            raise CallError(
+            raise CallNotFound(
                 f"no call with task id {task_id} from this caller (reply mailbox "
                 f"{self.reply_mailbox}): list_calls shows yours"
             )
@@ -674,7 +679,7 @@ def _remote_id(value: object) -> TypeGuard[str]:
 
 def _check_id(task_id: str) -> None:
     if not w.is_valid_id(task_id):
-        raise CallError(f"{task_id[:80]!r} is no task id: list_calls shows yours")
+        raise CallNotFound(f"{task_id[:80]!r} is no task id: list_calls shows yours")
 
 
 def _allowed(record: CallRecord, allow: Callable[[str], None] | None) -> None:
