@@ -627,10 +627,14 @@ class Engine(Carried, Generic[S]):
     async def _unregister(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         name = request["name"]
         rules.check_unreserved("UNREGISTER", name)
-        if await self.store.unregister(name):  # an unknown name succeeds all the same
-            # the row named by the registration, whatever card it held (RobustMQ)
-            await self.store.index_drop(name)
-            after(functools.partial(self.search_index.unregistered, name))
+        if not await self.store.unregister(name):
+            # an unknown name succeeds all the same (RobustMQ), its record giving back no
+            # share: the store's purge, expecting the registration's sequence, said nothing
+            # was removed (#113)
+            return owning.UNCHANGED
+        # the row named by the registration, whatever card it held (RobustMQ)
+        await self.store.index_drop(name)
+        after(functools.partial(self.search_index.unregistered, name))
         return OK
 
     async def _report(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:

@@ -35,6 +35,17 @@ Undo = Callable[[], Awaitable[None]]
 _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 
 
+class Unchanged(bytes):
+    """(#113) The answer "done" to a request that changed nothing: an UNREGISTER of a name
+    no registration held, which RobustMQ answers done. The same bytes on the wire; what it
+    tells the record step is that nothing was removed, so nothing is given back (an
+    UNREGISTER through one broker, landing while the name's REGISTER is answered by another,
+    found nothing yet: it must not free the share that REGISTER has just counted)."""
+
+
+UNCHANGED = Unchanged(_SUCCEEDED + b"}")
+
+
 @dataclass(frozen=True, slots=True)
 class Named:
     """The names a request touches, read once from its subject and body."""
@@ -68,6 +79,9 @@ class Policy(Protocol):
         self, principal: str, name: Any
     ) -> tuple[bytes | None, Undo | None]: ...
     async def claim_agent(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]: ...
+    async def claim_release(
+        self, principal: str, name: Any
+    ) -> tuple[bytes | None, Undo | None]: ...
 
     async def look_up(self, principal: str, named: Named) -> None: ...
     async def look_up_send(self, principal: str, named: Named, headers: Headers) -> None: ...
@@ -183,7 +197,7 @@ class Owned:
     ) -> Keep | None:
         """The record ``answer`` makes ``requester``'s, claimed now (a refused request makes
         none); its durable write is what is returned, to await before answering."""
-        if not answer.startswith(_SUCCEEDED):
+        if not answer.startswith(_SUCCEEDED) or isinstance(answer, Unchanged):
             return None
         return self.record(requester.policy, requester.principal, named, headers, body, answer)
 
@@ -355,6 +369,9 @@ UNREGISTER = Owned(
     agent=_unregistered_name,
     check=_names("UNREGISTER"),
     record=lambda policy, who, named, _h, _b, _a: policy.unregistered(who, named.agent),
+    # (#113) the hold its record gives back, as it was before the registration is removed:
+    # one renewed meanwhile (a REGISTER through another broker) is not this one's to free
+    claim=lambda policy, who, named: policy.claim_release(who, named.agent),
     turns=True,
 )
 REPORT = Owned(agent=_reported_name, listed=False, check=_names("REPORT"))  # any name reported on

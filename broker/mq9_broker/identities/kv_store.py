@@ -438,11 +438,15 @@ class KvIdentityStore(BaseIdentityStore):
     async def _hold(self, key: str, name: str, principal: str, most: int) -> bool:
         record = json.dumps({"name": name, "principal": principal}).encode()
         for _ in range(_RECORD_TRIES):
-            value = await self._get(key)
-            if value is not None:
-                if json.loads(value).get("principal") != principal:
+            entry = await self._keys.get(key)
+            if entry is not None:
+                if json.loads(entry.data or b"{}").get("principal") != principal:
                     raise OwnedByAnother
-                return False
+                # held already: its version renewed, so an UNREGISTER that read the one
+                # before gives back nothing (#113); another write first: read again
+                if await won(self._keys.update(key, record, entry.seq)):
+                    return False
+                continue
             if not await self._counted(principal, +1, most):
                 continue  # another broker's write came first: read again
             try:
@@ -455,14 +459,24 @@ class KvIdentityStore(BaseIdentityStore):
             return True
         raise CredentialError(f"{key}: held and released by others {_RECORD_TRIES} times")
 
-    async def release_agent(self, name: str, principal: str) -> None:
-        await self._ask_async(self._release(_keyed("held", name), principal))
+    async def held_agent(self, name: str, principal: str) -> int | None:
+        return await self._ask_async(self._held(_keyed("held", name), principal))
 
-    async def _release(self, key: str, principal: str) -> None:
+    async def _held(self, key: str, principal: str) -> int | None:
         entry = await self._keys.get(key)
         if entry is None or json.loads(entry.data or b"{}").get("principal") != principal:
+            return None
+        return entry.seq
+
+    async def release_agent(self, name: str, principal: str, version: int | None = None) -> None:
+        await self._ask_async(self._release(_keyed("held", name), principal, version))
+
+    async def _release(self, key: str, principal: str, version: int | None) -> None:
+        held = await self._held(key, principal) if version is None else version
+        if held is None:
             return
-        if await won(self._keys.delete(key, entry.seq)):  # (released once, by one broker)
+        # (released once, by one broker: the delete expects the version read)
+        if await won(self._keys.delete(key, held)):
             await self._count_down(principal)
 
     async def _count_down(self, principal: str) -> None:

@@ -202,11 +202,14 @@ class _Turn:
     """One agent name's turn (``Ownership.agent_turn``): its lock, and how many requests
     hold or await it."""
 
-    __slots__ = ("lock", "waiting")
+    __slots__ = ("held", "lock", "waiting")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.waiting = 0
+        # the hold an UNREGISTER holding the turn read before its registration was removed
+        # (the store's version of it; None: not its agent's)
+        self.held: int | None = None
 
 
 class Ownership:
@@ -544,15 +547,37 @@ class Ownership:
 
         return None, undo
 
+    async def claim_release(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
+        """(#113) Before an UNREGISTER of ``name``: the version of its agent's hold, read
+        before the registration is removed and kept on the name's turn for the record step.
+        A REGISTER of the name through another broker renews the hold before it writes its
+        registration, so a hold renewed after this read is that REGISTER's, not this
+        UNREGISTER's to give back: a race leaves the count one too high (the racer's own
+        share smaller), never one too low."""
+        turn = self._turns.get(name) if isinstance(name, str) else None
+        if turn is None:
+            return None, None
+        try:
+            turn.held = await self.store.held_agent(name, principal)
+        except CredentialError as exc:
+            turn.held = None  # (nothing given back: the count errs high, and is said)
+            log.error("UNREGISTER by %r: its hold could not be read: %s", principal, exc)
+        return None, None
+
     def unregistered(self, principal: str, name: Any) -> Keep | None:
-        """(#106) An UNREGISTER of ``name`` done: the agent's share has room again (the name
-        stays its registrant's)."""
-        if not (isinstance(name, str) and name):
+        """(#106) An UNREGISTER of ``name`` that removed its registration (engine/owned.py
+        records nothing for one that removed none): the agent's share has room again, the
+        hold read before the removal given back (the name stays its registrant's)."""
+        turn = self._turns.get(name) if isinstance(name, str) else None
+        held = None if turn is None else turn.held
+        if turn is not None:
+            turn.held = None  # (read once: the name's next UNREGISTER reads its own)
+        if held is None:
             return None
 
         async def keep() -> bytes | None:
             try:
-                await self.store.release_agent(name, principal)
+                await self.store.release_agent(name, principal, held)
             except CredentialError as exc:
                 return _not_recorded("UNREGISTER", principal, exc, "done, its share not freed")
             return None

@@ -241,15 +241,25 @@ class BaseIdentityStore(ABC):
     # taken as a REGISTER of a name it does not hold is answered, given back by its
     # UNREGISTER. Apart from the owner records (a name stays its first registrant's for good)
 
+    # (#113) A hold has a version, renewed by each REGISTER of its name: an UNREGISTER gives
+    # back the version it read before its registration was removed, so a REGISTER through
+    # another broker landing meanwhile keeps its hold (its count then errs high, never low)
+
     @abstractmethod
     async def hold_agent(self, name: str, principal: str, most: int) -> bool:
         """``principal`` holds a registration of ``name`` from now on, decided by the store in
-        one step: True when taken now, False when it held it already; ``ShareFull`` when it
-        holds ``most`` others, ``OwnedByAnother`` when another agent holds ``name``."""
+        one step: True when taken now, False when it held it already (its version renewed);
+        ``ShareFull`` when it holds ``most`` others, ``OwnedByAnother`` when another agent
+        holds ``name``."""
 
     @abstractmethod
-    async def release_agent(self, name: str, principal: str) -> None:
-        """``principal`` holds ``name`` no longer (one another holds is left as it is)."""
+    async def held_agent(self, name: str, principal: str) -> int | None:
+        """The version of ``principal``'s hold of ``name``; None when it holds none."""
+
+    @abstractmethod
+    async def release_agent(self, name: str, principal: str, version: int | None = None) -> None:
+        """``principal`` holds ``name`` no longer (one another holds is left as it is); with
+        ``version``, only while its hold is still that version."""
 
     # Several brokers on one store (a cluster's) each keep a copy of the records: what
     # another broker recorded since is read on a miss, and followed. A store one broker
@@ -430,6 +440,12 @@ class IdentityStore(BaseIdentityStore):
                     "(SELECT count(*) FROM agent_holds WHERE principal = ?) < ?",
                     (name, principal, principal, most),
                 ).rowcount
+                if not taken:  # (held already: its version, the rowid, renewed)
+                    self._db.execute(
+                        "UPDATE agent_holds SET rowid = (SELECT max(rowid) + 1 FROM "
+                        "agent_holds) WHERE name = ? AND principal = ?",
+                        (name, principal),
+                    )
                 row = self._db.execute(
                     "SELECT principal FROM agent_holds WHERE name = ?", (name,)
                 ).fetchone()
@@ -441,11 +457,24 @@ class IdentityStore(BaseIdentityStore):
             raise OwnedByAnother
         return bool(taken)
 
-    async def release_agent(self, name: str, principal: str) -> None:
+    async def held_agent(self, name: str, principal: str) -> int | None:
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT rowid FROM agent_holds WHERE name = ? AND principal = ?",
+                    (name, principal),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise CredentialError(f"cannot read a registration in {self.path}: {exc}") from None
+        return None if row is None else int(row[0])
+
+    async def release_agent(self, name: str, principal: str, version: int | None = None) -> None:
         try:
             with self._lock:
                 self._db.execute(
-                    "DELETE FROM agent_holds WHERE name = ? AND principal = ?", (name, principal)
+                    "DELETE FROM agent_holds WHERE name = ? AND principal = ? "
+                    "AND (? IS NULL OR rowid = ?)",
+                    (name, principal, version, version),
                 )
         except sqlite3.Error as exc:
             raise CredentialError(f"cannot release a registration in {self.path}: {exc}") from None
