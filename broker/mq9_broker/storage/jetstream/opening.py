@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mq9_wire._nats.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
 
 from ..mailbox_store import StorageError
+from .key_counts import counts_config, counts_stream
 from .leaders import spread_leaders
 from .mapping import ARRIVALS_PREFIX, RETENTION_SECONDS, STREAMS_KEY, Layout
 from .requests import JetStreamError
@@ -105,6 +106,8 @@ class Opening:
             await self._ensure(layout.stream_name(index), message_config(layout, index))
         for bucket in layout.buckets:
             await self._ensure(kv_stream(bucket), bucket_config(bucket))
+        # (#113) the keys each party holds, counted by the servers (key_counts.py)
+        await self._ensure(counts_stream(layout), counts_config(layout))
         for index in range(layout.streams):
             await self._ensure_consumer(layout, index)
         if layout.streams > 1:

@@ -35,6 +35,7 @@ from ..mailbox_store import (
     SendLimits,
 )
 from .counts import Counts
+from .key_counts import KeyCounts
 from .mapping import RETENTION_SECONDS, Layout
 from .messages import Messages
 from .numbering import TAGS_MOST, Numbering, every
@@ -133,6 +134,7 @@ class ClusterStore:
         self._positions = Positions(requests, layout)
         self._registry = Registry(requests, layout)
         self._counts = Counts(requests, layout)
+        self._keys = KeyCounts(requests, layout)  # (#113) the keys each party holds
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -213,14 +215,20 @@ class ClusterStore:
         once: Once | None = None,
     ) -> int:
         """Store ``message`` with ``mailbox``'s next msg_id; that msg_id. ``once``: with its
-        key's entry, in one atomic batch (keyed.py)."""
-        return await self._messages.append(mailbox, message, now=now, room=room, once=once)
+        key's entry, in one atomic batch (keyed.py), its new key counted (key_counts.py)."""
+        messages = self._messages
+        return await self._keys.counting(
+            mailbox, once, lambda: messages.append(mailbox, message, now=now, room=room, once=once)
+        )
 
     async def hold(
         self, mailbox: str, message: StoredMessage, *, due: int, now: int, once: Once | None = None
     ) -> None:
         """Have the servers write ``message`` for ``mailbox`` at second ``due``."""
-        await self._staged.hold(mailbox, message, due=due, now=now, once=once)
+        staged = self._staged
+        await self._keys.counting(
+            mailbox, once, lambda: staged.hold(mailbox, message, due=due, now=now, once=once)
+        )
 
     async def last(self, mailbox: str) -> Mark | None:
         """The mailbox's newest number written and a sequence at its end (the leader's)."""
