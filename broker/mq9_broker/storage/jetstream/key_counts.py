@@ -39,7 +39,7 @@ from mq9_wire._nats.jetstream.api import NANOSECONDS
 from mq9_wire._nats.requests import request as nats_request
 
 from ..mailbox_store import KeysFull, Once
-from ..sent_keys import CALLER_FULL, PARTY_FULL, _of_caller, key_sender
+from ..key_parties import CALLER_FULL, PARTY_FULL, key_sender, of_caller
 from .keyed import key_written
 from .mapping import RETENTION_SECONDS, Layout, token
 
@@ -87,13 +87,13 @@ def live(window: int, index: int, now_ms: int) -> bool:
 
 def counted(once: Once) -> list[tuple[str, int, str]]:
     """Whose counts ``once``'s new key goes in, each with its bound and the words said past
-    it, as the other stores count (sent_keys.SentKeys.room): a carried caller's share, then
+    it, as the stores in this process count (sent_keys.SentKeys.room): a carried caller's share, then
     its sender's bound; a party's bound; none for a key no party is counted for."""
     party = once.party if once.party is not None else key_sender(once.key)
     if party is None:
         return []
     names = []
-    carried = _of_caller(party)
+    carried = of_caller(party)
     if carried is not None:  # (#113) a carrier's caller: its share, then its sender's bound
         sender, caller, share = carried
         names.append((caller, share, CALLER_FULL))
