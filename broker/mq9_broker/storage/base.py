@@ -118,8 +118,17 @@ class Storage(Protocol):
 
     def index_removed(self, card_name: str) -> None: ...
 
-    def key_sent(self, address: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
-        """(#90) A keyed SEND answered: its key kept until second ``until``."""
+    def key_sent(
+        self,
+        address: str,
+        key: str,
+        msg_id: int,
+        fingerprint: bytes,
+        until: int,
+        party: str | None = None,
+    ) -> None:
+        """(#90) A keyed SEND answered: its key kept until millisecond ``until``, counted
+        against ``party`` (#113; None: the sender it is scoped to)."""
         return None
 
     def keys_expired(self, now: int) -> None:

@@ -181,8 +181,8 @@ class ProcessStore(ProcessState):
         if self.sent_keys.expire(once.at_ms):
             self.storage.keys_expired(once.at_ms)
         until = once.at_ms + once.window * 1000
-        self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until, once.party)
-        self.storage.key_sent(mailbox, once.key, msg_id, once.fingerprint, until)
+        party = self.sent_keys.put(mailbox, once.key, msg_id, once.fingerprint, until, once.party)
+        self.storage.key_sent(mailbox, once.key, msg_id, once.fingerprint, until, party)
 
     def _room(self, address: str, message: StoredMessage, room: int | None) -> Mailbox:
         """(under the lock) The live mailbox ``message`` is written to: ``Full`` when it

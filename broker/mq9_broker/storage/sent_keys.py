@@ -125,9 +125,10 @@ class SentKeys:
         fingerprint: bytes,
         until: int,
         party: str | None = None,
-    ) -> None:
+    ) -> str | None:
         """Keep a key until millisecond ``until`` (written again: it moves to the end, still
-        its first party's), counted against ``party``, else the sender it is scoped to."""
+        its first party's), counted against ``party``, else the sender it is scoped to; the
+        party it counts against is returned (what a store keeps with it, #113)."""
         kept, name = self._kept, (mailbox, key)
         earlier = kept.pop(name, None)
         if earlier is not None:  # (it may have been the front: the next one is, whatever its end)
@@ -142,6 +143,7 @@ class SentKeys:
                 self._per_party[each] = self._per_party.get(each, 0) + 1
         if until < self._soonest:
             self._soonest = until
+        return party
 
     def expire(self, now: int) -> bool:
         """Drop the keys whose window ended by ``now`` (ms), oldest first; whether any went."""
@@ -177,9 +179,8 @@ class SentKeys:
             del self._per_party[party]
 
     def rows(self) -> list[tuple[str, str, int, bytes, int]]:
-        """Every key kept: mailbox, key, msg_id, fingerprint, until (ms). (A key an open
-        broker counted against a client is restored counted in all only: who sent it is no
-        part of what is kept.)"""
+        """Every key kept: mailbox, key, msg_id, fingerprint, until (ms). (Its party is kept
+        by the store beside it, ``Storage.key_sent``.)"""
         return [
             (box, key, msg_id, fp, until)
             for (box, key), (msg_id, fp, until, _) in self._kept.items()

@@ -56,7 +56,7 @@ def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
 # 5: the request log (log_folded; versions 3 and 4 are upgraded in place)
 # 6: the keyed SENDs (sent_keys, #90)
 # 7: their windows end on a millisecond (until_ms, #98; version 6 upgraded in place)
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 LOG_SUFFIX = "-log"  # the request log: beside SQLite's own "-wal"
 FOLD_EVERY = 64  # records folded into SQLite together
@@ -119,7 +119,9 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
 );
 """
 # (#90, schema 6) The keyed SENDs answered, each until its window ends (millisecond
-# ``until_ms`` since schema 7, #98: second ``until_s`` before)
+# ``until_ms`` since schema 7, #98: second ``until_s`` before), and (schema 8, #113) the party
+# it counts against where not the sender it is scoped to (a carrier's caller and share, an
+# address): restored counted as before the restart, so a tenant's share holds across it
 _SENT_KEYS = """
 CREATE TABLE IF NOT EXISTS sent_keys (
     mailbox     TEXT NOT NULL,
@@ -127,6 +129,7 @@ CREATE TABLE IF NOT EXISTS sent_keys (
     msg_id      INTEGER NOT NULL, -- the first SEND's (-1: delayed)
     fingerprint BLOB NOT NULL,
     until_ms    INTEGER NOT NULL,
+    party       TEXT,
     PRIMARY KEY (mailbox, key)
 );
 """
@@ -196,6 +199,12 @@ _PUT_SENT_KEY = _statement(
     " VALUES (?,?,?,?,?)",
 )
 _DROP_SENT_KEYS = _statement(19, "DELETE FROM sent_keys WHERE until_ms <= ?")
+# (#113) with its party; 18 stays for the records a log written before holds
+_PUT_PARTY_KEY = _statement(
+    20,
+    "INSERT OR REPLACE INTO sent_keys (mailbox, key, msg_id, fingerprint, until_ms, party)"
+    " VALUES (?,?,?,?,?,?)",
+)
 _INT64 = 1 << 63
 
 
@@ -303,7 +312,7 @@ class SqliteStorage(Storage):
                 f"BEGIN IMMEDIATE;{_SCHEMA}{_SENT_KEYS}{_LOG_FOLDED}"
                 f"PRAGMA user_version={SCHEMA_VERSION};"
             )
-        elif version in (3, 4, 5, 6):
+        elif version in (3, 4, 5, 6, 7):
             if version == 3:
                 _add_checksums(db)
             if version < 5:
@@ -313,6 +322,9 @@ class SqliteStorage(Storage):
                 db.execute("ALTER TABLE sent_keys RENAME COLUMN until_s TO until_ms")
                 db.execute("UPDATE sent_keys SET until_ms = until_ms * 1000")
             db.execute(_SENT_KEYS)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sent_keys)")}
+            if "party" not in columns:  # (schema 8: each key's party, none known before)
+                db.execute("ALTER TABLE sent_keys ADD COLUMN party TEXT")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version in (1, 2):
             raise sqlite3.DatabaseError(
@@ -575,8 +587,16 @@ class SqliteStorage(Storage):
     def index_removed(self, card_name: str) -> None:
         self._note(_DROP_INDEX, card_name)
 
-    def key_sent(self, address: str, key: str, msg_id: int, fingerprint: bytes, until: int) -> None:
-        self._note(_PUT_SENT_KEY, address, key, msg_id, fingerprint, _signed(until))
+    def key_sent(
+        self,
+        address: str,
+        key: str,
+        msg_id: int,
+        fingerprint: bytes,
+        until: int,
+        party: str | None = None,
+    ) -> None:
+        self._note(_PUT_PARTY_KEY, address, key, msg_id, fingerprint, _signed(until), party)
 
     def keys_expired(self, now: int) -> None:
         self._note(_DROP_SENT_KEYS, _signed(now))
@@ -695,10 +715,12 @@ class SqliteStorage(Storage):
                 seq = engine.hold_delayed(_unsigned(due), address, _message_from(-1, columns))
                 self._delayed_rows[seq] = row_id
                 counts["delayed"] += 1
-        for address, key, msg_id, fingerprint, until in db.execute(
-            "SELECT mailbox, key, msg_id, fingerprint, until_ms FROM sent_keys ORDER BY until_ms"
+        for address, key, msg_id, fingerprint, until, party in db.execute(
+            "SELECT mailbox, key, msg_id, fingerprint, until_ms, party FROM sent_keys"
+            " ORDER BY until_ms"
         ):
-            engine.sent_keys.put(address, key, msg_id, bytes(fingerprint), _unsigned(until))
+            # (#113) counted against its party again (a carrier's caller's share too)
+            engine.sent_keys.put(address, key, msg_id, bytes(fingerprint), _unsigned(until), party)
         counts["agents"] += restore_agents(
             engine,
             db.execute("SELECT name, agent_info, create_time FROM agents ORDER BY rowid"),

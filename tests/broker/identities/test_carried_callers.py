@@ -77,3 +77,30 @@ async def test_a_callers_share_is_held_by_the_broker_over_every_connection(place
     stored = (await agents.ok("alice", p.MSG_QUERY + BOX, {}))["messages"]
     assert stored and all(b"mq9-key-" not in bytes(m.get("header") or b"") for m in stored)
     await place.stop(engine)
+
+
+async def test_a_callers_share_holds_across_a_broker_restart(tmp_path, identity_store):
+    """A SQLite broker restarted keeps each key counted against the caller it was counted
+    for (before, its keys came back counted against the identity only: a caller at her share
+    before the restart had her whole share again after it, and two restarts let her fill the
+    identity's bound, refusing every other caller)."""
+    place = Place("sqlite", tmp_path)
+    engine = await place.open()
+    engine.limits = dataclasses.replace(engine.limits, max_keys_per_sender=7)
+    agents = enforcing(identity_store, engine)
+    await agents.ok("alice", p.MAILBOX_CREATE, {"name": BOX})
+    send = p.MSG_SEND + BOX
+    for n in range(3):
+        await agents.ok("gw", send, f"m{n}".encode(), _keyed(f"m{n}", "mallory"))
+    await place.stop(engine)
+    engine = await place.open()  # the broker started again on its file
+    engine.limits = dataclasses.replace(engine.limits, max_keys_per_sender=7)
+    agents = enforcing(identity_store, engine)
+    refused = (await agents("gw", send, b"m3", _keyed("m3", "mallory")))["error"]
+    assert "your share of your carrier's" in refused, refused
+    assert (await agents.ok("gw", send, b"m0", _keyed("m0", "mallory")))["duplicate"] is True
+    for n in range(4):  # the identity's room left, 7 - 3, all bob's to take
+        await agents.ok("gw", send, f"b{n}".encode(), _keyed(f"b{n}", "bob", "4"))
+    full = (await agents("gw", send, b"c0", _keyed("c0", "carol")))["error"]
+    assert "you hold as many keys as one sender may" in full, full
+    await place.stop(engine)

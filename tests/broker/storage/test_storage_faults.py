@@ -379,6 +379,27 @@ async def test_a_flipped_byte_in_a_payload_is_detected_and_not_served(faulty, ca
     assert await faulty.send("box", "next") == 2  # its msg_id is not reused
 
 
+async def test_a_version_7_file_keeps_its_keys_through_the_upgrade(faulty):
+    """Schema 8 (#113) keeps each key's party beside it: a file of schema 7 (no party) is
+    upgraded in place, its keys still answering within their window."""
+    await faulty.create("box")
+    first = await faulty.send("box", "once", {p.HEADER_IDEMPOTENCY_KEY: "k1"})
+    faulty.stop()
+    with sqlite3.connect(faulty.path) as db:  # back to the schema-7 layout
+        db.execute("ALTER TABLE sent_keys DROP COLUMN party")
+        db.execute("PRAGMA user_version = 7")
+    db.close()
+    faulty.restart()
+    assert await faulty.send("box", "once", {p.HEADER_IDEMPOTENCY_KEY: "k1"}) == first
+    assert await faulty.state() == [(first, "once")]
+    faulty.stop()
+    with sqlite3.connect(faulty.path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 8
+        assert "party" in {row[1] for row in db.execute("PRAGMA table_info(sent_keys)")}
+    db.close()
+    faulty.restart()
+
+
 async def test_a_version_3_file_is_upgraded_with_checksums(faulty):
     await faulty.create("box")
     await faulty.send("box", "old one", {"mq9-delay": "9"})
