@@ -12,7 +12,8 @@ sender vouched for, as serve.py hands a credentialed request on):
   carol's new key is taken;
 - a broker closed and opened again still counts them;
 - the window's end frees her room;
-- 2N new keys of hers sent at once through both brokers: exactly N stored.
+- 2N new keys of hers sent at once through both brokers: exactly N stored;
+- a carrier's caller past its share, through both brokers, is refused alone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mq9_broker.identities.ownership import Identities
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import LimitReached, from_reply
+from mq9_wire.protocol.messages import HEADER_KEY_CALLER, HEADER_KEY_SHARE
 from tests.broker.identities.test_sender_vouched import Agents
 from tests.support.jetstream_servers import close_store, open_store
 from tests.support.waiting import until
@@ -56,7 +58,7 @@ class Rig:
         store = await open_store(self.servers, self.layout)
         identities = KvIdentityStore(self.servers, stream=self.layout, replicas=1)
         if not self.issued:  # (the layout's identities, kept across restarts)
-            for name in ("alice", "carol", "mallory"):
+            for name in ("alice", "carol", "mallory", "gw"):
                 identities.issue(name)
             self.issued = True
         agents = Agents(Identities(identities, Engine(store, limits=self.limits, search=False)))
@@ -83,8 +85,8 @@ def servers(shared_jetstream: list[str]) -> list[str]:
     return shared_jetstream
 
 
-async def _rig(servers: list[str], **limits: int) -> tuple[Rig, Agents, Agents]:
-    rig = Rig(servers, BrokerLimits(max_keys_per_sender=MOST, **limits))
+async def _rig(servers: list[str], most: int = MOST, **limits: int) -> tuple[Rig, Agents, Agents]:
+    rig = Rig(servers, BrokerLimits(max_keys_per_sender=most, **limits))
     first, second = await rig.start(), await rig.start()
     await first.ok("alice", p.MAILBOX_CREATE, {"name": BOX, "ttl": 0})
     return rig, first, second
@@ -176,3 +178,23 @@ async def test_new_keys_sent_at_once_through_two_brokers_store_exactly_the_bound
     taken = [answer for answer in answers if not _refused_as_full(answer)]
     assert len(taken) == MOST, answers
     assert await _stored(first) == MOST
+
+
+async def test_a_carriers_caller_past_its_share_through_two_brokers_is_refused_alone(servers):
+    made, first, second = await _rig(servers, most=2 * MOST + 1)  # (the carrier's own bound)
+    try:
+
+        def keyed(key: str, caller: str) -> dict[str, str]:
+            return {**_keyed(key), HEADER_KEY_CALLER: caller, HEADER_KEY_SHARE: str(MOST)}
+
+        send = p.MSG_SEND + BOX
+        for n in range(MOST):  # (each through another broker: as the carrier's replicas send)
+            await (first if n % 2 else second).ok("gw", send, b"x", keyed(f"m{n}", "mallory"))
+        for via in (first, second):
+            refused = (await via("gw", send, b"x", keyed("m-next", "mallory")))["error"]
+            assert isinstance(from_reply(refused, send), LimitReached), refused
+            assert "as many keys as your share of your carrier's" in refused
+        # another caller of the same carrier is answered
+        await second.ok("gw", send, b"x", keyed("a0", "alice"))
+    finally:
+        await made.close()
