@@ -100,6 +100,12 @@ async def test_an_a2a_sdk_client_sets_push_and_the_receiver_gets_signed_states(c
                 await a2a.get_task_push_notification_config(
                     GetTaskPushNotificationConfigRequest(task_id=task_id, id="no-such-config")
                 )
+            # (#113) read by its code, not its words: an id saying "not enabled" is still an
+            # unknown config, not an agent without push (as it read before)
+            with pytest.raises(InvalidParamsError, match="push config"):
+                await a2a.get_task_push_notification_config(
+                    GetTaskPushNotificationConfigRequest(task_id=task_id, id="push not enabled")
+                )
             listed = await a2a.list_task_push_notification_configs(
                 ListTaskPushNotificationConfigsRequest(task_id=task_id)
             )

@@ -479,12 +479,15 @@ class AgentServer:
         )
         await self._publish(failed, asker)
 
-    async def _error(self, reply_to: str | None, task_id: str, text: str) -> None:
+    async def _error(
+        self, reply_to: str | None, task_id: str, text: str, code: int = w.INVALID_PARAMS
+    ) -> None:
         """An answer that is no task state (an unknown task, a task that cannot go on): kept
-        under ``error.{id}``, so it never hides the task's real state."""
+        under ``error.{id}``, so it never hides the task's real state; ``code`` says what it
+        is (the caller reads the code, never the words)."""
         if reply_to is None:
             return
-        body = {"error": {"code": -32001, "message": text}, "taskId": task_id}
+        body = w.error_reply(task_id, text, code)
         headers = {w.HEADER_TYPE: "Error", w.HEADER_TASK_ID: task_id, w.HEADER_LAST: "true"}
 
         async def send() -> None:
@@ -574,6 +577,7 @@ class AgentServer:
                     owner,
                     task_id,
                     f"task {task_id} is {state}: only an input-required task takes an answer",
+                    w.UNSUPPORTED_OPERATION,
                 )
                 return None
             turn = Turn(
@@ -814,6 +818,7 @@ class AgentServer:
                 task_id,
                 "push notifications are not enabled on this agent (its "
                 "operator allows them with push_destinations); results wait in your reply mailbox",
+                w.PUSH_NOT_SUPPORTED,
             )
             return
         asker = Asker(reply_to, request.sender)
@@ -923,7 +928,7 @@ class AgentServer:
                 task_id,
             )
             return
-        await self._error(asker.reply_to, task_id, f"task {task_id} not found")
+        await self._error(asker.reply_to, task_id, f"task {task_id} not found", w.TASK_NOT_FOUND)
 
     async def _list_tasks(self, request: w.Request) -> None:
         reply_to = request.reply_to

@@ -608,16 +608,22 @@ def _answer(kind: str | None, payload: bytes, method: str) -> JsonObject:
         raise InvalidAgentResponseError(f"the agent answered {method} with no JSON object")
     if kind == "Error":
         error = body.get("error")
-        text = str(error.get("message", "")) if isinstance(error, dict) else ""
-        text = text[:500] or "refused"
-        if "not found" in text and not text.startswith("push config"):
-            raise TaskNotFoundError(text)
-        if "not enabled" in text:
-            raise PushNotificationNotSupportedError(text)
-        if "takes an answer" in text:  # a message to a task that asks nothing
-            raise UnsupportedOperationError(text)
-        raise InvalidParamsError(text)
+        error = error if isinstance(error, dict) else {}
+        text = str(error.get("message", ""))[:500] or "refused"
+        data = error.get("data")
+        coded = isinstance(data, dict) and data.get("coded") is True
+        # (an agent of 0.5.0 or before wrote -32001 for every error: what it meant is not
+        # told, and its words are not read)
+        raise _BY_CODE.get(error.get("code") if coded else None, InvalidParamsError)(text)
     return body
+
+
+# (#113) An agent's Error answer, by its code (wire.error_reply)
+_BY_CODE = {
+    w.TASK_NOT_FOUND: TaskNotFoundError,
+    w.PUSH_NOT_SUPPORTED: PushNotificationNotSupportedError,
+    w.UNSUPPORTED_OPERATION: UnsupportedOperationError,
+}
 
 
 def _check_follow_up(task: TaskJson, msg: MessageJson) -> None:

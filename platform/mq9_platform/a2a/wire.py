@@ -48,6 +48,19 @@ HEADER_TYPE = "mq9-a2a-type"
 HEADER_TASK_ID = "mq9-a2a-task-id"
 HEADER_LAST = "mq9-a2a-last"
 
+# (#113) What an agent's Error answer is, read by its code: A2A's error codes, JSON-RPC's
+# invalid params for the rest, marked ``data.coded`` (an agent of 0.5.0 or before wrote -32001
+# for every error: its answers read as invalid params, their words never read)
+TASK_NOT_FOUND = -32001
+PUSH_NOT_SUPPORTED = -32003
+UNSUPPORTED_OPERATION = -32004
+INVALID_PARAMS = -32602
+
+
+def error_reply(task_id: str, text: str, code: int) -> JsonObject:
+    """An Error answer's body: ``text`` said under ``code`` (one of the codes above)."""
+    return {"error": {"code": code, "message": text, "data": {"coded": True}}, "taskId": task_id}
+
 SEND = "SendMessage"
 GET_TASK = "GetTask"
 LIST_TASKS = "ListTasks"
