@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mq9_wire._nats.jetstream.api import NANOSECONDS
 from mq9_wire._nats.requests import request as nats_request
 
-from ..mailbox_store import KeysFull, Once
 from ..key_parties import CALLER_FULL, PARTY_FULL, key_sender, of_caller
+from ..mailbox_store import KeysFull, Once
 from .keyed import key_written
 from .mapping import RETENTION_SECONDS, Layout, token
 
@@ -87,8 +87,8 @@ def live(window: int, index: int, now_ms: int) -> bool:
 
 def counted(once: Once) -> list[tuple[str, int, str]]:
     """Whose counts ``once``'s new key goes in, each with its bound and the words said past
-    it, as the stores in this process count (sent_keys.SentKeys.room): a carried caller's share, then
-    its sender's bound; a party's bound; none for a key no party is counted for."""
+    it, as the stores in this process count (sent_keys.SentKeys.room): a carried caller's
+    share, then its sender's bound; a party's bound; none for a key no party is counted for."""
     party = once.party if once.party is not None else key_sender(once.key)
     if party is None:
         return []
@@ -117,6 +117,9 @@ class KeyCounts:
     def __init__(self, requests: Requests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
         self.stream, self.prefix = counts_stream(layout), counts_prefix(layout)
+        # the SENDs waiting for an add of their subjects under way, and the adds under way
+        self._waiting: dict[tuple[str, ...], list[asyncio.Future[list[int]]]] = {}
+        self._flights: set[asyncio.Task[None]] = set()
 
     async def counting(
         self, mailbox: str, once: Once | None, write: Callable[[], Awaitable[T]]
@@ -148,18 +151,60 @@ class KeyCounts:
         here = at // slice_ms(window)
         tokens = [token(name) for name, _, _ in names]
         subjects = [f"{self.prefix}.{each}.{window}.{here}" for each in tokens]
-        totals = await asyncio.gather(*(self._add(subject, 1) for subject in subjects))
+        totals = await self._together(tokens, tuple(subjects), at)
         taken = Taken(subjects)
-        # (after the adds: of two SENDs in two slices at once, one reads the other's)
-        others = await self._others(tokens, set(subjects), at)
-        for (_, most, why), each, total in zip(names, tokens, totals, strict=True):
-            if total + others.get(each, 0) > most:
+        for (_, most, why), total in zip(names, totals, strict=True):
+            if total > most:
                 await self.give_back(taken)
                 answer = await key_written(self.requests, self.layout, token(mailbox), once)
                 if answer is None:
                     raise KeysFull(why)
                 return Taken([], answer)
         return taken
+
+    async def _together(self, tokens: list[str], subjects: tuple[str, ...], at: int) -> list[int]:
+        """Each count's total with this SEND's one in it. The SENDs of one party and slice
+        that come while an add of theirs is under way go together in the next: one add of
+        their number, one read, each SEND its place among them (as if added one by one)."""
+        place: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(subjects)
+        if waiting is not None:
+            waiting.append(place)
+        else:
+            self._waiting[subjects] = [place]
+            flight = asyncio.get_running_loop().create_task(self._fly(tokens, subjects, at))
+            self._flights.add(flight)  # (held until done: a task only the loop holds may go)
+            flight.add_done_callback(self._flights.discard)
+        return await place
+
+    async def _fly(self, tokens: list[str], subjects: tuple[str, ...], at: int) -> None:
+        """The adds of the SENDs waiting on ``subjects``, a group at a time, until none
+        waits. (``at``: the first's millisecond: a later one's slices read as live a little
+        longer, erring high.)"""
+        places: list[asyncio.Future[list[int]]] = []
+        try:
+            while places := self._waiting[subjects]:
+                self._waiting[subjects] = []
+                count = len(places)
+                try:
+                    adds = (self._add(subject, count) for subject in subjects)
+                    totals = await asyncio.gather(*adds)
+                    # (after the adds: of two SENDs in two slices at once, one reads the other's)
+                    others = await self._others(tokens, set(subjects), at)
+                except Exception as exc:
+                    for place in places:
+                        if not place.done():
+                            place.set_exception(exc)
+                    continue
+                for n, place in enumerate(places):  # (one cancelled: its one counted, erring high)
+                    if not place.done():
+                        mine = zip(totals, tokens, strict=True)
+                        place.set_result([t - count + n + 1 + others.get(e, 0) for t, e in mine])
+        finally:
+            # (cancelled itself: those it took, and those waiting for the next, are told)
+            for place in [*places, *self._waiting.pop(subjects)]:
+                if not place.done():
+                    place.set_exception(self.requests.no_answer("a key's count was cut short"))
 
     async def give_back(self, taken: Taken) -> None:
         """The ones ``taken`` added, taken back (a failure leaves them counted until their
