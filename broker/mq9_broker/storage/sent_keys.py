@@ -20,50 +20,32 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .key_parties import (
+    ALL_FULL,
+    CALLER_FULL,
+    OPEN_FULL,
+    PARTY_FULL,
+    caller_party,
+    key_sender,
+    scoped_key,
+)
+from .key_parties import of_caller as _of_caller
+
 # msg_id, fingerprint, the millisecond the window ends, the party it counts against (None: none)
 Kept = tuple[int, bytes, int, str | None]
 _NEVER = 2**63  # (no key kept: no window ends)
-_SCOPE = "\n"  # between a sender and its key: no header value (so no key) holds a newline
-# (#98, #106) Which bound a new key met, as said to its sender: its own alone, no count (a
-# server speaking for many callers, a gateway's tenant, must learn nothing of the others)
-PARTY_FULL = "you hold as many keys as one sender may"
-ALL_FULL = "this broker holds as many keys as it may"
-# (#113) The same, for a key no party is counted for (an open broker's client nats-server
-# vouches for no address of): nothing there tells one client's keys from another's (a reply
-# inbox is any client's to name), so the bound in all is everyone's, and the remedy is the
-# operator's (said to the client, to pass on)
-# (#113) A carrier's caller past the share its sender gave it (``caller_party``): its own alone
-CALLER_FULL = "you hold as many keys as your share of your carrier's"
-OPEN_FULL = f"{ALL_FULL}, telling no client's keys apart: its operator's remedy is --credentials"
-
-
-def scoped_key(sender: str | None, key: str) -> str:
-    """The key a store keeps for ``sender``'s SEND keyed ``key``: its own, whoever else uses
-    ``key`` (``sender`` None: the key as sent, one space for every unvouched sender)."""
-    return key if sender is None else f"{sender}{_SCOPE}{key}"
-
-
-def caller_party(sender: str, caller: str, share: int) -> str:
-    """(#113) The party a carrier's caller is (``sender`` vouched for, ``caller`` named by
-    it, with a ``share`` of its keys): its keys count against the share and the sender's
-    bound both. Counted per sender and caller, whatever share each send names: replicas of
-    a carrier naming different shares for one caller still count its keys once."""
-    return f"{sender}{_SCOPE}{caller}{_SCOPE}{share}"
-
-
-def _of_caller(party: str) -> tuple[str, str, int] | None:
-    """A ``caller_party``'s sender, its count's name (sender and caller) and its share;
-    None for any other party."""
-    parts = party.split(_SCOPE)
-    if len(parts) != 3:
-        return None
-    return parts[0], f"{parts[0]}{_SCOPE}{parts[1]}", int(parts[2])
-
-
-def key_sender(scoped: str) -> str | None:
-    """The sender a kept key is scoped to (``scoped_key``'s), None for an unscoped one."""
-    sender, scope, _ = scoped.partition(_SCOPE)
-    return sender if scope else None
+# (#113) whose a key is, and the words past a bound: both stores', kept in key_parties.py (the
+# cluster store imports nothing of this one); their names here are the engine's imports too
+__all__ = [
+    "ALL_FULL",
+    "CALLER_FULL",
+    "OPEN_FULL",
+    "PARTY_FULL",
+    "SentKeys",
+    "caller_party",
+    "key_sender",
+    "scoped_key",
+]
 
 
 class SentKeys:
