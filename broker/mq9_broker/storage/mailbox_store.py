@@ -136,8 +136,9 @@ class Once:
     fingerprint: bytes
     window: int
     # (#98) the SEND's millisecond on the broker's clock: a window is exact, not whole seconds
-    # from a truncated second; and the keys a store in this process may hold, in all and a
-    # sender (None: no bound; the cluster store's keys are the servers', bounded there)
+    # from a truncated second; and the keys a store may hold, in all and a sender (None: no
+    # bound; #113: the cluster store counts a sender's alone, key_counts.py, its stream's
+    # limits bounding the keys in all)
     at_ms: int = 0
     most: int | None = None
     most_each: int | None = None
