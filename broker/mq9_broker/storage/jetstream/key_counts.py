@@ -16,10 +16,12 @@ no ``Nats-TTL``, tried on nats-server 2.15), and the stream's ``max_age`` (the m
 streams' retention: no key outlives it) removes a silent party's.
 
 Exact among SENDs at once (each total is the servers'; a SEND reads the other slices after
-its own add, so of two SENDs in two slices one sees the other's), erring high never low: a key
-counts a slice longer than it lives, and one whose give-back failed counts until its slice
-ends. What a count costs: one add and one read for each new keyed SEND of a bounded party (a
-SEND without a key, or a party with no bound, none); docs/security.md, "Bounds".
+its own add, so of two SENDs in two slices one sees the other's; on replicated servers that
+read may be a replica's a moment behind, so at a slice's turn one more may pass), erring high
+otherwise: a key counts a slice longer than it lives, and one whose give-back failed counts
+until its slice ends. What a count costs: one add and one read for each new keyed SEND of a
+bounded party, shared by its SENDs at once (a SEND without a key, or a party with no bound,
+none): docs/broker.md, "A SEND stored once".
 
 The bound in all (``Once.most``, ``--max-keys``) is not counted here: a count shared by the
 layout would make one broker's keys refuse another's (the servers' storage bounds them), and
