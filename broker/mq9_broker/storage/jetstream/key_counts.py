@@ -11,7 +11,7 @@ step, whoever else adds at once), then reads the party's other slices still live
 direct get (``multi_last``): past the bound, it takes its one back (``-1``) and is refused
 with the words the other stores say (``KeysFull``), unless its key lives, which answers it as
 a duplicate. A SEND answered from its key, or whose write failed, takes its one back too. A
-slice no longer live is purged by the next party's SEND that sees it (a counter stream takes
+slice no longer live is purged by the party's next SEND that sees it (a counter stream takes
 no ``Nats-TTL``, tried on nats-server 2.15), and the stream's ``max_age`` (the message
 streams' retention: no key outlives it) removes a silent party's.
 
