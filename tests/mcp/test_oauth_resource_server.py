@@ -160,6 +160,8 @@ async def test_oauth_a_tool_beyond_the_tokens_scope_is_403_naming_the_scope(serv
     assert answer.status_code == 403
     challenge = answer.headers["www-authenticate"]
     assert 'error="insufficient_scope"' in challenge and 'scope="mq9:send"' in challenge
+    refusal = answer.json()  # answered as the call it refuses: its id, so a client matches it
+    assert refusal["id"] == 9 and refusal["error"]["data"]["scope"] == "mq9:send", refusal
 
 
 async def test_principal_cannot_see_another_principals_tasks_from_one_address(served):

@@ -64,6 +64,7 @@ class UnreadableBodies:
         if scope["mq9.calls_tool"]:  # the tool it names, for the scope check (#112)
             params = value.get("params")
             scope["mq9.tool"] = params.get("name") if isinstance(params, dict) else None
+            scope["mq9.request_id"] = value.get("id")  # (a refusal answers the request's id)
         replay: Iterator[Message] = iter([{"type": "http.request", "body": body}])
 
         async def again() -> Message:

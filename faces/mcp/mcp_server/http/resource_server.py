@@ -97,11 +97,11 @@ class ScopeCheck:
         user = scope.get("user")
         if isinstance(tool, str) and isinstance(user, AuthenticatedUser):  # noqa: SIM102
             if not may_call(user.scopes, tool):
-                await self._refuse(send, tool, scope_for(tool))
+                await self._refuse(send, tool, scope_for(tool), scope.get("mq9.request_id"))
                 return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Send, tool: str, needed: str) -> None:
+    async def _refuse(self, send: Send, tool: str, needed: str, request_id: object) -> None:
         why = f"calling {tool} needs the scope {needed}"
         parts = ['error="insufficient_scope"', f'scope="{needed}"', f'error_description="{why}"']
         if self.metadata_url:
@@ -109,7 +109,8 @@ class ScopeCheck:
         text = f"Forbidden: {why}, which your access token was not granted"
         error = {"code": INVALID_REQUEST, "message": text,
                  "data": {"error": "insufficient_scope", "scope": needed}}  # fmt: skip
-        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+        # the request's own id (JSON-RPC 2.0: a client matches the error to its call by it)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()),
                    (b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())]  # fmt: skip
