@@ -32,6 +32,7 @@ import nats
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_broker.storage.jetstream import ClusterStore, Layout
+from mq9_broker.storage.jetstream.key_counts import counts_stream
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.jetstream_servers import JetStreamCluster
 
@@ -85,7 +86,8 @@ class ClusterLayout:
         await self.store.close()
         layout = self.store.layout
         js = self.connection.jetstream()
-        for stream in (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets)):
+        streams = (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets))
+        for stream in (*streams, counts_stream(layout)):  # (and the keys' counts, #113)
             with contextlib.suppress(Exception):  # not made, or gone with the server
                 await js.delete_stream(stream)
         await self.connection.close()

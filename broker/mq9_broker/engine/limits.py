@@ -49,7 +49,8 @@ class BrokerLimits:
     # all and per sender it vouched for (--credentials): a new key past either is refused in
     # one line (err_idempotency_keys_full). A key costs about 780 bytes held (docs/bench.md),
     # so 100,000 bound them near 80 MiB; 10,000 a sender is 16 keyed SENDs a second for the
-    # whole window. The cluster store keeps keys in its stream (servers' storage, Nats-TTL).
+    # whole window. The cluster store keeps keys in its stream (Nats-TTL) and counts a sender's
+    # in JetStream (storage/jetstream/key_counts.py); its bound in all is the servers' storage.
     max_keys: int | None = 100_000
     max_keys_per_sender: int | None = 10_000
     # (#106) The keys one client of an open broker holds at once: its address where

@@ -614,7 +614,8 @@ def _answer(kind: str | None, payload: bytes, method: str) -> JsonObject:
         coded = isinstance(data, dict) and data.get("coded") is True
         # (an agent of 0.5.0 or before wrote -32001 for every error: what it meant is not
         # told, and its words are not read)
-        raise _BY_CODE.get(error.get("code") if coded else None, InvalidParamsError)(text)
+        code = error.get("code") if coded else None
+        raise _BY_CODE.get(code if isinstance(code, int) else 0, InvalidParamsError)(text)
     return body
 
 

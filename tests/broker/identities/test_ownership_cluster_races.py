@@ -71,15 +71,20 @@ async def _brokers(servers: list[str], limits: BrokerLimits) -> list[Broker]:
     return made
 
 
+async def close_brokers(made: list[Broker]) -> None:
+    """Each broker's store and identities closed (what they wrote stays)."""
+    for broker in made:
+        await close_store(broker.store)
+        broker.identities.store.close()
+
+
 @pytest.fixture
 async def brokers(servers: list[str]) -> AsyncIterator[list[Broker]]:
     made = await _brokers(servers, BrokerLimits())
     try:
         yield made
     finally:
-        for broker in made:
-            await close_store(broker.store)
-            broker.identities.store.close()
+        await close_brokers(made)
 
 
 def _made(reply: dict) -> bool:
@@ -155,6 +160,4 @@ async def test_a_claim_whose_create_was_refused_is_undone(servers):
         bob = await first.ask("bob", p.MAILBOX_CREATE, {"name": "second", "ttl": 0})
         assert bob["error"] == p.err_mailbox_limit(1)
     finally:
-        for broker in made:
-            await close_store(broker.store)
-            broker.identities.store.close()
+        await close_brokers(made)

@@ -24,8 +24,7 @@ import pytest
 from mq9_broker.engine.limits import BrokerLimits
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import LimitReached, from_reply
-from tests.broker.identities.test_ownership_cluster_races import _brokers
-from tests.support.jetstream_servers import close_store
+from tests.broker.identities.test_ownership_cluster_races import _brokers, close_brokers
 
 pytestmark = pytest.mark.slow  # a nats-server process
 pytest.importorskip("nkeys")  # the credentials extra
@@ -110,9 +109,7 @@ async def brokers(servers):
     try:
         yield made
     finally:
-        for broker in made:
-            await close_store(broker.store)
-            broker.identities.store.close()
+        await close_brokers(made)
 
 
 async def test_a_register_and_its_unregister_through_two_brokers_never_pass_the_share(brokers):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mq9_wire._nats.jetstream.api import API_PREFIX, KV_STREAM_PREFIX, ROLLUP, ROLLUP_SUBJECT, ttl
 from mq9_wire._nats.jetstream.bucket import Bucket
 
+from .key_counts import counts_stream
 from .mapping import Layout, decode_record, msg_id_of, token
 
 if TYPE_CHECKING:
@@ -267,7 +268,9 @@ class StoreSurvey:
         # its write the leader of its own stream: with a quorum back, the servers elect those
         # seconds after the leader of the stream the write went to
         layout = self.layout
-        streams = (*layout.message_streams, *(KV_STREAM_PREFIX + b for b in layout.buckets))
+        buckets = (KV_STREAM_PREFIX + b for b in layout.buckets)
+        # (a keyed SEND's count needs the leader of the keys' counts too)
+        streams = (*layout.message_streams, *buckets, counts_stream(layout))
         wrote, *led = await asyncio.gather(
             self._asked(
                 layout.kv_subject(layout.reports, PROBE_KEY), b'{"probe":1}',
