@@ -1,5 +1,6 @@
 """MCP Events' webhook verifications, played as an attacker would (#106 item 6,
-``mcp_server/webhooks.py``): the verification bound is the address the SSRF guard resolved, not
+``mcp_server/webhooks.py``, its limits in ``webhook_consent.py``): the verification bound is
+the address the SSRF guard resolved, not
 the URL's spelling (150 spellings of 127.0.0.1 were 160 POSTs to one service in a minute); a
 failed verification is one refusal whatever failed (its category mapped loopback ports); the
 caches of verifications and consents stay within their caps under a flood; and a client that

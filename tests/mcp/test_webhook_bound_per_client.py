@@ -1,4 +1,5 @@
-"""The webhook address bound is not two clients' to fill (#113, ``mcp_server/webhooks.py``): an
+"""The webhook address bound is not two clients' to fill (#113,
+``mcp_server/webhook_consent.py``): an
 address takes 10 verification POSTs a minute, a client 5 of them, so two clients at their shares
 filled it and a third client's verification there was refused for the minute, every minute
 (docs/security.md's bounds table: "another client's verification of it is made"). Now every
