@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mq9_wire._nats.jetstream.api import NANOSECONDS
-from mq9_wire._nats.requests import request as nats_request
 
 from ..key_parties import CALLER_FULL, PARTY_FULL, key_sender, of_caller
 from ..mailbox_store import KeysFull, Once
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLICES = 10  # a window's slices: a key counts at most a tenth of its window longer than it lives
-INCREMENT = "Nats-Incr"
 READ_MOST = 1000  # subjects one read of a party's slices brings (a live party has about 11)
 
 
@@ -223,27 +221,7 @@ class KeyCounts:
 
     async def _add(self, subject: str, by: int) -> int:
         """``by`` added to ``subject``'s counter by the servers; its new total."""
-        requests = self.requests
-        try:
-            reply = await nats_request(
-                requests.connection,
-                subject,
-                b"",
-                timeout=requests.timeout,
-                headers={INCREMENT: f"{by:+d}"},
-            )
-        except Exception as exc:
-            text = str(exc) or type(exc).__name__
-            raise requests.no_answer(f"JetStream did not count a key: {text}") from None
-        answer = json.loads(reply.data) if reply.data else {}
-        error = answer.get("error")
-        if error:
-            raise requests.api_error(
-                f"JetStream refused to count a key: {error.get('description', error)}",
-                int(error.get("code", 0)),
-                int(error.get("err_code", 0)),
-            )
-        return int(answer["val"])
+        return await self.requests.add(subject, by)
 
     async def _others(self, tokens: list[str], own: set[str], now_ms: int) -> dict[str, int]:
         """Each party's (token's) total in its live slices other than ``own``, read in one

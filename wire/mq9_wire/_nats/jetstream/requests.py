@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
 ENTRIES_MOST = 1000  # stream messages one atomic batch carries at most (the server's limit)
+COUNTER_ADD = "Nats-Incr"  # what a counter stream's message adds to its subject's total
 Entry = tuple[str, bytes, dict[str, str]]  # a stream message to write: subject, data, headers
 # The most a batch adds to an entry's headers: an entry is checked with them before it joins one
 BATCH_HEADERS = {
@@ -507,7 +508,7 @@ class Requests:
                     await self.connection.publish(subject, data, headers=headers)
                 continue
             headers[BATCH_COMMIT] = "1"
-            return await self._acknowledged(subject, data, headers)
+            return await self._written(subject, data, headers)
         raise AssertionError("an empty batch")
 
     def _queue(self, subject: str, data: bytes, headers: dict[str, str]) -> bool:
@@ -531,9 +532,25 @@ class Requests:
         """Store ``data`` on ``subject``; its stream sequence. ``JetStreamError`` with
         ``WRONG_LAST_SEQUENCE`` when an expected sequence was not the last."""
         self.check(subject, data, headers)
-        return await self._acknowledged(subject, data, headers)
+        return await self._written(subject, data, headers)
 
-    async def _acknowledged(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
+    async def _written(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
+        answer = await self._acknowledged(subject, data, headers, "a write")
+        if "seq" not in answer:
+            raise self.no_answer(f"JetStream's answer to a write holds no sequence: {answer}")
+        return int(answer["seq"])
+
+    async def add(self, subject: str, by: int) -> int:
+        """``by`` added to the counter ``subject`` (a counter stream's, ``allow_msg_counter``:
+        the servers add it in one step, whoever adds at once); its new total."""
+        answer = await self._acknowledged(subject, b"", {COUNTER_ADD: f"{by:+d}"}, "a count")
+        if "val" not in answer:
+            raise self.no_answer(f"JetStream's answer to a count holds no total: {answer}")
+        return int(answer["val"])
+
+    async def _acknowledged(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, what: str
+    ) -> dict[str, Any]:
         try:
             reply = await nats_request(
                 self.connection, subject, data, timeout=self.timeout, headers=headers
@@ -542,18 +559,16 @@ class Requests:
             raise
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            raise self.no_answer(f"JetStream did not acknowledge a write: {text}") from None
+            raise self.no_answer(f"JetStream did not acknowledge {what}: {text}") from None
         answer = json.loads(reply.data) if reply.data else {}
         error = answer.get("error")
         if error:
             raise self.api_error(
-                f"JetStream refused a write: {error.get('description', error)}",
+                f"JetStream refused {what}: {error.get('description', error)}",
                 int(error.get("code", 0)),
                 int(error.get("err_code", 0)),
             )
-        if "seq" not in answer:
-            raise self.no_answer(f"JetStream's answer to a write holds no sequence: {answer}")
-        return int(answer["seq"])
+        return answer if isinstance(answer, dict) else {}
 
 
 def _record_problem(
