@@ -23,7 +23,11 @@ def test_depth_over_time_on_the_clock_it_is_given():
     assert history.samples("team.other") == []
     drawn = depth_chart("team.box", history.samples("team.box"), capped=100)
     assert drawn.count("<polyline") == 1 and ">100+</text>" in drawn  # a QUERY's most
-    assert ">00:16:40</text>" in drawn and ">00:16:55</text>" in drawn  # first and last look
+    assert ">now 100+</text>" in drawn  # the last look's, a QUERY's most too
+    history.add("team.box", 40)  # fewer now than the most seen: the top stays, "now" follows
+    drawn = depth_chart("team.box", history.samples("team.box"))
+    assert ">100</text>" in drawn and ">now 40</text>" in drawn
+    assert ">00:16:40</text>" in drawn and ">00:17:00</text>" in drawn  # first and last look
     assert "no samples yet" in depth_chart("team.empty", [], capped=100)
     assert "<polyline" in sparkline("team.box", history.samples("team.box"))
     assert "<polyline" not in sparkline("team.box", history.samples("team.box")[:1])

@@ -742,7 +742,10 @@ async def _depth(request: Request) -> Response:
     samples = console.history.samples(address)
     if request.query_params.get("small"):  # a table's thumbnail: the line alone
         return Response(charts.sparkline(address, samples), media_type="image/svg+xml")
-    svg = charts.depth_chart(address, samples, lower=console.history.lower(address))
+    history = console.history
+    svg = charts.depth_chart(
+        address, samples, lower=history.lower(address), lower_now=history.lower_now(address)
+    )
     return Response(svg, media_type="image/svg+xml")
 
 

@@ -38,6 +38,11 @@ class DepthHistory:
     def samples(self, address: str) -> list[tuple[float, int]]:
         return list(self._samples.get(address, ()))
 
+    def lower_now(self, address: str) -> bool:
+        """Whether the last sample (the picture's "now") is a lower bound."""
+        lower = self._lower.get(address)
+        return bool(lower and lower[-1])
+
 
 def _text(x: float, y: float, words: str, anchor: str = "start", size: int = 11) -> str:
     return (
@@ -60,9 +65,12 @@ def depth_chart(
     *,
     capped: int | None = None,
     lower: bool = False,
+    lower_now: bool = False,
 ) -> str:
     """Depth over time as a line; its top drawn "N+" when it is a lower bound (``lower``, as
-    the mailbox's page says it), or at least ``capped``."""
+    the mailbox's page says it), or at least ``capped``; and the depth now, the last sample's
+    (``lower_now``: a lower bound), which the top may exceed (a look while mail came and
+    went)."""
     title = f"messages in {address} over time"
     if not samples:
         return _svg([_text(WIDTH / 2, HEIGHT / 2, "no samples yet", "middle")], title)
@@ -77,6 +85,9 @@ def depth_chart(
 
     points = " ".join(xy(t, d) for t, d in samples)
     shown_top = f"{top}+" if lower or (capped is not None and top >= capped) else str(top)
+    now = samples[-1][1]
+    now_lower = lower_now or (capped is not None and now >= capped)
+    shown_now = f"now {now}+" if now_lower else f"now {now}"
     body = [
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         'stroke="#888"/>',
@@ -87,6 +98,7 @@ def depth_chart(
         _text(PAD, HEIGHT - PAD + 16, time.strftime("%H:%M:%S", time.gmtime(t0))),
         _text(WIDTH - PAD, HEIGHT - PAD + 16, time.strftime("%H:%M:%S", time.gmtime(t1)), "end"),
         _text(WIDTH / 2, 16, title, "middle", 12),
+        _text(WIDTH - PAD, PAD - 8, shown_now, "end"),
     ]
     return _svg(body, title)
 
