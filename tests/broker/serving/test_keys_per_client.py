@@ -136,3 +136,45 @@ async def test_on_the_open_cluster_a_client_s_connections_share_its_address_s_ke
             await service.stop()
             for connection in (first, second, main):
                 await connection.close()
+
+
+@pytest.mark.slow  # a nats-server
+async def test_on_the_open_cluster_an_address_s_keys_are_counted_by_jetstream_across_brokers():
+    """(#113) The same accounts with the cluster store and two brokers of one layout: the
+    address's keys are counted by JetStream (storage/jetstream/key_counts.py), so its
+    connections reaching either broker share one bound, and a refusal names the address's
+    own bound alone."""
+    import uuid
+
+    from mq9_broker.engine.engine import Engine
+    from mq9_broker.storage.jetstream import ClusterStore
+    from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
+    from tests.support.jetstream_servers import JetStreamCluster
+
+    config, password = open_accounts()
+    limits = BrokerLimits(idempotency_window=600, max_keys=100, max_keys_per_address=3)
+    layout = f"K{uuid.uuid4().hex[:10]}"
+    with JetStreamCluster(1, extra_config=config) as cluster:
+        url = cluster.urls[0]
+        mains, services, stores = [], [], []
+        for _ in range(2):  # two brokers, each its own connection, store and service
+            main = await nats.connect(url, user=BROKER_USER, password=password)
+            store = ClusterStore(main, name=layout, timeout=20.0)
+            await store.open()
+            engine = Engine(store, limits=limits, search=False)
+            service = await NatsService(engine, main, queue="mq9-brokers").start()
+            mains.append(main), stores.append(store), services.append(service)
+        first, second = await nats.connect(url), await nats.connect(url)  # anonymous
+        try:
+            await first.request(p.MAILBOX_CREATE, p.encode({"name": BOX}), timeout=WAIT)
+            sent = [(await _send(c, f"m{n}"))["error"] for n, c in enumerate((first, second) * 2)]
+            # (the queue group hands each to either broker: one count all the same)
+            assert sent[:3] == ["", "", ""] and FULL in sent[3], sent
+            assert (await _send(second, "m0"))["duplicate"] is True  # a held key still answers
+        finally:
+            for service in services:
+                await service.stop()
+            for store in stores:
+                await store.close()
+            for connection in (first, second, *mains):
+                await connection.close()
