@@ -585,21 +585,45 @@ class Ownership:
         return keep
 
     def registered(self, principal: str, name: Any) -> Keep | None:
-        """A REGISTER of ``name`` done: its first registrant's for good."""
-        if not (isinstance(name, str) and name) or name in self.agents:
+        """A REGISTER of ``name`` done: its first registrant's for good, and (#113) its hold
+        asserted again now that its registration is written."""
+        if not (isinstance(name, str) and name):
             return None
-        self.agents[name] = principal
+        owned = name not in self.agents
+        if owned:
+            self.agents[name] = principal
 
         async def keep() -> bytes | None:
-            try:
-                await self.store.own_agent(name, principal)
-            except CredentialError as exc:
-                if self.agents.get(name) == principal:
-                    del self.agents[name]
-                return _not_recorded("REGISTER", principal, exc)
-            return None
+            if owned:
+                try:
+                    await self.store.own_agent(name, principal)
+                except CredentialError as exc:
+                    if self.agents.get(name) == principal:
+                        del self.agents[name]
+                    return _not_recorded("REGISTER", principal, exc)
+            return await self._held_again(principal, name)
 
         return keep
+
+    async def _held_again(self, principal: str, name: str) -> bytes | None:
+        """(#113) The hold of a REGISTER asserted again after its registration is written: an
+        UNREGISTER through another broker that read the hold after this REGISTER took it, and
+        gave it back before this write landed, left the registration uncounted; taken again
+        here (renewed where it stands). Past the share meanwhile (the room it gave back
+        taken by another name), the registration is removed and the REGISTER refused."""
+        most = self._share()
+        if most is None or is_reserved(name):
+            return None
+        try:
+            await self.store.hold_agent(name, principal, most)
+        except ShareFull:
+            self.shares_refused += 1
+            body = p.encode({"name": name})
+            await self.engine.handle(p.AGENT_UNREGISTER, None, body)  # (the broker's own)
+            return _refused("REGISTER", SHARE_FULL % most)
+        except (OwnedByAnother, CredentialError) as exc:
+            log.error("REGISTER by %r: its hold not asserted again: %s", principal, exc)
+        return None
 
     def sent(self, principal: str, address: Any, headers: Headers) -> Keep | None:
         """A caller's SEND names its reply mailbox: the agent called may answer there."""
