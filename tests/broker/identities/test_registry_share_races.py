@@ -91,3 +91,31 @@ async def test_a_register_and_its_unregister_racing_never_pass_the_share(place, 
     assert isinstance(from_reply(refused["error"], p.AGENT_REGISTER), LimitReached), refused
     assert len(await _registered(agents, "mallory")) == SHARE
     await place.stop(engine)
+
+
+async def test_a_register_whose_hold_was_given_back_and_its_room_taken_is_undone(
+    place, identity_store, monkeypatch
+):
+    """The lost race after the write, made to happen: between a REGISTER's hold and its
+    assertion after the write, another broker's UNREGISTER gives the hold back and another
+    name of hers takes its room (played here on the store, as the other broker would). The
+    assertion finds her share full: the registration is removed and the REGISTER refused, so
+    she never holds more names than her share (#113)."""
+    engine = await place.open()
+    engine.limits = dataclasses.replace(engine.limits, max_agents_per_sender=1)
+    agents = enforcing(identity_store, engine)
+    store, hold = identity_store, identity_store.hold_agent
+    calls: list[str] = []
+
+    async def raced(name: str, principal: str, most: int) -> bool:
+        calls.append(name)
+        if calls == ["mallory.a", "mallory.a"]:  # (the second: the assertion after the write)
+            await store.release_agent("mallory.a", "mallory")
+            await hold("mallory.b", "mallory", most)
+        return await hold(name, principal, most)
+
+    monkeypatch.setattr(store, "hold_agent", raced)
+    refused = await agents("mallory", p.AGENT_REGISTER, _agent("mallory.a"))
+    assert isinstance(from_reply(refused["error"], p.AGENT_REGISTER), LimitReached), refused
+    assert await _registered(agents, "mallory") == []  # "mallory.a" removed; "b" holds her room
+    await place.stop(engine)
