@@ -217,6 +217,8 @@ class ClusterStore:
         """Store ``message`` with ``mailbox``'s next msg_id; that msg_id. ``once``: with its
         key's entry, in one atomic batch (keyed.py), its new key counted (key_counts.py)."""
         messages = self._messages
+        if once is None:  # (most SENDs: no key to count, no closure on the hot path)
+            return await messages.append(mailbox, message, now=now, room=room)
         return await self._keys.counting(
             mailbox, once, lambda: messages.append(mailbox, message, now=now, room=room, once=once)
         )
