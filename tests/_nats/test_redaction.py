@@ -112,3 +112,48 @@ def test_no_repr_or_str_of_a_public_object_shows_a_secret(url):
                 for text in (repr(thing), str(thing), f"{thing!r:}"):
                     assert MARK not in text, text
     assert "127.0.0.1:4222" in repr(kit)  # still says where it connects
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a name of letters, digits, '.', '_', '@' or '-'",
+        'the "@" sign',
+        "(@) and <@> and x @ y",
+        "@alice asked",
+        "nats://@127.0.0.1:4222",
+    ],
+)
+def test_an_at_sign_with_nothing_before_it_stays_as_written(text):
+    """Issue #117: the masking read a quoted '@' as an empty token and wrote '***@' in its
+    place, so a tokens file's warning listed the characters a name may hold wrong."""
+    assert redact(text) == text
+
+
+def test_a_token_that_starts_with_an_at_sign_is_still_hidden():
+    for url in (f"nats://@{MARK}@h:1", f"@{MARK}@h:1", f"'@{MARK}@h:1'"):
+        assert MARK not in redact(url) and "***@h:1" in redact(url), url
+
+
+def test_the_tokens_files_warning_is_logged_as_written(tmp_path, capsys):
+    """mq9-mcp's log (configure_logging's masking) of a tokens file broken meanwhile: its
+    warning names the characters of a name, '@' among them, as written."""
+    import hashlib
+    import logging
+
+    from mcp_server.http.tokens_file import TokensFile
+    from mq9_wire._cli import configure_logging
+
+    path = tmp_path / "tokens"
+    path.write_text(f"alice: {hashlib.sha256(b'x').hexdigest()}\n")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info")
+    try:
+        tokens = TokensFile(path)
+        path.write_text("alice: not-a-digest-at-all\n")
+        tokens.reload()
+    finally:
+        root.handlers[:], root.level = handlers, level
+    logged = capsys.readouterr().err
+    assert "'.', '_', '@' or '-'" in logged, logged

@@ -10,12 +10,14 @@ from typing import Any
 # scheme) to the LAST "@" before the URL ends, as urllib (so nats-py) reads them: a password may
 # hold unencoded @ : / # ? % and any other character but whitespace and "," (the server list
 # separator, which open_transport splits on too: such a password goes in password=). The user stays
-# (user:***@); a lone token is hidden whole (***@).
-_WITH_SCHEME = re.compile(r"(?<=://)(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
+# (user:***@); a lone token is hidden whole (***@). A last "@" with nothing before it hides
+# nothing and stays as written: a log line may quote the character itself ('@'), or a handle.
+_WITH_SCHEME = re.compile(r"(?<=://)(?!@(?![^\s,]*@))(?:(?P<user>[^\s,:@]*):)?[^\s,]*@")
 # Then URLs without a scheme, from a word's start and never across a "://" (a URL of the first
 # kind, already redacted).
 _WITHOUT_SCHEME = re.compile(
-    r"(?<![^\s,'\"(<=])(?=[^'\"(<=])(?:(?P<user>[\w.%+-]*):(?!//))?(?:(?!://)[^\s,])*@"
+    r"(?<![^\s,'\"(<=])(?=[^'\"(<=])(?!@(?![^\s,]*@))"
+    r"(?:(?P<user>[\w.%+-]*):(?!//))?(?:(?!://)[^\s,])*@"
 )
 
 
