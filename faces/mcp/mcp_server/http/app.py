@@ -26,12 +26,13 @@ from starlette.types import ASGIApp
 
 from mq9_platform.client.connection import Mq9Connection
 
-from ..server import connect_early
+from ..server import Mq9McpServer, connect_early
 from .auth import HostAndOrigin, is_loopback, loopback_security, require_bearer_token
 from .guard import BoundedConnections, check_versions
 from .limits import MAX_BODY_BYTES, UnreadableBodies
 from .metrics import McpMetrics
 from .resource_server import ResourceServer, ScopeCheck
+from .server_card import ServerCard, authorization_of
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
 
@@ -105,6 +106,9 @@ def create_http_app(
         app = resource_server.protect(starlette, guarded)
     elif auth_token:
         app = require_bearer_token(starlette, auth_token)
+    if isinstance(server, Mq9McpServer):  # its Server Card, beside the token check
+        app = ServerCard(app, MCP_PATH, server.tools, server.policies.policy.tool_prefix,
+                         authorization_of(resource_server, auth_token))  # fmt: skip
     app = HostAndOrigin(app, loopback_security(host)) if is_loopback(host) else app
     if metrics is not None:
         metrics.watch(limits)
