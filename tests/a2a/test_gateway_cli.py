@@ -19,6 +19,7 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 from test_gateway import until_stopped
 
+from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
@@ -40,9 +41,11 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
 
 @pytest.mark.slow
 async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path):
+    """Its tokens file holds a line a tenant in mq9-mcp's format (issue #117: it read only
+    JSON of raw tokens)."""
     token = secrets.token_hex(16)
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"app": token}))
+    tokens = tmp_path / "tokens"
+    tokens.write_text(digest_line("app", token) + "\n")
     port = unclaimed_port()
     process = start(
         [
@@ -85,8 +88,11 @@ async def test_the_gateway_process_serves_an_offline_agent(nats_broker, tmp_path
 def test_bad_configuration_is_one_line(tmp_path):
     weak = tmp_path / "weak.json"
     weak.write_text(json.dumps({"app": "short"}))
+    garbled = tmp_path / "tokens"
+    garbled.write_text("app: not-a-digest\n")
     for args in (
         ["--server", "nats://127.0.0.1:9", "--agent", "a", "--tokens-file", str(weak)],
+        ["--server", "nats://127.0.0.1:9", "--agent", "a", "--tokens-file", str(garbled)],
         ["--server", "nats://127.0.0.1:9", "--agent", "a", "--tokens-file", "/nonexistent"],
     ):
         process = start(args)

@@ -124,18 +124,30 @@ class Tenants:
 
     def __init__(self, secrets: Mapping[str, str], *, scheme: str = BEARER) -> None:
         """``secrets``: tenant -> its token. A tenant is a name of letters, digits, '.-_'."""
+        for tenant, token in secrets.items():
+            if len(token) < 16:
+                raise ValueError(f"tenant {tenant[:40]}'s token is shorter than 16 characters")
+        self._take({tenant: _digest(token) for tenant, token in secrets.items()}, scheme)
+
+    @classmethod
+    def from_digests(cls, digests: Mapping[str, str], *, scheme: str = BEARER) -> Tenants:
+        """``digests``: tenant -> the sha256 of its token in hex, as ``--tokens-file`` holds
+        them, so the file names no token."""
+        tenants = cls.__new__(cls)
+        tenants._take({t: bytes.fromhex(hexed) for t, hexed in digests.items()}, scheme)
+        return tenants
+
+    def _take(self, digests: Mapping[str, bytes], scheme: str) -> None:
         if scheme not in (BEARER, API_KEY):
             raise ValueError(f"auth scheme {scheme!r}: {BEARER} or {API_KEY}")
-        if not secrets:
+        if not digests:
             raise ValueError("the gateway needs at least one tenant and its token")
         self.scheme = scheme
         self._by_digest: dict[bytes, str] = {}
-        for tenant, token in secrets.items():
+        for tenant, digest in digests.items():
             if not w.is_valid_id(tenant):
                 raise ValueError(f"tenant name {tenant[:40]!r}: letters, digits, '.', '-', '_'")
-            if len(token) < 16:
-                raise ValueError(f"tenant {tenant}'s token is shorter than 16 characters")
-            self._by_digest[_digest(token)] = tenant
+            self._by_digest[digest] = tenant
 
     @property
     def names(self) -> set[str]:

@@ -3,8 +3,9 @@
     MQ9_GATEWAY_TOKENS_FILE=tokens.json mq9-a2a-gateway --server nats://127.0.0.1:4222 \\
         --agent agent.summarizer --listen 127.0.0.1:8300
 
-The tokens file is JSON, ``{"<tenant>": "<token>", ...}`` (or ``MQ9_GATEWAY_TOKENS``, the same
-JSON): secrets never on the command line, where any local user's ``ps`` reads them.
+The tokens file holds a ``name: sha256-of-token`` line a tenant, as ``mq9-mcp --tokens-file``
+(``gateway_tokens.py``; or ``MQ9_GATEWAY_TOKENS``, JSON ``{"<tenant>": "<token>", ...}``): secrets
+never on the command line, where any local user's ``ps`` reads them.
 ``--import-card URL`` also keeps HTTP A2A cards in the registry (``cards_import.py``).
 ``--allow-push-host`` turns push notifications on, to URLs on the hosts it names
 (``gateway_push.py``).
@@ -44,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", default="127.0.0.1:8300", help="HOST:PORT (127.0.0.1:8300)")
     parser.add_argument("--public-url", help="the URL clients reach (default: http://LISTEN)")
     parser.add_argument("--auth", choices=["bearer", "api-key"], default="bearer")
-    parser.add_argument("--tokens-file", help=f"JSON tenant -> token (or ${TOKENS_FILE_ENV})")
+    parser.add_argument(
+        "--tokens-file",
+        metavar="FILE",
+        help=f"a 'name: sha256-of-token' line a tenant, as mq9-mcp's (or ${TOKENS_FILE_ENV})",
+    )
     parser.add_argument("--name", default="gateway", help="names the tenants' reply mailboxes")
     parser.add_argument("--send-wait", type=float, default=30.0, help="a blocking send's wait")
     parser.add_argument(
@@ -134,21 +139,23 @@ def _positive(text: str) -> int:
     return value
 
 
-def _tokens(path: str | None) -> dict[str, str]:
+def _tenants(path: str | None, scheme: str) -> Any:
+    """The tenants of ``--tokens-file`` (or its variable), else of ``MQ9_GATEWAY_TOKENS``."""
+    from .gateway import Tenants
+    from .gateway_tokens import read_tenants
+
     path = path or os.environ.get(TOKENS_FILE_ENV)
+    if path:
+        return read_tenants(path, scheme=scheme)
     try:
-        if path:
-            with open(path, encoding="utf-8") as f:
-                found: Any = json.load(f)
-        else:
-            found = json.loads(os.environ.get(TOKENS_ENV) or "{}")
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"mq9-a2a-gateway: cannot read the tokens: {exc}") from None
+        found: Any = json.loads(os.environ.get(TOKENS_ENV) or "{}")
+    except ValueError as exc:
+        raise ValueError(f"cannot read ${TOKENS_ENV}: {exc}") from None
     if not isinstance(found, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in found.items()
     ):
-        raise SystemExit('mq9-a2a-gateway: the tokens are JSON {"<tenant>": "<token>", ...}')
-    return found
+        raise ValueError(f'${TOKENS_ENV} is JSON {{"<tenant>": "<token>", ...}}')
+    return Tenants(found, scheme=scheme)
 
 
 def _credential(path: str | None) -> JsonObject:
@@ -204,7 +211,7 @@ async def _run(args: argparse.Namespace) -> None:
     from .._http.hosts import HostPolicy
     from ..client.client import Mq9Client
     from .cards_import import CardImporter
-    from .gateway import Tenants, gateway_app
+    from .gateway import gateway_app
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
@@ -213,7 +220,7 @@ async def _run(args: argparse.Namespace) -> None:
 
         metrics = operator_address(args.metrics)
         need_prometheus()
-    tenants = Tenants(_tokens(args.tokens_file), scheme=args.auth)
+    tenants = _tenants(args.tokens_file, args.auth)
     # Its identity: --credential-file, else MQ9_CREDENTIAL or MQ9_CREDENTIAL_FILE (an agent of
     # its own on a --credentials broker, needing no other agent's mailbox: gateway_app)
     client = await Mq9Client(args.server, **_credential(args.credential_file)).connect()
