@@ -393,6 +393,28 @@ async def test_connect_to_nothing_fails_fast_and_retryable():
     told = explain(caught.value, operation="create_mailbox")
     assert "Is the broker running" not in told
     assert told == f"{message} — try again shortly"  # not "unreachable" after "cannot connect"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
+async def test_the_hint_to_run_a_broker_here_is_for_a_local_address(host):
+    """Issue #117: "to run one on this machine: mq9-dev-broker" was said of any address, a
+    remote broker's too, where a broker started here answers nothing."""
+    client = Mq9Client(f"nats://{host}:{silent_port()}", request_timeout=1)
+    with pytest.raises(Mq9Error) as caught:
+        await asyncio.wait_for(client.connect(), 5)
+    assert caught.value.message.endswith("; to run one on this machine: mq9-dev-broker")
+
+
+@pytest.mark.slow
+async def test_a_remote_address_gets_no_hint_to_run_a_broker_here():
+    # TEST-NET-1 (RFC 5737): routed nowhere, so the dial fails (unreachable or its timeout)
+    client = Mq9Client("nats://192.0.2.1:4222", request_timeout=0.5)
+    with pytest.raises(Mq9Error) as caught:
+        await asyncio.wait_for(client.connect(), 5)
+    message = caught.value.message
+    assert message.startswith("cannot connect to the mq9 broker at nats://192.0.2.1:4222 (")
+    assert "mq9-dev-broker" not in message and caught.value.retryable is True
     assert not client.is_connected
     with pytest.raises(Mq9Error, match="not connected"):
         await client.mailbox_create()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checka
 from mq9_wire._nats.info import server_info
 from mq9_wire._nats.redaction import describe, redact
 from mq9_wire._nats.requests import cancels_of
-from mq9_wire._nats.urls import nats_urls
+from mq9_wire._nats.urls import nats_urls, on_this_machine
 from mq9_wire.protocol import DEFAULT_MAX_PAYLOAD
 from mq9_wire.protocol.errors import (
     ConnectFailed,
@@ -338,6 +338,7 @@ class NatsTransport:
     ) -> None:
         servers = _nats_urls(servers)
         self.where = redact(", ".join(servers))  # for messages: no passwords
+        self._local = on_this_machine(servers)  # a broker started here could answer
         self.login: Login = login_for(
             servers, user=user, password=password, token=token, creds=creds, credential=credential
         )
@@ -459,10 +460,9 @@ class NatsTransport:
             await _quietly_close(connection)
             if self._refused:  # nats-py reports it as "no servers": say what really happened
                 raise NotAllowed(refused_login(self.where, self.login)) from None
-            raise ConnectFailed(
-                f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)}); "
-                "to run one on this machine: mq9-dev-broker"
-            ) from None
+            said = f"cannot connect to the mq9 broker at {self.where} ({describe(last or exc)})"
+            hint = "; to run one on this machine: mq9-dev-broker" if self._local else ""
+            raise ConnectFailed(said + hint) from None
         _stop(self._watchdog)  # of the connection this one replaces
         self._connection, self._watchdog = connection, watchdog
         self._loop = asyncio.get_running_loop()

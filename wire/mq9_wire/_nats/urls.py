@@ -6,6 +6,7 @@ in the same words, so a misspelt URL reads the same wherever it is refused.
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from .redaction import redact
@@ -49,3 +50,22 @@ def address(url: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ValueError(f"unsupported server URL {redact(url)!r}: it names no host")
     return parts.hostname, port
+
+
+def on_this_machine(urls: list[str]) -> bool:
+    """Whether every server is a loopback address (``localhost``, ``127.0.0.0/8``, ``::1``):
+    only then is "run a broker on this machine" the way to reach it; a remote broker that is
+    down is not started by a broker here."""
+    for url in urls:
+        try:
+            host = address(url)[0]
+        except ValueError:
+            return False
+        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+            continue
+        try:
+            if not ip_address(host).is_loopback:
+                return False
+        except ValueError:  # a name other than localhost's
+            return False
+    return bool(urls)
