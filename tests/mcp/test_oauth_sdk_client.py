@@ -1,15 +1,26 @@
-"""The MCP SDK's own client OAuth (``mcp.client.auth.OAuthClientProvider``) against mq9-mcp and
-a real authorization server on loopback (oidc-provider, tests/mcp/oauth/; issue #112): from a
-bare 401 it discovers the Protected Resource Metadata, then the AS's metadata, registers
-itself (RFC 7591), runs the authorization code grant with PKCE (the user's consent given
-headlessly, by following the AS's redirects), gets a token for mq9-mcp's URL (RFC 8707) and
-calls a tool; once its token expires it refreshes it, without asking the user again."""
+"""The MCP SDK's own client OAuth (``mcp.client.auth.OAuthClientProvider``, unchanged: only
+its documented extension points, a ``TokenStorage`` and the redirect and callback handlers, are
+the test's) against mq9-mcp and a real authorization server on loopback (oidc-provider,
+tests/mcp/oauth/, set up as docs/mcp.md "What the identity provider must allow" says; issues
+#112 and #117). From a bare 401 it discovers the Protected Resource Metadata, then the AS's
+metadata; it registers by a Client ID Metadata Document (MCP's preferred registration) or by
+RFC 7591 registration; it runs the authorization code grant with PKCE (the user's consent given
+headlessly, by following the AS's redirects) for mq9-mcp's URL (RFC 8707), calls tools, and
+refreshes its token without asking the user again.
+
+Least privilege (#117): the 401's challenge names the scopes of a first sign-in, which the
+SDK's scope selection reads before the metadata's ``scopes_supported``, so the first token holds
+no mq9:admin (the client once asked for every advertised scope, and every person who signed in
+held mq9:admin); a call that needs mq9:admin is answered 403 ``insufficient_scope`` and the
+SDK asks the user again for it then (a step-up), under the same registration."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx2 as httpx
@@ -26,7 +37,7 @@ from mcp.shared.auth import (
 )
 
 from testbed.ports import unclaimed_port
-from tests.mcp.oauth.support import AuthorizationServer
+from tests.mcp.oauth.support import AuthorizationServer, ClientMetadataDocuments
 from tests.support.mcp_support import http_server, result_data
 from tests.support.waiting import until
 
@@ -34,23 +45,34 @@ pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 
 REDIRECT = "http://127.0.0.1:1/callback"  # never listened on: the test reads the redirect
 TTL = 3  # the AS's access token lifetime, s: short, so the refresh is played
+FIRST_SIGN_IN = {"mq9:read", "mq9:send"}
+GRANTS = ["authorization_code", "refresh_token"]
+
+
+@dataclass
+class Served:
+    authority: AuthorizationServer
+    url: str
+    documents: ClientMetadataDocuments
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[AuthorizationServer, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = unclaimed_port()
     resource = f"http://127.0.0.1:{port}/mcp"
-    authority = AuthorizationServer(resource, [], ttl=TTL).start()
-    try:
-        with http_server("--server", "memory://", "--oauth-issuer", authority.url,
-                         "--resource-url", resource, port=port) as url:  # fmt: skip
-            yield authority, url
-    finally:
-        authority.stop()
+    with ClientMetadataDocuments(tmp_path_factory.mktemp("cimd")) as documents:
+        env = {"NODE_EXTRA_CA_CERTS": str(documents.ca_file), "CIMD_ORIGIN": documents.origin}
+        authority = AuthorizationServer(resource, [], ttl=TTL, env=env).start()
+        try:
+            with http_server("--server", "memory://", "--oauth-issuer", authority.url,
+                             "--resource-url", resource, port=port) as url:  # fmt: skip
+                yield Served(authority, url, documents)
+        finally:
+            authority.stop()
 
 
 class Memory:
-    """The SDK's ``TokenStorage``, in memory, counting what it is given."""
+    """The SDK's ``TokenStorage``, in memory, keeping every token it is given."""
 
     def __init__(self) -> None:
         self.tokens: list[OAuthToken] = []
@@ -100,17 +122,32 @@ class HeadlessUser:
         assert self.result is not None
         return self.result
 
+    def asked(self, index: int) -> set[str]:
+        """The scopes the client asked the user for in its ``index``-th authorization."""
+        return set(parse_qs(urlparse(self.opened[index]).query)["scope"][0].split())
+
 
 @contextlib.asynccontextmanager
-async def signed_in(url: str, user: HeadlessUser, storage: Memory) -> AsyncIterator[ClientSession]:
+async def signed_in(
+    url: str, user: HeadlessUser, storage: Memory, *, client_id_url: str | None = None,
+    registrations: list[bytes] | None = None,
+) -> AsyncIterator[ClientSession]:  # fmt: skip
     metadata = OAuthClientMetadata(
-        client_name="mq9 oauth test", redirect_uris=[REDIRECT],
-        grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-        token_endpoint_auth_method="none",
+        client_name="mq9 oauth test", redirect_uris=[REDIRECT], grant_types=GRANTS,
+        response_types=["code"], token_endpoint_auth_method="none",
     )  # fmt: skip
-    auth = OAuthClientProvider(url, metadata, storage, user.redirect, user.callback)
+    auth = OAuthClientProvider(
+        url, metadata, storage, user.redirect, user.callback, client_metadata_url=client_id_url
+    )
+
+    async def seen(request: httpx.Request) -> None:  # what the client registers with
+        if registrations is not None and request.url.path == "/reg":
+            registrations.append(request.content)
+
     async with (
-        httpx.AsyncClient(auth=auth, timeout=httpx.Timeout(20, read=60)) as http,
+        httpx.AsyncClient(
+            auth=auth, timeout=httpx.Timeout(20, read=60), event_hooks={"request": [seen]}
+        ) as http,
         streamable_http_client(url, http_client=http) as (read, write, *_),
         ClientSession(read, write) as session,
     ):
@@ -118,28 +155,61 @@ async def signed_in(url: str, user: HeadlessUser, storage: Memory) -> AsyncItera
         yield session
 
 
-async def test_oauth_mcp_sdk_client_discovers_registers_and_calls_with_pkce(served):
-    authority, url = served
-    user, storage = HeadlessUser("alice"), Memory()
-    async with signed_in(url, user, storage) as session:
+def claims(token: OAuthToken) -> dict:
+    return jwt.decode(token.access_token, options={"verify_signature": False})
+
+
+def scopes(token: OAuthToken) -> set[str]:
+    return set(claims(token).get("scope", "").split())
+
+
+async def test_oauth_mcp_sdk_client_signs_in_by_metadata_document_with_least_privilege(served):
+    """Issue #117: discovery, a Client ID Metadata Document, PKCE, calls, a refresh and a
+    step-up; the first token (and its refresh) holds no mq9:admin, the step-up's does."""
+    client_id = served.documents.publish("/clients/mq9-test.json", {
+        "client_name": "mq9 oauth test", "redirect_uris": [REDIRECT], "grant_types": GRANTS,
+        "response_types": ["code"], "token_endpoint_auth_method": "none",
+    })  # fmt: skip
+    user, storage = HeadlessUser("carol"), Memory()
+    async with signed_in(served.url, user, storage, client_id_url=client_id) as session:
+        box = result_data(await session.call_tool("create_mailbox", {}))["mail_address"]
+        result_data(await session.call_tool("send_message", {"mail_address": box, "payload": "hi"}))
+        first = storage.tokens[-1]
+        assert scopes(first) == FIRST_SIGN_IN and first.refresh_token
+        expiry = claims(first)["exp"]
+        await until(lambda: time.time() > expiry + 1, timeout=TTL + 10, what="the token expired")
+        again = {"mail_address": box, "payload": "again"}
+        assert result_data(await session.call_tool("send_message", again))["sent"]
+        refreshed = storage.tokens[-1]
+        assert refreshed.access_token != first.access_token  # refreshed, the user not asked
+        assert len(user.opened) == 1 and scopes(refreshed) == FIRST_SIGN_IN
+        register = {"name": "carol.agent", "capabilities": "answers carol's questions"}
+        result_data(await session.call_tool("agent_register", register))  # needs mq9:admin
+    assert storage.client is not None and storage.client.client_id == client_id
+    assert "/clients/mq9-test.json" in served.documents.fetched  # the AS read the document
+    assert "code_challenge_method=S256" in user.opened[0] and "resource=" in user.opened[0]
+    assert user.asked(0) == FIRST_SIGN_IN | {"offline_access"}
+    assert len(user.opened) == 2 and "mq9:admin" in user.asked(1)  # asked again, for it
+    assert "mq9:admin" in scopes(storage.tokens[-1])
+    assert claims(storage.tokens[-1])["sub"] == "carol"
+
+
+async def test_oauth_mcp_sdk_client_registers_dynamically_for_a_first_sign_in(served):
+    """Issue #117: without a metadata document the SDK registers (RFC 7591) asking for the
+    challenge's scopes and offline_access, which the AS allows; the token is for mq9-mcp and
+    holds no mq9:admin until a call needs it, asked for under the same registration."""
+    user, storage, registrations = HeadlessUser("alice"), Memory(), []
+    async with signed_in(served.url, user, storage, registrations=registrations) as session:
         box = result_data(await session.call_tool("create_mailbox", {}))["mail_address"]
         assert box
-    assert storage.client is not None and storage.client.client_id  # registered (RFC 7591)
-    [opened] = user.opened
-    assert "code_challenge_method=S256" in opened and "resource=" in opened
-    claims = jwt.decode(storage.tokens[-1].access_token, options={"verify_signature": False})
-    assert claims["aud"] == url and claims["iss"] == authority.url and claims["sub"] == "alice"
-
-
-async def test_oauth_mcp_sdk_client_refreshes_an_expired_token(served):
-    _, url = served
-    user, storage = HeadlessUser("bob"), Memory()
-    async with signed_in(url, user, storage) as session:
-        await session.call_tool("create_mailbox", {})
         first = storage.tokens[-1]
-        assert first.refresh_token
-        expiry = jwt.decode(first.access_token, options={"verify_signature": False})["exp"]
-        await until(lambda: time.time() > expiry + 1, timeout=TTL + 10, what="the token expired")
-        result_data(await session.call_tool("create_mailbox", {}))
-    assert len(user.opened) == 1  # the user was not asked again
-    assert storage.tokens[-1].access_token != first.access_token
+        assert scopes(first) == FIRST_SIGN_IN
+        await session.call_tool("agent_register", {"name": "alice.agent", "capabilities": "x"})
+    [registered] = registrations  # one registration, kept through the step-up
+    assert set(json.loads(registered)["scope"].split()) == FIRST_SIGN_IN | {"offline_access"}
+    assert storage.client is not None and storage.client.client_id
+    assert "code_challenge_method=S256" in user.opened[0] and "resource=" in user.opened[0]
+    found = claims(first)
+    assert found["aud"] == served.url and found["iss"] == served.authority.url
+    assert found["sub"] == "alice"
+    assert len(user.opened) == 2 and "mq9:admin" in scopes(storage.tokens[-1])

@@ -7,20 +7,28 @@ and the tokens mq9-mcp refuses are refused for the reason named, not for an unkn
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import shutil
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
@@ -65,8 +73,12 @@ class AuthorizationServer:
     """oidc-provider on 127.0.0.1, its issuer ``url``; ``restart`` (key rotation) keeps the
     port."""
 
-    def __init__(self, resource: str, clients: list[dict[str, Any]], ttl: int = 300) -> None:
+    def __init__(
+        self, resource: str, clients: list[dict[str, Any]], ttl: int = 300,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.resource, self.clients, self.ttl = resource, clients, ttl
+        self.env = env or {}
         self.port = unclaimed_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key, self.jwk = signing_key("k1")
@@ -76,7 +88,7 @@ class AuthorizationServer:
         env = {
             **os.environ, "PORT": str(self.port), "RESOURCE": self.resource,
             "JWKS": json.dumps({"keys": [self.jwk]}), "CLIENTS": json.dumps(self.clients),
-            "TTL": str(self.ttl),
+            "TTL": str(self.ttl), **self.env,
         }  # fmt: skip
         # run beside its node_modules: an ES module finds packages from where it lies
         script = installed().parent / SERVER.name
@@ -149,3 +161,76 @@ def client(client_id: str, **extra: Any) -> dict[str, Any]:
         "grant_types": ["client_credentials"], "redirect_uris": [], "response_types": [],
         "scope": "mq9:read mq9:send mq9:call mq9:admin", **extra,
     }  # fmt: skip
+
+
+class ClientMetadataDocuments:
+    """Client ID Metadata Documents (MCP's preferred registration) served over HTTPS on
+    127.0.0.1 from a thread: a client's ``client_id`` is the URL of its document, which the AS
+    fetches. Its certificate is made here (``ca_file``: the AS's node trusts it by
+    ``NODE_EXTRA_CA_CERTS``); ``fetched`` lists the paths asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.fetched: list[str] = []
+        self.ca_file = folder / "cimd-cert.pem"
+        key_file = folder / "cimd-key.pem"
+        self._certificate(key_file)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key_file)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.origin = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def publish(self, path: str, metadata: dict[str, Any]) -> str:
+        """Serve ``metadata`` at ``path``, its ``client_id`` the URL; the URL."""
+        url = f"{self.origin}{path}"
+        self.documents[path] = {**metadata, "client_id": url}
+        return url
+
+    def __enter__(self) -> ClientMetadataDocuments:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _certificate(self, key_file: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.UTC)
+        names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        certificate = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        self.ca_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ))  # fmt: skip
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        documents, fetched = self.documents, self.fetched
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fetched.append(self.path)
+                document = documents.get(self.path)
+                body = json.dumps(document).encode() if document is not None else b"{}"
+                self.send_response(200 if document is not None else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:  # the test's output stays the test's
+                pass
+
+        return Handler

@@ -78,15 +78,23 @@ def require_bearer_token(
     each session to the principal that opened it (one token: one principal, ``PRINCIPAL``).
     ``verifier`` (#112) checks tokens instead of the one ``token``: an OAuth resource
     server's (``oauth.py``), a tokens file's; ``metadata_url`` is then named in the 401's
-    ``WWW-Authenticate`` (RFC 9728); the verifier checks the token's audience itself."""
+    ``WWW-Authenticate`` (RFC 9728) with the scopes of a first sign-in (``FIRST_SIGN_IN``);
+    the verifier checks the token's audience itself."""
     checks: TokenVerifier = verifier if verifier is not None else BearerToken(token or "")
     url = AnyHttpUrl(metadata_url) if metadata_url else None
     required = RequireAuthMiddleware(app, required_scopes=[], resource_metadata_url=url)
-    guarded = _Requests(_InWords(required, hint or TOKEN_HINT), app)
+    scope = " ".join(FIRST_SIGN_IN) if metadata_url else None
+    guarded = _Requests(_InWords(required, hint or TOKEN_HINT, scope), app)
     return AuthenticationMiddleware(guarded, backend=BearerAuthBackend(checks))
 
 
 TOKEN_HINT = "the token it was started with (--auth-token or MQ9_MCP_TOKEN)"
+
+# What an OAuth 401 asks a client to request (RFC 6750's ``scope``): an MCP client's scope
+# selection reads the challenge before the metadata's ``scopes_supported``, so a first sign-in
+# asks for what a person's mailboxes need, never mq9:admin; a call that needs more is answered
+# 403 ``insufficient_scope`` naming its scope, and the client asks the person for it then.
+FIRST_SIGN_IN = ("mq9:read", "mq9:send")
 
 
 class _InWords:
@@ -96,9 +104,10 @@ class _InWords:
     body reached them as "Server returned an error response". The OAuth fields ride in the
     error's data."""
 
-    def __init__(self, app: ASGIApp, hint: str = "") -> None:
+    def __init__(self, app: ASGIApp, hint: str = "", scope: str | None = None) -> None:
         self.app = app
         self.hint = hint
+        self.scope = scope
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = False
@@ -107,7 +116,8 @@ class _InWords:
             nonlocal refused
             if message["type"] == "http.response.start" and message["status"] == 401:
                 refused = True
-                headers = [(k, v) for k, v in message.get("headers", [])
+                headers = [(k, self._challenge(v) if k.lower() == b"www-authenticate" else v)
+                           for k, v in message.get("headers", [])
                            if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
                 body = _refusal_body(scope, self.hint)
                 headers += [(b"content-type", b"application/json"),
@@ -119,6 +129,12 @@ class _InWords:
                 await send(message)
 
         await self.app(scope, receive, reworded)
+
+    def _challenge(self, value: bytes) -> bytes:
+        """The SDK's challenge with the scopes to request added (it names none)."""
+        if self.scope is None or b"scope=" in value:
+            return value
+        return value + f', scope="{self.scope}"'.encode()
 
 
 def _refusal_body(scope: Scope, hint: str) -> bytes:
