@@ -51,6 +51,8 @@ from mq9_wire.protocol.errors import (
 )
 from mq9_wire.protocol.messages import Message
 
+from .http.scope_check import may_use
+from .http.scopes import READ
 from .watch import Watches
 
 log = logging.getLogger("mcp_server")
@@ -536,6 +538,8 @@ def serve(
         # client's events/subscribe could succeed
         hooked = webhooks is not None and webhooks.offered(ctx)
         delivery = DELIVERY if hooked else [d for d in DELIVERY if d != "webhook"]
+        if not may_use(ctx.request, READ):  # every event is a mailbox read: none it may use
+            return {"events": []}
         return {"events": [t.listed(delivery) for t in EVENT_TYPES.values()]}
 
     async def poll(ctx: Ctx, params: PollParams) -> JsonObject:  # (the SDK's: a dict)

@@ -34,6 +34,8 @@ from mq9_wire.protocol.errors import Mq9Error
 
 from . import events, questions, resources, task_events, tasks, watch, webhooks
 from .http.principals import ActingConnection, PrincipalConnections, acting_for, stop_acting
+from .http.scope_check import granted, may_use, may_use_prompt, may_use_tool, scope_missing
+from .http.scopes import READ
 from .owners import ClientPolicies, client_of
 from .task_events import TaskLog
 
@@ -131,8 +133,10 @@ class Mq9McpServer(Server):
         # server started again finds there is taken up by resume_call
         timeout = connection.request_timeout + CALL_GRACE_SECONDS
         store = tasks.TaskStore(
-            self.owner_of, connection=self.acting, timeout=timeout, resume=self.resume_call
-        )
+            self.owner_of, connection=self.acting, timeout=timeout, resume=self.resume_call,
+            scope_missing=lambda ctx, tool: scope_missing(ctx.request, tool, self.tool_prefix),
+        )  # fmt: skip
+        self.task_tool = store.tool_of  # the HTTP scope check reads a task's scope by its tool
         tasks.serve(self, store, self.start_call, self.wait_of)
         self.watches = watch.Watches(self.acting, timeout)
         # the streams and watches count per client: its worker names share its slice
@@ -200,9 +204,16 @@ class Mq9McpServer(Server):
             return error_result(str(exc))
         return await logged_call(self.acting, policy, params, request, progress, wait_cap_ms)
 
+    @property
+    def tool_prefix(self) -> str:
+        return self.policies.policy.tool_prefix
+
     async def handle_list_tools(self, ctx: Ctx, _params: Any) -> types.ListToolsResult:
         offered = tasks.offered(ctx.protocol_version)
-        return types.ListToolsResult(tools=self.tools_for_tasks if offered else self.tools)
+        tools = self.tools_for_tasks if offered else self.tools
+        if granted(ctx.request) is not None:  # only what the token's scopes may call
+            tools = [t for t in tools if may_use_tool(ctx.request, t.name, self.tool_prefix)]
+        return types.ListToolsResult(tools=tools)
 
     # The pydantic models validate the arguments (in call_operation), not jsonschema: they give
     # the same wording as the LangChain tools and accept what those accept.
@@ -277,12 +288,16 @@ class Mq9McpServer(Server):
         return self.start_call(ctx, params)
 
     async def handle_list_templates(
-        self, _ctx: Ctx, _params: Any
+        self, ctx: Ctx, _params: Any
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=resources.resource_templates())
+        readable = may_use(ctx.request, READ)  # each is read (scopes.METHOD_SCOPES)
+        templates = resources.resource_templates() if readable else []
+        return types.ListResourceTemplatesResult(resource_templates=templates)
 
-    async def handle_list_resources(self, _ctx: Ctx, _params: Any) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=resources.listed_resources(self.policies.policy))
+    async def handle_list_resources(self, ctx: Ctx, _params: Any) -> types.ListResourcesResult:
+        readable = may_use(ctx.request, READ)
+        listed = resources.listed_resources(self.policies.policy) if readable else []
+        return types.ListResourcesResult(resources=listed)
 
     async def handle_read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Any:
         policy = self.policy_of(ctx)
@@ -298,8 +313,11 @@ class Mq9McpServer(Server):
     ) -> types.CompleteResult:
         return await resources.complete(self.acting, self.policy_of(ctx), params)
 
-    async def handle_list_prompts(self, _ctx: Ctx, _params: Any) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=resources.prompts(self.policies.policy))
+    async def handle_list_prompts(self, ctx: Ctx, _params: Any) -> types.ListPromptsResult:
+        prompts = resources.prompts(self.policies.policy)
+        return types.ListPromptsResult(
+            prompts=[p for p in prompts if may_use_prompt(ctx.request, p.name)]
+        )
 
     async def handle_get_prompt(self, _ctx: Ctx, params: types.GetPromptRequestParams) -> Any:
         return resources.get_prompt(self.policies.policy, params.name, params.arguments)

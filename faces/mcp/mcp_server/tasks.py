@@ -119,6 +119,7 @@ class _Task:
     task_id: str
     ttl: int
     owner: str = ""  # the client that made it: no other sees it (``owners.py``)
+    tool: str = ""  # the tool it runs: a token needs that tool's scope to see it
     started: float = 0.0  # the store's clock when it was made
     seen: bool = False  # its result was shown to its owner (tasks/result, tasks/get)
     created_at: str = field(default_factory=_now)
@@ -226,8 +227,11 @@ class TaskStore:
         connection: Mq9Connection | None = None,
         timeout: float = 10.0,
         resume: Resume | None = None,
+        scope_missing: Callable[[Ctx, str], str | None] = lambda _ctx, _tool: None,
     ) -> None:
         self.tasks: OrderedDict[str, _Task] = OrderedDict()
+        # the scope a request's token lacks to see a task running that tool (None: it holds it)
+        self.scope_missing = scope_missing
         self.owner_of = owner_of
         self.clock = clock
         # (connection, task) of each open tasks/stream, and its client
@@ -252,6 +256,7 @@ class TaskStore:
             return None
         ttl = min(ttl or DEFAULT_TTL_MS, MAX_TTL_MS)
         task = _Task(task_id=secrets.token_hex(16), ttl=ttl, owner=owner, started=self.clock())
+        task.tool = call.name if call is not None else ""
         if self.connection is not None:
             task.log = TaskLog(self.connection, task.task_id, self.timeout)
             told = task_events.ToolCall(asks=asks)
@@ -301,6 +306,7 @@ class TaskStore:
         if not self._make_room(owner):
             raise MCPError(types.INTERNAL_ERROR, f"{MAX_TASKS} tasks are kept: try again later")
         task = _Task(task_id=task_id, ttl=ttl, owner=owner, started=self.clock(), log=found)
+        task.tool = str(found.call.get("name", ""))
         task.created_at = found.created_at or task.created_at
         status = found.last.get(task_events.STATUS, {})
         task.shown = str(status.get("status", ""))
@@ -347,7 +353,20 @@ class TaskStore:
             task = await self._adopt(ctx, task_id)
         if task is None or task.owner != self.owner_of(ctx):
             raise MCPError(types.INVALID_PARAMS, f"no task {task_id[:64]!r}: it ended long ago")
+        missing = self.scope_missing(ctx, task.tool)
+        if missing is not None:  # one held here was refused before it came (scope_check.py)
+            raise MCPError(
+                types.INVALID_REQUEST,
+                f"Forbidden: a {task.tool[:64]} task needs the scope {missing}, which your access "
+                "token was not granted",
+                {"error": "insufficient_scope", "scope": missing},
+            )
         return task
+
+    def tool_of(self, task_id: str) -> str | None:
+        """The tool a task held here runs (None: none held here by that id)."""
+        task = self.tasks.get(task_id)
+        return task.tool if task is not None else None
 
     async def stream(self, ctx: Ctx, params: StreamTaskParams) -> JsonObject:
         """``tasks/stream`` (the draft SEP-2694): the task's events after ``after`` (none: from
@@ -444,7 +463,11 @@ class TaskStore:
     async def list(self, ctx: Ctx, _params: types.PaginatedRequestParams | None) -> JsonObject:
         _not_in_extension(ctx)
         owner = self.owner_of(ctx)
-        mine = [_wire(task.view()) for task in self.tasks.values() if task.owner == owner]
+        mine = [
+            _wire(task.view())
+            for task in self.tasks.values()
+            if task.owner == owner and self.scope_missing(ctx, task.tool) is None
+        ]
         return {"tasks": mine}
 
 

@@ -31,7 +31,8 @@ from .auth import HostAndOrigin, is_loopback, loopback_security, require_bearer_
 from .guard import BoundedConnections, check_versions
 from .limits import MAX_BODY_BYTES, UnreadableBodies
 from .metrics import McpMetrics
-from .resource_server import ResourceServer, ScopeCheck
+from .resource_server import ResourceServer
+from .scope_check import ScopeCheck
 from .server_card import ServerCard, authorization_of
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT, SessionLimits
 from .sse import RETRY_MS, PrimingEvents
@@ -60,7 +61,7 @@ def create_http_app(
     sessions (see ``SessionLimits``, which the app's ``state.session_limits`` holds).
     ``metrics`` (#73): counts every request, outermost, and reads the sessions.
     ``resource_server`` (#112): tokens checked by its verifier (OAuth, a tokens file; the
-    static ``auth_token`` among them), its metadata served, each tool call's scope checked.
+    static ``auth_token`` among them), its metadata served, each request's scope checked.
     """
     check_versions()  # the connection guard's, before anything is served
     # The SDK's own session settings: its body limit is ours (one limit, answered by
@@ -93,7 +94,11 @@ def create_http_app(
                     await connection.aclose()
 
     metadata_url = resource_server.metadata_url if resource_server else None
-    checked = ScopeCheck(limits, metadata_url) if resource_server else limits
+    checked: ASGIApp = limits
+    if resource_server is not None and isinstance(server, Mq9McpServer):  # read by operation
+        checked = ScopeCheck(limits, metadata_url, server.tool_prefix, server.task_tool)
+    elif resource_server is not None:
+        checked = ScopeCheck(limits, metadata_url)
     endpoint = UnreadableBodies(checked)
     starlette = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint)], lifespan=lifespan)
     starlette.state.session_limits = limits

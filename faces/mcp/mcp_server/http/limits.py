@@ -30,7 +30,8 @@ class UnreadableBodies:
     """A POST whose body is not UTF-8, or is nested past what Python's json reads, is answered
     400 with a JSON-RPC parse error (with the request's id when it can be read), as the SDK
     answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22). Other POSTs
-    go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits)."""
+    go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits) and
+    what they ask named (``name_request``)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -61,16 +62,26 @@ class UnreadableBodies:
             await JSONResponse(unreadable, status_code=400)(scope, receive, send)
             return
         scope["mq9.calls_tool"] = isinstance(value, dict) and value.get("method") == "tools/call"
-        if scope["mq9.calls_tool"]:  # the tool it names, for the scope check (#112)
-            params = value.get("params")
-            scope["mq9.tool"] = params.get("name") if isinstance(params, dict) else None
-            scope["mq9.request_id"] = value.get("id")  # (a refusal answers the request's id)
+        name_request(scope, value)
         replay: Iterator[Message] = iter([{"type": "http.request", "body": body}])
 
         async def again() -> Message:
             return next(replay, None) or await receive()
 
         await self.app(scope, again, send)
+
+
+def name_request(scope: Scope, value: Any) -> None:
+    """What a request asks, for the scope check (``scope_check.py``): its method, its params
+    and its id (a refusal answers the request's id). A response, a notification (it asks for
+    nothing back) or a body the SDK refuses is not named, and not checked."""
+    method = value.get("method") if isinstance(value, dict) else None
+    if not isinstance(method, str) or "id" not in value:
+        return
+    params = value.get("params")
+    scope["mq9.method"] = method
+    scope["mq9.params"] = params if isinstance(params, dict) else {}
+    scope["mq9.request_id"] = value.get("id")
 
 
 def unreadable_request(body: bytes, value: Any) -> dict[str, Any] | None:

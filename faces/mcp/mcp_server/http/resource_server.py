@@ -1,30 +1,26 @@
 """The resource server's edge (issue #112): its Protected Resource Metadata (RFC 9728, the
 MCP SDK's own route, at ``/.well-known/oauth-protected-resource`` and the path-suffixed form),
-served without a token, and the per-tool scope check (``ScopeCheck``: 403 with
-``error="insufficient_scope"`` and the scope needed, which the MCP SDK's client answers by
-asking its user for that scope: the spec's step-up). Its options: ``add_oauth_flags``."""
+served without a token (every request's scope is checked by ``scope_check.ScopeCheck``). Its
+options: ``add_oauth_flags``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
 from mcp.shared.auth import ProtectedResourceMetadata
-from mcp.types import INVALID_REQUEST
 from pydantic import AnyHttpUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import BearerToken
 from .oauth import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer, ResourceTokens
 from .principals import add_principal_flags
-from .scopes import ALL_SCOPES, may_call, scope_for
+from .scopes import ALL_SCOPES
 from .tokens_file import AnyOf, TokensFile
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
@@ -81,41 +77,6 @@ class _WellKnown:
             await self.metadata(scope, receive, send)
         else:
             await self.guarded(scope, receive, send)
-
-
-class ScopeCheck:
-    """A ``tools/call`` whose token lacks the tool's scope (``oauth.SCOPE_TOOLS``) is answered
-    403 with ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`` before the
-    SDK sees it. Sits behind ``UnreadableBodies``, which names the tool (``mq9.tool``)."""
-
-    def __init__(self, app: ASGIApp, metadata_url: str | None) -> None:
-        self.app = app
-        self.metadata_url = metadata_url
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tool = scope.get("mq9.tool")
-        user = scope.get("user")
-        if isinstance(tool, str) and isinstance(user, AuthenticatedUser):  # noqa: SIM102
-            if not may_call(user.scopes, tool):
-                await self._refuse(send, tool, scope_for(tool), scope.get("mq9.request_id"))
-                return
-        await self.app(scope, receive, send)
-
-    async def _refuse(self, send: Send, tool: str, needed: str, request_id: object) -> None:
-        why = f"calling {tool} needs the scope {needed}"
-        parts = ['error="insufficient_scope"', f'scope="{needed}"', f'error_description="{why}"']
-        if self.metadata_url:
-            parts.append(f'resource_metadata="{self.metadata_url}"')
-        text = f"Forbidden: {why}, which your access token was not granted"
-        error = {"code": INVALID_REQUEST, "message": text,
-                 "data": {"error": "insufficient_scope", "scope": needed}}  # fmt: skip
-        # the request's own id (JSON-RPC 2.0: a client matches the error to its call by it)
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode()),
-                   (b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())]  # fmt: skip
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
