@@ -9,6 +9,14 @@ and starts again from the same event, so a URL that was down gets every event, i
 is back (at least once: a receiver dedupes by ``webhook-id``), for as long as the subscription's
 TTL lasts. A read that had to pass messages over is told to the receiver as a
 ``{"type": "gap", "cursor"}`` envelope before the events after it.
+
+An event's ``webhook-id`` is its ``eventId``, the same on every try: the consumers that ship
+(ChatGPT, which takes MCP Events by webhook only, and the Vercel AI SDK) match the header to the
+body's ``eventId`` and deduplicate by it, and it is what Standard Webhooks asks of the id (one
+message, the same across retries). A per-delivery random id would make every retry a new
+message to them. A control envelope (gap, verification) has an id of its own, ``control_id``.
+An eventId is unique per mailbox and message, not per subscription: a receiver taking several
+subscriptions at one URL keys what it has seen by ``X-MCP-Subscription-Id`` and ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -46,6 +53,15 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def control_id(hook: Webhook, kind: str, cursor: int) -> str:
+    """The ``webhook-id`` of a control envelope: ``msg_<type>_<random>`` as the SEP has it, one
+    per message and the same on every try of it, also across rounds after a failed one (a
+    receiver deduplicates retries by it): a digest of the subscription, the type and the
+    cursor the envelope carries, which only that message has."""
+    digest = hashlib.sha256(f"{hook.id}\n{kind}\n{cursor}".encode()).hexdigest()[:24]
+    return f"msg_{kind}_{digest}"
 
 
 @dataclass(eq=False)
@@ -131,7 +147,7 @@ class Delivery:
         if batch.truncated:
             resumed = batch.messages[0].msg_id if batch.messages else batch.cursor
             gap = {"type": "gap", "cursor": str(resumed)}
-            if await self._post_one(hook, f"msg_gap_{secrets.token_hex(8)}", gap) == FAILED:
+            if await self._post_one(hook, control_id(hook, "gap", resumed), gap) == FAILED:
                 return await self._failed(hook)
             hook.cursor = max(hook.cursor, resumed)
         for message in batch.messages:
