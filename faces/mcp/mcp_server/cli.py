@@ -44,6 +44,7 @@ from .http import (
 from .http.metrics import PREFIX, McpMetrics, mcp_endpoint
 from .http.principals import principal_connections
 from .http.resource_server import ResourceServer, add_oauth_flags, resource_server
+from .mailbox_owners import add_owner_flags, shared_from
 from .owners import KEYS_PER_CLIENT
 from .server import (
     RECONNECT_ATTEMPTS,
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_oauth_flags(parser)  # #112: http/resource_server.py
     add_tool_flags(parser)
     add_event_flags(parser)
+    add_owner_flags(parser)  # private mailboxes between principals: mailbox_owners.py
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -359,6 +361,7 @@ def _main(argv: Sequence[str] | None) -> int:
         state_keys=state_keys(parser),
     )
     server.policies.key_shares = key_shares(args, parser)
+    server.mailbox_owners.shared = shared_from(args, parser)
     timeout = args.request_timeout
     principals = principal_connections(
         args, parser, server_url, connection, request_timeout=timeout, name="mq9-mcp"

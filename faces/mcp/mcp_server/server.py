@@ -36,6 +36,8 @@ from . import events, questions, resources, task_events, tasks, watch, webhooks
 from .http.principals import ActingConnection, PrincipalConnections, acting_for, stop_acting
 from .http.scope_check import granted, may_use, may_use_prompt, may_use_tool, scope_missing
 from .http.scopes import READ
+from .mailbox_owners import MailboxOwners
+from .owner_boundary import boundary as owner_boundary
 from .owners import ClientPolicies, client_of
 from .task_events import TaskLog
 
@@ -129,6 +131,13 @@ class Mq9McpServer(Server):
         self.middleware.append(questions.state_boundary(self.owner_of, SERVER_NAME, state_keys))
         self.middleware.append(questions.checked_input)  # before the task middleware: outer
         self.middleware.append(acting_middleware)  # what a request starts acts for it too
+        # each principal's mailboxes its own, on every method naming one (mailbox_owners.py);
+        # inside acting_middleware: its records are read and written as the principal
+        self.mailbox_owners = MailboxOwners(
+            self.acting, connection.request_timeout, agent_mailbox=server_policy.agent_mailbox
+        )
+        named = lambda name: operation_named(server_policy, name)  # noqa: E731
+        self.middleware.append(owner_boundary(self.mailbox_owners, named))
         # every task's events kept in the mail store (tasks/stream, task_events.py): a task a
         # server started again finds there is taken up by resume_call
         timeout = connection.request_timeout + CALL_GRACE_SECONDS
