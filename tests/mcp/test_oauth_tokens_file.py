@@ -9,14 +9,11 @@ import contextlib
 import hashlib
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2 as httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
@@ -26,6 +23,7 @@ from mcp_server.http.scopes import ADMIN, SCOPE_TOOLS, may_call, scope_for
 from mcp_server.http.tokens_file import TokensFile, read_tokens
 from mq9_platform.operations.catalog import OPERATIONS
 from testbed.ports import unclaimed_port
+from tests.mcp.oauth.support import running
 from tests.support.mcp_support import LEGACY, ROOT, Peer, http_server, server_env
 
 ALICE, BOB, CAROL = "alice-" + "a" * 40, "bob-" + "b" * 40, "carol-" + "c" * 40
@@ -146,20 +144,20 @@ def test_principal_of_the_static_token_is_still_told_apart_by_address():
     assert one != owners.client_identity(scope_of(shared, peer="127.0.0.2"))
 
 
-@pytest.mark.slow  # an mq9-mcp process
-async def test_oauth_with_the_authorization_server_unreachable_refuses_tokens_and_serves_on(
-    tmp_path,
-):
-    """No AS answering: a JWT is refused 401 (not a 500), a tokens file's person still works."""
+@pytest.mark.slow  # an mq9-mcp process and an authorization server
+async def test_oauth_with_the_authorization_server_gone_refuses_tokens_and_serves_on(tmp_path):
+    """The AS stopped once mq9-mcp runs (it must answer at start, #117): a JWT naming a key
+    not read yet is refused 401 (not a 500), a tokens file's person still works."""
     tokens = tmp_path / "tokens"
     tokens.write_text(line("alice", ALICE))
-    nowhere = f"http://127.0.0.1:{unclaimed_port()}"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    claims = {"iss": nowhere, "sub": "m", "aud": "x", "exp": int(time.time()) + 60}
-    forged = jwt.encode(claims, key, algorithm="RS256", headers={"typ": "at+jwt", "kid": "k"})
-    with http_server("--server", "memory://", "--oauth-issuer", nowhere,
-                     "--tokens-file", str(tokens)) as url:  # fmt: skip
-        assert await status_with(url, forged) == 401
+    port = unclaimed_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+    with running(resource, []) as authority, http_server(
+        "--server", "memory://", "--oauth-issuer", authority.url, "--resource-url", resource,
+        "--oauth-jwks-cooldown", "0", "--tokens-file", str(tokens), port=port,
+    ) as url:  # fmt: skip
+        authority.stop()
+        assert await status_with(url, authority.forge(headers={"kid": "k9"})) == 401
         async with as_client(url, ALICE) as alice:
             assert "mail_address" in await alice.data("create_mailbox")
 

@@ -6,6 +6,7 @@ options: ``add_oauth_flags``."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import AnyHttpUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import BearerToken
+from .jwks import COOLDOWN_S, MAX_AGE_S
 from .oauth import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer, ResourceTokens
 from .principals import add_principal_flags
 from .scopes import ALL_SCOPES
@@ -114,8 +116,17 @@ def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
         "--oauth-jwks-cooldown",
         metavar="SECONDS",
         type=float,
-        default=30.0,
-        help="at most one JWKS fetch this often for an unknown key id (default 30 s)",
+        default=COOLDOWN_S,
+        help="at most one JWKS fetch this often for an unknown key id, and none this long "
+        f"after a failed one (default {COOLDOWN_S:g} s)",
+    )
+    add(
+        "--oauth-jwks-max-age",
+        metavar="SECONDS",
+        type=float,
+        default=MAX_AGE_S,
+        help="read the issuer's JWKS again before it is this old: a key it no longer lists "
+        f"is refused from then on (default {MAX_AGE_S:g} s)",
     )
     add(
         "--oauth-client-id",
@@ -135,32 +146,42 @@ def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
 def resource_server(
     args: argparse.Namespace, parser: argparse.ArgumentParser, auth_token: str | None
 ) -> ResourceServer | None:
-    """The verifier the options name (None: the static token alone, or nothing)."""
-    verifiers: list[object] = []
-    server = None
-    if args.oauth_issuer:
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        resource = args.resource_url or f"http://{host}:{args.port}/mcp"
-        server = AuthorizationServer(
-            issuer=args.oauth_issuer, resource=resource,
-            algorithms=tuple(a.strip() for a in args.oauth_algorithms.split(",") if a.strip()),
-            jwt_typ=args.oauth_jwt_typ.lower(), jwks_cooldown=args.oauth_jwks_cooldown,
-            client_id=args.oauth_client_id,
-            client_secret=os.environ.get("MQ9_MCP_OAUTH_CLIENT_SECRET"),
-        )  # fmt: skip
-        if "none" in (a.lower() for a in server.algorithms):
-            parser.error("--oauth-algorithms: 'none' is never accepted")
-        verifiers.append(ResourceTokens(server))
+    """The verifier the options name (None: the static token alone, or nothing). The tokens
+    this server knows itself (a tokens file's, the static one) are checked first, so they never
+    travel to the authorization server. With ``--oauth-issuer``, the issuer is asked at once
+    (``check_at_start``): a misconfiguration stops the program in one line, before serving."""
+    local: list[object] = []
     if args.tokens_file:
         try:
-            verifiers.append(TokensFile(args.tokens_file))
+            local.append(TokensFile(args.tokens_file))
         except (OSError, ValueError) as exc:
             parser.error(f"--tokens-file: {exc}")
-    if not verifiers:
-        return None
-    if auth_token:
-        verifiers.append(BearerToken(auth_token))
-    verifier = AnyOf(*verifiers)
-    if server is None:
-        return ResourceServer(verifier)
+    if not args.oauth_issuer:
+        if not local:
+            return None
+        return ResourceServer(AnyOf(*local, *_static(auth_token)))
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    resource = args.resource_url or f"http://{host}:{args.port}/mcp"
+    server = AuthorizationServer(
+        issuer=args.oauth_issuer, resource=resource,
+        algorithms=tuple(a.strip() for a in args.oauth_algorithms.split(",") if a.strip()),
+        jwt_typ=args.oauth_jwt_typ.lower(), jwks_cooldown=args.oauth_jwks_cooldown,
+        jwks_max_age=args.oauth_jwks_max_age,
+        client_id=args.oauth_client_id,
+        client_secret=os.environ.get("MQ9_MCP_OAUTH_CLIENT_SECRET"),
+    )  # fmt: skip
+    if "none" in (a.lower() for a in server.algorithms):
+        parser.error("--oauth-algorithms: 'none' is never accepted")
+    if not 0 < server.jwks_max_age < float("inf") or not 0 <= server.jwks_cooldown < float("inf"):
+        parser.error("--oauth-jwks-max-age and --oauth-jwks-cooldown take seconds (max age > 0)")
+    tokens = ResourceTokens(server)
+    try:
+        asyncio.run(tokens.check_at_start())
+    except ValueError as exc:
+        parser.exit(1, f"mq9-mcp: --oauth-issuer {server.issuer}: {exc}\n")
+    verifier = AnyOf(*local, *_static(auth_token), tokens)
     return ResourceServer(verifier, resource=server.resource, issuer=server.issuer)
+
+
+def _static(auth_token: str | None) -> list[object]:
+    return [BearerToken(auth_token)] if auth_token else []

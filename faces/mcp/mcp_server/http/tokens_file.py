@@ -20,12 +20,15 @@ from pathlib import Path
 
 from mcp.server.auth.provider import AccessToken
 
+from .refusals import forget
 from .scopes import ALL_SCOPES
 
 log = logging.getLogger("mcp_server")
 
 # The issuer a tokens file's principals are told apart by (``principal_components``)
 ISSUER = "mq9-mcp:tokens-file"
+# What ``TokensFile`` saw of a file that is not there
+_GONE = (-1, -1, -1)
 _LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._@-]{0,63})\s*:\s*([0-9a-fA-F]{64})")
 
 
@@ -69,9 +72,16 @@ class TokensFile:
         log.info("tokens file %s: %d principals", self.path, len(digests))
 
     def reload(self) -> None:
-        """Read the file again if it changed; a file broken meanwhile keeps the last good one."""
+        """Read the file again if it changed. A file deleted (or moved away) refuses everyone,
+        as an emptied one does: removing the file must not keep the last people in. A file
+        broken meanwhile keeps the last good one (a half-written edit locks nobody out)."""
         try:
             self._load()
+        except FileNotFoundError:
+            if self._seen != _GONE:
+                log.warning("tokens file %s is gone: every token of it is refused until it is "
+                            "back", self.path)  # fmt: skip
+            self._seen, self._digests = _GONE, {}
         except (OSError, ValueError) as exc:
             log.warning("tokens file not reloaded, the last one read stays: %s", exc)
 
@@ -92,12 +102,15 @@ class TokensFile:
 
 
 class AnyOf:
-    """Several ``TokenVerifier``\\ s: the first that accepts a token names its principal."""
+    """Several ``TokenVerifier``\\ s, in order: the first that accepts a token names its
+    principal (``resource_server`` puts the local ones first, so a token this server knows is
+    never sent to the authorization server). Each check starts with no refusal said."""
 
     def __init__(self, *verifiers: object) -> None:
         self.verifiers = verifiers
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        forget()
         for verifier in self.verifiers:
             checked: AccessToken | None = await verifier.verify_token(token)  # type: ignore[attr-defined]
             if checked is not None:
