@@ -33,9 +33,7 @@ async def status_with(url: str, token: str, timeout: float = 30) -> int:
         return (await http.post(url, json=PING, timeout=timeout)).status_code
 
 
-async def test_a_retired_signing_key_is_refused_once_the_jwks_is_read_again(
-    tmp_path, monkeypatch
-):
+async def test_a_retired_signing_key_is_refused_once_the_jwks_is_read_again(tmp_path, monkeypatch):
     requests = record_requests(monkeypatch, tmp_path)
     port = unclaimed_port()
     resource = f"http://127.0.0.1:{port}/mcp"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -19,6 +20,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .refusals import refusal
 from .scopes import ALL_SCOPES
 
 # On a refusal before the body is read: uvicorn would otherwise read (and drop) the rest of it to
@@ -116,7 +118,8 @@ class _InWords:
             nonlocal refused
             if message["type"] == "http.response.start" and message["status"] == 401:
                 refused = True
-                headers = [(k, self._challenge(v) if k.lower() == b"www-authenticate" else v)
+                headers = [(k, _reasoned(scope, self._challenge(v))
+                            if k.lower() == b"www-authenticate" else v)
                            for k, v in message.get("headers", [])
                            if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
                 body = _refusal_body(scope, self.hint)
@@ -138,21 +141,48 @@ class _InWords:
 
 
 def _refusal_body(scope: Scope, hint: str) -> bytes:
-    given = Headers(scope=scope).get("authorization", "")
-    scheme, _, credentials = given.strip().partition(" ")
-    if not given.strip():
-        why = "no bearer token was sent"
-    elif scheme.lower() != "bearer" or not credentials.strip():
-        why = "the Authorization header is not 'Bearer <token>'"
-    else:
-        why = "the bearer token is wrong"
+    why, error = _why_refused(scope)
     text = (
         f"Unauthorized: {why}. This mq9-mcp server needs 'Authorization: Bearer <token>' on "
         f"every request, {hint}"
     )
-    oauth = {"error": "invalid_token", "error_description": why}
-    error = {"code": INVALID_REQUEST, "message": text, "data": oauth}
-    return json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    # no error code for a request with no credentials (RFC 6750 section 3.1)
+    oauth = {"error": error, "error_description": why} if error else {}
+    error_body = {"code": INVALID_REQUEST, "message": text, **({"data": oauth} if oauth else {})}
+    return json.dumps({"jsonrpc": "2.0", "id": None, "error": error_body}).encode()
+
+
+def _why_refused(scope: Scope) -> tuple[str, str | None]:
+    """What was wrong with a refused request's credentials, and its RFC 6750 error code (None:
+    it carried none, or in a scheme this server does not take, which is none)."""
+    given = Headers(scope=scope).get("authorization", "")
+    scheme, _, credentials = given.strip().partition(" ")
+    if not given.strip():
+        return "no bearer token was sent", None
+    if scheme.lower() != "bearer":
+        return "the Authorization header is not 'Bearer <token>'", None
+    if not credentials.strip():
+        return "the Authorization header is not 'Bearer <token>'", "invalid_request"
+    return refusal() or "the bearer token is wrong", "invalid_token"
+
+
+_PARAM = re.compile(rb'\s*([A-Za-z_]+)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def _reasoned(scope: Scope, challenge: bytes) -> bytes:
+    """The SDK's ``WWW-Authenticate: Bearer ...`` (which always says ``invalid_token``,
+    "Authentication required") with the refusal's own error and words, and with neither for a
+    request that carried no credentials (RFC 6750 section 3.1); its other parameters kept."""
+    scheme, _, rest = challenge.partition(b" ")
+    why, error = _why_refused(scope)
+    params = [(m[1], m[2]) for m in _PARAM.finditer(rest) if m[1] not in _ERROR_PARAMS]
+    if error:
+        said = re.sub(r'[^ -~]|["\\]', "'", why)[:300].encode()
+        params = [(b"error", error.encode()), (b"error_description", said), *params]
+    return scheme + b" " + b", ".join(k + b'="' + v + b'"' for k, v in params)
+
+
+_ERROR_PARAMS = (b"error", b"error_description", b"error_uri")
 
 
 # The principal every holder of the token is, for the SDK's session binding: one token cannot

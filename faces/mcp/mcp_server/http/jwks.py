@@ -68,15 +68,16 @@ class JwksCache:
         """The key ``kid`` names in the latest set read; ``UnknownKey`` if none does."""
         self._keep_fresh()
         known = (self.keys or {}).get(kid)
+        named = repr(kid[:64] if kid else kid)
         if known is not None:
             return known  # never waits: a stale set is being read again meanwhile
         if self._fetch is None and self._cooling():
             why = "the last read failed" if self.failed else "the JWKS was read moments ago"
-            raise UnknownKey(f"the key {kid!r} is not in the issuer's JWKS ({why})")
+            raise UnknownKey(f"the key {named} is not in the issuer's JWKS ({why})")
         await self._wait(self._start())
         known = (self.keys or {}).get(kid)
         if known is None:
-            raise UnknownKey(f"the key {kid!r} is not in the issuer's JWKS")
+            raise UnknownKey(f"the key {named} is not in the issuer's JWKS")
         return known
 
     async def read(self) -> None:

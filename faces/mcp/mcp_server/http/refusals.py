@@ -17,6 +17,7 @@ REFUSAL: ContextVar[str | None] = ContextVar("mq9_mcp_refusal", default=None)
 
 def refused(why: str) -> None:
     """Say (and log, at info) why this request's token is refused; the caller returns None."""
+    why = why[:300]  # what it quotes (a key id, an algorithm) is the sender's, of any length
     log.info("refused a bearer token: %s", why)
     REFUSAL.set(why)
 
