@@ -39,3 +39,24 @@ def test_the_main_command_runs_as_written():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "checked on the broker: the task went to agent.summarizer" in done.stdout
+
+
+@pytest.mark.parametrize("marker", ["main-command", "test-command"])
+def test_each_long_step_is_announced_with_about_how_long(marker):
+    """Issue #117: the main command spent a minute or more installing, the test command four,
+    with nothing printed (pip -q): a newcomer could not tell it from a hang. Each step that
+    takes long (the install, what it then runs) follows an ``echo`` saying what runs and about
+    how long, and the command stays one line."""
+    steps = [step.strip() for step in command_after(marker).split(" && ")]
+    for at, step in enumerate(steps):
+        if "pip install" in step or step.startswith(".venv/bin/python"):
+            said = steps[at - 1]
+            assert said.startswith('echo "') and said.endswith('"'), (marker, step)
+            assert re.search(r"\b(?:about|seconds?|minutes?|a dot a test)\b", said), said
+
+
+def test_the_announcements_print_as_written():
+    steps = command_after("main-command").split(" && ")
+    echoes = " && ".join(step for step in steps if step.startswith("echo "))
+    done = subprocess.run(["bash", "-c", echoes], capture_output=True, text=True, timeout=30)
+    assert done.stdout.splitlines()[0].startswith("[1/2] installing langchain-mq9")
