@@ -14,7 +14,9 @@ from mcp.server.auth.middleware.auth_context import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
 from mcp_server.http import principals as module
+from mcp_server.http.principal_files import file_name
 from mcp_server.http.principals import ActingConnection, PrincipalConnections, acting_for
+from mcp_server.http.tokens_file import ISSUER as TOKENS_FILE_ISSUER
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OperationError
 from tests.support.credentials_support import EnforcingBroker
@@ -26,10 +28,12 @@ NAMES = ("alice", "bob", "carol")
 
 
 class Request:
-    """What the SDK's bearer auth leaves on a request: the checked token's user."""
+    """What the SDK's bearer auth leaves on a request: the checked token's user (a tokens
+    file's principal: ``<name>.cred`` maps it)."""
 
     def __init__(self, subject: str) -> None:
-        token = AccessToken(token="t", client_id="c", scopes=[], subject=subject)
+        token = AccessToken(token="t", client_id=subject, scopes=[], subject=subject,
+                            claims={"iss": TOKENS_FILE_ISSUER})  # fmt: skip
         self.scope = {"user": AuthenticatedUser(token)}
 
 
@@ -116,3 +120,34 @@ async def test_principal_connections_close_within_the_bound_however_slow(
         await whoami(acting, name)
     await asyncio.wait_for(acting.aclose(), 30)  # each close hangs: the bound ends them
     assert sorted(closed) == sorted(NAMES) and principals.open == 0
+
+
+class IdpRequest:
+    """A request of an identity provider's user ``subject`` signing in through ``client``."""
+
+    def __init__(self, subject: str, client: str, issuer: str = "https://idp.example") -> None:
+        token = AccessToken(token="t", client_id=client, scopes=[], subject=subject,
+                            claims={"iss": issuer})  # fmt: skip
+        self.scope = {"user": AuthenticatedUser(token)}
+
+
+async def test_the_connection_table_is_keyed_by_the_whole_principal(tmp_path, enforcing):
+    """Issue #116: the table was keyed by ``sub``: once the tokens file's alice had her
+    connection, an IdP user named alice was handed it (her broker identity) whatever file
+    named hers."""
+    principals = mapping(tmp_path, enforcing, [])
+    idp_alice = IdpRequest("alice", "web")
+    (principals.folder / file_name("https://idp.example", "alice", "web")).write_text(
+        enforcing.credentials["carol"] + "\n"
+    )
+    try:
+        mine = principals.connection_for(Request("alice"))
+        theirs = principals.connection_for(idp_alice)
+        assert theirs is not mine and principals.open == 2
+        assert principals.connection_for(Request("alice")) is mine
+        with pytest.raises(OperationError, match="no broker credential for you"):
+            principals.connection_for(IdpRequest("alice", "desktop"))  # another client
+        with pytest.raises(OperationError, match="no broker credential for you"):
+            principals.connection_for(IdpRequest("alice", "web", "https://other.example"))
+    finally:
+        await principals.aclose()

@@ -31,6 +31,8 @@ from mq9_platform.client.key_shares import KeyShares, KeysRefused, callers_total
 from mq9_platform.client.scoped_keys import caller_key
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
 
+from .http.tokens_file import ISSUER as TOKENS_FILE_ISSUER
+
 log = logging.getLogger("mcp_server")
 
 # A worker name an HTTP client may send (docs/mcp.md): which competing worker of a consumer group
@@ -51,6 +53,12 @@ KEYS_PER_CLIENT = 900
 # What a keyed tool call stores under its key at the broker: a message (send_message), a call's
 # record and its request (call_agent), an answer (answer_call)
 KEYS_A_CALL = {"send_message": 1, "call_agent": 2, "answer_call": 1}
+# The part of the server's keys the principals who cost nothing to make hold together: an
+# identity provider's principals (open registration makes one for anyone) acting as this
+# server's own identity. Their flood refuses only them: the rest stays for the principals the
+# operator named (a tokens file's, the static token's clients).
+FREE_KEYS_PART = 0.5
+FREE_PRINCIPALS = "principals without a broker credential of their own"
 # The one principal every holder of the static --auth-token is (http/auth.py's PRINCIPAL):
 # it tells no one apart, so the address does
 SHARED_PRINCIPAL = "mq9-mcp"
@@ -92,6 +100,18 @@ def principal_of(scope: Scope) -> str | None:
     return f"principal {hashlib.sha256(named.encode()).hexdigest()[:24]}"
 
 
+def is_free(scope: Scope) -> bool:
+    """Whether the request's principal costs nothing to make: an identity provider's (any
+    issuer but a tokens file's; open registration makes a client for anyone, and each client
+    of one account is another principal). The operator named the others: a tokens file's
+    principal, the static token's one."""
+    token = getattr(scope.get("user"), "access_token", None)
+    if not isinstance(token, AccessToken):
+        return False
+    _client, issuer, subject = principal_components(token)
+    return subject is not None and issuer != TOKENS_FILE_ISSUER
+
+
 def client_of(owner: str) -> str:
     """The client of an owner (``ClientPolicies.owner_of``: the client's identity, then its
     worker name): the one whose slice the owner's tasks and streams count in. An owner named
@@ -124,25 +144,44 @@ class ClientPolicies:
         self.key_shares = KeyShares(share, where="server")
 
     def spend_keys(
-        self, request: Any, operation: str | None, arguments: dict[str, Any] | None
+        self,
+        request: Any,
+        operation: str | None,
+        arguments: dict[str, Any] | None,
+        *,
+        own_identity: bool = False,
     ) -> str | None:
         """Count a tool call's idempotency keys against its client's share (``client_of``:
         worker names share their client's): None when they fit (or it sends no key), else
         the refusal in the client's own words (#106: its own count, nothing of the server's
-        identity or of another client's)."""
+        identity or of another client's). Call it once the call is sure to be carried (its
+        principal and scope allowed): a refused call holds no key. A principal acting as
+        ``own_identity`` at the broker counts nothing here: its keys are that identity's,
+        which the broker bounds; an identity provider's principal acting as the server's
+        identity counts in the free principals' part (``FREE_KEYS_PART``)."""
         key = (arguments or {}).get("idempotency_key")
         cost = KEYS_A_CALL.get(operation or "", 0)
-        if not cost or not isinstance(key, str) or not key:
+        if own_identity or not cost or not isinstance(key, str) or not key:
             return None
         # what the key names, as the broker keeps it: the tool, where it goes, the key
         args = arguments or {}
         target = next((str(args[a]) for a in ("mail_address", "agent", "task_id") if a in args), "")
         names = [(f"{operation} {target}", f"{key}\n{n}") for n in range(cost)]
+        part = None
+        if is_free(getattr(request, "scope", None) or {}):
+            part = (FREE_PRINCIPALS, max(1, int(self.key_shares.total * FREE_KEYS_PART)))
         try:
-            self.key_shares.spend(client_of(self.owner_of(request)), names)
+            self.key_shares.spend(client_of(self.owner_of(request)), names, part=part)
         except KeysRefused as exc:
             return str(exc)
         return None
+
+    def key_naming(self, request: Any) -> tuple[str, int] | None:
+        """The caller and share a client's keyed sends name to the broker (``NamingKeys``):
+        a broker vouching for mq9-mcp counts them against that share, however many replicas
+        and starts of mq9-mcp carry the client's calls; over stdio (one client): none."""
+        client = client_of(self.owner_of(request))
+        return (client, self.key_shares.share) if client else None
 
     def client_keys(
         self, request: Any, operation: str | None, arguments: dict[str, Any] | None

@@ -43,7 +43,13 @@ from .task_events import TaskLog
 
 # One tool call's parts (tool_calls.py since #113's split); those named "as" are re-exported:
 # callers import them from here
-from .tool_calls import CALL_GRACE_SECONDS, logged_call, operation_named, progress_reporter
+from .tool_calls import (
+    CALL_GRACE_SECONDS,
+    arguments_valid,
+    logged_call,
+    operation_named,
+    progress_reporter,
+)
 from .tool_calls import call_operation as call_operation
 from .tool_calls import call_wait as call_wait
 from .tool_calls import error_result as error_result
@@ -198,20 +204,25 @@ class Mq9McpServer(Server):
         (``wait_cap_ms``: the most it waits, None: the policy's cap)."""
         named = operation_named(policy, params.name)
         operation = named.name if named is not None else None
-        refused = self.policies.spend_keys(ctx.request, operation, params.arguments)
-        if refused is not None:  # #106: past its own share of idempotency keys (owners.py)
+        principals = self.acting.principals
+        try:  # a principal with no broker identity here is refused first, spending no key
+            own = principals is not None and principals.acts_as_itself(ctx.request)
+        except OperationError as exc:
+            return error_result(str(exc))
+        if named is not None and not arguments_valid(named, params.arguments):
+            operation = None  # answered its arguments' error, carrying nothing: no key
+        arguments = params.arguments
+        refused = self.policies.spend_keys(ctx.request, operation, arguments, own_identity=own)
+        if refused is not None:  # past its own share of idempotency keys (owners.py)
             return error_result(refused)
         keyed = self.policies.client_keys(ctx.request, operation, params.arguments)
         if keyed is not params.arguments:  # #113: the client's key, never another's
             params = params.model_copy(update={"arguments": keyed})
-        request = ctx.request_id
-        principals = self.acting.principals
-        try:  # #112: a principal with no broker identity here is refused in one line
-            if principals is not None:
-                principals.connection_for(ctx.request)
-        except OperationError as exc:
-            return error_result(str(exc))
-        return await logged_call(self.acting, policy, params, request, progress, wait_cap_ms)
+        # its keys named to the broker, which bounds the share across replicas and starts
+        naming = None if own else self.policies.key_naming(ctx.request)
+        return await logged_call(
+            self.acting, policy, params, ctx.request_id, progress, wait_cap_ms, naming
+        )
 
     @property
     def tool_prefix(self) -> str:

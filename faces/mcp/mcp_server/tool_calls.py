@@ -23,6 +23,7 @@ from mcp.server.context import ServerRequestContext as Ctx  # one request's, to 
 from pydantic import ValidationError
 
 from mq9_platform.client.connection import Mq9Connection
+from mq9_platform.client.key_shares import NamingKeys
 from mq9_platform.operations.catalog import (
     OPERATIONS,
     Operation,
@@ -94,9 +95,11 @@ async def call_operation(
     arguments: dict[str, Any] | None,
     progress: Progress | None = None,
     wait_cap_ms: int | None = None,
+    naming: tuple[str, int] | None = None,
 ) -> types.CallToolResult:
     """Run one tool call (``progress``: where a waiting agent call reports its states;
-    ``wait_cap_ms``: the most it waits, None: the policy's); every outcome, good or bad, is a
+    ``wait_cap_ms``: the most it waits, None: the policy's; ``naming``: the caller and share
+    its keyed sends name to the broker, ``NamingKeys``); every outcome, good or bad, is a
     ``CallToolResult``."""
     operation = operation_named(policy, name)
     if operation is None:
@@ -111,9 +114,10 @@ async def call_operation(
         with anyio.fail_after(limit):
             outcome = await connection.run(
                 lambda client: operation.execute(
-                    client, args, policy, progress=progress, wait_cap_ms=wait_cap_ms
+                    NamingKeys(client, *naming) if naming else client,
+                    args, policy, progress=progress, wait_cap_ms=wait_cap_ms,
                 )
-            )
+            )  # fmt: skip
     except (OperationError, Mq9Error) as exc:  # Mq9Error: raised outside the operation
         log.debug("%s failed: %s", name, redact(str(exc)))
         return error_result(explain(exc) if isinstance(exc, Mq9Error) else str(exc))
@@ -148,6 +152,16 @@ def call_wait(
     return operation.wait_seconds(args, policy, cap_ms)
 
 
+def arguments_valid(operation: Operation, arguments: dict[str, Any] | None) -> bool:
+    """Whether ``arguments`` are the operation's (else the call is answered their error and
+    carries nothing: it spends no key)."""
+    try:
+        operation.input_model.model_validate(arguments or {})
+    except ValidationError:
+        return False
+    return True
+
+
 # The argument that says which mailbox (or agent) a call is about, in the order looked for.
 _TARGETS = ("mail_address", "name", "agent")
 
@@ -159,13 +173,14 @@ async def logged_call(
     request_id: Any = None,
     progress: Progress | None = None,
     wait_cap_ms: int | None = None,
+    naming: tuple[str, int] | None = None,
 ) -> types.CallToolResult:
     """``call_operation``, and one log line at info for it: the tool, the mailbox or agent it
     is about, the outcome and the duration (never a payload or a secret); debug adds the
     request id."""
     started = time.perf_counter()
     result = await call_operation(
-        connection, policy, params.name, params.arguments, progress, wait_cap_ms
+        connection, policy, params.name, params.arguments, progress, wait_cap_ms, naming
     )
     arguments = params.arguments or {}
     target = next((arguments[k] for k in _TARGETS if isinstance(arguments.get(k), str)), "-")

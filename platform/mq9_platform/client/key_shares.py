@@ -43,6 +43,7 @@ CALLERS_PART = 0.9
 SLACK = 5.0  # seconds a key is kept past its window (see the module's docstring)
 
 Name = tuple[str, str]  # a key as the broker holds it: the mailbox, the key
+Part = tuple[str, int]  # a part of the total some callers hold together: its name, its most
 
 
 def callers_total(identity_keys: int = IDENTITY_KEYS) -> int:
@@ -77,9 +78,11 @@ class KeyShares:
         self.where = where
         self.clock = clock
         self.refused = 0  # keyed sends refused (a metric)
-        # every caller's keys in the order counted, which is the order their windows end
-        self._kept: OrderedDict[tuple[str, Name], float] = OrderedDict()
+        # every caller's keys in the order counted, which is the order their windows end, and
+        # the part of the total each counts in ("": none)
+        self._kept: OrderedDict[tuple[str, Name], tuple[float, str]] = OrderedDict()
         self._per_caller: dict[str, int] = {}
+        self._per_part: dict[str, int] = {}
 
     def held(self, caller: str) -> int:
         """How many keys ``caller`` holds now."""
@@ -90,9 +93,16 @@ class KeyShares:
         self._expire()
         return len(self._kept)
 
-    def spend(self, caller: str, names: Iterable[Name]) -> None:
+    def in_part(self, part: str) -> int:
+        """How many keys the callers counted in ``part`` hold now, together."""
+        self._expire()
+        return self._per_part.get(part, 0)
+
+    def spend(self, caller: str, names: Iterable[Name], *, part: Part | None = None) -> None:
         """Count ``names`` (mailbox, key) as ``caller``'s; those it holds already cost nothing.
-        ``KeysRefused`` (nothing counted) when they would pass its share or the total."""
+        ``KeysRefused`` (nothing counted) when they would pass its share or the total, or, for
+        a caller counted in ``part`` (its name, its most), that part's most: callers who cost
+        nothing to make hold at most a part together, so their flood refuses only them."""
         self._expire()
         new = list(dict.fromkeys(n for n in names if (caller, n) not in self._kept))
         if not new:
@@ -105,6 +115,13 @@ class KeyShares:
                 f"keys at this {self.where} (each kept {self.window:g} s): send it without a "
                 "key, resend under a key you used, or wait for older keys' windows to end"
             )
+        if part is not None and self._per_part.get(part[0], 0) + len(new) > part[1]:
+            self.refused += 1
+            raise KeysRefused(
+                f"no room for another idempotency key: the keys this {self.where} keeps for "
+                f"{part[0]} are all in use now (you hold {held} of your {self.share}): send "
+                "it without a key, or later"
+            )
         if len(self._kept) + len(new) > self.total:
             self.refused += 1
             raise KeysRefused(
@@ -112,23 +129,32 @@ class KeyShares:
                 f"callers are all in use now (you hold {held} of your {self.share}): send it "
                 "without a key, or later"
             )
-        until = self.clock() + self.window + SLACK
+        until = (self.clock() + self.window + SLACK, part[0] if part else "")
         for name in new:
             self._kept[(caller, name)] = until
         self._per_caller[caller] = held + len(new)
+        if part is not None:
+            self._per_part[part[0]] = self._per_part.get(part[0], 0) + len(new)
 
     def _expire(self) -> None:
         now, kept = self.clock(), self._kept
         while kept:
-            (caller, _name), until = next(iter(kept.items()))
+            (caller, _name), (until, part) = next(iter(kept.items()))
             if until > now:
                 return
             del kept[(caller, _name)]
-            left = self._per_caller[caller] - 1
-            if left:
-                self._per_caller[caller] = left
-            else:
-                del self._per_caller[caller]
+            _count_down(self._per_caller, caller)
+            if part:
+                _count_down(self._per_part, part)
+
+
+def _count_down(counts: dict[str, int], name: str) -> None:
+    """One fewer for ``name``; none left: forgotten (the tables hold only who holds keys)."""
+    left = counts[name] - 1
+    if left:
+        counts[name] = left
+    else:
+        del counts[name]
 
 
 class CallerKeys:
@@ -172,8 +198,39 @@ class CallerKeys:
 
     def _keeps_keys(self, mail_address: str) -> bool:
         """Whether the broker may hold the key (RobustMQ keeps none: nothing to count)."""
-        recognised = getattr(self._client, "keys_recognised_for", None)
-        return not callable(recognised) or recognised(mail_address) is not False
+        return _keeps_keys(self._client, mail_address)
+
+
+class NamingKeys:
+    """A client whose keyed sends name their caller and its share to the broker (``naming``),
+    for a carrier that counted the keys in its ledger already (mq9-mcp counts a tool call's
+    keys all at once, before it runs): its replicas and its starts after one another are
+    then bounded by the broker at one share a caller, as ``CallerKeys`` bounds the
+    gateway's. Everything else is the client's own."""
+
+    def __init__(self, client: Any, caller: str, share: int) -> None:
+        self._client = client
+        self._naming = {HEADER_KEY_CALLER: caller, HEADER_KEY_SHARE: str(share)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def send(
+        self, mail_address: str, payload: Any, *, idempotency_key: str | None = None, **options: Any
+    ) -> int:
+        if idempotency_key is not None and _keeps_keys(self._client, mail_address):
+            options["headers"] = {**(options.get("headers") or {}), **self._naming}
+        sent: int = await self._client.send(
+            mail_address, payload, idempotency_key=idempotency_key, **options
+        )
+        return sent
+
+
+def _keeps_keys(client: Any, mail_address: str) -> bool:
+    """Whether the broker may hold the key (RobustMQ keeps none, and would store a naming
+    header with the message: nothing to name)."""
+    recognised = getattr(client, "keys_recognised_for", None)
+    return not callable(recognised) or recognised(mail_address) is not False
 
 
 class KeySharesCollector:

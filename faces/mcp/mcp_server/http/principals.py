@@ -1,7 +1,8 @@
 """Each principal acting at the broker as itself (issue #112 item 3): ``--principal-credentials
-DIR`` holds one mq9 credential file per principal, ``<name>.cred`` (its one line ``<id>:<secret>``,
-as ``mq9-dev-broker credentials issue`` prints it; ``name`` is a tokens file's name, or an OAuth
-token's subject). A principal's tool calls then go over a broker connection logged in with its
+DIR`` holds one mq9 credential file per principal (its one line ``<id>:<secret>``, as
+``mq9-dev-broker credentials issue`` prints it), named by the whole principal, its issuer, subject
+and client (``principal_files``: never by a subject alone, which another issuer or a client may
+share). A principal's tool calls then go over a broker connection logged in with its
 own credential, so the broker's ownership (a mailbox only its owner reads, keys per sender)
 holds between the people of one mq9-mcp. A principal without a file is refused in one line, or,
 with ``--unmapped-principals shared``, acts as the server's own identity (sharing everything
@@ -12,7 +13,8 @@ their timelines, watches and listen streams, MCP Events and webhooks, resource r
 completions; work a request starts (a task, a watch) keeps acting for its principal. Only what
 no request asks (the start's first connect, the arrival announcements) is the server's own.
 ``MAX_CONNECTIONS`` principals' connections are open at once, the least recently used idle
-one closed for a new one; all are closed at shutdown, ``CLOSE_SECONDS`` at most.
+one closed for a new one; all are closed at shutdown, ``CLOSE_SECONDS`` at most. The table is
+keyed by the whole principal too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,13 +30,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from mcp.server.auth.provider import AccessToken
 
 from mq9_platform.client.auth import read_credential_file
 from mq9_platform.client.client import Mq9Client
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OperationError
 from mq9_wire.protocol.errors import Mq9Error, NotAllowed
+
+from .principal_files import (
+    PrintFileName,
+    file_names,
+    key_of,
+    principal_of_request,
+    shown,
+    tokens_file_name,
+)
 
 log = logging.getLogger("mcp_server")
 
@@ -47,14 +56,12 @@ MAX_CONNECTIONS = 256
 CLOSE_SECONDS = 3.0
 # The request whose principal the broker accesses of this task act for (None: no request)
 _acting: ContextVar[Any] = ContextVar("mq9_mcp_acting_request", default=None)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
-def subject_of(request: Any) -> str | None:
-    """The subject of the token the SDK's bearer auth checked for ``request`` (None: none)."""
-    scope = getattr(request, "scope", None) or {}
-    token = getattr(scope.get("user"), "access_token", None)
-    return token.subject if isinstance(token, AccessToken) else None
+def principal_key(request: Any) -> str | None:
+    """The whole principal of ``request`` as one string (None: no token naming anyone)."""
+    principal = principal_of_request(request)
+    return None if principal is None else key_of(principal)
 
 
 class PrincipalConnections:
@@ -88,34 +95,51 @@ class PrincipalConnections:
     def connection_for(self, request: Any) -> Mq9Connection:
         """The connection ``request``'s principal acts through; OperationError (the tool's
         error, in one line) for a principal without a credential, unless shared."""
-        name = subject_of(request)
-        if name is None:  # no token naming anyone (stdio, the static --auth-token)
+        principal = principal_of_request(request)
+        if principal is None:  # no token naming anyone (stdio, the static --auth-token)
             return self.shared
-        known = self._by_name.get(name)
+        key = key_of(principal)
+        known = self._by_name.get(key)
         if known is not None:
-            self._by_name.move_to_end(name)
+            self._by_name.move_to_end(key)
             return known
-        path = self.folder / f"{name}.cred"
-        if not _NAME.fullmatch(name) or not path.is_file():
+        names = file_names(principal)
+        path = next((p for p in (self.folder / n for n in names) if p.is_file()), None)
+        if path is None:
             if self.share_unmapped:
                 return self.shared
-            raise OperationError(
-                f"no broker credential for you ({name!r}) at this server: ask its operator to "
-                f"put one in {self.folder}/ (mq9-dev-broker credentials issue {name})"
-            )
+            raise OperationError(self._unmapped(principal, names))
         if len(self._by_name) >= self.limit:
             self._evict()
         try:
             credential = ":".join(read_credential_file(str(path)))
             connection = self.make(credential)
         except (Mq9Error, ValueError) as exc:
-            log.warning("the broker credential of %s is unusable: %s", name, exc)
+            log.warning("the broker credential %s is unusable: %s", path.name, exc)
             raise OperationError(
                 f"your broker credential at this server is unusable: {exc}"
             ) from None
-        self._by_name[name] = connection
-        log.info("principal %s acts at the broker with its own credential", name)
+        self._by_name[key] = connection
+        log.info("principal %s acts at the broker as %s", shown(principal), path.name)
         return connection
+
+    def acts_as_itself(self, request: Any) -> bool:
+        """Whether ``request``'s principal acts at the broker with a credential of its own
+        (OperationError as ``connection_for``)."""
+        return self.connection_for(request) is not self.shared
+
+    def _unmapped(self, principal: tuple[str | None, str | None, str], names: list[str]) -> str:
+        """The refusal of a principal without a credential file: the file that would be its."""
+        if not names:
+            return f"no broker credential for you ({shown(principal)}) at this server"
+        legacy = tokens_file_name(principal[1])
+        note = ""
+        if len(names) > 1 and legacy is not None and (self.folder / legacy).is_file():
+            note = f" ({legacy} maps only the tokens file's principal of that name)"
+        return (
+            f"no broker credential for you ({shown(principal)}) at this server{note}: ask its "
+            f"operator to put one at {self.folder}/{names[0]}"
+        )
 
     def _evict(self) -> None:
         """Close the least recently used connection no call is using (its principal's next
@@ -136,7 +160,7 @@ class PrincipalConnections:
         """``request``'s principal's connection, counted busy (never closed for another) while
         the block runs."""
         connection = self.connection_for(request)
-        name = subject_of(request)
+        name = principal_key(request)
         if name is None or self._by_name.get(name) is not connection:
             yield connection  # the shared one
             return
@@ -213,8 +237,16 @@ class ActingConnection(Mq9Connection):
 def add_principal_flags(group: Any) -> None:
     group.add_argument(
         "--principal-credentials", metavar="DIR", type=Path,
-        help="a folder of mq9 credential files, <principal>.cred each: what a principal asks "
-        "(tools, tasks, watches, Events, resources) acts at the broker as that identity (#112)",
+        help="a folder of mq9 credential files: a tokens file's principal's <name>.cred, "
+        "another's p-<digest>.cred (--principal-file prints it); what a principal asks "
+        "(tools, tasks, watches, Events, resources) acts at the broker as that identity",
+    )  # fmt: skip
+    group.add_argument(
+        "--principal-file", nargs="+", metavar="WORD",
+        action=PrintFileName,
+        help="ISSUER SUBJECT [CLIENT]: print the --principal-credentials file name of that "
+        "IdP principal (with CLIENT: "
+        "that client's alone; without: every client that account signs in through) and stop",
     )  # fmt: skip
     group.add_argument(
         "--unmapped-principals", choices=("refuse", "shared"), default="refuse",
