@@ -10,23 +10,26 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from click.shell_completion import get_completion_class
-from pydantic import ValidationError
 
 from mq9_platform._version import __version__
 from mq9_platform.client.client import Mq9Client
-from mq9_platform.groups.dead_letters import dead_letter_address
-from mq9_platform.operations.errors import OperationError
-from mq9_platform.operations.policy import ToolPolicy
-from mq9_platform.operations.views import message_view
 from mq9_wire.protocol import LANE_READ_BYTES, QUERY_CAP
 from mq9_wire.protocol.errors import NotAwaitingAck
 
-from . import overview, render
+from . import render
 from .connect import FAILED, NOT_FOUND, OK, USAGE, Failure, Target, failure
+
+if TYPE_CHECKING:
+    from mq9_platform.operations.policy import ToolPolicy
+
+    from . import overview
+
+# What a command does with the broker (the catalog, its models, the groups' reads: ``overview``)
+# is imported once it is connected, never before: a broker that is not there is said without
+# waiting on imports it never needed (tests/cli/test_cli_start.py).
 
 T = TypeVar("T")
 SHELLS = ("bash", "zsh", "fish")
@@ -71,7 +74,13 @@ class Session:
     ) -> None:
         """Run the catalog's operation ``name`` and show its result."""
         mailbox = args.get("mail_address")
-        self.show(self.run(lambda c: overview.operate(c, name, args, policy), name, mailbox), human)
+
+        async def operating(client: Mq9Client) -> Any:
+            from . import overview
+
+            return await overview.operate(client, name, args, policy)
+
+        self.show(self.run(operating, name, mailbox), human)
 
 
 def stop(problem: Failure) -> NoReturn:
@@ -301,6 +310,8 @@ def fetch(
         args = {"mail_address": mailbox, "max_wait_ms": wait}
 
         async def taking(client: Mq9Client) -> dict[str, Any]:
+            from . import overview
+
             done = await overview.operate(client, "fetch_messages", args, policy)
             said = (
                 f"taken for group {group}: ack each with `mq9 ack {mailbox} MSG_ID --group "
@@ -312,13 +323,15 @@ def fetch(
         return
 
     async def looking(client: Mq9Client) -> dict[str, Any]:
+        from . import overview
+
         found = await overview.waiting(client, mailbox, group, wait)
         said = (
             f"a look: nothing taken for group {group} (`--consume` takes them)"
             if found
             else f"nothing waits for group {group}"
         )
-        views = [message_view(m) for m in found]
+        views = [overview.message_view(m) for m in found]
         return {"messages": views, "count": len(views), "group": group, "consumed": False,
                 "said": said}  # fmt: skip
 
@@ -344,6 +357,8 @@ def create(ctx: click.Context, mailbox: str, ttl: int, description: str, as_json
     session = _session(ctx, as_json)
 
     async def creating(client: Mq9Client) -> dict[str, Any]:
+        from . import overview
+
         await overview.create(client, mailbox, ttl, description)
         return {"mail_address": mailbox, "ttl": ttl, "description": description, "created": True}
 
@@ -368,6 +383,11 @@ def ack(
     session, policy = _session(ctx, as_json), _policy(group=group)
 
     async def acking(client: Mq9Client) -> dict[str, Any]:
+        from mq9_platform.groups.dead_letters import dead_letter_address
+        from mq9_platform.operations.errors import OperationError
+
+        from . import overview
+
         try:
             done = await overview.operate(client, "ack_messages", args, policy)
         except OperationError as exc:
@@ -408,6 +428,8 @@ def query(
     session, limit = _session(ctx, as_json), given["limit"]
 
     async def querying(client: Mq9Client) -> dict[str, Any]:
+        from . import overview
+
         done = await overview.operate(client, "query_messages", args)
         found = done["messages"]
         if len(found) >= limit:
@@ -426,7 +448,7 @@ def query(
         at = found[-1]["msg_id"] + 1 if found else None
         while at is not None and len(done["messages"]) < limit:
             more = await overview.page(client, mailbox, at, limit - len(done["messages"]))
-            done["messages"] += [message_view(m) for m in more.messages]
+            done["messages"] += [overview.message_view(m) for m in more.messages]
             at = more.next_from
             if more.hidden is not None:  # each page's, not only the last one's
                 done["warning"] = "; ".join(filter(None, [done.get("warning"), more.hidden]))
@@ -437,6 +459,8 @@ def query(
 
 
 def _maybe_cut(shown: list[dict[str, Any]]) -> bool:
+    from . import overview
+
     def size(payload: Any) -> int:  # a JSON payload is shown parsed
         text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
         return len(text.encode())
@@ -455,6 +479,8 @@ def delete(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> None
     session = _session(ctx, as_json)
 
     async def deleting(client: Mq9Client) -> dict[str, Any]:
+        from . import overview
+
         # mq9's DELETE of an id that is not there succeeds: a person is told it is not there
         with contextlib.suppress(overview.Unknown):  # (then deleted as asked)
             if await overview.message_at(client, mailbox, msg_id) is None:
@@ -485,7 +511,14 @@ def watch(
     session = _session(ctx, as_json)
 
     async def follow(client: Mq9Client) -> None:
-        after = None if from_id is None else from_id - 1
+        from . import overview
+
+        if from_id is None:  # the newest now, read here so that the line below can name it
+            newest = await overview.newest_id(client, mailbox)
+            after = -1 if newest is None else newest
+        else:
+            after, newest = from_id - 1, None
+        click.echo(f"mq9: {_waiting_for(mailbox, from_id, newest, count, seconds)}", err=True)
         shown = 0
         with contextlib.suppress(TimeoutError):  # --for ran out: the end asked for
             async with asyncio.timeout(seconds):
@@ -498,6 +531,24 @@ def watch(
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the end a person chose
         session.run(follow)
+
+
+def _waiting_for(
+    mailbox: str, from_id: int | None, newest: int | None, count: int | None, seconds: float | None
+) -> str:
+    """What a watch waits for, said once it is connected: a quiet watch is not a hung one."""
+    if from_id is not None:
+        what = f"watching {mailbox} from msg_id {from_id}"
+    elif newest is None:
+        what = f"watching {mailbox} for new messages (it holds none now)"
+    else:
+        what = f"watching {mailbox} for messages after msg_id {newest}, the newest now"
+    ends = [
+        f"until {count} have come" if count is not None else "",
+        f"for {seconds:g} s at most" if seconds is not None else "",
+        "Ctrl-C stops",
+    ]
+    return render.printable(f"{what}: {', '.join(filter(None, ends))}")
 
 
 # -- dead letters ------------------------------------------------------------------------------
@@ -518,6 +569,8 @@ def dlq_list(ctx: click.Context, mailbox: str, as_json: bool) -> None:
     session = _session(ctx, as_json)
 
     async def listing(client: Mq9Client) -> tuple[str, list[overview.Letter] | None]:
+        from . import overview
+
         found = await overview.dead_letters(client, mailbox)
         if found[1] is None and not await overview.exists(client, mailbox):
             raise Failure(f"mailbox {mailbox!r} does not exist (nor its dead letters)", NOT_FOUND)
@@ -541,7 +594,13 @@ def dlq_show(ctx: click.Context, mailbox: str, msg_id: int, as_json: bool) -> No
     """One dead letter, payload and all (MSG_ID in the dead-letter mailbox). Changes
     nothing."""
     session = _session(ctx, as_json)
-    address, letters = session.run(lambda c: overview.dead_letters(c, mailbox))
+
+    async def reading(client: Mq9Client) -> tuple[str, list[overview.Letter] | None]:
+        from . import overview
+
+        return await overview.dead_letters(client, mailbox)
+
+    address, letters = session.run(reading)
     found = [x for x in letters or () if x.message.msg_id == msg_id]
     if not found:
         stop(Failure(f"no message {msg_id} in {address}", 3))
@@ -558,7 +617,13 @@ def dlq_replay(ctx: click.Context, mailbox: str, as_json: bool) -> None:
     Changes: MAILBOX holds each dead letter again (a new message each); MAILBOX.dlq records
     which were replayed, so a replay again sends none twice."""
     session = _session(ctx, as_json)
-    done = session.run(lambda c: overview.replay_dead_letters(c, mailbox))
+
+    async def replaying(client: Mq9Client) -> Any:
+        from . import overview
+
+        return await overview.replay_dead_letters(client, mailbox)
+
+    done = session.run(replaying)
     data = {"sent": done.sent, "skipped": {str(k): v for k, v in done.skipped.items()}}
     session.show(data, render.replayed)
 
@@ -705,15 +770,26 @@ def console(ctx: click.Context, /, **options: Any) -> None:
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
     """Print the shell completion script for SHELL. Changes nothing (append it yourself)."""
+    from click.shell_completion import get_completion_class
+
     complete = get_completion_class(shell)
     assert complete is not None  # Click has each of SHELLS
     click.echo(complete(cli, {}, "mq9", COMPLETE_VAR).source())
 
 
-def _policy(**options: Any) -> ToolPolicy:
+def _policy(**options: Any) -> ToolPolicy | None:
     """The catalog's policy for a person with ``options`` (a mailbox, group or reply mailbox
-    it refuses ends the command, naming it)."""
+    it refuses ends the command, naming it, before anything connects); None where each is the
+    default, the person's policy the operation makes once connected."""
     given = {k: v for k, v in options.items() if v is not None}
+    if given.get("group") == "default":  # (the policy's own default group)
+        del given["group"]
+    if not given:
+        return None
+    from pydantic import ValidationError
+
+    from . import overview
+
     try:
         return overview.person_policy(**given)
     except ValidationError as exc:

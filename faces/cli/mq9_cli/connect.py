@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mq9_platform.a2a.caller import CallError, CallNotFound
 from mq9_platform.client.auth import HOW_TO_LOG_IN, read_credential_file
 from mq9_platform.client.client import Mq9Client
-from mq9_platform.operations.errors import OperationError
 from mq9_wire._nats.redaction import redact
 from mq9_wire.protocol.errors import (
     ClusterUnavailable,
@@ -29,10 +27,10 @@ from mq9_wire.protocol.errors import (
 )
 
 DEFAULT_SERVER = "nats://localhost:4222"
-# A broker that is not there (or refuses the login) is said after these: mq9-mcp's (its
-# server.py), about a second in all
+# A broker that is not there (or refuses the login) is said after these: three tries, half a
+# second in all (mq9-mcp's 0.5 s apart took nearly two), so a person is told within a second
 RECONNECT_ATTEMPTS = 2
-RECONNECT_DELAY = 0.5
+RECONNECT_DELAY = 0.25
 SERVER_ENV = ("MQ9_SERVER", "NATS_URL")
 # Each credential option falls back to these environment variables, the first one set wins
 # (mq9-mcp's); MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE the client reads itself.
@@ -143,6 +141,10 @@ def failure(
     (``mq9 discover``), never the catalog's hints, which are a model's (they name its tools)."""
     if isinstance(exc, Failure):
         return exc
+    # (imported here: a command reaches them only once connected; app.py says why)
+    from mq9_platform.a2a.caller import CallError, CallNotFound
+    from mq9_platform.operations.errors import OperationError
+
     cause: BaseException | None = exc
     while isinstance(cause, OperationError) and cause.__cause__ is not None:
         cause = cause.__cause__
