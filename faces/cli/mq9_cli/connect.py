@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -27,10 +28,11 @@ from mq9_wire.protocol.errors import (
 )
 
 DEFAULT_SERVER = "nats://localhost:4222"
-# A broker that is not there (or refuses the login) is said after these: three tries, half a
-# second in all (mq9-mcp's 0.5 s apart took nearly two), so a person is told within a second
+# A broker that is not there (or refuses the login) is said after these: three tries over a
+# third of a second (mq9-mcp's, 0.5 s apart, took nearly two), so a person is told within a
+# second of typing it
 RECONNECT_ATTEMPTS = 2
-RECONNECT_DELAY = 0.25
+RECONNECT_DELAY = 0.15
 SERVER_ENV = ("MQ9_SERVER", "NATS_URL")
 # Each credential option falls back to these environment variables, the first one set wins
 # (mq9-mcp's); MQ9_CREDENTIAL and MQ9_CREDENTIAL_FILE the client reads itself.
@@ -98,6 +100,7 @@ class Target:
         return redact(self.server)
 
     def client(self, name: str = "mq9") -> Mq9Client:
+        _without_websockets(self.server)
         options: dict[str, Any] = dict(self.options)
         if not self.server.startswith("memory://"):  # a NATS connection's name
             options["name"] = name
@@ -133,6 +136,22 @@ class Target:
         return list(dict.fromkeys(s.strip() for s in secrets if s and s.strip()))
 
 
+def _without_websockets(server: str) -> None:
+    """nats-py, as it is first imported, imports aiohttp, which it needs for ws:// and wss://
+    servers only: most of what a command spent before its first dial. On nats:// and tls://
+    servers it is imported without (nats-py then refuses only a ws:// dial, which this command
+    never makes: its servers are given once); anything else may still import aiohttp."""
+    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
+        return
+    if any(url.strip().lower().startswith(("ws://", "wss://")) for url in server.split(",")):
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails here
+    try:
+        import nats.aio.transport  # noqa: F401
+    finally:
+        del sys.modules["aiohttp"]
+
+
 def failure(
     exc: BaseException, *, operation: str | None = None, mailbox: str | None = None
 ) -> Failure:
@@ -141,7 +160,9 @@ def failure(
     (``mq9 discover``), never the catalog's hints, which are a model's (they name its tools)."""
     if isinstance(exc, Failure):
         return exc
-    # (imported here: a command reaches them only once connected; app.py says why)
+    if isinstance(exc, Mq9Error):  # the client's own (a broker not there): said at once
+        return _said(exc, operation, mailbox)
+    # (imported here: only a connected command raises them; app.py says why)
     from mq9_platform.a2a.caller import CallError, CallNotFound
     from mq9_platform.operations.errors import OperationError
 
