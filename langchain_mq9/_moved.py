@@ -2,9 +2,11 @@
 (issue #108, 0.5.0: the platform's parts are ``mq9_platform``'s: ``langchain_mq9.client`` is
 ``mq9_platform.client`` now, and so are ``groups``, ``operations``, ``a2a``, ``wake`` and
 ``tracing``; #92's ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` went in 0.5.0, as
-they said). Importing an old path warns (``DeprecationWarning``, naming the new import) and
-hands out the new module's names; its submodules (``langchain_mq9.client.client``) are the new
-package's own modules, the same objects, found under the old name at their first import.
+they said). Importing an old path warns once (a ``FutureWarning``, naming the new import: a
+``DeprecationWarning`` is shown only where ``__main__`` imports it, so a package of the user's
+importing an old path was told nothing) and hands out the new module's names; its submodules
+(``langchain_mq9.client.client``) are the new package's own modules, the same objects, found
+under the old name at their first import.
 
 Nothing in this repository imports an old path (tests/project/test_distributions.py).
 """
@@ -78,7 +80,7 @@ def moved(old: str, new: str) -> ModuleType:
     new module, whose public names the old one re-exports."""
     warnings.warn(
         f"{old} moved to {new}: import {new} instead ({old} goes in the next release)",
-        DeprecationWarning,
+        FutureWarning,
         stacklevel=4,
     )
     if not any(isinstance(f, _Alias) and f.old == old for f in sys.meta_path):

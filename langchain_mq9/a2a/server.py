@@ -16,7 +16,7 @@ warnings.warn(
     "langchain_mq9.a2a.server moved: serve a LangGraph graph with langchain_mq9.serving (or "
     "from langchain_mq9 import serve_agent), any other runnable with mq9_platform.a2a.server "
     "(langchain_mq9.a2a.server goes in the next release)",
-    DeprecationWarning,
+    FutureWarning,  # shown wherever it is imported, as the other old paths' (_moved.py)
     stacklevel=2,
 )
 

@@ -257,7 +257,7 @@ def test_the_old_paths_warn_and_hand_out_the_new_modules(part):
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         old = importlib.import_module(f"langchain_mq9.{part}")
-    words = [str(w.message) for w in said if w.category is DeprecationWarning]
+    words = [str(w.message) for w in said if w.category is FutureWarning]
     assert any(f"import mq9_platform.{part} instead" in w for w in words), words
     # the warning points at whoever imported the old path, not at the shim or its helper
     shim = ROOT / "langchain_mq9"
@@ -275,7 +275,7 @@ def test_an_old_submodule_is_the_new_module_itself():
 
     _forget_old_paths()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         from langchain_mq9.client.client import Mq9Client
 
         from langchain_mq9.operations import catalog

@@ -5,6 +5,7 @@ reach or a login refused."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ def test_a_misspelt_name_through_an_old_path_cannot_be_imported(old):
     """Python's own words, naming the path the user wrote (before: "No module named
     'mq9_platform.client.Mq9Clinet'", a ModuleNotFoundError naming a path they never wrote)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         with pytest.raises(ImportError) as raised:
             exec(f"from {old} import Misspelt_Name", {})
     assert type(raised.value) is ImportError
@@ -73,8 +74,8 @@ async def _answer_seconds(target: Target) -> tuple[float, str]:
 @pytest.mark.slow  # waits out a connect's retries; a listener served in process
 async def test_mq9_says_nothing_listening_or_no_login_in_about_a_second():
     """``mq9`` is one command a person waits on: its first connect took nats-py's five retries
-    2 s apart (5.5 s at the default --timeout, 10 s at ``--timeout 60``); it now retries as
-    mq9-mcp does (twice, 0.5 s apart: 1 s quiet). The bound is 5 s, half of what it was."""
+    2 s apart (5.5 s at the default --timeout, 10 s at ``--timeout 60``); it now retries twice,
+    0.15 s apart (#117). The bound is 5 s, half of what it was."""
     nothing = Target.from_options(f"nats://127.0.0.1:{unclaimed_port()}", request_timeout=60)
     seconds, message = await _answer_seconds(nothing)
     assert "cannot connect to the mq9 broker" in message
@@ -85,3 +86,28 @@ async def test_mq9_says_nothing_listening_or_no_login_in_about_a_second():
         seconds, message = await _answer_seconds(no_login)
     assert "wants a login" in message
     assert seconds < 5, f"no credential said after {seconds:.1f} s"
+
+
+@pytest.mark.slow  # a Python of its own, with Python's default warning filters
+def test_an_old_path_imported_inside_a_package_warns_once(tmp_path):
+    """Issue #117: a DeprecationWarning is shown only where ``__main__`` imports the old path,
+    so a user's package importing it (the usual place) was told nothing; now each old path warns
+    once wherever it is imported, its submodules and a second importer adding nothing."""
+    package = tmp_path / "users_app"
+    package.mkdir()
+    (package / "__init__.py").write_text("from . import a, b\n")
+    (package / "a.py").write_text("from langchain_mq9.client import Mq9Client\n")
+    (package / "b.py").write_text(
+        "import langchain_mq9.client.client\nfrom langchain_mq9.groups import reader\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "PYTHONDEVMODE")}
+    done = subprocess.run(
+        [sys.executable, "-c", "import users_app"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    warned = [line for line in done.stderr.splitlines() if "Warning: " in line]
+    assert len(warned) == 2, done.stderr
+    said = "FutureWarning: langchain_mq9.{0} moved to mq9_platform.{0}: import mq9_platform.{0}"
+    assert f"users_app/a.py:1: {said.format('client')}" in warned[0], warned
+    assert f"users_app/b.py:2: {said.format('groups')}" in warned[1], warned
