@@ -28,8 +28,8 @@ REFUSED = "belongs to another agent"
 
 
 def tokens_file(folder: Path) -> str:
-    lines = [f"{n}: {hashlib.sha256(t.encode()).hexdigest()}\n" for n, t in (("alice", ALICE),
-                                                                            ("bob", BOB))]  # fmt: skip
+    people = (("alice", ALICE), ("bob", BOB))
+    lines = [f"{name}: {hashlib.sha256(token.encode()).hexdigest()}\n" for name, token in people]
     path = folder / "tokens"
     path.write_text("".join(lines))
     return str(path)
@@ -69,7 +69,8 @@ async def test_bob_cannot_read_alices_mailbox_by_any_method(nats_server, tmp_pat
                 for tool, more in (("query_messages", {}), ("fetch_messages", {"max_wait_ms": 0}),
                                    ("fetch_messages", {"group_name": "g", "max_wait_ms": 0}),
                                    ("ack_messages", {"msg_id": sent["msg_id"]}),
-                                   ("delete_message", {"msg_id": sent["msg_id"]})):  # fmt: skip
+                                   ("delete_message", {"msg_id": sent["msg_id"]}),
+                                   ("wake_rule", {})):  # fmt: skip
                     assert REFUSED in tool_error(await bob.call(tool, **box, **more)), tool
                 uri = BOX + "payroll.inbox"
                 assert REFUSED in error_of(await bob.rpc("resources/read", uri=uri))
@@ -90,6 +91,9 @@ async def test_bob_cannot_read_alices_mailbox_by_any_method(nats_server, tmp_pat
                 hook = {"mode": "webhook", "url": "http://127.0.0.1:9/hook", "secret": SECRET}
                 subscribed = await bob.rpc("events/subscribe", **arrived, delivery=hook)
                 assert subscribed["error"]["data"] == {"reason": "forbidden"}, subscribed
+                listen = {"resourceSubscriptions": [BOX + "payroll.inbox"]}
+                listened = await bob.rpc("subscriptions/listen", notifications=listen)
+                assert REFUSED in error_of(listened)
             # alice, through the replica she did not create it on, reads and takes her mail;
             # what she holds unacked bob cannot ack for her
             async with as_peer(other, ALICE) as alice, as_peer(one, BOB) as bob:

@@ -27,8 +27,10 @@ from .mailbox_owners import OWN_PREFIXES, MailboxOwners
 from .owners import principal_of
 from .resources import INBOX_PROMPT, MAILBOX
 
-# The tools that read, take, confirm or remove what a mailbox holds
-READS = frozenset({"query_messages", "fetch_messages", "ack_messages", "delete_message"})
+# The tools that read, take, confirm or remove what a mailbox holds, or wake on its mail
+READS = frozenset(
+    {"query_messages", "fetch_messages", "ack_messages", "delete_message", "wake_rule"}
+)
 # The tools whose success made a mailbox: its creator is recorded
 CLAIMS = frozenset({"create_mailbox", "agent_register"})
 EVENT_METHODS = frozenset({"events/poll", "events/stream", "events/subscribe"})
