@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import secrets
 import sys
 import time
@@ -24,6 +23,7 @@ import grpc
 import grpc.aio
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 
+from mq9_platform.a2a.gateway_tokens import digest_line
 from testbed.ports import unclaimed_port
 
 GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]
@@ -92,7 +92,7 @@ async def gateway_process(
     """A real ``mq9-a2a-gateway`` with ``--grpc-listen`` on loopback: its ``pid``, gRPC
     ``address`` and HTTP ``url``; ended (SIGTERM) on leaving. Its stderr: ``workdir/stderr``."""
     file = workdir / "tokens.json"
-    file.write_text(json.dumps(tokens))
+    file.write_text("".join(digest_line(n, t) + "\n" for n, t in tokens.items()))
     port, grpc_port = unclaimed_port(), unclaimed_port()
     args = [
         "--server", server_url, "--agent", AGENT, "--listen", f"127.0.0.1:{port}",

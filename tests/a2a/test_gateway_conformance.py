@@ -36,6 +36,7 @@ from http_agents import serve_http
 from mq9_platform.a2a.executor import serve_executor
 from mq9_platform.a2a.gateway import Tenants, gateway_app
 from mq9_platform.a2a.gateway_push import GatewayPush
+from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.wake.deliver import Destinations
 from testbed.ports import unclaimed_port
 
@@ -342,13 +343,12 @@ def test_raw_parts_are_named_in_the_text_a_graph_reads():
 async def test_the_gateway_process_exits_on_sigterm_with_a_subscription_open(nats_broker, tmp_path):
     """#70: a subscription to an offline agent's task opens at once; SIGTERM ends it with the
     task's state and the process exits (before: nothing for 20 s+, and no exit in 60 s)."""
-    import json
     import signal
     import subprocess
     import sys
 
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"alice": TOKEN}))
+    tokens.write_text(digest_line("alice", TOKEN) + "\n")
     port = unclaimed_port()
     process = subprocess.Popen(
         [

@@ -5,7 +5,6 @@ credential, or none at all, stops it at start with one line naming the option.""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 
@@ -16,6 +15,7 @@ from test_gateway import until_stopped
 from test_gateway_cli import _served_client, start
 
 from langchain_mq9 import Mq9Client
+from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.a2a.server import AgentServer
 from testbed.ports import silent_port, unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
@@ -35,7 +35,7 @@ async def test_the_gateway_logs_in_with_its_credential_file(tmp_path):
     broker = EnforcingBroker(tmp_path / "data", "echo", "gw")
     (tmp_path / "gw.credential").write_text(broker.credentials["gw"] + "\n")
     token = secrets.token_hex(16)
-    (tmp_path / "tokens.json").write_text(json.dumps({"app": token}))
+    (tmp_path / "tokens.json").write_text(digest_line("app", token) + "\n")
     port = unclaimed_port()
     try:
         async with Mq9Client(broker.url, credential=broker.credentials["echo"]) as client:
@@ -68,7 +68,7 @@ async def test_the_gateway_logs_in_with_its_credential_file(tmp_path):
 
 def test_a_bad_credential_file_is_one_line_at_start(tmp_path):
     """Checked before anything connects: the broker named here does not exist."""
-    (tmp_path / "tokens.json").write_text(json.dumps({"app": secrets.token_hex(16)}))
+    (tmp_path / "tokens.json").write_text(digest_line("app", secrets.token_hex(16)) + "\n")
     (tmp_path / "two-words").write_text("gw secret\n")
     (tmp_path / "two-lines").write_text("gw:one\ngw:two\n")
     for bad in ("two-words", "two-lines", "missing"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 
 import grpc
@@ -26,6 +25,7 @@ from test_gateway_cli import start
 
 from mq9_platform.a2a.gateway import Tenants, gateway_app
 from mq9_platform.a2a.gateway_grpc import serve_grpc
+from mq9_platform.a2a.gateway_tokens import digest_line
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
 
@@ -160,7 +160,7 @@ async def test_a_grpc_stream_follows_the_task_to_its_end(client):
 
 async def test_the_gateway_process_serves_grpc_with_grpc_listen(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"alice": ALICE}))
+    tokens.write_text(digest_line("alice", ALICE) + "\n")
     port, grpc_port = unclaimed_port(), unclaimed_port()
     process = start(
         [

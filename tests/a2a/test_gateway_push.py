@@ -27,6 +27,7 @@ from test_gateway_cli import start
 
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.gateway_push import GatewayPush
+from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.wake import Destinations
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
@@ -127,7 +128,7 @@ async def test_a_gateway_without_push_says_so(client):
 @pytest.mark.slow
 async def test_the_gateway_process_pushes_with_allow_push_host(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"alice": ALICE}))
+    tokens.write_text(digest_line("alice", ALICE) + "\n")
     port = unclaimed_port()
     process = start(
         [

@@ -9,7 +9,6 @@ mailbox)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from test_gateway_cli import start
 from test_gateway_resume import a2a_client, started
 
 from mq9_platform.a2a.executor import ExecutorServer
+from mq9_platform.a2a.gateway_tokens import digest_line
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until
 
@@ -74,7 +74,7 @@ class GatewayProcess:
 
 async def test_clients_on_three_bindings_resume_across_ten_sigkills(nats_broker, tmp_path):
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"alice": ALICE}))
+    tokens.write_text(digest_line("alice", ALICE) + "\n")
     gateway = GatewayProcess(nats_broker.url, str(tokens))
     rng = random.Random(101)
     executor = Steps(every=0.05)
