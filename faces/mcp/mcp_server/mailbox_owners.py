@@ -76,7 +76,7 @@ def parse_prefixes(text: str) -> tuple[str, ...]:
         raise ValueError("give one or more mailbox prefixes, separated by commas")
     for prefix in prefixes:
         check_address(prefix)
-        if prefix.startswith(OWN_PREFIXES) or f"{prefix}.".startswith(OWN_PREFIXES):
+        if prefix.startswith(OWN_PREFIXES) or any(o.startswith(prefix + ".") for o in OWN_PREFIXES):
             raise ValueError(f"{prefix!r} holds mq9-mcp's own records: share another prefix")
     return prefixes
 

@@ -1,0 +1,41 @@
+"""``--shared-mailboxes`` (issue #116): what the operator shares is read as the allow-list reads
+prefixes, and a bad value stops mq9-mcp in one line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any, cast
+
+import pytest
+
+from mcp_server.mailbox_owners import MailboxOwners, parse_prefixes, record_address
+from tests.support.mcp_support import ROOT, server_env
+
+
+def test_shared_prefixes_cover_the_name_and_the_names_under_it():
+    shared = parse_prefixes("team, ops")
+    owners = MailboxOwners(cast(Any, None), 1.0, agent_mailbox="desk", shared=shared)
+    assert owners.shared == ("team", "ops")
+    assert all(owners.is_shared(a) for a in ("team", "team.board", "ops.x.y", "desk"))
+    assert not any(owners.is_shared(a) for a in ("teams", "teamx.board", "alice.inbox"))
+
+
+def test_records_are_nobodys_to_share_and_fit_any_address():
+    for bad in ("mq9mcp.owner", "mq9mcp", "mq9mcp.task.abc", " , "):
+        with pytest.raises(ValueError):
+            parse_prefixes(bad)
+    assert len(record_address("a." * 100)) == len(record_address("b"))
+
+
+@pytest.mark.slow  # an mq9-mcp process
+def test_a_bad_shared_prefix_stops_the_server_in_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+         "--shared-mailboxes", "mq9mcp.owner"],
+        cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--shared-mailboxes: 'mq9mcp.owner' holds mq9-mcp's own records" in last
