@@ -42,6 +42,7 @@ class Consumer:
         self.taken: asyncio.Queue[tuple[dict[str, str], Any]] = asyncio.Queue()
         self.refused = 0
         self.fail = 0
+        self.largest = 0  # bytes, of the bodies POSTed
 
     async def __aenter__(self) -> Consumer:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -60,6 +61,7 @@ class Consumer:
         fields = (h.partition(":") for h in head.decode().split("\r\n")[1:] if h)
         headers = {k.strip().lower(): v.strip() for k, _, v in fields}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.largest = max(self.largest, len(body))
         answer, status = b"", 204
         try:
             message = self.check.verify(body, headers)
@@ -113,6 +115,7 @@ async def test_a_standard_webhooks_consumer_verifies_and_acks_and_keys_events_by
             assert first["webhook-id"] == again["webhook-id"] == event["eventId"]
             assert again["x-mcp-subscription-id"] == made["id"]
             assert hook.refused == 0  # every POST verified with the consumer's secret
+            assert hook.largest < 1024  # an event never carries the payload (the SEP: 256 KiB)
 
             async def acked() -> bool:  # a refresh says where delivery stands
                 status = await alice.rpc("events/subscribe", **sub, delivery=delivery)

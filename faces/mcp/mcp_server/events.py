@@ -73,8 +73,9 @@ HEARTBEAT_SECONDS = 15.0  # an events/stream says where it stands at least this 
 # arrivals at once; a poller that wants them sooner holds a stream instead.
 NEXT_POLL_MS = 2000
 
-# SEP-3415's error codes (its Error Handling section; provisional there until the SEP is
-# accepted), besides JSON-RPC's own -32602 and -32603.
+# SEP-3415's error codes (its Error Handling section, which the drafts called provisional until
+# the SEP was accepted; it is Final now, and docs/mcp.md says which text they were held
+# against), besides JSON-RPC's own -32602 and -32603.
 NOT_FOUND_CODE = -32023
 FORBIDDEN_CODE = -32024
 RESOURCE_EXHAUSTED_CODE = -32025
