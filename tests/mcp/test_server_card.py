@@ -88,12 +88,13 @@ async def test_the_cards_tools_are_tools_list_and_its_authorization_the_prm(serv
             streamable_http_client(url, http_client=http) as (read, write),
             ClientSession(read, write) as session,
         ):
-            await session.initialize()
+            initialized = await session.initialize()
             listed = (await session.list_tools()).tools
         card = (await http.get(url + "/server-card")).json()
         metadata = (
             await http.get(url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp"))
         ).json()
+    assert card["version"] == initialized.server_info.version  # what the connection says
     meta = card["_meta"]
     tools = meta["io.github.mq9-agents/tools"]
     assert [t["name"] for t in tools] == [t.name for t in listed]
