@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from typing import Any, cast
 
 import pytest
 
 from mcp_server.mailbox_owners import MailboxOwners, parse_prefixes, record_address
+from mq9_platform.client.connection import Mq9Connection
 from tests.support.mcp_support import ROOT, server_env
 
 
@@ -39,3 +41,25 @@ def test_a_bad_shared_prefix_stops_the_server_in_one_line():
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "--shared-mailboxes: 'mq9mcp.owner' holds mq9-mcp's own records" in last
+
+
+async def test_the_record_outlives_no_process_and_no_mailbox():
+    """Two ``MailboxOwners`` on one broker are two replicas: the second learns alice's mailbox
+    from the broker's record; what one learned is used no longer than the mailbox lives (an
+    injected clock), and the record mailbox is made before the mailbox, with its TTL."""
+    now = [1000.0]
+    connection = Mq9Connection(f"memory://private-{uuid.uuid4().hex[:8]}")
+    try:
+        one = MailboxOwners(connection, 5.0, clock=lambda: now[0])
+        other = MailboxOwners(connection, 5.0, clock=lambda: now[0])
+        await one.prepare("alice.inbox", 60)
+        await connection.run(lambda c: c.mailbox_create(name="alice.inbox", ttl=60))
+        await one.claim("principal alice", "alice.inbox", 60)
+        assert await other.may_read("principal alice", "alice.inbox")
+        assert not await other.may_read("principal bob", "alice.inbox")
+        assert not await other.may_read("principal alice", record_address("alice.inbox"))
+        now[0] += 61  # past the mailbox's life: nothing remembered answers for it
+        assert not one.knows("principal alice", "alice.inbox")
+        assert not other.knows("principal alice", "alice.inbox")
+    finally:
+        await connection.aclose()

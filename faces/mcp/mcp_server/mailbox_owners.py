@@ -12,10 +12,13 @@ principal: those behave as before, every mailbox shared.
 Who created a mailbox is kept at the broker, not in a process: the first create of a name is
 the only one the broker answers with success (a second gets ``MailboxExists``), and right after
 it the creator's principal (a digest: ``owners.principal_of``) is stored as the first message of
-a record mailbox, ``mq9mcp.owner.<digest of the address>``, with the mailbox's TTL. Any replica,
-or the same server started again, reads that record (one QUERY of one message) the first time a
-principal uses a mailbox, and keeps the answer a while (``OWNED_SECONDS``). A task's timeline
-already names its owner in its first message (``task_events``), which is read the same way.
+a record mailbox, ``mq9mcp.owner.<digest of the address>``. The record mailbox is made just
+before the mailbox, with its TTL (``prepare``), so it never outlives it: a name made again after
+it expired gets a fresh record, never the last creator's. Any replica, or the same server
+started again, reads that record (one QUERY of one message) the first time a principal uses a
+mailbox, and keeps the answer a while (``OWNED_SECONDS``, never past the mailbox's expiry). A
+task's timeline already names its owner in its first message (``task_events``), read the same
+way.
 
 Why a record at the broker rather than a name the server could verify alone (a keyed digest in
 the address, under a secret the operator configures): the addresses people choose
@@ -34,7 +37,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -116,13 +119,13 @@ class MailboxOwners:
         *,
         agent_mailbox: str | None = None,
         shared: Sequence[str] = (),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.connection, self.timeout = connection, timeout
         self.agent_mailbox = agent_mailbox
         self.shared = tuple(shared)
-        self.clock = clock
-        self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> when learned
+        self.clock = clock  # the wall clock: a record's expiry is one (the broker's TTL)
+        self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> used until
 
     def is_shared(self, address: str) -> bool:
         """Whether every principal may read ``address`` (the operator shares it)."""
@@ -136,37 +139,53 @@ class MailboxOwners:
         base = address.removesuffix(DEAD_LETTER_SUFFIX)
         if base and base != address and await self.may_read(principal, base):
             return True
-        if self.is_shared(address) or self._remembered(principal, address):
+        if self.is_shared(address) or self.knows(principal, address):
             return True
         if address.startswith(RECORDS_PREFIX):
             return False  # nobody's through the tools
-        owner = await self._owner(address)
-        if owner != principal:
+        found = await self._owner(address)
+        if found is None or found[0] != principal:
             return False
-        self._remember(principal, address)
+        self._remember(principal, address, found[1])
         return True
 
+    async def prepare(self, address: str, ttl: int) -> None:
+        """Make the record mailbox of ``address`` before a create of it (``ttl``: the
+        mailbox's), so the record expires no later than the mailbox."""
+        record = record_address(address)
+
+        async def make(client: Mq9Client) -> None:
+            with contextlib.suppress(MailboxExists):  # the mailbox's own, or one made before
+                await client.mailbox_create(name=record, ttl=ttl)
+
+        await self._write(address, make)
+
     async def claim(self, principal: str, address: str, ttl: int) -> None:
-        """Record ``principal`` as the creator of ``address`` (which its create just made),
-        the record living as long as the mailbox (``ttl``: 0, for ever)."""
-        self._remember(principal, address)
+        """Record ``principal`` as the creator of ``address`` (which its create just made,
+        ``ttl`` its TTL, 0: for ever)."""
+        expires = self.clock() + ttl if ttl else 0.0
+        self._remember(principal, address, expires)
         record = record_address(address)
 
         async def write(client: Mq9Client) -> None:
-            with contextlib.suppress(MailboxExists):  # a record left by one that expired
+            with contextlib.suppress(MailboxExists):  # made by ``prepare``
                 await client.mailbox_create(name=record, ttl=ttl)
-            await client.send(record, {"owner": principal})
+            await client.send(record, {"owner": principal, "expires": expires})
 
+        await self._write(address, write)
+
+    async def _write(self, address: str, action: Callable[[Mq9Client], Awaitable[None]]) -> None:
         try:
             with anyio.fail_after(self.timeout):
-                await self.connection.run(write)
+                await self.connection.run(action)
         except (Mq9Error, TimeoutError) as exc:
             # this process still knows; another replica (or this one restarted) refuses its
             # creator until a create is made again: never another principal's read
             log.warning("could not record who created mailbox %r: %s", address, exc)
 
-    async def _owner(self, address: str) -> str | None:
-        """Who created ``address``, as its first record (or its timeline's header) says."""
+    async def _owner(self, address: str) -> tuple[str, float] | None:
+        """Who created ``address`` and when the mailbox expires (0: never), as its first
+        record (or its timeline's header) says."""
         timeline = address.startswith(TIMELINE_PREFIX)
         where = address if timeline else record_address(address)
         try:
@@ -177,32 +196,34 @@ class MailboxOwners:
         except (Mq9Error, TimeoutError):  # none kept, or not this principal's at the broker
             return None
         for message in found:
-            owner = _owner_in(message.payload, "header" if timeline else None)
-            if owner is not None:
-                return client_of(owner) if timeline else owner
+            record = _record_in(message.payload, "header" if timeline else "owner")
+            if record is None:
+                continue
+            owner, expires = record.get("owner"), record.get("expires", 0)
+            if isinstance(owner, str) and owner and isinstance(expires, (int, float)):
+                return (client_of(owner) if timeline else owner), float(expires)
         return None
 
-    def _remembered(self, principal: str, address: str) -> bool:
-        learned = self._owned.get((principal, address))
-        if learned is None or self.clock() - learned > OWNED_SECONDS:
+    def knows(self, principal: str, address: str) -> bool:
+        """Whether this process answers "``principal`` owns ``address``" without the broker."""
+        until = self._owned.get((principal, address))
+        if until is None or self.clock() >= until:
             return False
         self._owned.move_to_end((principal, address))
         return True
 
-    def _remember(self, principal: str, address: str) -> None:
-        self._owned[(principal, address)] = self.clock()
+    def _remember(self, principal: str, address: str, expires: float) -> None:
+        until = self.clock() + OWNED_SECONDS
+        self._owned[(principal, address)] = min(until, expires) if expires else until
         self._owned.move_to_end((principal, address))
         while len(self._owned) > MAX_OWNED:
             self._owned.popitem(last=False)
 
 
-def _owner_in(payload: bytes, marker: str | None) -> str | None:
-    """The ``owner`` a stored record names (with ``marker``: only a record holding it)."""
+def _record_in(payload: bytes, marker: str) -> dict[str, Any] | None:
+    """A stored record holding ``marker``, else None."""
     try:
         record: Any = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(record, dict) or (marker is not None and marker not in record):
-        return None
-    owner = record.get("owner")
-    return owner if isinstance(owner, str) and owner else None
+    return record if isinstance(record, dict) and marker in record else None

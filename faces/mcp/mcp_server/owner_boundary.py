@@ -90,12 +90,16 @@ async def _tool_call(
         if "task" in params:  # a task-augmented call expects a task or an error
             raise MCPError(types.INVALID_PARAMS, refusal_text(address))
         return _tool_refused(refusal_text(address))
+    if operation.name not in CLAIMS:
+        return await call_next(ctx)
+    ttl = arguments.get("ttl", 0) if operation.name == "create_mailbox" else 0
+    ttl = ttl if isinstance(ttl, int) and ttl >= 0 else 0
+    if address is not None:  # a name of the caller's: its record made first (mailbox_owners)
+        await owners.prepare(address, ttl)
     result = await call_next(ctx)
-    if operation.name in CLAIMS:
-        made = _made(result, operation.name)
-        if made is not None:
-            ttl = arguments.get("ttl", 0) if operation.name == "create_mailbox" else 0
-            await owners.claim(principal, made, ttl if isinstance(ttl, int) else 0)
+    made = _made(result, operation.name)
+    if made is not None:
+        await owners.claim(principal, made, ttl)
     return result
 
 
