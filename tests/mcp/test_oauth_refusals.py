@@ -95,3 +95,14 @@ def test_an_access_tokens_expiry_carries_the_leeway_for_the_sdk():
     plus the leeway, for introspected tokens as for JWTs (both go through ``access_token``)."""
     checked = access_token("t", {"exp": 1000, "sub": "alice", "iss": "i"}, "http://r/mcp")
     assert checked.expires_at == 1000 + LEEWAY_S
+
+
+async def test_with_the_static_token_alone_a_request_without_one_gets_a_bare_challenge():
+    """No metadata URL and no error code leave the challenge its scheme alone: ``Bearer``, no
+    trailing space (an HTTP server refuses to send a header value ending in one)."""
+    with http_server("--server", "memory://", "--auth-token", "s" * 40) as url:
+        answer = await ping(url, {})
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+        wrong = await ping(url, {"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert 'error="invalid_token"' in wrong.headers["www-authenticate"]

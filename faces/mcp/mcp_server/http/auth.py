@@ -179,7 +179,8 @@ def _reasoned(scope: Scope, challenge: bytes) -> bytes:
     if error:
         said = re.sub(r'[^ -~]|["\\]', "'", why)[:300].encode()
         params = [(b"error", error.encode()), (b"error_description", said), *params]
-    return scheme + b" " + b", ".join(k + b'="' + v + b'"' for k, v in params)
+    said = b", ".join(k + b'="' + v + b'"' for k, v in params)
+    return scheme + b" " + said if said else scheme  # (a header value ends in no space)
 
 
 _ERROR_PARAMS = (b"error", b"error_description", b"error_uri")
