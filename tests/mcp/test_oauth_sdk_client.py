@@ -178,8 +178,8 @@ async def test_oauth_mcp_sdk_client_signs_in_by_metadata_document_with_least_pri
         assert scopes(first) == FIRST_SIGN_IN and first.refresh_token
         expiry = claims(first)["exp"]
         await until(lambda: time.time() > expiry + 1, timeout=TTL + 10, what="the token expired")
-        again = {"mail_address": box, "payload": "again"}
-        assert result_data(await session.call_tool("send_message", again))["sent"]
+        fetched = result_data(await session.call_tool("fetch_messages", {"mail_address": box}))
+        assert [message["payload"] for message in fetched["messages"]] == ["hi"]
         refreshed = storage.tokens[-1]
         assert refreshed.access_token != first.access_token  # refreshed, the user not asked
         assert len(user.opened) == 1 and scopes(refreshed) == FIRST_SIGN_IN
