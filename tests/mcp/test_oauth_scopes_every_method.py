@@ -8,6 +8,7 @@ whatever the scopes; and under a tool prefix every tool needed ``mq9:admin``."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,15 +25,18 @@ pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 PREFIX = "mq9_"
 CLIENTS = [client("alice"), client("sender", scope="mq9:send"), client("reader", scope="mq9:read")]
 SECRET = "salary alice 9000"
+TEAM_TOKEN = "team-" + "t" * 40  # a tokens file's line: every scope, as before
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[AuthorizationServer, str]]:
+def served(tmp_path_factory) -> Iterator[tuple[AuthorizationServer, str]]:
     port = unclaimed_port()
     resource = f"http://127.0.0.1:{port}/mcp"
+    tokens = tmp_path_factory.mktemp("team") / "tokens"
+    tokens.write_text(f"team: {hashlib.sha256(TEAM_TOKEN.encode()).hexdigest()}\n")
     with running(resource, CLIENTS) as authority, http_server(
         "--server", "memory://", "--oauth-issuer", authority.url, "--resource-url", resource,
-        "--tool-prefix", PREFIX, port=port,
+        "--tool-prefix", PREFIX, "--tokens-file", str(tokens), port=port,
     ) as url:  # fmt: skip
         yield authority, url
 
@@ -116,6 +120,7 @@ async def test_tools_list_offers_only_what_the_tokens_scopes_may_call(served):
     assert await listed(no_mq9_scope(authority)) == set()
     everything = await listed(token_of(authority, "alice", "mq9:admin"))
     assert everything > reader | sender and PREFIX + "agent_register" in everything
+    assert await listed(TEAM_TOKEN) == everything  # a tokens file's holder: every scope
     assert (
         await listed(token_of(authority, "sender", "mq9:send"), "prompts/list", "prompts") == set()
     )
@@ -126,6 +131,7 @@ async def test_tools_list_offers_only_what_the_tokens_scopes_may_call(served):
         no_mq9_scope(authority), "resources/templates/list", "resourceTemplates"
     )
     assert templates == set()
+    assert await listed(no_mq9_scope(authority), "events/list", "events") == set()
 
 
 async def test_a_prefixed_tool_needs_its_operations_scope_not_admin(served):

@@ -52,3 +52,9 @@ def test_the_table_is_read_by_the_operation_under_a_tool_prefix():
     tasks = {"t1": "mq9_call_agent"}
     assert needed_scope("tasks/get", {"taskId": "t1"}, "mq9_", tasks.get)[0] == "mq9:call"
     assert needed_scope("prompts/get", {"name": "handle_inbox"})[0] == READ
+
+
+def test_listening_to_resources_is_a_read():
+    named = {"notifications": {"resourceSubscriptions": ["mq9://mailbox/a"]}}
+    assert needed_scope("subscriptions/listen", named)[0] == READ
+    assert needed_scope("subscriptions/listen", {"notifications": {}})[0] == OPEN
