@@ -213,3 +213,14 @@ async def test_oauth_mcp_sdk_client_registers_dynamically_for_a_first_sign_in(se
     assert found["aud"] == served.url and found["iss"] == served.authority.url
     assert found["sub"] == "alice"
     assert len(user.opened) == 2 and "mq9:admin" in scopes(storage.tokens[-1])
+
+
+async def test_oauth_401_challenge_names_the_first_sign_in_scopes(served):
+    """Issue #117: the scopes a client asks for first are the challenge's (MCP's scope
+    selection reads it before the metadata's ``scopes_supported``, which lists mq9:admin)."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(served.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert answer.status_code == 401
+    challenge = answer.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and 'scope="mq9:read mq9:send"' in challenge
+    assert "resource_metadata=" in challenge
