@@ -4,6 +4,10 @@ read by the operation, whatever the server's --tool-prefix."""
 
 from __future__ import annotations
 
+import pytest
+from mcp import types
+from mcp.shared.exceptions import MCPError
+
 from mcp_server.http.scopes import (
     ADMIN,
     BY_TASK,
@@ -14,6 +18,7 @@ from mcp_server.http.scopes import (
     needed_scope,
 )
 from mcp_server.server import create_server
+from mcp_server.tasks import TaskStore
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import ToolPolicy
 
@@ -58,3 +63,22 @@ def test_listening_to_resources_is_a_read():
     named = {"notifications": {"resourceSubscriptions": ["mq9://mailbox/a"]}}
     assert needed_scope("subscriptions/listen", named)[0] == READ
     assert needed_scope("subscriptions/listen", {"notifications": {}})[0] == OPEN
+
+
+async def test_a_task_taken_up_here_is_checked_for_its_tools_scope():
+    """A task the HTTP check could not read the tool of (another replica's, one held before a
+    restart) is checked once found: the same scope, in the JSON-RPC error's data."""
+    missing = {"fetch_messages": "mq9:read"}
+    store = TaskStore(scope_missing=lambda _ctx, tool: missing.get(tool))
+
+    async def run(_ask: object) -> types.CallToolResult:
+        return types.CallToolResult(content=[])
+
+    call = types.CallToolRequestParams(name="fetch_messages", arguments={})
+    task = await store.start("", run, None, call=call)
+    assert task is not None and store.tool_of(task.task_id) == "fetch_messages"
+    with pytest.raises(MCPError) as refused:
+        await store.find(object(), task.task_id)
+    assert refused.value.error.data == {"error": "insufficient_scope", "scope": "mq9:read"}
+    missing.clear()  # a token holding it
+    assert (await store.find(object(), task.task_id)) is task
