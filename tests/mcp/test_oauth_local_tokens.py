@@ -20,7 +20,8 @@ import pytest
 
 from mcp_server.http import introspection
 from mcp_server.http.introspection import Introspected
-from mcp_server.http.oauth import AuthorizationServer, access_token
+from mcp_server.http.issuer import AuthorizationServer
+from mcp_server.http.oauth import access_token
 from mcp_server.http.tokens_file import TokensFile
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.requests_seen import INTROSPECTION, record_requests, seen

@@ -44,19 +44,24 @@ def refusal_text(address: str) -> str:
     )
 
 
-def boundary(
-    owners: MailboxOwners, operation_of: Callable[[str], Operation | None]
-) -> Callable[[Ctx, CallNext], Any]:
+class OwnerBoundary:
     """The middleware; ``operation_of(tool name)``: the catalog operation a tool stands for."""
 
-    async def keep_own(ctx: Ctx, call_next: CallNext) -> HandlerResult:
+    def __init__(
+        self, owners: MailboxOwners, operation_of: Callable[[str], Operation | None]
+    ) -> None:
+        self.owners = owners
+        self.operation_of = operation_of
+
+    async def __call__(self, ctx: Ctx, call_next: CallNext) -> HandlerResult:
+        owners = self.owners
         scope = getattr(ctx.request, "scope", None)
         principal = principal_of(scope) if scope is not None else None
         params = dict(ctx.params) if isinstance(ctx.params, Mapping) else {}
         if principal is None:
             return await call_next(ctx)
         if ctx.method == "tools/call":
-            return await _tool_call(owners, operation_of, principal, params, ctx, call_next)
+            return await _tool_call(owners, self.operation_of, principal, params, ctx, call_next)
         for address in _read_addresses(ctx.method, params):
             if not await owners.may_read(principal, address):
                 raise _refused(ctx.method, address)
@@ -65,14 +70,12 @@ def boundary(
             return await _own_completions(owners, principal, params, result)
         return result
 
-    return keep_own
-
 
 async def _tool_call(
     owners: MailboxOwners,
     operation_of: Callable[[str], Operation | None],
     principal: str,
-    params: dict[str, Any],
+    params: dict[str, object],
     ctx: Ctx,
     call_next: CallNext,
 ) -> HandlerResult:
@@ -103,7 +106,7 @@ async def _tool_call(
     return result
 
 
-def _target(operation: str, arguments: dict[str, Any], agent_mailbox: str | None) -> str | None:
+def _target(operation: str, arguments: dict[str, object], agent_mailbox: str | None) -> str | None:
     """The mailbox a tool call names (its own when it leaves it empty)."""
     if operation == "agent_register":
         value = agent_mailbox or arguments.get("name")
@@ -133,7 +136,7 @@ def _plain(result: HandlerResult) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def _read_addresses(method: str, params: dict[str, Any]) -> list[str]:
+def _read_addresses(method: str, params: dict[str, object]) -> list[str]:
     """The mailboxes a request other than a tool call reads."""
     if method in ("resources/read", "resources/subscribe"):
         uris = [params.get("uri")]

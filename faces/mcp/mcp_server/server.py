@@ -37,7 +37,7 @@ from .http.principals import ActingConnection, PrincipalConnections, acting_for,
 from .http.scope_check import granted, may_use, may_use_prompt, may_use_tool, scope_missing
 from .http.scopes import READ
 from .mailbox_owners import MailboxOwners
-from .owner_boundary import boundary as owner_boundary
+from .owner_boundary import OwnerBoundary
 from .owners import ClientPolicies, client_of
 from .task_events import TaskLog
 
@@ -143,7 +143,7 @@ class Mq9McpServer(Server):
             self.acting, connection.request_timeout, agent_mailbox=server_policy.agent_mailbox
         )
         named = lambda name: operation_named(server_policy, name)  # noqa: E731
-        self.middleware.append(owner_boundary(self.mailbox_owners, named))
+        self.middleware.append(OwnerBoundary(self.mailbox_owners, named))
         # every task's events kept in the mail store (tasks/stream, task_events.py): a task a
         # server started again finds there is taken up by resume_call
         timeout = connection.request_timeout + CALL_GRACE_SECONDS

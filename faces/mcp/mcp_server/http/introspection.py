@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
@@ -29,7 +29,7 @@ from mcp.server.auth.provider import AccessToken
 from .refusals import refused
 
 if TYPE_CHECKING:
-    from .oauth import AuthorizationServer
+    from .issuer import AuthorizationServer
 
 log = logging.getLogger("mcp_server")
 
@@ -37,6 +37,8 @@ KNOWN_MAX, KNOWN_S = 1024, 60.0
 REFUSED_MAX, REFUSED_S = 4096, 30.0
 AT_ONCE, PER_SECOND = 8, 20
 DEADLINE_S = 5.0
+T = TypeVar("T")
+
 # ``token_type`` values that name an access token usable as a bearer (case aside)
 ACCESS_TYPES = {"bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"}
 
@@ -160,7 +162,7 @@ class Introspected:
         return None
 
     @staticmethod
-    def _remember(table: OrderedDict[str, Any], key: str, value: Any, most: int) -> None:
+    def _remember(table: OrderedDict[str, T], key: str, value: T, most: int) -> None:
         table[key] = value
         table.move_to_end(key)
         while len(table) > most:

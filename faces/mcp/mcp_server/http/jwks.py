@@ -43,7 +43,7 @@ class JwksCache:
 
     def __init__(
         self,
-        fetch: Callable[[], Awaitable[Any]],
+        fetch: Callable[[], Awaitable[object]],
         *,
         max_age: float = MAX_AGE_S,
         cooldown: float = COOLDOWN_S,

@@ -19,8 +19,9 @@ from pydantic import AnyHttpUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import BearerToken
+from .issuer import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer
 from .jwks import COOLDOWN_S, MAX_AGE_S
-from .oauth import DEFAULT_ALGORITHMS, JWT_TYP, AuthorizationServer, ResourceTokens
+from .oauth import ResourceTokens
 from .principals import add_principal_flags
 from .scopes import ALL_SCOPES
 from .tokens_file import AnyOf, TokensFile

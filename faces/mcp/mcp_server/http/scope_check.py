@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -65,7 +64,7 @@ class ScopeCheck:
         await send({"type": "http.response.body", "body": body})
 
 
-def granted(request: Any) -> list[str] | None:
+def granted(request: object) -> list[str] | None:
     """The scopes of the token checked for ``request`` (None: no token was checked, as over
     stdio or without --auth-token: everything is served)."""
     scope = getattr(request, "scope", None) or {}
@@ -73,13 +72,13 @@ def granted(request: Any) -> list[str] | None:
     return list(token.scopes) if isinstance(token, AccessToken) else None
 
 
-def may_use_tool(request: Any, tool: str, prefix: str) -> bool:
+def may_use_tool(request: object, tool: str, prefix: str) -> bool:
     """Whether ``request``'s token may call ``tool`` (a name under the server's prefix)."""
     scopes = granted(request)
     return scopes is None or may_call(scopes, operation_of(tool, prefix))
 
 
-def scope_missing(request: Any, tool: str, prefix: str) -> str | None:
+def scope_missing(request: object, tool: str, prefix: str) -> str | None:
     """The scope ``request``'s token lacks to call ``tool`` (None: it holds it, or no token
     was checked)."""
     if may_use_tool(request, tool, prefix):
@@ -87,11 +86,11 @@ def scope_missing(request: Any, tool: str, prefix: str) -> str | None:
     return scope_for(operation_of(tool, prefix))
 
 
-def may_use(request: Any, scope: str) -> bool:
+def may_use(request: object, scope: str) -> bool:
     """Whether ``request``'s token holds ``scope`` (a list's items needing it are shown)."""
     scopes = granted(request)
     return scopes is None or holds(scopes, scope)
 
 
-def may_use_prompt(request: Any, name: str) -> bool:
+def may_use_prompt(request: object, name: str) -> bool:
     return may_use(request, prompt_scope(name))
