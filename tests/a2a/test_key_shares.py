@@ -89,3 +89,22 @@ async def test_a_callers_client_counts_its_keyed_sends_only():
         await alice.send("box", "d", idempotency_key="k3")
     assert inner.sent == [("box", "k"), ("box", None), ("robustmq.box", "k2")]
     assert alice.keys_recognised_for("box") is True  # the rest is the client's
+
+
+def test_callers_counted_in_a_part_fill_only_the_part_and_its_window_frees_it():
+    """(#116) Callers who cost nothing to make (an identity provider's principals on a carrier's
+    identity) hold at most a part of the total together: filling it refuses only them, never a
+    caller outside it, nothing half counted; the part is freed as their keys' window ends."""
+    clock = Clock()
+    shares = KeyShares(3, total=10, window=600, where="server", clock=clock)
+    free = ("principals without a credential of their own", 4)
+    shares.spend("free-1", [("box", "a"), ("box", "b"), ("box", "c")], part=free)
+    with pytest.raises(KeysRefused, match="are all in use now \\(you hold 0 of your 3\\)"):
+        shares.spend("free-2", [("box", "a"), ("box", "b")], part=free)  # all or none
+    shares.spend("free-2", [("box", "a")], part=free)
+    assert shares.in_part(free[0]) == 4 and shares.held("free-2") == 1
+    shares.spend("named", [("box", "a"), ("box", "b"), ("box", "c")])  # outside the part
+    assert len(shares) == 7
+    clock.now += 600 + SLACK
+    assert shares.in_part(free[0]) == 0 and len(shares) == 0
+    shares.spend("free-3", [("box", "a"), ("box", "b"), ("box", "c")], part=free)
