@@ -250,6 +250,7 @@ class TaskLog:
         while len(self.kept) > MAX_EVENTS:
             seq, msg_id = self.kept.popleft()
             self.earliest = seq + 1
+
             def drop(c: Mq9Client, m: int = msg_id) -> Awaitable[None]:
                 return c.delete(self.mailbox, m)
 
