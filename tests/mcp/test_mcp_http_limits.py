@@ -289,6 +289,32 @@ async def test_a_client_holding_every_slot_gives_way_to_another_client():
         assert [await s.status() for s in flood[1:]] == [404, 200]
 
 
+async def test_clients_holding_one_session_each_give_way_to_a_client_holding_none():
+    """#116: principals cost nothing where an identity provider lets anyone register, and each
+    is a client: a crowd of them each holding one session that called a tool filled every slot,
+    and every newcomer was refused (503) for the idle timeout. A client holding none now takes
+    the least recently active idle session; one holding a session of its own gets no second."""
+    async with served(max_sessions=3, idle_timeout=600) as srv:
+        crowd = []
+        for n in (2, 3, 4):
+            async with bound_to(f"127.0.0.{n}") as http:
+                session = RawSession(http, srv.url)
+                await session.start()
+                await session.call("create_mailbox")
+                await srv.settled(session)
+            crowd.append(session)
+            srv.clock.now += 1  # the first is the least recently active
+        async with bound_to("127.0.0.5") as http:
+            newcomer = RawSession(http, srv.url)
+            await newcomer.start()
+            assert (await newcomer.call("create_mailbox"))["mail_address"]
+            await srv.settled(newcomer)
+            # it holds one now, as every other client does: a second is refused
+            assert (await RawSession(http, srv.url).open()).status_code == 503
+        assert [s.id in srv.limits.sessions for s in crowd] == [False, True, True]
+        assert srv.limits.evicted == 1
+
+
 async def test_respelling_the_bearer_scheme_does_not_make_another_client():
     """#35: the fair share counted ``Bearer T``, ``bearer T``, ``BEARER T`` and ``Bearer  T`` as
     four clients (the token check reads them alike), so one token holder took every slot."""

@@ -42,10 +42,10 @@ class SessionLimits:
     flight (an open GET stream counts as one, so a connected client is never idle).
 
     When full, a new session replaces the least recently active one that never called a tool.
-    If all have called one, a newcomer from a client (peer address and credentials: every
-    loopback client is one) holding fewer sessions than the client holding the most replaces
-    that client's least recently active idle session; otherwise it is refused (503,
-    Retry-After). So a flood mostly evicts its own empty sessions and gives slots up to other
+    If all have called one, a newcomer from a client (a principal; without one, the peer
+    address and credentials: every loopback client is one) holding none, or fewer sessions
+    than the client holding the most even after joining, replaces the least recently active
+    idle session of a client holding the most; otherwise it is refused (503, Retry-After). So a flood mostly evicts its own empty sessions and gives slots up to other
     clients as they come, while sessions that did work keep working. Refusing outright would
     lock everyone out for the idle timeout; plain LRU eviction would let a flood evict everyone.
     """
@@ -169,16 +169,26 @@ class SessionLimits:
         return True
 
     def _fair_share(self, newcomer: str | None) -> str | None:
-        """The least recently active idle session of the client holding the most sessions,
-        when ``newcomer`` holds fewer than it even after joining; else None."""
+        """The least recently active idle session of a client holding the most sessions, when
+        ``newcomer`` holds fewer than it even after joining, or holds none at all; else None.
+
+        A client holding none may take even the last session of a client holding one: every
+        principal is a client, and principals can cost nothing (an identity provider's open
+        registration), so a crowd of them each holding one session would otherwise lock every
+        newcomer out for the idle timeout. An idle session holds nothing its client's next
+        one lacks (what the tools remember is the client's, ``owners.py``): its client opens
+        another, as the MCP transport has a client do on a 404."""
         if newcomer is None:
             return None
         held = Counter(s.client for s in self.sessions.values())
-        hog, most = held.most_common(1)[0]
-        if held[newcomer] + 1 >= most:
+        most = max(held.values())
+        mine = held[newcomer]
+        if mine and mine + 1 >= most:
             return None
         idle = [
-            (s.last, i) for i, s in self.sessions.items() if s.client == hog and not s.in_flight
+            (s.last, i)
+            for i, s in self.sessions.items()
+            if held[s.client] == most and not s.in_flight
         ]
         return min(idle)[1] if idle else None
 
