@@ -45,8 +45,9 @@ class SessionLimits:
     If all have called one, a newcomer from a client (a principal; without one, the peer
     address and credentials: every loopback client is one) holding none, or fewer sessions
     than the client holding the most even after joining, replaces the least recently active
-    idle session of a client holding the most; otherwise it is refused (503, Retry-After). So a flood mostly evicts its own empty sessions and gives slots up to other
-    clients as they come, while sessions that did work keep working. Refusing outright would
+    idle session of a client holding the most; otherwise it is refused (503, Retry-After). So a
+    flood mostly evicts its own empty sessions and gives slots up to other clients as they
+    come, while sessions that did work keep working. Refusing outright would
     lock everyone out for the idle timeout; plain LRU eviction would let a flood evict everyone.
     """
 
