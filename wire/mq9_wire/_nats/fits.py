@@ -4,7 +4,7 @@ A publish the server cannot take is not refused alone: nats-server answers ``-ER
 line over ``max_control_line``, a payload over ``max_payload``, a header block it cannot parse)
 and closes the connection, and nats-py closes it for good (``_process_err``). A broker whose
 connection a request could make it write such a publish on is one request from not serving
-(issue #77: a 4,000-byte tag). ``publish_problem`` says what does not fit, in one line;
+(a tag of a few kilobytes). ``publish_problem`` says what does not fit, in one line;
 ``fence`` makes a connection refuse such a publish (``refused(text)`` raised) instead of
 writing it. The engines refuse what they can name first (broker/engine/sending.py); this is
 the last line.
@@ -24,7 +24,7 @@ CONTROL_LINE = 4096
 # does not say it; nats-server refuses a config whose max_payload is above it (server.go).
 MAX_PENDING = 64 * 1024 * 1024
 # What one answer of the broker, or its store's reads at once, may take of a connection's
-# pending bytes: half, the other half room for what else arrives meanwhile (issue #88: a
+# pending bytes: half, the other half room for what else arrives meanwhile (a
 # request as large, another answer)
 PENDING_SHARE = MAX_PENDING // 2
 _HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")  # the block's first line and its end

@@ -1,4 +1,4 @@
-"""What a server tells its operator (#73): metrics in Prometheus' text format, ``/healthz``
+"""What a server tells its operator: metrics in Prometheus' text format, ``/healthz``
 (alive) and ``/readyz`` (ready to serve), on an address of the operator's choosing
 (``--metrics HOST:PORT``), never on a port a tenant reaches.
 

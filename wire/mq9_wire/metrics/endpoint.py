@@ -1,6 +1,6 @@
 """The operator's endpoint: ``GET /metrics`` (Prometheus' text format), ``/healthz`` (the
 process answers) and ``/readyz`` (it serves: connected, its store usable), on the address the
-operator gave (``--metrics HOST:PORT``), apart from every port a tenant reaches (#73).
+operator gave (``--metrics HOST:PORT``), apart from every port a tenant reaches.
 
 A small HTTP/1.1 server on the server's own event loop, so that what a scrape reads (a
 broker's mailboxes, a gateway's tasks) is read between requests, never while one is answered.
@@ -53,11 +53,11 @@ class OperatorEndpoint:
     has for its request line and headers; ``at_once``: connections served at once. ``async
     with`` starts and stops it.
 
-    ``ready_metric`` (#78): a gauge of that name, 1 when ``/readyz`` would answer 200, asked at
+    ``ready_metric``: a gauge of that name, 1 when ``/readyz`` would answer 200, asked at
     each scrape (Prometheus reads ``/metrics`` only: an alert on readiness reads this).
     ``refresh``: awaited before each scrape, within the read deadline (what a collector reads
     that must be asked for over the network: a cluster broker's survey). ``note``: what
-    ``/readyz`` adds to "ready" (a console up read-only says so, #91 item 2), or None."""
+    ``/readyz`` adds to "ready" (a console up read-only says so), or None."""
 
     def __init__(
         self, host: str, port: int, registry: Any, ready: Ready, *,
@@ -96,7 +96,7 @@ class OperatorEndpoint:
             self._serve, self.host, self.port, limit=LINE_LIMIT
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        if os.environ.get("NOTIFY_SOCKET"):  # #91 item 7: a unit of Type=notify waits for it
+        if os.environ.get("NOTIFY_SOCKET"):  # a unit of Type=notify waits for it
             self._told = asyncio.ensure_future(tell_when_ready(self.why_not_ready))
         return self
 

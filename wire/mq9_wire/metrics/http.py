@@ -1,4 +1,4 @@
-"""Requests an HTTP server answers (#73), counted around its ASGI app: by route and status
+"""Requests an HTTP server answers, counted around its ASGI app: by route and status
 class with their duration, those open now (an MCP session's stream, an A2A subscription: the
 connections), the JSON-RPC calls by method (and tool) read from the request's first body
 chunk, and the A2A task states its answers carry.

@@ -1,4 +1,4 @@
-"""Telling systemd a server is ready (#91 item 7): a unit of ``Type=notify`` starts its
+"""Telling systemd a server is ready: a unit of ``Type=notify`` starts its
 dependents once the server sends ``READY=1`` on the datagram socket systemd names in
 ``$NOTIFY_SOCKET`` (sd_notify(3)); without that variable (no systemd), nothing is sent.
 

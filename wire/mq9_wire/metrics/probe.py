@@ -1,4 +1,4 @@
-"""Whether a server's broker can do the server's job (#77 item 6, #91 item 2): the ``/readyz``
+"""Whether a server's broker can do the server's job: the ``/readyz``
 of the waker, the gateway, the MCP server and the console. A connection that is up says only
 that a nats-server is there; a broker that answers a read says only that reads are answered:
 a JetStream cluster that lost its quorum answers reads from its replicas for as long as it
@@ -10,7 +10,7 @@ under its name, the last one replacing the one before (one record, whatever the 
 probes: the cluster store's reports bucket holds one key for it, the memory and SQLite stores
 one entry, RobustMQ one more report it never reads), DISCOVER never shows it, no agent owns it
 (the bundled broker refuses every client's REGISTER, UNREGISTER and CREATE of it, on every
-store, #98: so no agent's request can turn a /readyz 503), and the cluster store
+store, so that no agent's request can turn a /readyz 503), and the cluster store
 acknowledges it only once a quorum of its servers holds it. When the write is not answered, a
 QUERY of ``PROBE_MAILBOX`` (no mailbox: "no such mailbox" is the answer) says whether reads
 still are: the console stays up read-only and says so. The broker counts a QUERY of
@@ -51,13 +51,13 @@ class ProbedClient(Protocol):
     async def agent_report(self, report: dict[str, Any]) -> None: ...
 
 
-PROBE_MAILBOX = READYZ_PROBE  # a valid address nobody may create (#98)
+PROBE_MAILBOX = READYZ_PROBE  # a valid address nobody may create
 PROBE_AGENT = READYZ_PROBE  # the name the probe's REPORT is stored under, nobody may register
 PROBE_DEADLINE = 3.0  # seconds the broker has to answer (a cluster that lost its quorum: 503)
 PROBE_KEPT = 1.0
-# (#99) the longest a /readyz waits for a probe: a probe that takes longer goes on behind it
+# the longest a /readyz waits for a probe: a probe that takes longer goes on behind it
 ANSWER_WITHIN = 0.9
-# (#113) how old the last probe's answer may be to answer a /readyz whose own probe is still
+# how old the last probe's answer may be to answer a /readyz whose own probe is still
 # under way: older, nothing is known (503)
 PROBE_FRESH = PROBE_DEADLINE
 
@@ -83,7 +83,7 @@ class Answered:
 async def broker_answers(client: ProbedClient, deadline: float = PROBE_DEADLINE) -> str | None:
     """None when a broker answered ``client``'s QUERY within ``deadline``; else why not."""
     # one try (again=False): the broker's first answer says whether it answers reads, where
-    # the client would send a read again through an outage until its own deadline (#98)
+    # the client would send a read again through an outage until its own deadline
     query = client.query(PROBE_MAILBOX, limit=1, again=False)
     return await _asked(query, client, "a QUERY", deadline)
 
@@ -118,7 +118,7 @@ async def _asked(
     except TimeoutError:
         return f"no broker answered {what} within {deadline:g} s"
     except StoreUnavailable as exc:
-        # (#98) the broker answered, its JetStream store could not take the request for now:
+        # the broker answered, its JetStream store could not take the request for now:
         # a write not made; a read the broker itself answered, as it answers any refusal
         if not refused_is_answer:
             return f"no broker answered {what}: {type(exc).__name__}: {exc}"
@@ -147,7 +147,7 @@ class Probe:
         self._running: asyncio.Future[str | None] | None = None
 
     async def __call__(self) -> str | None:
-        """(#99) Answered within ``ANSWER_WITHIN``: a probe still under way then goes on (its
+        """Answered within ``ANSWER_WITHIN``: a probe still under way then goes on (its
         answer kept for the next ask), and this one is the last probe's answer while it is
         under ``PROBE_FRESH`` s old, else not ready (a console before its credential answered
         503 after 6 s)."""
@@ -163,7 +163,7 @@ class Probe:
             last = self._last
             if last is None:
                 return f"not known yet: no probe of the broker answered within {ANSWER_WITHIN:g} s"
-            # (#113) the last probe speaks only while it is recent: one from before a cluster
+            # the last probe speaks only while it is recent: one from before a cluster
             # lost its quorum, with nothing asked since, would say ready while no write is taken
             if self.clock() - last[0] < PROBE_FRESH:
                 return last[1]

@@ -111,14 +111,14 @@ class LimitReached(Mq9Error):
 
 
 class KeysFull(LimitReached):
-    """(#98, #106) A keyed SEND refused: the sender's (or the broker's) idempotency keys are
+    """A keyed SEND refused: the sender's (or the broker's) idempotency keys are
     at their bound for now. Nothing was stored; the same SEND without a key, or later, goes.
     The text names whose bound it is and no count, so a server carrying many callers can pass
     it on without telling one caller of the others."""
 
 
 class NotAwaitingAck(InvalidArgument):
-    """(#113) An ACK of ``msg_id`` in ``address`` that its group's reader is not waiting for:
+    """An ACK of ``msg_id`` in ``address`` that its group's reader is not waiting for:
     never handed out to it, or acked already (the client's own refusal, before anything is
     sent). ``waiting``: the msg_ids that do wait for an ack, oldest first (none: fetch first)."""
 
@@ -198,7 +198,7 @@ class StorageMissing(ClusterUnavailable):
 
 
 class StoreUnavailable(ClusterUnavailable):
-    """(#98) The bundled broker's JetStream store did not take the request for now: its
+    """The bundled broker's JetStream store did not take the request for now: its
     servers electing a stream's leader, without a quorum, or slower than the store's deadline.
     The same request may pass unchanged a moment later; the bundled broker said it (these are
     its words), and it keeps idempotency keys, so a keyed SEND is sent again through it."""
@@ -229,7 +229,7 @@ TRANSIENT_MARKERS = (
 # A mailbox whose topic names a shard the storage engine does not hold (storage-engine
 # core/error.rs:62, from write.rs:50 before anything is written and read_*.rs): RobustMQ's words
 SHARD_MISSING = r"Shard (?P<shard>\S+) does not exist"
-# (#98) What the bundled broker's JetStream store answers while its servers cannot take a request
+# What the bundled broker's JetStream store answers while its servers cannot take a request
 # for now (nats-server's words it repeats, and its own for a request unanswered): never a
 # refusal. A write JetStream refused, or that reached no stream ("no responders": no leader to
 # take it), stored nothing; one unacknowledged may have been stored.
@@ -435,7 +435,7 @@ def err_mailbox_full(address: str, limit: int) -> str:
 
 
 def err_idempotency_key_reused(key: str, address: str, window: int) -> str:
-    """(#90) A keyed SEND whose key a SEND of something else to the mailbox had within the
+    """A keyed SEND whose key a SEND of something else to the mailbox had within the
     window: never answered with the other message's msg_id."""
     return (
         f"SEND refused: idempotency key {quoted(key)} was used for another SEND to mailbox "
@@ -445,7 +445,7 @@ def err_idempotency_key_reused(key: str, address: str, window: int) -> str:
 
 
 def err_delay_too_long(delay: int) -> str:
-    """(#100) A delay past the longest RobustMQ's delay queue holds (limits.MAX_DELAY_SECONDS):
+    """A delay past the longest RobustMQ's delay queue holds (limits.MAX_DELAY_SECONDS):
     the client's refusal, before it is sent, and the bundled broker's."""
     return (
         f"invalid delay {delay}: at most {MAX_DELAY_SECONDS} seconds (365 days), the longest "
@@ -455,7 +455,7 @@ def err_delay_too_long(delay: int) -> str:
 
 
 def err_reserved_mailbox(address: str) -> str:
-    """(#98) A CREATE of a mailbox name the broker keeps for itself (the readiness probe's)."""
+    """A CREATE of a mailbox name the broker keeps for itself (the readiness probe's)."""
     return (
         f"CREATE refused: mailbox {address} is reserved by the broker (its readiness probe "
         "asks of it): give another name"
@@ -463,8 +463,8 @@ def err_reserved_mailbox(address: str) -> str:
 
 
 def err_idempotency_keys_full(why: str, window: int) -> str:
-    """(#98) A keyed SEND with a new key past a broker's bounds on the keys it holds. ``why``:
-    which bound, in words said to the sender (#106: its own, with no count of what it or others
+    """A keyed SEND with a new key past a broker's bounds on the keys it holds. ``why``:
+    which bound, in words said to the sender (its own, with no count of what it or others
     hold; a server speaking for many callers under one identity passes nothing of them on)."""
     return (
         f"SEND refused: no room for another idempotency key ({why}, each kept {window} s): "
@@ -480,7 +480,7 @@ def err_idempotency_key_size(size: int) -> str:
 
 
 def err_not_awaiting_ack(msg_id: int, address: str) -> str:
-    """(#113) An ACK of a msg_id the group's reader was not handed, or acked already: the
+    """An ACK of a msg_id the group's reader was not handed, or acked already: the
     client's refusal (the tools add what waits and what to call)."""
     return f"msg_id {msg_id} is not waiting for an ack in {address}"
 
@@ -621,7 +621,7 @@ def _attributes(found: re.Match[str]) -> dict[str, int | str]:
 
 
 # Why each kind of outage answered, and what its words say was stored: a RobustMQ cluster's
-# (TRANSIENT_MARKERS) or the bundled broker's JetStream store's (STORE_OUTAGE, #98)
+# (TRANSIENT_MARKERS) or the bundled broker's JetStream store's (STORE_OUTAGE)
 _OUTAGES = {
     ClusterUnavailable: (
         "the mq9 cluster could not reach the node that holds this (a node or the meta leader "

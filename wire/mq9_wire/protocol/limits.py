@@ -28,7 +28,7 @@ MAX_ADDRESS_LENGTH = 3800
 # How much of a value an error quotes (quoting.py)
 QUOTE_CHARS = 60
 MAX_SECONDS = 2**31 - 1  # the client's bound for ttl (and a mailbox's): about 68 years
-# (#100) The longest delay: RobustMQ 8bd49dc queues a delayed message in tokio-util's DelayQueue
+# The longest delay: RobustMQ 8bd49dc queues a delayed message in tokio-util's DelayQueue
 # (delay-message manager.rs, pop.rs), whose timer wheel holds a deadline at most 2^36-1 ms
 # (about 795 days) past the time the wheel last advanced, and panics its task past that
 # ("invalid deadline"): every later delayed message of that shard is then never delivered. One

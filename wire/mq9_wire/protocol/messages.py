@@ -27,12 +27,12 @@ HEADER_TAGS = "mq9-tags"
 # on every SEND it stores, replacing any a client wrote (docs/security.md). Absent on an open
 # broker and on RobustMQ, where nothing vouches for a sender.
 HEADER_SENDER = "mq9-sender"
-# A SEND's idempotency key (issue #90, docs/protocol.md "Exactly once"): the bundled broker
+# A SEND's idempotency key (docs/protocol.md "Exactly once"): the bundled broker
 # stores a keyed SEND once per mailbox and key within its window, and answers every SEND again
 # with the first one's msg_id. It is the broker's, never stored with the message; RobustMQ has
 # no such header, so the client does not send it there.
 HEADER_IDEMPOTENCY_KEY = "mq9-idempotency-key"
-# (#113) A keyed SEND of a carrier (the A2A gateway, mq9-mcp: one identity for many callers)
+# A keyed SEND of a carrier (the A2A gateway, mq9-mcp: one identity for many callers)
 # names the caller whose key it is and that caller's share of the identity's keys: a broker
 # vouching for the sender counts the key against both, in the step that keeps it, so every
 # replica and every start of the carrier spends one share. The broker's, never stored.
@@ -278,7 +278,7 @@ def check_tags(tags: object) -> list[str]:
 
 
 def check_delay(delay: object) -> int:
-    """(#100) A SEND's delay, in seconds: from 0 to ``MAX_DELAY_SECONDS`` (a year), the most
+    """A SEND's delay, in seconds: from 0 to ``MAX_DELAY_SECONDS`` (a year), the most
     RobustMQ's delay queue is sure to hold; a longer one is refused before it is sent (one
     RobustMQ cannot hold panics its delay task, and every later delayed message of its shard
     is lost)."""

@@ -1,4 +1,4 @@
-"""The names derived from a mailbox's, in one place (#92): every side computes them from here.
+"""The names derived from a mailbox's, in one place: every side computes them from here.
 
 mq9 itself derives no names. This library keeps records of its own in mailboxes it names
 after the mailbox they serve: a group's leases, an agent's A2A task store, a caller's reply
@@ -35,7 +35,7 @@ WAKE_FAILED = WAKE_ROOT + "failed"
 DEAD_LETTER_SUFFIX = ".dlq"  # <mailbox>.dlq, or <prefix>.dlq.<digest(mailbox)> when long
 CALLER_SUFFIX = ".calls"  # a toolkit's caller is named <its mailbox>.calls
 ARRIVALS_WILDCARD = ARRIVALS_PREFIX + "*"  # every mailbox's arrivals
-# (#98) The readiness probe's (metrics/probe.py): the agent its REPORT is stored under, and
+# The readiness probe's (metrics/probe.py): the agent its REPORT is stored under, and
 # the mailbox its QUERY asks of. Nobody's: no client registers, unregisters or creates it, on
 # any store, so no agent's request can make a server's /readyz fail
 READYZ_PROBE = RESERVED_ROOT + ".readyz.probe"
@@ -71,7 +71,7 @@ def is_reserved(address: str) -> bool:
 
 
 def reserved_agent_refusal(verb: str, name: object) -> str | None:
-    """(#98) Why ``verb`` (REGISTER, UNREGISTER, REPORT) of the agent ``name`` is refused: an
+    """Why ``verb`` (REGISTER, UNREGISTER, REPORT) of the agent ``name`` is refused: an
     agent name under the reserved root is the library's and the broker's, nobody's to take.
     The readiness probe alone REPORTs there, on its own name (no registration holds it)."""
     if not isinstance(name, str) or not is_reserved(name):

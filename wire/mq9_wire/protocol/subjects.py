@@ -17,12 +17,12 @@ AGENT_UNREGISTER = f"{PREFIX}.AGENT.UNREGISTER"
 AGENT_REPORT = f"{PREFIX}.AGENT.REPORT"
 AGENT_DISCOVER = f"{PREFIX}.AGENT.DISCOVER"
 
-# A broker enforcing per-agent credentials (the bundled one with --credentials, #53;
+# A broker enforcing per-agent credentials (the bundled one with --credentials;
 # docs/security.md) takes a credentialed agent's requests on its own prefix, $mq9.U.<id>. and
 # the subject without "$mq9."; a plain request there is answered an error starting with the marker.
 PRINCIPAL_PREFIX = "$mq9.U."
 IDENTITIES_MARKER = "mq9 identities: "
-# Where the bundled broker announces a message stored (#62: empty, on this prefix and the
+# Where the bundled broker announces a message stored (empty, on this prefix and the
 # digest of its mailbox's name, never the name), for wakers (wake/arrivals.py); RobustMQ has
 # none, and a waker polls there
 ARRIVALS_PREFIX = "$mq9.WAKE."
@@ -53,7 +53,7 @@ def principal_subject(principal: str, subject: str) -> str:
     ``$mq9.AI.MSG.SEND.box`` -> ``$mq9.U.alice.AI.MSG.SEND.box``."""
     return f"{PRINCIPAL_PREFIX}{principal}.{subject.removeprefix('$mq9.')}"
 
-# (#99, the bundled broker's; RobustMQ has none, and answers nothing there) how many messages
+# (the bundled broker's; RobustMQ has none, and answers nothing there) how many messages
 # each priority's lane of a mailbox holds: what no read of the protocol can count to its end
 # under many urgent ones (a read from an id answers the most urgent first). A read, owned as a
 # QUERY; its answer {"error": "", "counts": {"critical": n, "urgent": n, "normal": n},

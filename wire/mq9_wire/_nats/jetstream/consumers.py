@@ -1,7 +1,7 @@
 """What must follow a stream as it grows, on nats-py's ``nats.js`` (its consumers: flow
 control, heartbeats, an ordered consumer's resets): a bucket's keys watched (``watch``) and a
 stream read in order up to its end (``read_ordered``). The one module of the floor, and of
-the broker, that imports ``nats.js`` (issue #92: one JetStream client, ``requests.py``, and
+the broker, that imports ``nats.js`` (one JetStream client, ``requests.py``, and
 nats-py's behind it only here); it uses nats-py's public API only, so no version check.
 """
 

@@ -1,4 +1,4 @@
-"""The one JetStream client of the broker, on one NATS connection (issue #92: the cluster
+"""The one JetStream client of the broker, on one NATS connection (the cluster
 store's and the identities' alike): API requests with one deadline (``api``, ``stream_info``,
 ``account_info``), reads from a stream's leader (``STREAM.MSG.GET``: current), batched direct
 gets (any replica; the ``min_last_seq`` they carry is ignored by nats-server 2.12 and later, so
@@ -13,7 +13,7 @@ nats-py's exception: ``NoAnswer``, ``JetStreamError`` (the API's refusal, with i
 with its own (the cluster store's are ``StorageError``s: storage/jetstream/requests.py). Every
 publish on the connection, these and the atomic batches' alike, is checked against the
 server's limits before it is written (``fits.py``: a publish the server cannot take closes the
-connection): one that does not fit is a ``WriteRefused``, nothing sent (issue #77).
+connection): one that does not fit is a ``WriteRefused``, nothing sent.
 """
 
 from __future__ import annotations
@@ -198,12 +198,12 @@ class Requests:
         self._subscription: Any = None
         self._watchdog: asyncio.Task[None] | None = None
         self.sent_again = 0  # how many unanswered requests were sent again (tests count them)
-        # #88: what the reads on the connection may bring at once (window.py)
+        # what the reads on the connection may bring at once (window.py)
         self.window = ReadWindow()
-        # #98: the most one message of a stream can take, where its owner knows (buckets of
+        # the most one message of a stream can take, where its owner knows (buckets of
         # small values); a read's own bound (window.sized) first
         self.entry_most: dict[str, int] = {}
-        # #98: a connection of their own for the reads that may be large (``use_for_large``):
+        # a connection of their own for the reads that may be large (``use_for_large``):
         # nats-server sends a connection's bytes in order, so a small answer behind a 31 MiB
         # one on the same connection waits until the broker has read it all
         self.large: NatsClient | None = None
@@ -246,9 +246,9 @@ class Requests:
         put it yet, and hand its answers to the requests waiting for them in the read loop
         (``replies_inline``: once a request was made, nats-py's inbox for them exists);
         whether it is on. A broker serving on the connection its store uses has put it there
-        already; one enforcing credentials serves on a connection of its own (#61), which
+        already; one enforcing credentials serves on a connection of its own, which
         left its store's on nats-py's tasks: a publish's coroutine and flush, a task a
-        JetStream answer (#81: 1.45x the open broker's CPU a SEND, the cost of credentials)."""
+        JetStream answer (the cost of credentials, on every SEND)."""
         connection = self.connection
         if not engaged(connection):
             watchdog = protect(connection)  # (reconnects it if its read loop ever stops)
@@ -291,7 +291,7 @@ class Requests:
         connection: NatsClient | None = None,
     ) -> dict[str, Any]:
         """A JetStream API request's answer; ``JetStreamError`` when it says an error.
-        ``connection``: another than the client's own (#98: a large read's).
+        ``connection``: another than the client's own (a large read's).
 
         ``again``: the request is safe to send twice (a read, or a create of the same
         config), so an unanswered one is sent again after that many seconds, within the one
@@ -368,8 +368,8 @@ class Requests:
         finally:
             self.window.give(share)
         if connection is not self.connection:
-            # (#98) a large answer: its JSON read, then its base64, each holding the loop a
-            # while (a 31 MiB message: 0.1 and 0.3 s on a busy 2-core machine); what else
+            # a large answer: its JSON read, then its base64, each holding the loop a
+            # while (the longer, the larger the message); what else
             # is ready (another client's small reads) goes between
             await asyncio.sleep(0)
         return gotten(answer["message"])
@@ -576,7 +576,7 @@ def _record_problem(
 ) -> str | None:
     """Why a stream message is refused (one line, with the largest data taken) when larger
     than nats-server's file store keeps, which the servers would refuse ("message too large",
-    naming no size: issue #88) whatever their max_payload."""
+    naming no size) whatever their max_payload."""
     lines = more + sum(len(n) + len(v.encode()) + 4 for n, v in (headers or {}).items())
     block = lines + len("NATS/1.0\r\n\r\n") if lines else 0
     record = file_record_size(subject, block, len(data))

@@ -1,4 +1,4 @@
-"""What the JetStream reads on one connection may bring at once (issue #88, item 2).
+"""What the JetStream reads on one connection may bring at once.
 
 nats-server queues what it sends one connection and closes it, as a slow consumer, when more
 than its ``max_pending`` waits there ("Slow Consumer Detected: MaxPending of 67108864
@@ -16,9 +16,9 @@ message more (the servers stop after the message that reaches it). On servers of
 max_payload (1 MiB) that is some thirty gets at once; on servers whose max_payload was raised
 to 32 MiB or more, one at a time.
 
-Issue #98 (item 8): on servers raised so, every read counted at 32 MiB made every read wait
-for every other, and one client keeping 24 reads of 31 MiB messages going held another's
-small reads for 9-35 s. So:
+On servers raised so, counting every read at 32 MiB made every read wait for every other,
+and one client keeping many reads of large messages going held another's small reads for
+seconds. So:
 
 - a read whose owner knows the most one of its messages can take (``sized``: the cluster store
   reads it from the mailbox's head, which says the largest message the mailbox was written)
@@ -61,7 +61,7 @@ _RECORD_OWN = 4 + 8 + 8 + 2 + 4 + 8
 _ANSWER_OWN = 512
 # A batch asks for at most this many bytes of messages (and the one message that reaches it)
 BATCH_BYTES = 1024 * 1024
-# (#98) Room beside the window for small reads alone, and what a small read takes at most: a
+# Room beside the window for small reads alone, and what a small read takes at most: a
 # batch of 1,000 messages of up to 256 KiB asked 1 MiB, or a get of a message of up to 2 MiB
 SMALL_ROOM = 4 * 1024 * 1024
 SMALL_READ = 2 * 1024 * 1024
