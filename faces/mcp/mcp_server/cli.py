@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_broker_flags(parser)
     add_transport_flags(parser)
-    add_oauth_flags(parser)  # #112: http/resource_server.py
+    add_oauth_flags(parser)  # an OAuth resource server: http/resource_server.py
     add_tool_flags(parser)
     add_event_flags(parser)
     add_owner_flags(parser)  # private mailboxes between principals: mailbox_owners.py
@@ -209,7 +209,7 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
         "--keys-per-client",
         type=positive_int,
         metavar="N",
-        help="the idempotency keys one client's tool calls may hold at once (#106; default: "
+        help="the idempotency keys one client's tool calls may hold at once (default: "
         f"{KEYS_PER_CLIENT} a client over HTTP, over stdio the clients' whole part; "
         "$MQ9_MCP_KEYS_PER_CLIENT); a client past it is refused, naming its own count only",
     )
@@ -366,7 +366,7 @@ def _main(argv: Sequence[str] | None) -> int:
     principals = principal_connections(
         args, parser, server_url, connection, request_timeout=timeout, name="mq9-mcp"
     )
-    if principals is not None:  # #112: each principal at the broker as itself
+    if principals is not None:  # each principal at the broker as itself
         server.use_principals(principals)
 
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -390,7 +390,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def key_shares(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KeyShares:
-    """The ledger of the clients' idempotency keys (#106), from the options, else their
+    """The ledger of the clients' idempotency keys, from the options, else their
     environment variables, else the broker's defaults."""
 
     def given(value: int | None, env: str) -> int | None:
@@ -547,11 +547,11 @@ def _run_http(
         idle_timeout,
     )
     metrics = None
-    if args.metrics is not None:  # #73: refused in one line before anything is served
+    if args.metrics is not None:  # refused in one line before anything is served
         try:
             address = operator_address(args.metrics)
             metrics = McpMetrics()
-            # #106: the clients' keys held, and the keyed calls refused past a share
+            # the clients' keys held, and the keyed calls refused past a share
             metrics.registry.register(KeySharesCollector(server.policies.key_shares, PREFIX))
         except (ValueError, MetricsUnavailable) as exc:
             print(f"mq9-mcp: {exc}", file=sys.stderr, flush=True)

@@ -1,11 +1,11 @@
-"""mq9-mcp as a source of MCP Events (the extension ``io.modelcontextprotocol/events``, SEP-3415,
-#71): mail arriving in a mailbox, and a message set aside into its dead-letter mailbox, as events
+"""mq9-mcp as a source of MCP Events (the extension ``io.modelcontextprotocol/events``, SEP-3415):
+mail arriving in a mailbox, and a message set aside into its dead-letter mailbox, as events
 a client polls for (``events/poll``), is pushed on a long-lived request (``events/stream``) or has
 POSTed to its own URL (``events/subscribe``, ``webhooks.py``).
 
 The MCP SDK 2.3 does not implement the extension: the method names and shapes were written from
-the issue's reading of it, and held point by point against the SEP's full text since (#101:
-docs/mcp.md, "MCP Events", says what is the SEP's and where mq9-mcp differs on purpose).
+a reading of the proposal, and held point by point against the SEP's full text since
+(docs/mcp.md, "MCP Events", says what is the SEP's and where mq9-mcp differs on purpose).
 
 An event says that a message is there, never what it says: its data is the message's msg_id,
 priority, key, tags and time; the payload stays with ``fetch_messages`` (which consumes it) and

@@ -45,7 +45,7 @@ _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # its least recently used one up to a client holding fewer (``ClientPolicies``), and only a
 # client holding as many as any other is refused.
 MAX_WORKERS = 256
-# #106: the idempotency keys one HTTP client's tool calls may hold at once (the broker holds a
+# The idempotency keys one HTTP client's tool calls may hold at once (the broker holds a
 # key 600 s, and mq9-mcp's one identity at most 10,000): a tenth of the callers' part of the
 # identity's bound, so nine clients filling theirs still leave room for others. A stdio server
 # has one client, which gets the whole part (``callers_total``).
@@ -73,7 +73,7 @@ def normalized_credentials(authorization: str) -> str:
 
 def client_identity(scope: Scope) -> str:
     """Who is connecting (the sessions' fair share counts clients so): with a checked token
-    naming a principal of its own (#112: an OAuth access token, a tokens file's line) that
+    naming a principal of its own (an OAuth access token, a tokens file's line) that
     principal, its issuer, subject and client (``principal_components``), wherever it
     connects from; else (no token, or the one static token every holder shares) the peer's
     address and a digest of the credentials it gave."""
@@ -138,7 +138,7 @@ class ClientPolicies:
         self.policy = policy
         self.workers_from_header = workers_from_header
         self._by_owner: OrderedDict[str, ToolPolicy] = OrderedDict()
-        # #106: the keys each client's tool calls send, out of a share of its own (the CLI's
+        # the keys each client's tool calls send, out of a share of its own (the CLI's
         # --keys-per-client sets another ledger)
         share = KEYS_PER_CLIENT if workers_from_header else callers_total()
         self.key_shares = KeyShares(share, where="server")
@@ -153,7 +153,7 @@ class ClientPolicies:
     ) -> str | None:
         """Count a tool call's idempotency keys against its client's share (``client_of``:
         worker names share their client's): None when they fit (or it sends no key), else
-        the refusal in the client's own words (#106: its own count, nothing of the server's
+        the refusal in the client's own words (its own count, nothing of the server's
         identity or of another client's). Call it once the call is sure to be carried (its
         principal and scope allowed): a refused call holds no key. A principal acting as
         ``own_identity`` at the broker counts nothing here: its keys are that identity's,
@@ -187,7 +187,7 @@ class ClientPolicies:
         self, request: Any, operation: str | None, arguments: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """A keyed tool call's arguments with its key as the broker holds it for the client
-        (#113: ``caller_key``): mq9-mcp is one identity at the broker, so a key passed on as
+        (``caller_key``): mq9-mcp is one identity at the broker, so a key passed on as
         given would be every client's (another client's same key answered with this one's
         msg_id, or refusing it). Worker names share their client's keys; over stdio the one
         client's go as they are. Anything else is returned as it came."""

@@ -1,4 +1,4 @@
-"""A called agent's question, asked of the user through MCP elicitation (#37).
+"""A called agent's question, asked of the user through MCP elicitation.
 
 When ``call_agent``, ``check_call`` or ``answer_call`` finds the agent asking (state
 ``input-required``) and the client can show a form (it declared the elicitation capability,

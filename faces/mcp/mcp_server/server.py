@@ -41,7 +41,7 @@ from .owner_boundary import OwnerBoundary
 from .owners import ClientPolicies, client_of
 from .task_events import TaskLog
 
-# One tool call's parts (tool_calls.py since #113's split); those named "as" are re-exported:
+# One tool call's parts (tool_calls.py); those named "as" are re-exported:
 # callers import them from here
 from .tool_calls import (
     CALL_GRACE_SECONDS,
@@ -103,7 +103,7 @@ class Mq9McpServer(Server):
         state_keys: Sequence[str] = (),
     ) -> None:
         self.connection = connection
-        # #112: every broker access made for a request (tools, tasks and their timelines,
+        # every broker access made for a request (tools, tasks and their timelines,
         # watches, Events, resources) goes over its principal's connection where the operator
         # maps principals (use_principals), else over ``connection``
         self.acting = ActingConnection(connection)
@@ -156,7 +156,7 @@ class Mq9McpServer(Server):
         self.watches = watch.Watches(self.acting, timeout)
         # the streams and watches count per client: its worker names share its slice
         watch.serve(self, self.watches, self.policy_of, self.client_of_request)
-        # MCP Events (#71): mailbox arrivals polled, streamed or POSTed to a listed host
+        # MCP Events: mailbox arrivals polled, streamed or POSTed to a listed host
         reader = events.Reader(self.acting, self.watches.timeout)
         hosts = HostPolicy(webhook_hosts, knob="--webhook-hosts")
         self.webhooks = webhooks.Webhooks(reader, self.watches, hosts, self.owner_of)
@@ -216,7 +216,7 @@ class Mq9McpServer(Server):
         if refused is not None:  # past its own share of idempotency keys (owners.py)
             return error_result(refused)
         keyed = self.policies.client_keys(ctx.request, operation, params.arguments)
-        if keyed is not params.arguments:  # #113: the client's key, never another's
+        if keyed is not params.arguments:  # the client's key, never another's
             params = params.model_copy(update={"arguments": keyed})
         # its keys named to the broker, which bounds the share across replicas and starts
         naming = None if own else self.policies.key_naming(ctx.request)
@@ -362,7 +362,7 @@ class Mq9McpServer(Server):
         # whoever negotiated the extension, with nothing added to it.
         if tasks.extension_offered(version):
             capabilities.extensions = {**(capabilities.extensions or {}), tasks.EXTENSION: {}}
-        # Events (#71): an extension at 2026-07-28; before, whose capabilities have no
+        # Events: an extension at 2026-07-28; before, whose capabilities have no
         # extensions, in the experimental capabilities
         if version in MODERN_PROTOCOL_VERSIONS:
             capabilities.extensions = {**(capabilities.extensions or {}), events.EXTENSION: {}}

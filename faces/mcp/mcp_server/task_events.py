@@ -200,7 +200,7 @@ class TaskLog:
         ttl = ttl_ms // 1000 + KEPT_AFTER_TTL_SECONDS
         header = TaskHeader(header=1, owner=owner, call=call, ttlMs=ttl_ms, createdAt=created_at)
         await self._run(lambda c: c.mailbox_create(name=self.mailbox, ttl=ttl))
-        # (#106: no idempotency key, as the events: the first header stored counts, ``load``)
+        # (no idempotency key, as the events: the first header stored counts, ``load``)
         await self._run(lambda c: c.send(self.mailbox, dict(header)))
 
     def emit(self, kind: str, payload: Mapping[str, object], *, last: bool = False) -> int:
@@ -225,7 +225,7 @@ class TaskLog:
         while self._queue:
             pending = self._queue[0]
 
-            # #106: sent with no idempotency key, so no key mq9-mcp's clients spent under its
+            # sent with no idempotency key, so no key mq9-mcp's clients spent under its
             # identity can refuse the timeline; an event tried again may be stored twice, and
             # every reader keeps the first of each seq (``_take``, ``stream``)
             def store(c: Mq9Client, p: _Pending = pending) -> Awaitable[int]:

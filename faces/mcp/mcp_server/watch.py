@@ -1,4 +1,4 @@
-"""Subscriptions to a mailbox resource (``mq9://mailbox/{mail_address}``, #37): a subscriber is
+"""Subscriptions to a mailbox resource (``mq9://mailbox/{mail_address}``): a subscriber is
 told ``notifications/resources/updated`` when new mail arrives there, in both MCP eras.
 
 - 2025-11-25 and before: ``resources/subscribe`` and ``resources/unsubscribe`` in a session;
@@ -8,7 +8,7 @@ told ``notifications/resources/updated`` when new mail arrives there, in both MC
   ``ListenHandler``), and its watches end with it.
 
 mq9 pushes nothing to a reader. Where the broker announces arrivals (the bundled broker with
-``--announce``, or memory://: mq9_platform/wake/arrivals.py, #62) a watched mailbox is looked
+``--announce``, or memory://: mq9_platform/wake/arrivals.py) a watched mailbox is looked
 at as soon as mail arrives, and every ``SWEEP_SECONDS`` anyway; elsewhere (RobustMQ) every
 ``POLL_SECONDS``. A look is a FETCH without a consumer group from the newest message (it
 records nothing, and consumes nothing): it names the newest msg_id, and msg_ids only grow, so a
@@ -77,7 +77,7 @@ class Watches:
         self.by_subscriber: dict[object, dict[str, asyncio.Task[None]]] = {}
         self.owners: dict[object, str] = {}  # the client of each subscriber
         self.streams: dict[object, str] = {}  # the open subscriptions/listen streams' clients
-        # #62: the watches' wake-ups by the digest of their mailbox, set by announcements
+        # the watches' wake-ups by the digest of their mailbox, set by announcements
         self._wakeups: dict[str, set[asyncio.Event]] = {}
         self._subscribed: asyncio.Future[bool] | None = None
         self.announced = False  # an announcement came: the broker tells of arrivals
@@ -94,7 +94,7 @@ class Watches:
             loop.call_soon_threadsafe(self._arrived, d)
 
         try:
-            # the server's own connection (no principal's, #112): it outlives every watch,
+            # the server's own connection (no principal's): it outlives every watch,
             # and an announcement names only a digest, no mail
             shared = getattr(self.connection, "shared", self.connection)
             found = await shared.run(lambda c: subscribe_arrivals(c, arrived))

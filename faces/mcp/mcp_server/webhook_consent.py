@@ -4,11 +4,11 @@ client and by address, and refuses one past a bound; ``Consents`` remembers the 
 whose receiver echoed a challenge, so each is asked once a day.
 
 A verification is a POST a client has the server make at a host of its choosing, so it is bounded
-by the address it goes to (#106): the addresses the SSRF guard checked, each as ``address_text``
+by the address it goes to: the addresses the SSRF guard checked, each as ``address_text``
 writes it (the canonical form the guard's allow-list and the waker's ceilings share), never the
 URL's spelling (``127.1``, ``0x7f.1``, ``2130706433``, a trailing dot and a DNS name resolving
 there are one address). Of an address's verifications one client takes at most a share, and a
-client that had none there in the window gets one whoever filled the rest (#113), so no number
+client that had none there in the window gets one whoever filled the rest, so no number
 of clients denies another. Both stores are capped (per client and in all), since each key is a
 client's data.
 """
@@ -40,7 +40,7 @@ VERIFY_PER_ADDRESS = 10
 # Of those, one client's (``owners.client_of``): one client filling its share leaves the rest
 # of the address's to the others.
 VERIFY_CLIENT_SHARE = 5
-# ... and what every client gets at an address whatever the others took (#113): a client that
+# ... and what every client gets at an address whatever the others took: a client that
 # asked there fewer times than this in the window is verified even past the address's bound, so
 # no number of clients filling it denies another (two at their shares filled all 10, a third was
 # refused every minute); the address sees at most its bound plus this for each further client.
@@ -64,7 +64,7 @@ class Verifications:
     each and the addresses it could go to (``address_text``): what bounds them, per address,
     per client's share of an address, per client, and in all (``VERIFY_*``). Kept no longer than
     the window, so never more than ``VERIFY_RECORDS`` (POST, address) pairs. Each client gets
-    ``VERIFY_EACH`` at an address whoever filled its bound (#113)."""
+    ``VERIFY_EACH`` at an address whoever filled its bound."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -108,7 +108,7 @@ class Verifications:
                     f"share of an address's {VERIFY_PER_ADDRESS})",
                     VERIFY_CLIENT_SHARE,
                 )
-            # the address's bound, once this client had its VERIFY_EACH there (#113)
+            # the address's bound, once this client had its VERIFY_EACH there
             if self.by_address[address] >= VERIFY_PER_ADDRESS and mine >= VERIFY_EACH:
                 raise _too_many(
                     f"receivers at {address} were asked to confirm webhooks "

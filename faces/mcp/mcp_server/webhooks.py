@@ -15,7 +15,7 @@ what a receiver there agreed to, so an attacker cannot point deliveries at a lis
 endpoint that never asked for them.
 
 A verification is a POST a client has the server make at a host of its choosing, so it is bounded
-by the addresses the SSRF guard checked (``webhook_consent.Verifications``, #106, #113), and the
+by the addresses the SSRF guard checked (``webhook_consent.Verifications``), and the
 POST connects to those addresses only (``pinned_to``); every failed verification is one refusal
 to the client (the reason goes to the operator's log), so that the refusals do not tell a closed
 port from an open one that is no webhook.
@@ -72,7 +72,7 @@ from .events import (
 from .owners import client_of
 from .watch import Watches
 
-# Moved out (#113's split) and re-exported: the names callers and tests import from here
+# Kept in webhook_consent.py and re-exported: the names callers and tests import from here
 from .webhook_consent import VERIFIED_MAX as VERIFIED_MAX
 from .webhook_consent import VERIFIED_PER_CLIENT as VERIFIED_PER_CLIENT
 from .webhook_consent import VERIFY_CLIENT_SHARE as VERIFY_CLIENT_SHARE
@@ -98,7 +98,7 @@ MIN_TTL_MS = 1000
 ROTATION_GRACE_SECONDS = 300.0
 # The one reason every failed verification is refused with: a category per failure
 # (connection refused, timeout, an HTTP status, no echo) would tell a closed port from an open
-# one that is no webhook receiver, a map of the hosts the operator listed (#106).
+# one that is no webhook receiver, a map of the hosts the operator listed.
 UNCONFIRMED = "challenge_failed"
 # ... and answered no sooner than this many seconds after the POST began, so that its time does
 # not tell them apart either (a closed port refuses in a millisecond, a service answers in a few):

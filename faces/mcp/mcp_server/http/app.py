@@ -59,8 +59,8 @@ def create_http_app(
     The app's lifespan opens the broker connection early and closes it at shutdown: one
     connection for every HTTP session. ``max_sessions`` and ``session_idle_timeout`` bound the
     sessions (see ``SessionLimits``, which the app's ``state.session_limits`` holds).
-    ``metrics`` (#73): counts every request, outermost, and reads the sessions.
-    ``resource_server`` (#112): tokens checked by its verifier (OAuth, a tokens file; the
+    ``metrics``: counts every request, outermost, and reads the sessions.
+    ``resource_server``: tokens checked by its verifier (OAuth, a tokens file; the
     static ``auth_token`` among them), its metadata served, each request's scope checked.
     """
     check_versions()  # the connection guard's, before anything is served

@@ -78,7 +78,7 @@ def require_bearer_token(
     """``app`` behind the SDK's bearer auth: every HTTP request without ``Authorization:
     Bearer <token>`` is answered 401 (whatever its path), and the SDK's session manager binds
     each session to the principal that opened it (one token: one principal, ``PRINCIPAL``).
-    ``verifier`` (#112) checks tokens instead of the one ``token``: an OAuth resource
+    ``verifier`` checks tokens instead of the one ``token``: an OAuth resource
     server's (``oauth.py``), a tokens file's; ``metadata_url`` is then named in the 401's
     ``WWW-Authenticate`` (RFC 9728) with the scopes of a first sign-in (``FIRST_SIGN_IN``);
     the verifier checks the token's audience itself."""

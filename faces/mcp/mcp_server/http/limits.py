@@ -29,7 +29,7 @@ BODY_SECONDS = 30.0
 class UnreadableBodies:
     """A POST whose body is not UTF-8, or is nested past what Python's json reads, is answered
     400 with a JSON-RPC parse error (with the request's id when it can be read), as the SDK
-    answers other JSON it cannot parse; reaching the SDK it was a 500 (issue #22). Other POSTs
+    answers other JSON it cannot parse (the SDK itself would answer it 500). Other POSTs
     go on with ``scope["mq9.calls_tool"]`` saying whether they call a tool (SessionLimits) and
     what they ask named (``name_request``)."""
 

@@ -1,7 +1,7 @@
-"""``mq9-mcp --transport http --metrics HOST:PORT`` (#73): MCP's HTTP requests by route and
+"""``mq9-mcp --transport http --metrics HOST:PORT``: MCP's HTTP requests by route and
 status, JSON-RPC calls by method and tool (the catalog's names, else ``other``), the open
 requests (event streams included) and sessions (open, evicted, refused), with ``/healthz`` and
-``/readyz`` (a broker acknowledges a write: #91 item 2), on the operator's address, apart
+``/readyz`` (a broker acknowledges a write), on the operator's address, apart
 from ``/mcp``'s port."""
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class McpMetrics:
 
 def mcp_endpoint(metrics: McpMetrics, connection: Mq9Connection, host: str, port: int) -> Any:
     """The operator's endpoint (not started): ready while a broker acknowledges a write
-    within a deadline (#77 item 6: a connection that is up says only that a nats-server is
-    there; #91 item 2: a cluster that lost its quorum answers reads and takes no write, and
+    within a deadline (a connection that is up says only that a nats-server is
+    there; a cluster that lost its quorum answers reads and takes no write, and
     most tools write)."""
 
     async def ask() -> str | None:

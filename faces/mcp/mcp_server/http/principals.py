@@ -1,4 +1,4 @@
-"""Each principal acting at the broker as itself (issue #112 item 3): ``--principal-credentials
+"""Each principal acting at the broker as itself: ``--principal-credentials
 DIR`` holds one mq9 credential file per principal (its one line ``<id>:<secret>``, as
 ``mq9-dev-broker credentials issue`` prints it), named by the whole principal, its issuer, subject
 and client (``principal_files``: never by a subject alone, which another issuer or a client may

@@ -1,4 +1,4 @@
-"""The resource server's edge (issue #112): its Protected Resource Metadata (RFC 9728, the
+"""The resource server's edge: its Protected Resource Metadata (RFC 9728, the
 MCP SDK's own route, at ``/.well-known/oauth-protected-resource`` and the path-suffixed form),
 served without a token (every request's scope is checked by ``scope_check.ScopeCheck``). Its
 options: ``add_oauth_flags``."""

@@ -1,4 +1,4 @@
-"""A principal per person without an identity provider (issue #112): ``--tokens-file FILE``
+"""A principal per person without an identity provider: ``--tokens-file FILE``
 holds one ``name: sha256-of-token`` line each (``#`` comments and blank lines ignored), read
 again whenever the file changes, so adding or removing a person needs no restart. The file
 holds digests only: a leaked file names no token.
