@@ -53,7 +53,7 @@ def cluster_banner(shown: str, layout: Layout, replicas: int, engine: Engine[Clu
 
 
 def _streams(layout: Layout) -> str:
-    """The message streams a banner names (#81: several, each mailbox in one of them)."""
+    """The message streams a banner names (several, each mailbox in one of them)."""
     if layout.streams == 1:
         return f"stream {layout.messages}"
     names = ", ".join(layout.message_streams)

@@ -101,7 +101,7 @@ class Broker:
     ) -> None:
         self.config = config or BrokerConfig()
         self.say = say
-        self.meter = meter  # #73: what it answers counted (mq9-dev-broker --metrics)
+        self.meter = meter  # what it answers counted (mq9-dev-broker --metrics)
         self.url: str | None = None  # where clients connect, once started
         self.engine: BrokerEngine | Engine[ClusterStore] | None = None  # while it serves
         self._shown = ""  # self.url, redacted
@@ -135,7 +135,7 @@ class Broker:
 
     @property
     def connections(self) -> tuple[int, int]:
-        """(#73) Of the NATS connections the broker opened, how many are connected, of
+        """Of the NATS connections the broker opened, how many are connected, of
         how many."""
         opened = [c for c in self._opened if not c.is_closed]
         return sum(c.is_connected for c in opened), len(opened)
@@ -230,8 +230,8 @@ class Broker:
     def _load_model(self) -> None:
         """The embedding model, loaded now (on a thread of its own), before the broker says ready: a
         REGISTER sent once it did is answered as promptly as any (loaded later, on the
-        engine's worker thread at nice 10, beside busy processes the first REGISTER timed out:
-        issue #54)."""
+        engine's worker thread at nice 10, beside busy processes the first REGISTER
+        timed out)."""
         if not self.config.search and self.config.store == "jetstream":
             # the cluster's engine embeds nothing without search: no model in this process
             # (hundreds of MB, seconds to load, and the time a SIGKILL takes to close its
@@ -272,8 +272,8 @@ class Broker:
 
         async def closed() -> None:
             # nats-py reconnects for ever (``_connect``) but closes for good on a server's
-            # -ERR: a broker that lived on without it would be running and serving nothing
-            # (issue #77), so it ends, non-zero, for its supervisor to start again
+            # -ERR: a broker that lived on without it would be running and serving nothing,
+            # so it ends, non-zero, for its supervisor to start again
             if made and not self._stopping.is_set():
                 why = describe(made[0].last_error) if made[0].last_error else "closed"
                 log.error(
@@ -337,7 +337,7 @@ class Broker:
         serving = connection
         if identities is not None:  # logins, plain requests refused, revocations
             await identities.start(url)
-            # #61: requests heard and answered as a user that may publish only to inboxes
+            # requests heard and answered as a user that may publish only to inboxes
             login = identities.serve_login()
             serving = await self._connect(url, **callbacks, **login)
         bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
@@ -370,7 +370,7 @@ class Broker:
         parts = config.servers if issuer is None else broker_urls(url, issuer)
         if issuer is not None:
             await _check_logins(infos, parts, shown)
-        # #77: the login the URLs carry (deploy.md's open cluster: the brokers' user) given as
+        # the login the URLs carry (deploy.md's open cluster: the brokers' user) given as
         # options, so that a server the cluster advertises is logged in to as well
         login = (
             _url_login(config.servers)
@@ -393,13 +393,13 @@ class Broker:
         store = ClusterStore(
             connection, name=config.stream, replicas=replicas, streams=config.streams
         )
-        # #98: the store's large reads on a connection of their own, so no small read's
+        # the store's large reads on a connection of their own, so no small read's
         # answer (nor a request served on ``connection``) waits behind a 31 MiB one
         large = await self._connect(url, name=f"{NAME} large reads", error_cb=_nats_error, **login)
         await store.requests.use_for_large(large)
         self._cluster = engine = Engine(store, limits=config.limits, search=config.search)
         await open_store(store, _placing(wait))
-        layout = store.layout  # (its count of message streams: the recorded one, #81)
+        layout = store.layout  # (its count of message streams: the recorded one)
         identities = None
         if self._logins is not None:
             identities = await asyncio.to_thread(
@@ -408,7 +408,7 @@ class Broker:
             self._identities = identities
             await identities.start(url)
         serving = connection
-        if self._logins is not None:  # #61: requests heard and answered as a user that may
+        if self._logins is not None:  # requests heard and answered as a user that may
             login = self._logins.serve_login()  # publish only to inboxes
             serving = await self._connect(url, **callbacks, **login)
         bulk = await self._connect(url, name=f"{NAME} answers", error_cb=_nats_error, **login)
@@ -490,7 +490,7 @@ def _start_server(
             host,
             port,
             max_payload=LARGEST_MAX_PAYLOAD,
-            config_text=identities.issuer.server_config() if identities else "",  # #53
+            config_text=identities.issuer.server_config() if identities else "",
             die_with_parent=True,
         )
     except RuntimeError as exc:
@@ -518,7 +518,7 @@ def _relay_log(server: NatsProcess) -> None:
         serious = any(tag in line for tag in ("[ERR]", "[FTL]", "[WRN]"))
         if "Maximum payloads over" in line:  # our own choice of max_payload, see above
             serious = False
-        if "Plaintext passwords detected" in line:  # #53: the broker's own, random per start
+        if "Plaintext passwords detected" in line:  # the broker's own, random per start
             serious = False
         relay.log(logging.WARNING if serious else logging.DEBUG, "%s", line)
 
@@ -580,7 +580,7 @@ async def _refuse_second_broker(connection: NatsConnection, shown: str) -> None:
 
 
 def _check_payload(engine: BrokerEngine | Engine[ClusterStore], connection: NatsConnection) -> None:
-    """(#88) A ``--max-payload`` above the largest message the servers carry (in an answer,
+    """A ``--max-payload`` above the largest message the servers carry (in an answer,
     within their max_payload and half a connection's pending bytes; on the cluster store, in
     a file store record) is refused in one line: messages up to it would be taken that no
     answer could carry. The default (1 MiB, nats-server's default max_payload) follows servers
@@ -599,7 +599,7 @@ def _check_payload(engine: BrokerEngine | Engine[ClusterStore], connection: Nats
             f"--max-payload {given} is above the largest message these servers carry: {most} "
             f"bytes in a FETCH answer ({why}); give --max-payload {most} or less"
         )
-    # (#99) nobody set it: no warning at each start, the banner says what is in effect
+    # nobody set it: no warning at each start, the banner says what is in effect
     log.debug(
         "messages up to %d bytes: the most these servers carry in a FETCH answer (%s; SEND "
         "refuses larger ones)",

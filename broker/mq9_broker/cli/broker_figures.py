@@ -87,7 +87,7 @@ class BrokerCollector:
         connections.add_metric(["disconnected"], opened - up)
         yield connections
         engine = broker.engine
-        if engine is not None:  # (#98) the keys refused past --max-keys(-per-sender)
+        if engine is not None:  # the keys refused past --max-keys(-per-sender)
             from prometheus_client.core import CounterMetricFamily
 
             yield CounterMetricFamily(
@@ -97,16 +97,16 @@ class BrokerCollector:
             )  # fmt: skip
             yield CounterMetricFamily(
                 f"{PREFIX}_idempotency_keys_refused_per_address", "of those, the keyed SENDs "
-                "of an open broker's client refused at its own --max-keys-per-address (#106)",
+                "of an open broker's client refused at its own --max-keys-per-address",
                 value=engine.keys_refused_per_address,
             )  # fmt: skip
             yield CounterMetricFamily(
                 f"{PREFIX}_reports_unkept", "REPORTs answered and not kept: no registration "
-                "holds their name (#106: a report is kept while its agent is registered)",
+                "holds their name (a report is kept while its agent is registered)",
                 value=engine.reports_unkept,
             )  # fmt: skip
         identities = broker.identities
-        if identities is not None:  # (#106) REGISTERs past an agent's own share
+        if identities is not None:  # REGISTERs past an agent's own share
             from prometheus_client.core import CounterMetricFamily
 
             yield CounterMetricFamily(
@@ -119,7 +119,7 @@ class BrokerCollector:
             keys = engine.store.sent_keys
             yield GaugeMetricFamily(
                 f"{PREFIX}_idempotency_keys", "idempotency keys held by this broker's store "
-                "(memory, SQLite; #98: bounded by --max-keys)", value=len(keys),
+                "(memory, SQLite; bounded by --max-keys)", value=len(keys),
             )  # fmt: skip
             yield GaugeMetricFamily(
                 f"{PREFIX}_idempotency_keys_most_one_holds", "the most idempotency keys one "
@@ -129,7 +129,7 @@ class BrokerCollector:
             reports = list(engine.reports.values())  # (a copy: the loop may add one meanwhile)
             yield GaugeMetricFamily(
                 f"{PREFIX}_reports", "agents' latest REPORTs held (one per registered agent "
-                "at most, #106)", value=len(reports),
+                "at most)", value=len(reports),
             )  # fmt: skip
             yield GaugeMetricFamily(
                 f"{PREFIX}_report_characters", "the characters of the REPORTs held",

@@ -59,7 +59,7 @@ log = logging.getLogger("mq9_broker")
 # this long each time it wakes (Python's default is longer): other clients' requests stay quick
 SWITCH_INTERVAL = 0.0001  # seconds
 DEFAULTS = BrokerConfig()
-_LAYOUT = Layout(DEFAULTS.stream)  # the names --store jetstream's help gives (#78)
+_LAYOUT = Layout(DEFAULTS.stream)  # the names --store jetstream's help gives
 # What `--console` runs (`python -m mq9_cli console`): mq9-cli with its console extra
 CONSOLE_MODULES = ("mq9_cli", "starlette", "uvicorn", "jinja2")
 CONSOLE_DEFAULT = "127.0.0.1:0"  # --console alone: loopback, a free port (printed)
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _jetstream_options(keep)
     _limit_options(parser.add_argument_group("limits"))
     _feature_options(parser)
-    add_broker_arguments(parser)  # #53: --credentials, and the credentials command
+    add_broker_arguments(parser)  # --credentials, and the credentials command
     parser.add_argument(
         "--log-level",
         default="info",
@@ -240,16 +240,16 @@ def _limit_options(limits: Group) -> None:
     for flag, field, what in (
         ("--max-card-bytes", "max_card_bytes", "largest agent card REGISTER keeps, in bytes"),
         ("--max-agents", "max_agents", "most agents the registry holds"),
-        # (#106) an agent's share of them: filling it refuses only that agent
+        # an agent's share of them: filling it refuses only that agent
         ("--max-agents-per-sender", "max_agents_per_sender",
          "most agents one agent registers and holds at once (--credentials)"),
         ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
-        # (#98) the keys a memory or SQLite store holds (about 780 bytes each); the cluster
+        # the keys a memory or SQLite store holds (about 780 bytes each); the cluster
         # store's are its stream's entries
         ("--max-keys", "max_keys", "most idempotency keys held at once, in all"),
         ("--max-keys-per-sender", "max_keys_per_sender",
          "most idempotency keys held at once for one agent (--credentials)"),
-        # (#106) without credentials: one client's flood leaves the rest of --max-keys
+        # without credentials: one client's flood leaves the rest of --max-keys
         ("--max-keys-per-address", "max_keys_per_address",
          "most idempotency keys held at once for one client without --credentials (its "
          "address where nats-server vouches for one, else its connection's reply inbox)"),
@@ -293,7 +293,7 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL[,URL...]",
         help="the nats-servers' monitoring endpoints (http://HOST:PORT, each server's "
         "http: HOST:PORT): --metrics also exports whether each answers and is healthy, and "
-        "JetStream's meta leader and peers as they say (#91). "
+        "JetStream's meta leader and peers as they say. "
         "docs/deploy.md#watching-the-nats-servers",
     )
     parser.add_argument(
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "state":  # export|import: moving a JetStream store's state
         return state_command(args.command_args)
-    if args.command is not None:  # #53: credentials issue|list|revoke (credentials.py)
+    if args.command is not None:  # credentials issue|list|revoke (credentials.py)
         return run_command(args.command, args.command_args)
     configure_logging(args.log_level)
     try:
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
-    """uvloop's ``run`` where the ``uvloop`` extra is installed (#81: its loop spends less of
+    """uvloop's ``run`` where the ``uvloop`` extra is installed (its loop spends less of
     the broker's CPU on each request's reads, writes and tasks), else ``asyncio.run``;
     ``MQ9_EVENT_LOOP=asyncio`` keeps asyncio's own."""
     if os.environ.get("MQ9_EVENT_LOOP", "") == "asyncio":
@@ -435,7 +435,7 @@ async def _run(
 ) -> int:  # fmt: skip
     stop = _stop_on_signals()
     broker = Broker(config, say=_say)
-    # #73: the operator's endpoint answers while the broker starts (/readyz: not yet)
+    # the operator's endpoint answers while the broker starts (/readyz: not yet)
     endpoint = None if metrics is None else await _start_metrics(broker, *metrics, monitors)
     try:
         return await _serve(broker, stop, console)
@@ -499,7 +499,7 @@ def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str
     if not port.isdigit() or int(port) > 65535:
         raise StartupError(f"--console {args.console!r}: give [HOST:]PORT, e.g. 127.0.0.1:8780")
     host = host or "127.0.0.1"
-    # The console is mq9-cli's (#112): on the broker-only install it failed only after "ready"
+    # The console is mq9-cli's: on the broker-only install it failed only after "ready"
     missing = [m for m in CONSOLE_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise StartupError(
@@ -522,7 +522,7 @@ def _console_command(args: argparse.Namespace, config: BrokerConfig) -> list[str
     command = [sys.executable, "-m", "mq9_cli", "--server", *login]
     command += ["console", "--host", host.strip("[]"), "--port", port]
     command += [f"--calls={mailbox}" for mailbox in args.calls or ()]
-    if args.console_metrics is not None:  # #73: the console's process counts its own requests
+    if args.console_metrics is not None:  # the console's process counts its own requests
         try:
             operator_address(args.console_metrics)  # refused here, in the operator's words
         except ValueError:

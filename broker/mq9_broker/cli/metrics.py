@@ -1,11 +1,11 @@
-"""``mq9-dev-broker --metrics HOST:PORT`` (#73): what the broker answers and holds, in
+"""``mq9-dev-broker --metrics HOST:PORT``: what the broker answers and holds, in
 Prometheus' text format, with ``/healthz`` and ``/readyz``, on the operator's address. This
 module is the endpoint: the broker's request meter, when it is ready, and what a scrape reads
 first; the figures it exports are read in ``broker_figures.py`` (the broker's) and
 ``servers_watched.py`` (the nats-servers', ``--nats-monitor``).
 
 On ``--store jetstream``, ``/readyz`` is ready only when the store acknowledged a write within
-its deadline (#78, #77 item 6). The store's writes (#91 item 2): ``store_writes_answered`` is
+its deadline. The store's writes: ``store_writes_answered`` is
 the write ``/readyz`` made, apart from the survey (reads, answered by a cluster that lost its
 quorum).
 """
@@ -66,7 +66,7 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     survey = collector.cluster_survey()
     if survey is None:
         return None
-    # (#99) answered within ANSWER_WITHIN: a write probe that takes longer (up to its deadline,
+    # answered within ANSWER_WITHIN: a write probe that takes longer (up to its deadline,
     # a cluster without its quorum) goes on behind this answer, which is the last probe's
     # (not ready while none answered yet); the next /readyz has it
     probing = asyncio.ensure_future(survey.answers())
@@ -79,7 +79,7 @@ async def store_ready(broker: Broker, collector: BrokerCollector) -> str | None:
     try:
         answered = await asyncio.wait_for(asyncio.shield(probing), ANSWER_WITHIN)
     except TimeoutError:
-        # (#113) the last probe speaks only while it is recent: one from before the quorum was
+        # the last probe speaks only while it is recent: one from before the quorum was
         # lost (asked 10 s before, nothing since) said 200 while every SEND failed
         recent = survey.recent()
         if recent is not None:
@@ -121,7 +121,7 @@ def broker_endpoint(
 @dataclass
 class _Scrape:
     """What a scrape reads first: the collector's figures, the nats-servers watched, and
-    (#99) the store's readiness write, waited for within the scrape's deadline (a /readyz
+    the store's readiness write, waited for within the scrape's deadline (a /readyz
     answers at once): the gauges it exports are this scrape's, an alert on them not a scrape
     late."""
 

@@ -1,4 +1,4 @@
-"""The nats-servers watched (#91 item 1): given their monitoring endpoints (``--nats-monitor``),
+"""The nats-servers watched: given their monitoring endpoints (``--nats-monitor``),
 a scrape reads each server's ``/healthz`` and ``/jsz`` (``ServersWatched``, kept ``SERVERS_KEPT``
 s) and exports whether it answers and is healthy, whether it knows a JetStream meta leader, and
 each meta-group peer as the leader sees it (current, offline, seconds since heard, entries

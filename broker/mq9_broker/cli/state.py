@@ -224,7 +224,7 @@ async def _import(
 
 async def _check_empty(connection: Any, store: ClusterStore) -> None:
     layout = store.layout
-    # (every message stream: #81)
+    # (every message stream)
     for name in (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets)):
         info = await stream_info(connection, name, timeout=READ_TIMEOUT)
         held = 0 if info is None else int(info["state"]["messages"])

@@ -1,11 +1,11 @@
-"""(#99) The bundled broker's count of a mailbox, ``$mq9.AI.MSG.COUNT.<mailbox>``: how many
+"""The bundled broker's count of a mailbox, ``$mq9.AI.MSG.COUNT.<mailbox>``: how many
 messages each priority's lane holds, and the newest msg_id. mq9 answers no count, and a read
 from an id answers the most urgent lane first, so a mailbox with more urgent messages than a
 read carries hides its normal ones from every read of the protocol: the console counts to the
 end with this where a broker answers it, and page by page (saying how far) where not
 (RobustMQ answers nothing on the subject).
 
-(#106) Each store keeps what a COUNT answers as it writes, so a COUNT walks no mailbox: the
+Each store keeps what a COUNT answers as it writes, so a COUNT walks no mailbox: the
 stores in this process count each lane as messages come and go (``Mailbox.live_counts``) and
 each mailbox's delayed messages as they are held and released; the cluster store asks the
 servers, which count the subjects of a lane (a cost that grows with the lane, in the servers:

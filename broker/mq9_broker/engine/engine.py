@@ -1,6 +1,6 @@
 """The mq9 engine: RobustMQ's mq9 commands answered over a ``MailboxStore`` (storage/
 mailbox_store.py), whichever keeps the data: the state of this process (``ProcessStore``,
-``BrokerEngine`` in process.py) or JetStream's streams and buckets (``ClusterStore``, issue #72,
+``BrokerEngine`` in process.py) or JetStream's streams and buckets (``ClusterStore``,
 docs/broker.md, "The JetStream store kept in the cluster").
 
 ``Engine.handle(subject, headers, body)`` takes a request as it arrives on the wire and returns
@@ -135,7 +135,7 @@ class Engine(Carried, Generic[S]):
     ``search``: False refuses DISCOVER searches as RobustMQ's build without vector-search
     does. Time from ``clock`` (over JetStream the servers' own clock writes create_times).
     What the store takes of a SEND's tags, key and delay is its own (``store.send_limits``,
-    kept as ``sending``: #92): the engine refuses the rest before asking the store.
+    kept as ``sending``): the engine refuses the rest before asking the store.
     ``arrivals``: the list a store tells of each message it writes, when it tells."""
 
     def __init__(
@@ -171,9 +171,9 @@ class Engine(Carried, Generic[S]):
         self.seen_topics = Seen()
         self.seen_mailboxes = Seen()
         self.seen_agents = Seen()
-        self.keys_refused = 0  # (#98) keyed SENDs refused past the store's bounds on keys
-        self.keys_refused_per_address = 0  # (#106) of those, past an open client's own bound
-        self.reports_unkept = 0  # (#106) REPORTs of a name no registration holds: not kept
+        self.keys_refused = 0  # keyed SENDs refused past the store's bounds on keys
+        self.keys_refused_per_address = 0  # of those, past an open client's own bound
+        self.reports_unkept = 0  # REPORTs of a name no registration holds: not kept
 
     def now_second(self) -> int:
         return int(self.clock())
@@ -231,19 +231,19 @@ class Engine(Carried, Generic[S]):
         (``Command.owned``): what the check asks about read from the store first (another
         broker may have made it a moment ago), then the check, the command, and its record
         kept. Without one, ``headers`` may name the client an open broker's serving told
-        apart (``FromClient``, #106: the bound a keyed SEND's new key counts against)."""
+        apart (``FromClient``: the bound a keyed SEND's new key counts against)."""
         try:
             command, target = checked_command(subject, self.limits, body)
             if requester is None:
                 return await self._answer(command, target, headers, body)
             owned, policy, principal = command.owned, requester.policy, requester.principal
             named = await owned.names(target, body, LARGE_BODY)
-            async with owned.turn(policy, named):  # (#113) one agent name's, one at a time
+            async with owned.turn(policy, named):  # one agent name's, one at a time
                 await owned.look_up(policy, principal, named, headers)
                 refusal = owned.check(policy, principal, named, headers)
                 if refusal is not None:
                     return refusal
-                # what another broker could decide differently, won in one step first (#77)
+                # what another broker could decide differently, won in one step first
                 refusal, undo = await owned.claim(policy, principal, named)
                 if refusal is not None:
                     return refusal
@@ -297,12 +297,12 @@ class Engine(Carried, Generic[S]):
 
     async def _create(self, _target: str, _headers: Headers, creation: Creation) -> bytes:
         address = creation.address
-        if address == names.READYZ_PROBE:  # (#98) nobody's: its QUERY must find no mailbox
+        if address == names.READYZ_PROBE:  # nobody's: its QUERY must find no mailbox
             raise Mq9Error(p.err_reserved_mailbox(address))
         limit = self.limits.max_mailboxes
         if self._bound != (limit,):
             # (our choice) the store holds at most the bound's records, so it refuses one
-            # more however many brokers create at once (#77); an expired mailbox whose log is
+            # more however many brokers create at once; an expired mailbox whose log is
             # kept counts, its record replaced (not added) by a CREATE again
             await self.store.bound_mailboxes(limit)
             self._bound = (limit,)
@@ -323,7 +323,7 @@ class Engine(Carried, Generic[S]):
         record = await self.store.mailbox(address, now=now)
         if record is None or not record.live(now):
             raise Mq9Error(p.err_mailbox_missing(address))
-        # (#90) an idempotency key is the broker's: taken out, never stored with the message
+        # an idempotency key is the broker's: taken out, never stored with the message
         client = headers.client if isinstance(headers, FromClient) else None
         key, headers = rules.idempotency_key(headers)
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
@@ -343,7 +343,7 @@ class Engine(Carried, Generic[S]):
                 await self.store.hold(address, message, due=sent.due, now=now, once=once)
                 return rules.DELAYED if once is None else rules.sent_once(-1, once.duplicate)
             # the room decided with the write itself: counted as of the head it expects
-            # (numbering.py), so no number of brokers or SENDs at once passes it (#77)
+            # (numbering.py), so no number of brokers or SENDs at once passes it
             msg_id = await self.store.append(address, message, now=now, room=room, once=once)
         except Full:
             assert room is not None  # (only a write given a room finds it full)
@@ -355,7 +355,7 @@ class Engine(Carried, Generic[S]):
         except KeysFull as full:
             self.keys_refused += 1
             if full.why == PARTY_FULL and once is not None and once.party is not None:
-                # (#106) an open broker's client's own (#113: not a carrier's, whose key is
+                # an open broker's client's own (not a carrier's, whose key is
                 # scoped to its sender)
                 self.keys_refused_per_address += key_sender(once.key) is None
             window = self.limits.idempotency_window
@@ -372,20 +372,20 @@ class Engine(Carried, Generic[S]):
         now: int,
         body: bytes,
     ) -> Once:
-        """What the store is given of a keyed SEND (#90): its key, what the SEND is, its
+        """What the store is given of a keyed SEND: its key, what the SEND is, its
         window, and the bounds its new key must fit."""
         mq9_key = headers.get(p.HEADER_KEY) if headers else None
         delay = -1 if due is None else due - now
         print_ = rules.fingerprint(message, mq9_key, delay, body)
         limits = self.limits
         party = None
-        # (#98) a key is its sender's where the broker vouches for one: no other identity
+        # a key is its sender's where the broker vouches for one: no other identity
         # takes, blocks or learns anything through it
         if isinstance(headers, Vouched):
             key_held, most_each = scoped_key(headers.sender, key), limits.max_keys_per_sender
-            # (#113) a carrier's caller: its share too, whichever replica or start sent it
+            # a carrier's caller: its share too, whichever replica or start sent it
             party = carried_caller(headers.sender, headers, most_each)
-        elif client is not None:  # (#106) one per mailbox, counted against its client's bound
+        elif client is not None:  # one per mailbox, counted against its client's bound
             key_held, most_each, party = key, limits.max_keys_per_address, client
         else:  # (no sender nor client to bound, memory://: the bound in all alone)
             key_held, most_each = key, None
@@ -516,7 +516,7 @@ class Engine(Carried, Generic[S]):
         seq = await self.store.seq_for(record.name, msg_id)
         limit = self.limits.max_groups
         # (our choice) room under --max-groups for a group new on this mailbox, decided
-        # with its first position's write (the log's count of groups written with it, #77);
+        # with its first position's write (the log's count of groups written with it);
         # a group known here, or no bound, is one write. Every lane moves past msg_id,
         # whatever its priority; msg_id 2**64-1 commits 0 (u64)
         room = None if (group, record.log) in self._groups else limit
@@ -609,7 +609,7 @@ class Engine(Carried, Generic[S]):
         row = (entry.name, entry.agent_info, entry.create_time)
         try:
             # the room decided with the registration: the registry's count written with it,
-            # expecting its last sequence (#77)
+            # expecting its last sequence
             kept = await self.store.register(*row, room=agents)
         except Full:
             raise Mq9Error(p.err_agent_limit(agents or 0)) from None
@@ -630,7 +630,7 @@ class Engine(Carried, Generic[S]):
         if not await self.store.unregister(name):
             # an unknown name succeeds all the same (RobustMQ), its record giving back no
             # share: the store's purge, expecting the registration's sequence, said nothing
-            # was removed (#113)
+            # was removed
             return owning.UNCHANGED
         # the row named by the registration, whatever card it held (RobustMQ)
         await self.store.index_drop(name)
@@ -639,7 +639,7 @@ class Engine(Carried, Generic[S]):
 
     async def _report(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         """Answered as RobustMQ answers any name's (nothing DISCOVER shows; RobustMQ writes it
-        to a topic no mq9 command reads). (#106, our choice) Kept only for a registered agent,
+        to a topic no mq9 command reads). Our choice: kept only for a registered agent,
         until it unregisters: a name no registration holds keeps nothing (4,000 made-up names
         of 60,000 characters each had grown an open broker by 240 MiB, for good), so the
         reports held are bounded by the registry's own bounds (--max-agents)."""
@@ -660,7 +660,7 @@ class Engine(Carried, Generic[S]):
         return await off_loop(answer, limits)
 
 
-# -- the command table (#92) ------------------------------------------------------------------
+# -- the command table ------------------------------------------------------------------------
 
 # Each command once: its subject, how large a body it reads and how it reads it, whether it
 # waits or costs, its part in ownership (owned.py), and its handler, given what was read. The

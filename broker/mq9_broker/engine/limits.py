@@ -29,7 +29,7 @@ class BrokerLimits:
     max_answer: int | None = None
     max_card_bytes: int | None = 64 * 1024
     max_agents: int | None = 10_000
-    # (#106) The registrations one agent a --credentials broker vouches for holds at once (its
+    # The registrations one agent a --credentials broker vouches for holds at once (its
     # UNREGISTER gives one back): one agent filling its share is refused alone, where before it
     # could fill max_agents and refuse every other agent's new name. 100 is far more names
     # than one service registers; an open broker vouches for nobody, and has max_agents alone
@@ -40,12 +40,12 @@ class BrokerLimits:
     # larger one would only make the broker parse it, and a semantic search tokenize it). A
     # REGISTER body may add a card of max_card_bytes with every byte escaped (``\u0000``: 6).
     max_request: int = 64 * 1024
-    # (#90) How long a keyed SEND's key is kept per mailbox: every SEND with it within this many
+    # How long a keyed SEND's key is kept per mailbox: every SEND with it within this many
     # seconds answers the first one's msg_id (docs/protocol.md, "Exactly once"). Ten minutes
     # cover a client's resends and a broker's restart; each key costs the store a record
     # (docs/bench.md)
     idempotency_window: int = 600
-    # (#98) The keys a broker whose store is in this process (memory, SQLite) holds at once, in
+    # The keys a broker whose store is in this process (memory, SQLite) holds at once, in
     # all and per sender it vouched for (--credentials): a new key past either is refused in
     # one line (err_idempotency_keys_full). A key costs about 780 bytes held (docs/bench.md),
     # so 100,000 bound them near 80 MiB; 10,000 a sender is 16 keyed SENDs a second for the
@@ -53,7 +53,7 @@ class BrokerLimits:
     # in JetStream (storage/jetstream/key_counts.py); its bound in all is the servers' storage.
     max_keys: int | None = 100_000
     max_keys_per_sender: int | None = 10_000
-    # (#106) The keys one client of an open broker holds at once: its address where
+    # The keys one client of an open broker holds at once: its address where
     # nats-server vouches for one (the open cluster's service import), else its reply inbox
     # (pacing.client_of). Half the bound in all (the waiting room's share of an address): one
     # client filling its keys leaves the other half to everyone else, and a served agent taking

@@ -1,4 +1,4 @@
-"""What each mq9 command asks of an enforcing broker's ownership (#74), for its entry in the
+"""What each mq9 command asks of an enforcing broker's ownership, for its entry in the
 engine's table (``rules.Command.owned``): which names the request touches, which check it
 passes before it is done, which record its success makes, what a broker sharing its store
 with others reads first, and whether its message carries the sender the broker vouches for.
@@ -28,7 +28,7 @@ Headers = Mapping[str, str] | None
 # A record's durable write, once its claim is made in memory: None when kept, else the answer
 # that says it could not be (its claim is then undone)
 Keep = Callable[[], Awaitable[bytes | None]]
-# A claim's undoing, when the request it was made for is refused after it (#77)
+# A claim's undoing, when the request it was made for is refused after it
 Undo = Callable[[], Awaitable[None]]
 # How every answer that did what it was asked begins (the engine's encoding: compact JSON):
 # a refused request made nothing, so records nothing
@@ -36,7 +36,7 @@ _SUCCEEDED = p.encode(p.ERROR_REPLY.write(error=""))[:-1]
 
 
 class Unchanged(bytes):
-    """(#113) The answer "done" to a request that changed nothing: an UNREGISTER of a name
+    """The answer "done" to a request that changed nothing: an UNREGISTER of a name
     no registration held, which RobustMQ answers done. The same bytes on the wire; what it
     tells the record step is that nothing was removed, so nothing is given back (an
     UNREGISTER through one broker, landing while the name's REGISTER is answered by another,
@@ -151,7 +151,7 @@ class Owned:
     ``group(body)``: the group it moves; ``listed``: whether its check asks if that agent is
     registered; ``check``, ``record`` and ``look_up``: the policy's questions it asks;
     ``claim``: what a store shared by several brokers decides in one step before the
-    command is done (a CREATE's owner record: one requester wins, #77; the engine asks it
+    command is done (a CREATE's owner record: one requester wins; the engine asks it
     over every store); ``vouched``: its message carries the sender the broker
     authenticated (``rules.Vouched``)."""
 
@@ -164,7 +164,7 @@ class Owned:
     look_up: LookUp = _look_up_names
     claim: Claim = _claims_nothing
     vouched: bool = False
-    # (#113) whether the requests naming one agent take turns from their look-up to their
+    # whether the requests naming one agent take turns from their look-up to their
     # record (``turn``): a REGISTER's share counted and its record written, then its
     # UNREGISTER's done and the share given back, never interleaved
     turns: bool = False
@@ -219,7 +219,7 @@ async def kept(answer: bytes, keep: Keep | None) -> bytes:
 
 class _LastRead:
     """The body read last, kept by identity: an ACK's body is read by its handler and by two
-    of its ownership's questions (its mailbox, its group), ~10 us each (#81); one request's
+    of its ownership's questions (its mailbox, its group), each a parse of the body; one request's
     reads follow one another, so the last one read is the one asked again."""
 
     __slots__ = ("last",)
@@ -331,7 +331,7 @@ CREATE = Owned(
     check=lambda policy, who, named, _h: policy.may_create(who, named.mailbox),
     record=lambda policy, who, _n, _h, _b, answer: policy.created(who, _created_address(answer)),
     # on a shared store, the owner record of a named CREATE is won before the mailbox is
-    # made: two agents racing one name, one is told it was made (#77)
+    # made: two agents racing one name, one is told it was made
     claim=lambda policy, who, named: policy.claim_mailbox(who, named.mailbox),
 )
 SEND = Owned(
@@ -339,7 +339,7 @@ SEND = Owned(
     check=lambda policy, who, named, headers: policy.may_send(who, named.mailbox, headers),
     record=lambda policy, who, named, headers, _b, _a: policy.sent(who, named.mailbox, headers),
     look_up=_look_up_send,
-    vouched=True,  # #70: the message says who sent it, as the broker checked
+    vouched=True,  # the message says who sent it, as the broker checked
 )
 FETCH = Owned(
     mailbox=_addressed,
@@ -361,15 +361,15 @@ REGISTER = Owned(
     agent=registered_name,
     check=_names("REGISTER"),
     record=lambda policy, who, named, _h, _b, _a: policy.registered(who, named.agent),
-    # (#106) counted against its agent's own share of the registry, in one step of the store
+    # counted against its agent's own share of the registry, in one step of the store
     claim=lambda policy, who, named: policy.claim_agent(who, named.agent),
-    turns=True,  # (#113) with the name's UNREGISTERs: the share and the record change together
+    turns=True,  # with the name's UNREGISTERs: the share and the record change together
 )
 UNREGISTER = Owned(
     agent=_unregistered_name,
     check=_names("UNREGISTER"),
     record=lambda policy, who, named, _h, _b, _a: policy.unregistered(who, named.agent),
-    # (#113) the hold its record gives back, as it was before the registration is removed:
+    # the hold its record gives back, as it was before the registration is removed:
     # one renewed meanwhile (a REGISTER through another broker) is not this one's to free
     claim=lambda policy, who, named: policy.claim_release(who, named.agent),
     turns=True,

@@ -1,10 +1,10 @@
-"""The mq9 commands' rules and texts, written once (issue #80): what a command's entry in the
+"""The mq9 commands' rules and texts, written once: what a command's entry in the
 engine's table holds (``Command``: its subject, the largest body read for it, how the body is
 read, whether it waits or costs, its part in ownership, its handler), each request body read
 as RobustMQ's handler reads it, the checks that decide before any state is read, and the
 answers' fixed bytes.
 
-The engine (engine.py) holds the table, one entry a command beside its handler (#92), and
+The engine (engine.py) holds the table, one entry a command beside its handler, and
 adds what its store decides: where a message goes, what a group has read, which names are
 taken. Nothing here reads or writes state.
 """
@@ -47,10 +47,10 @@ DISCOVER_HEAD = p.encode(p.DISCOVER_REPLY.write(error="", agents=[]))[:-2]
 # A SEND's answer, written without the encoder (as much as the rest of a SEND's own work);
 # tests/broker/engine/test_engine_properties.py holds it to p.SEND_REPLY's encoding
 SENT = b'{"error":"","msg_id":%d}'
-# (#90) A keyed SEND's answer: "duplicate" (JetStream's word in a PubAck) says this broker
+# A keyed SEND's answer: "duplicate" (JetStream's word in a PubAck) says this broker
 # recognises keys, and whether the key's first SEND was answered before (nothing stored now)
 SENT_ONCE = b'{"error":"","msg_id":%d,"duplicate":%s}'
-# (#90) SENT_ONCE's two answers, written with the msg_id alone (a keyed SEND's bytes: bench)
+# SENT_ONCE's two answers, written with the msg_id alone (a keyed SEND's bytes: bench)
 _SENT_NEW = SENT_ONCE.replace(b"%s", b"false")
 _SENT_AGAIN = SENT_ONCE.replace(b"%s", b"true")
 DELAYED = p.encode(p.SEND_REPLY.write(error="", msg_id=-1))
@@ -58,11 +58,11 @@ MSG_ID_ROOM = len(str(p.MAX_U64)) - len("-1")  # a msg_id's widest digits, beyon
 _ESCAPED = len("\\u0000")  # the most bytes a card's byte takes in JSON text
 
 
-# -- the senders a broker vouches for (#70) -----------------------------------------------------
+# -- the senders a broker vouches for --------------------------------------------------------
 
 
 class Vouched(dict[str, str]):
-    """A SEND's headers with the sender the broker authenticated (#70): what an enforcing
+    """A SEND's headers with the sender the broker authenticated: what an enforcing
     broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
     any case or spacing, replaced by ``sender``. Built only in this process: a request off
     the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``stored_headers``)."""
@@ -74,7 +74,7 @@ class Vouched(dict[str, str]):
 
 
 class FromClient(dict[str, str]):
-    """(#106) A keyed SEND's headers on an open broker, with the client its serving told
+    """A keyed SEND's headers on an open broker, with the client its serving told
     apart (``client``: the address nats-server vouches for, else the reply inbox, serve.py):
     whose bound its new key counts against, so that one client filling its keys leaves room
     to the others. Built only in this process, as ``Vouched``."""
@@ -97,7 +97,7 @@ def _without_sender(headers: Headers) -> Headers:
 
 
 def check_unreserved(verb: str, name: object) -> None:
-    """(#98) Refuse ``verb`` of an agent name the broker reserves, on every store, with or
+    """Refuse ``verb`` of an agent name the broker reserves, on every store, with or
     without credentials (names.reserved_agent_refusal)."""
     refusal = names.reserved_agent_refusal(verb, name)
     if refusal is not None:
@@ -105,7 +105,7 @@ def check_unreserved(verb: str, name: object) -> None:
 
 
 def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
-    """(#90) A SEND's idempotency key (None: none), and its headers without it: the key is the
+    """A SEND's idempotency key (None: none), and its headers without it: the key is the
     broker's, never stored with the message nor shown to its readers."""
     if not headers or p.HEADER_IDEMPOTENCY_KEY not in headers:
         return None, headers
@@ -122,7 +122,7 @@ def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
 
 
 def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: bytes) -> bytes:
-    """(#90) What makes two keyed SENDs "the same SEND": the payload, priority, mq9-key, tags,
+    """What makes two keyed SENDs "the same SEND": the payload, priority, mq9-key, tags,
     delay and TTL (seconds from the SEND; -1: none), not the other headers (a trace context
     differs from one try to the next). 16 bytes of BLAKE2b."""
     ttl = message.expire_at - message.create_time if message.expire_at else -1
@@ -137,12 +137,12 @@ def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: b
     return digest.digest()
 
 
-# (#90) fingerprint's hash, copied for each: blake2b's own keyword arguments, read on each
+# fingerprint's hash, copied for each: blake2b's own keyword arguments, read on each
 # call, cost it more than its hashing
 _FINGERPRINT = hashlib.blake2b(digest_size=16)
 
 
-# (#90) fingerprint's head of a SEND with a priority and nothing else
+# fingerprint's head of a SEND with a priority and nothing else
 _PLAIN_HEADS = {lane: f"{lane.value}\nNone\n\n-1\n-1\n".encode() for lane in p.Priority}
 
 
@@ -200,7 +200,7 @@ def as_is(body: bytes, limits: BrokerLimits) -> bytes:
 
 @dataclass(frozen=True)
 class Command(Generic[E, R]):
-    """One mq9 command whole, as an engine takes it (#92: as the MCP SDK's request handler
+    """One mq9 command whole, as an engine takes it (as the MCP SDK's request handler
     entries hold a handler with its params type).
 
     ``subject``: the command's subject, or, ending in ".", the prefix a mailbox address (and
@@ -512,7 +512,7 @@ class Carried:
     @property
     def answer_limit(self) -> int | None:
         """The smallest of ``limits.max_answer`` and every transport's largest reply, which is
-        at most ``PENDING_SHARE`` (#88: half of what nats-server queues for a connection
+        at most ``PENDING_SHARE`` (half of what nats-server queues for a connection
         before it closes it as a slow consumer); None: no limit."""
         bounds = [min(carried, PENDING_SHARE) for carried in self._carriers.values()]
         if self.limits.max_answer is not None:

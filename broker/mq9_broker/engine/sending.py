@@ -1,5 +1,5 @@
-"""A SEND's mq9 headers read once (issue #77: the two engines there were then each had a
-copy, and only one refused a line break).
+"""A SEND's mq9 headers read once, for every engine: one copy of the rules, so that each
+store refuses the same SENDs (a line break in a header, say).
 
 ``read_send`` turns a SEND's headers and body into the message to store and, for a delayed
 one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. RobustMQ's rules
@@ -7,7 +7,7 @@ one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. Rob
 is ignored) and ours on top of them: a header is one line, a delay or TTL is at most
 ``MOST_SECONDS``, and a store may bound tags, keys and delays: each store declares what it takes
 (``SendLimits``, its ``send_limits``: the cluster store writes each tag into a subject, which
-nats-server bounds), and the engine refuses the rest here, before the store is asked (#92).
+nats-server bounds), and the engine refuses the rest here, before the store is asked.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ MOST_SECONDS = 100 * 365 * 86_400
 # client info (its host, server, account, ...), which a message's receivers must never learn.
 # Compared stripped and in any case, as a reader of the stored block would (parse_header_block)
 SERVER_HEADERS = frozenset({"nats-request-info"})
-# (#113) A carrier's naming of a keyed SEND's caller and share: the broker's, never stored
+# A carrier's naming of a keyed SEND's caller and share: the broker's, never stored
 CARRIER_HEADERS = frozenset({HEADER_KEY_CALLER, HEADER_KEY_SHARE})
 _NOT_STORED = SERVER_HEADERS | CARRIER_HEADERS
 # The longest caller name a carrier may give (a tenant's, a client's digest)
@@ -54,7 +54,7 @@ def _kept(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def carried_caller(sender: str, headers: Mapping[str, str], most: int | None) -> str | None:
-    """(#113) The party a vouched ``sender``'s keyed SEND counts its key against besides the
+    """The party a vouched ``sender``'s keyed SEND counts its key against besides the
     sender: the caller its headers name, with its share (at most ``most``, the sender's own
     bound), as ``sent_keys.caller_party``; None when it names none. ``Mq9Error`` in one line
     for a caller or share that is no such thing."""
@@ -86,7 +86,7 @@ def read_send(
 ) -> Send:
     """A SEND of ``body`` with ``headers`` (the ones to store: a client's own ``mq9-sender``
     already taken out; those nats-server added are left out here) at second ``now``, within
-    the store's ``limits`` (``keyed``: the SEND carries an idempotency key, #90);
+    the store's ``limits`` (``keyed``: the SEND carries an idempotency key);
     ``Mq9Error`` with the refusal."""
     headers = headers or {}
     mq9: Mapping[str, str] = headers

@@ -69,7 +69,7 @@ SYS_USER = "mq9-sys"
 # publish only to inboxes (and announcements); never a credential's name (check_id)
 ANSWERS_USER = "mq9-answers"  # plain requests' refusals (``answers_permissions``)
 SERVE_USER = "mq9-serve"  # the agents' requests and their answers (``serve_permissions``)
-ARRIVALS = "$mq9.WAKE.>"  # what serve.py announces with --announce (#62)
+ARRIVALS = "$mq9.WAKE.>"  # what serve.py announces with --announce
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 # A user JWT's life: a connection whose kick was missed is closed by the server at its end
 # (measured: to the second), and the login, answered again, checks the credential afresh

@@ -366,7 +366,7 @@ class KvIdentityStore(BaseIdentityStore):
 
     async def _get(self, key: str) -> bytes | None:
         """``key``'s value from the bucket's leader (current: a record another broker made a
-        moment ago is there, where a replica read may not have it yet, #77); None when none."""
+        moment ago is there, where a replica read may not have it yet); None when none."""
         entry = await self._keys.get(key)
         return None if entry is None else entry.data
 
@@ -388,7 +388,7 @@ class KvIdentityStore(BaseIdentityStore):
     ) -> None:
         async for change in watcher.changes():
             if change.removed:
-                # a claim undone (its CREATE refused): forgotten where learned (#77)
+                # a claim undone (its CREATE refused): forgotten where learned
                 learn(kind + ".gone", {"key": change.key.partition(".")[2]})
                 continue
             for record in _records({change.key: change.value}, field):
@@ -425,7 +425,7 @@ class KvIdentityStore(BaseIdentityStore):
             return
         await won(self._keys.delete(key, entry.seq))
 
-    # (#106) The registrations an agent holds: ``held.<sha256 of the name>`` names its holder,
+    # The registrations an agent holds: ``held.<sha256 of the name>`` names its holder,
     # and ``holds.<principal>`` counts them. The count is decided by the counter's write,
     # expecting the revision read (a broker racing another reads again): no number of brokers
     # taking the principal's REGISTERs at once passes ``most``, and nothing one broker keeps
@@ -443,7 +443,7 @@ class KvIdentityStore(BaseIdentityStore):
                 if json.loads(entry.data or b"{}").get("principal") != principal:
                     raise OwnedByAnother
                 # held already: its version renewed, so an UNREGISTER that read the one
-                # before gives back nothing (#113); another write first: read again
+                # before gives back nothing; another write first: read again
                 if await won(self._keys.update(key, record, entry.seq)):
                     return False
                 continue

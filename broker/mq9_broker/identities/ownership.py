@@ -27,7 +27,7 @@ command's entry in the engine's table naming the check and the record (engine/ow
   send there: its task store ``mq9.tasks.<digest>``, its groups' leases ``mq9.lease.<digest>``
   (digest of mailbox and group, learned from the owner's FETCH and ACK), its dead letters
   ``<mailbox>.dlq`` (or ``<prefix>.dlq.<digest>``);
-- names derived from an agent's own name are that agent's to create (#70): a waker's failed
+- names derived from an agent's own name are that agent's to create: a waker's failed
   wakes ``mq9.wake.failed.<digest of its principal>``, the reply mailbox
   ``mq9.calls.<digest>`` of a caller named after its principal or after one of its mailboxes
   ``m`` (``m`` or ``m.calls``, the toolkit's default), and every
@@ -139,7 +139,7 @@ OnRequest = Callable[[Msg], Coroutine[Any, Any, None]]  # what a NATS subscripti
 
 PLAIN_QUEUE = "mq9-plain-refusals"  # the brokers refusing plain requests, one each
 TAKEN = "is registered by another agent"
-# (#106) An agent at its share of the registry: one line, its own bound and no count of any
+# An agent at its share of the registry: one line, its own bound and no count of any
 # other's ("agent limit reached": read as LimitReached, wire/protocol/errors.py)
 SHARE_FULL = (
     "agent limit reached for you: one agent holds at most %d registrations on this broker "
@@ -233,8 +233,8 @@ class Ownership:
         self._leases_of: dict[str, OrderedDict[str, None]] = {}
         self.leases_per_agent, self.leases_in_all = LEASES_PER_AGENT, LEASES_IN_ALL
         self._fetches: set[tuple[str, bytes]] = set()  # FETCH bodies read for a group already
-        self.shares_refused = 0  # (#106) REGISTERs refused at their agent's own share
-        self._turns: dict[str, _Turn] = {}  # (#113) agent name -> its requests' turn
+        self.shares_refused = 0  # REGISTERs refused at their agent's own share
+        self._turns: dict[str, _Turn] = {}  # agent name -> its requests' turn
 
     # -- derived names -----------------------------------------------------------------------
 
@@ -315,8 +315,8 @@ class Ownership:
 
     def _reserved_for(self, principal: str, name: str) -> bytes | None:
         """The refusal of ``principal``'s CREATE of ``name`` (under the reserved root, owned
-        by nobody yet, not derived from a mailbox) when it is made for another or for nobody
-        (#70), else None."""
+        by nobody yet, not derived from a mailbox) when it is made for another or for nobody,
+        else None."""
         if name == WAKE_FAILED or name.startswith(WAKE_FAILED + "."):
             if name == f"{WAKE_FAILED}.{digest(principal)}":
                 return None
@@ -371,7 +371,7 @@ class Ownership:
         if not (is_reserved(address) or self._derived(address)):
             return None  # an ordinary mailbox: any credentialed agent may SEND
         if address == WAKE_INDEX:
-            return None  # #62: every agent lists its own rules mailbox there
+            return None  # every agent lists its own rules mailbox there
         owner = self.holder(address)
         if owner == principal or principal in self.grants.get(address, ()):
             return None
@@ -386,7 +386,7 @@ class Ownership:
 
     def _may_reply_to(self, principal: str, address: str, headers: Any) -> bytes | None:
         """The refusal of a SEND to ``address`` whose ``mq9-reply-to`` names a mailbox that is
-        not ``principal``'s (#70), else None. An agent leaves a request's answers where that
+        not ``principal``'s, else None. An agent leaves a request's answers where that
         header says, under the sender the broker wrote: naming another's reply mailbox made a
         served agent leave the states of the namer's tasks there, and let a task of the
         namer's take an id the other's request was to have. A SEND into one's own mailbox
@@ -425,7 +425,7 @@ class Ownership:
         if not isinstance(name, str) or not name:
             return None  # the engine says what is wrong with the body
         if is_reserved(name):
-            # (#98) nobody's, whatever a record says (one kept from before this broker refused
+            # nobody's, whatever a record says (one kept from before this broker refused
             # them): the probe's REPORT passes, every other request is refused, nothing claimed
             refusal = reserved_agent_refusal(verb, name)
             return None if refusal is None else p.encode(p.ERROR_REPLY.write(error=refusal))
@@ -458,7 +458,7 @@ class Ownership:
         async def keep() -> bytes | None:
             try:
                 await self.store.own_mailbox(address, principal)
-                # (brokers not knowing it yet find its derived names' base: #77)
+                # (brokers not knowing it yet find its derived names' base)
                 await self.store.note_base("digest", digest(address), address)
             except CredentialError as exc:
                 self._disown(address, principal)
@@ -469,7 +469,7 @@ class Ownership:
 
     async def claim_mailbox(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
         """Before a CREATE of ``name`` on a store several brokers share: its owner record
-        won in one step (the bucket's create, #77), so of two agents racing one name through
+        won in one step (the bucket's create), so of two agents racing one name through
         two brokers one is told it was made and the other is refused as another's. The
         refusal, or the claim's undoing for when the CREATE is refused after it."""
         if not isinstance(name, str) or self.mailboxes.get(name) == principal:
@@ -495,7 +495,7 @@ class Ownership:
 
     @contextlib.asynccontextmanager
     async def agent_turn(self, name: str) -> AsyncIterator[None]:
-        """(#113) The turn of a request naming agent ``name`` (REGISTER, UNREGISTER), from
+        """The turn of a request naming agent ``name`` (REGISTER, UNREGISTER), from
         its look-up to its record: an UNREGISTER landing while a REGISTER of the name is
         answered waits for it, so the share counted and the registration written change
         together (before, it gave the share back before the REGISTER's write landed, and
@@ -513,14 +513,14 @@ class Ownership:
                 del self._turns[name]
 
     def _share(self) -> int | None:
-        """(#106) The registrations one agent may hold (``--max-agents-per-sender``), read
+        """The registrations one agent may hold (``--max-agents-per-sender``), read
         from the engine's limits as each REGISTER comes (None: no share, the bound in all
         alone)."""
         limits = getattr(self.engine, "limits", None)
         return getattr(limits, "max_agents_per_sender", None)
 
     async def claim_agent(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
-        """(#106) Before a REGISTER of ``name``: the registration counted against its
+        """Before a REGISTER of ``name``: the registration counted against its
         agent's own share, decided by the store in one step (identities/store.py
         ``hold_agent``), so one agent filling its share is refused alone and every other
         agent's REGISTER is answered (the registry's bound in all, ``--max-agents``, stays
@@ -548,7 +548,7 @@ class Ownership:
         return None, undo
 
     async def claim_release(self, principal: str, name: Any) -> tuple[bytes | None, Undo | None]:
-        """(#113) Before an UNREGISTER of ``name``: the version of its agent's hold, read
+        """Before an UNREGISTER of ``name``: the version of its agent's hold, read
         before the registration is removed and kept on the name's turn for the record step.
         A REGISTER of the name through another broker renews the hold before it writes its
         registration, so a hold renewed after this read is that REGISTER's, not this
@@ -565,7 +565,7 @@ class Ownership:
         return None, None
 
     def unregistered(self, principal: str, name: Any) -> Keep | None:
-        """(#106) An UNREGISTER of ``name`` that removed its registration (engine/owned.py
+        """An UNREGISTER of ``name`` that removed its registration (engine/owned.py
         records nothing for one that removed none): the agent's share has room again, the
         hold read before the removal given back (the name stays its registrant's)."""
         turn = self._turns.get(name) if isinstance(name, str) else None
@@ -585,7 +585,7 @@ class Ownership:
         return keep
 
     def registered(self, principal: str, name: Any) -> Keep | None:
-        """A REGISTER of ``name`` done: its first registrant's for good, and (#113) its hold
+        """A REGISTER of ``name`` done: its first registrant's for good, and its hold
         asserted again now that its registration is written."""
         if not (isinstance(name, str) and name):
             return None
@@ -606,7 +606,7 @@ class Ownership:
         return keep
 
     async def _held_again(self, principal: str, name: str) -> bytes | None:
-        """(#113) The hold of a REGISTER asserted again after its registration is written: an
+        """The hold of a REGISTER asserted again after its registration is written: an
         UNREGISTER through another broker that read the hold after this REGISTER took it, and
         gave it back before this write landed, left the registration uncounted; taken again
         here (renewed where it stands). Past the share meanwhile (the room it gave back
@@ -656,7 +656,7 @@ class Ownership:
         """An answered FETCH: a group's lease is its reader's to make, so its name is learned
         from the owner's FETCH (``group(body)``: the group it names), once per body; a lease
         learned anew is kept in the store before the answer, for the brokers that did not
-        see the FETCH (the lease's CREATE may reach another, #77)."""
+        see the FETCH (the lease's CREATE may reach another)."""
         if (address, body) in self._fetches or self.mailboxes.get(address) != principal:
             return None
         keep = self._learn_lease(principal, address, group(body))
@@ -715,9 +715,9 @@ class Ownership:
         """Read what a check will ask about and this copy lacks (another broker made it a
         moment ago, before its watch brought it): whether the mailbox or agent ``named``
         exists (the engine's look), and whose it is. The checks ask whether it exists only
-        of what nobody owns: one whose owner this broker knows is not looked at (#81). Else
+        of what nobody owns: one whose owner this broker knows is not looked at. Else
         the look comes first, the owner after: an owner is recorded before what it owns is
-        made (#77), so a name found made has its owner found too (read the other way round,
+        made, so a name found made has its owner found too (read the other way round,
         a CREATE through another broker in between left it made and seemingly nobody's)."""
         if named.listed:
             owned = self.agents.get(named.agent) is not None
@@ -731,7 +731,7 @@ class Ownership:
         """``look_up`` for a SEND: when the mailbox sent to is reserved or derived, whether
         it exists, its base mailbox and its grants; the reply mailboxes its headers name.
         (Any agent may SEND to an ordinary mailbox: nothing of it is asked, so nothing is
-        read, #81.)"""
+        read.)"""
         target, names = named.mailbox, []
         special = is_reserved(target) or self._derived(target)
         if special:
@@ -761,7 +761,7 @@ class Ownership:
     async def _look_up_base(self, name: str) -> None:
         """Learn the base mailbox of the derived ``name`` and its owner from the store when
         this copy lacks them: the mailbox was made, or its group read, through another
-        broker a moment ago (#77: an owner's first FETCH through a group was refused its
+        broker a moment ago (an owner's first FETCH through a group was refused its
         lease's CREATE)."""
         base, kind, digest_part = self._base(name), *_digest_of(name)
         if base is None and kind is not None:

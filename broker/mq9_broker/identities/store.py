@@ -68,7 +68,7 @@ class OwnedByAnother(CredentialError):
 
 
 class ShareFull(CredentialError):
-    """(#106) A registration refused: its agent holds ``most`` registrations already, its
+    """A registration refused: its agent holds ``most`` registrations already, its
     share of the registry (``--max-agents-per-sender``). (A refusal, as ``OwnedByAnother``:
     nothing failed.)"""
 
@@ -147,7 +147,7 @@ class BaseIdentityStore(ABC):
 
     def known_ids(self) -> list[str]:
         """Every credential id this process knows, revoked ones too (one issued again keeps
-        what it owned): the names a broker derives per-owner reserved names from (#70)."""
+        what it owned): the names a broker derives per-owner reserved names from."""
         self._look()
         with self._lock:
             return list(self._credentials)
@@ -237,11 +237,11 @@ class BaseIdentityStore(ABC):
     @abstractmethod
     async def grant_send(self, mailbox: str, principal: str) -> None: ...
 
-    # (#106) The registrations an agent holds now, each name once, counted against its share:
+    # The registrations an agent holds now, each name once, counted against its share:
     # taken as a REGISTER of a name it does not hold is answered, given back by its
     # UNREGISTER. Apart from the owner records (a name stays its first registrant's for good)
 
-    # (#113) A hold has a version, renewed by each REGISTER of its name: an UNREGISTER gives
+    # A hold has a version, renewed by each REGISTER of its name: an UNREGISTER gives
     # back the version it read before its registration was removed, so a REGISTER through
     # another broker landing meanwhile keeps its hold (its count then errs high, never low)
 
@@ -275,7 +275,7 @@ class BaseIdentityStore(ABC):
 
     async def disown_mailbox(self, mailbox: str, principal: str) -> None:  # noqa: B027
         """Remove the record of ``mailbox`` as ``principal``'s (a claim whose CREATE was
-        refused, #77); one naming another is left as it is."""
+        refused); one naming another is left as it is."""
 
     async def note_base(self, kind: str, digest: str, mailbox: str) -> None:  # noqa: B027
         """Keep that names derived by ``digest`` (``kind``: "lease", a group's lease of

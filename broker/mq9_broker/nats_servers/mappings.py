@@ -1,4 +1,4 @@
-"""The servers' half of routing each mailbox to one broker (issue #81; the brokers' half is
+"""The servers' half of routing each mailbox to one broker (the brokers' half is
 ``serving/partitions.py``): an account's subject mappings sending each mailbox command to
 ``$mq9.P.<k>.AI.MSG.<command>.<address>``, ``<k>`` the ``partition()`` of the address's tokens.
 

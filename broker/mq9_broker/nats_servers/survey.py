@@ -141,7 +141,7 @@ async def check_login(urls: Sequence[str], shown: str) -> None:
     await connection.close()
 
 
-# -- the servers' monitoring endpoints (#91 item 1) ------------------------------------------
+# -- the servers' monitoring endpoints -------------------------------------------------------
 # nats-server serves its health (/healthz) and JetStream's state (/jsz) over HTTP on its
 # monitoring port (``http: HOST:PORT`` in its config); a broker given those URLs
 # (--nats-monitor) reads them for its operator's scrape (broker/cli/metrics.py).

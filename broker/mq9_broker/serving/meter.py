@@ -1,5 +1,5 @@
 """Requests counted on a server's hot path: by command and outcome, refusals by reason, and
-their latency, as plain integers a scrape reads (#73).
+their latency, as plain integers a scrape reads.
 
 A SEND on the bundled broker costs tens of microseconds; prometheus-client's own ``Histogram``
 takes a lock and walks its buckets in Python on every observation, and a labelled child is
@@ -8,7 +8,7 @@ clock read, one ``bisect`` (C) and three integer increments, and nothing is buil
 The families are made only when scraped (``families``). The server calls ``answered`` from its
 event loop alone, so the integers need no lock.
 
-A readiness probe is not traffic (#91 item 3): a QUERY of the probe's mailbox
+A readiness probe is not traffic: a QUERY of the probe's mailbox
 (``mq9_wire.metrics.probe``, the servers' ``/readyz``), answered "no such mailbox", is counted
 in ``probes_total`` alone, neither a request nor a refusal (only a refusal's answer is looked
 at, for the mailbox's name).

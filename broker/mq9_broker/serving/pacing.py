@@ -1,4 +1,4 @@
-"""Large answers share a byte rate, taken in turns by requester (the dev broker's, issue #35).
+"""Large answers share a byte rate, taken in turns by requester (the dev broker's).
 
 A request of a few bytes can ask for megabytes: the listing of 1,000 agents is 2 MB for the
 two bytes ``{}``. Sent back to back, such answers keep both cores of a small machine busy
@@ -73,7 +73,7 @@ def client_of(reply: str, headers: Mapping[str, str] | None = None) -> tuple[str
     """``(requester(reply, headers), address)``: the address is where nats-server says the
     requesting connection comes from (``<account>@<host>`` of its ``Nats-Request-Info``, on a
     request through a service import), None where nothing vouches for one (a reply subject
-    is the client's to choose). Issue #88: the connections of one address share a part of the
+    is the client's to choose). The connections of one address share a part of the
     broker's waiting room (serve.py), so that many of them take no more than two would."""
     prefix = reply.rpartition(".")[0] or reply
     if not reply.startswith(IMPORTED) or not headers:
@@ -86,7 +86,7 @@ def client_of(reply: str, headers: Mapping[str, str] | None = None) -> tuple[str
 
 
 def party_of(reply: str, headers: Mapping[str, str] | None = None) -> str | None:
-    """(#106, #113) The client an open broker's bound on keys counts a keyed SEND against: the
+    """The client an open broker's bound on keys counts a keyed SEND against: the
     address nats-server vouches for (``client_of``), else None. A reply inbox is no party: any
     client may name another's (a watcher of ``_INBOX.>`` learns them), so a bound counted by
     it was another client's to fill; those keys count in the bound in all alone."""
@@ -96,7 +96,7 @@ def party_of(reply: str, headers: Mapping[str, str] | None = None) -> str | None
 def from_client(msg: Msg) -> Mapping[str, str] | None:
     """``msg``'s headers as an open broker hands them to the engine: a keyed SEND's with the
     client nats-server vouches for (``FromClient``, ``party_of``), whose bound its new key
-    counts against (#106); as sent where none is vouched for (#113)."""
+    counts against; as sent where none is vouched for."""
     headers = msg.headers
     if headers and HEADER_IDEMPOTENCY_KEY in headers:
         party = party_of(msg.reply or "", headers)

@@ -1,4 +1,4 @@
-"""Each mailbox served by one broker of the moment (issue #81): partitions, and who holds them.
+"""Each mailbox served by one broker of the moment: partitions, and who holds them.
 
 With ``--store jetstream`` every broker of a ``--stream`` may answer any request, and the
 store keeps a mailbox's numbering right whoever writes (each write expects the head's last

@@ -1,4 +1,4 @@
-"""Serving the state kept in JetStream (issue #72): an ``Engine`` (engine/engine.py)
+"""Serving the state kept in JetStream: an ``Engine`` (engine/engine.py)
 is served by ``serve.py`` as any engine is, by any number of brokers at once in the queue
 group ``QUEUE``; ``open_store`` opens its store while the cluster forms.
 """

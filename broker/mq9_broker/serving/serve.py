@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..identities.ownership import Identities
     from .meter import RequestMeter
 
-# #73: with metrics, what a request is counted by (its command's key) and when it was read
+# with metrics, what a request is counted by (its command's key) and when it was read
 Stamp = tuple[str, float] | None
 
 log = logging.getLogger("mq9_broker")
@@ -79,10 +79,10 @@ class Served(Answering, Protocol):
 # gets a turn for each, but no more than RUNNING_IN_ALL run, and what waits is bounded in all.
 # Through a service import marked share (the open cluster, docs/deploy.md) nats-server does
 # say it, and every reply there is one prefix per server: the connection is the requester,
-# and the connections of one address wait WAITING_PER_ADDRESS at most together (#88: six
+# and the connections of one address wait WAITING_PER_ADDRESS at most together (six
 # flooding connections of one address filled the room; see waiting_room.py).
 # A FETCH's wait, or a group reader's claim QUERY by key, costs nothing: any number may run.
-# (#106) A COUNT costs the stores in this process nothing (their counts are kept as they
+# A COUNT costs the stores in this process nothing (their counts are kept as they
 # write); on a store whose calls are requests to servers (the cluster store), the servers count
 # a lane's subjects, a cost that grows with the mailbox: there it takes turns as a costly one.
 COSTLY_ON_SERVERS = frozenset({MSG_COUNT})
@@ -97,14 +97,14 @@ STOPPED_UNREAD = "the broker stopped before reading this request: nothing of it 
 # Answers above this go out on the bulk connection, when there is one: a SEND's, an ACK's or
 # a few messages' answer stays on the connection the request came by
 BULK_ANSWER = 64 * 1024
-# #62: with announce=True each message stored is announced on the protocol's prefix + the
+# with announce=True each message stored is announced on the protocol's prefix + the
 # digest of its mailbox's name (never the name), empty, for wakers (wake/arrivals.py): its
 # ``arrival_subject`` (mq9_wire/protocol/names.py, where the wakers name it too)
-# #88: with the headers a JetStream stream's republish carries (the cluster store's
+# with the headers a JetStream stream's republish carries (the cluster store's
 # announcements, storage/jetstream/opening.py), which no answer of a broker carries: a listener
 # takes only a message with them as an announcement (wake/arrivals.py)
 ANNOUNCED = "mq9-announce"  # the Nats-Stream of the announcements this broker publishes
-# #88: no answer ever goes under the broker's reserved subjects (the announcements, the
+# no answer ever goes under the broker's reserved subjects (the announcements, the
 # brokers' membership beats, the partitions, the requests themselves): a request naming a reply
 # there is not done, not answered, counted and logged (at most every RESERVED_LOGGED_EVERY s)
 RESERVED_REPLY = "$mq9."  # every subject of the protocol and of the bundled broker
@@ -134,11 +134,11 @@ class NatsService:
         self.queue = queue
         self._each_on_a_task = not engine.answers_in_read_loop
         self.announce = announce
-        self.meter = meter  # #73: requests counted by command, outcome and latency
+        self.meter = meter  # requests counted by command, outcome and latency
         self._arrived_at: set[str] = set()  # mailboxes to announce at the loop's next turn
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
-        # #53: an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
+        # an enforcing broker's requests come on $mq9.U.<principal>.> (identities.py)
         self.identities = identities
         self.connection = connection
         self.bulk = bulk
@@ -156,13 +156,13 @@ class NatsService:
             WAITING, WAITING_PER_ADDRESS, WAITING_IN_ALL
         )
         self.at_once, self.running_in_all = AT_ONCE, RUNNING_IN_ALL
-        self.reserved_replies = 0  # #88: requests refused for a reply under RESERVED_REPLY
+        self.reserved_replies = 0  # requests refused for a reply under RESERVED_REPLY
         self._reserved_logged, self._next_reserved_log = 0, 0.0
         self._announced = 0  # the Nats-Sequence of this broker's announcements
         self._announcing: set[asyncio.Task[None]] = set()  # (kept from the collector)
         self._carried: int | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self.partitions: Partitions | None = None  # #81: each mailbox on one broker
+        self.partitions: Partitions | None = None  # each mailbox on one broker
 
     # What may wait (the room's bounds), as the tests and the dev broker's options set them
     @property
@@ -211,7 +211,7 @@ class NatsService:
             self.subscription = await self.connection.subscribe(
                 p.SUBJECT_WILDCARD, queue=self.queue, cb=self._on_request
             )
-        else:  # #53
+        else:
             gated = self.identities.gate(self._on_request)
             self.subscription = await self.connection.subscribe(
                 self.identities.subject, queue=self.queue, cb=gated
@@ -219,9 +219,9 @@ class NatsService:
         if self.inline:
             deliver_inline(self.connection, self.subscription)
             # the engine's own requests on this connection (the cluster store's): their
-            # answers handed over in the read loop too, not through a task each (#81)
+            # answers handed over in the read loop too, not through a task each
             replies_inline(self.connection)
-        if self.queue and self.identities is None:  # #81 (serving/partitions.py)
+        if self.queue and self.identities is None:  # each mailbox on one broker (partitions.py)
             mapped = Partitions.when_mapped(self.connection, self._on_request, self.queue)
             self.partitions = await mapped
         if self.announce:
@@ -247,7 +247,7 @@ class NatsService:
         for address in arrived:
             subject = arrival_subject(address)
             self._announced += 1
-            # as a stream's republish says it (#88): what a listener takes as an announcement
+            # as a stream's republish says it: what a listener takes as an announcement
             headers = {
                 "Nats-Stream": ANNOUNCED,
                 "Nats-Subject": subject,
@@ -275,7 +275,7 @@ class NatsService:
         # its reads. Each of those gets a task and holds up no request behind it.
         command, _ = command_for(msg.subject)
         meter = self.meter
-        if msg.reply and msg.reply.startswith(RESERVED_REPLY):  # #88: never answered there
+        if msg.reply and msg.reply.startswith(RESERVED_REPLY):  # never answered there
             self._refuse_reserved(msg, command.subject)
             return
         stamp = None if meter is None else (command.subject, meter.started())
@@ -309,7 +309,7 @@ class NatsService:
 
     def _client(self, msg: Msg) -> tuple[str, str | None]:
         """Who asks, and from where if that is vouched for: on an enforcing broker the agent
-        (#53: its gate let through only replies to the agent's own inboxes, of which it may
+        (its gate let through only replies to the agent's own inboxes, of which it may
         make up any number; its credential vouches for it), else as far as the reply subject
         shows, or for a request through a service import (the open cluster's agents) the
         connection nats-server says sent it, and its address (pacing.client_of)."""
@@ -323,7 +323,7 @@ class NatsService:
         return self._client(msg)[0]
 
     def _refuse_reserved(self, msg: Msg, key: str) -> None:
-        """#88: a request whose reply is under the broker's reserved subjects (an answer
+        """A request whose reply is under the broker's reserved subjects (an answer
         there would be taken for an announcement, a member's beat, a request): not done, not
         answered; counted, and logged at most every RESERVED_LOGGED_EVERY seconds."""
         self.reserved_replies += 1
@@ -391,10 +391,10 @@ class NatsService:
     async def _answer(self, msg: Msg, stamp: Stamp = None) -> None:
         self._tell_engine()
         if self._each_on_a_task:  # (a task of its own: its context is its own)
-            # #98: the store's reads for it take turns for the read window by requester
+            # the store's reads for it take turns for the read window by requester
             # (_nats/jetstream/window.py), so one client's large reads hold no other's
             reader.set(self._requester(msg))
-        if self.identities is not None:  # #53: the gate, then the engine making ownership (#74)
+        if self.identities is not None:  # the gate, then the engine making ownership
             reply = await self.identities.handle(self.engine, msg)
         else:
             reply = await self.engine.handle(msg.subject, from_client(msg), msg.data)
@@ -454,13 +454,13 @@ class NatsService:
             self._watchdog = None
         if self._arrived in self.engine.arrivals:
             self.engine.arrivals.remove(self._arrived)
-        if self.partitions is not None:  # #81: handed to the other brokers first
+        if self.partitions is not None:  # handed to the other brokers first
             partitions, self.partitions = self.partitions, None
             await partitions.stop()
         if self.subscription is not None:
             subscription, self.subscription = self.subscription, None
             # (a connection the server closed has no subscription left to end: the broker
-            # stopping because of it must still stop, issue #77)
+            # stopping because of it must still stop)
             with contextlib.suppress(nats.errors.ConnectionClosedError):
                 await subscription.unsubscribe()
         waiting = [msg for msg, _ in self.room.clear()]  # what waits is never started
@@ -495,8 +495,8 @@ async def serve_on_nats(
     """Answer mq9 requests arriving on ``connection`` with ``engine`` until stopped; answers
     above ``BULK_ANSWER`` on ``bulk`` when given (a second connection to the same server, so
     that small answers never wait behind large ones), at ``pacer``'s pace when given;
-    ``announce``: each message stored is announced on its ``arrival_subject`` (#62); ``meter``:
-    each request counted (#73); ``queue``: the queue group of the brokers serving one store
+    ``announce``: each message stored is announced on its ``arrival_subject``; ``meter``:
+    each request counted; ``queue``: the queue group of the brokers serving one store
     together (serving/queue_group.py).
 
     >>> nc = await nats.connect("nats://127.0.0.1:4222")

@@ -4,7 +4,7 @@ A requester (serve.py's: a reply inbox, an agent, or on the open cluster a conne
 have ``per_requester`` waiting, and everyone together ``in_all``. Requesters take turns in
 the order they came, one that took a turn going behind the others.
 
-Issue #88: on the open cluster nats-server tells the broker which connection sent a request
+On the open cluster nats-server tells the broker which connection sent a request
 and from which address (pacing.client_of): a flooder opening many connections from one
 address held ``per_requester`` for each, and six of them filled the whole room, so every other
 client's costly requests were refused. So where an address is vouched for:
@@ -18,7 +18,7 @@ client's costly requests were refused. So where an address is vouched for:
 
 A requester nothing vouches for (a reply inbox the client chose: the dev broker without
 credentials) takes no one's place, and no one takes its place: it could make up a new
-inbox for each request, each holding nothing. Enforcing brokers key by agent (#53), which
+inbox for each request, each holding nothing. Enforcing brokers key by agent, which
 their credential vouches for: serve.py passes the agent as its address.
 """
 

@@ -13,7 +13,7 @@ independent of how many messages a mailbox holds:
   entries a read walked through (``_runs``) and the next read jumps over them: every QUERY
   reads from the beginning, and would otherwise walk every expired message each time;
 * each lane's count of live messages is kept as messages are written and removed, the ones
-  whose TTL ended taken off as their second passes (``live_counts``, #106): a count walks
+  whose TTL ended taken off as their second passes (``live_counts``): a count walks
   nothing, however many messages the mailbox holds.
 
 Messages whose own TTL ended are hidden, not removed: RobustMQ keeps them until its shard
@@ -38,7 +38,7 @@ _ONE_DIGIT = bytes(range(10))
 _TWO_DIGITS = bytes(range(100))
 
 
-# -- a tag's subtree: what a read by tag finds, in every store (#92: one meaning, here) ------
+# -- a tag's subtree: what a read by tag finds, in every store (one meaning, here) -----------
 
 
 def subtree(tag: str) -> tuple[str, str]:
@@ -136,7 +136,7 @@ _LANE = {priority: index for index, priority in enumerate(PRIORITY_ORDER)}
 
 
 class _Tally:
-    """(#106) A mailbox's lanes counted as messages come and go: each lane's messages held
+    """A mailbox's lanes counted as messages come and go: each lane's messages held
     (``held``), those of them whose TTL ended as of second ``hidden_at`` (``hidden``: msg_id ->
     lane, ``hidden_each``), and the messages with a TTL not yet found ended, soonest first
     (``dying``: an entry of a message removed since is skipped when it comes up, and dropped
@@ -226,7 +226,7 @@ class Mailbox:
         # i to j-1 were all removed or expired at time t. Expiry never ends as time goes on,
         # so this holds at any later time; a clock set back ignores it.
         self._runs: dict[object, dict[int, tuple[int, int]]] = {}
-        self._tally: _Tally | None = None  # (#106) made with the first message
+        self._tally: _Tally | None = None  # made with the first message
 
     @property
     def expires_at(self) -> int | None:
@@ -297,7 +297,7 @@ class Mailbox:
         if self._tally is not None:
             self._tally.kept(live)
 
-    # -- how many it holds (#106) -----------------------------------------------------------
+    # -- how many it holds ------------------------------------------------------------------
 
     def live_counts(self, now: int) -> dict[Priority, int]:
         """How many live messages each lane holds at second ``now`` (what a read finds),

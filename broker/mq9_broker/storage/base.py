@@ -2,7 +2,7 @@
 
 The engine (engine/engine.py, ``Engine``) runs over one store protocol,
 ``MailboxStore`` (mailbox_store.py, its one home: the protocol and the values it speaks in,
-``StorageError`` among them, #92). Two stores implement it, each importing it and never the
+``StorageError`` among them). Two stores implement it, each importing it and never the
 other: ``ClusterStore`` (jetstream/, the state kept in JetStream) and ``ProcessStore``
 (in_process.py, the state held in this process).
 
@@ -38,7 +38,7 @@ class Restorable(Protocol):
 
     offsets: dict[str, dict[str, int]]  # lane group -> shard -> the next msg_id it reads
     registry: AgentRegistry
-    sent_keys: SentKeys  # keyed SENDs answered, until their window ends (#90)
+    sent_keys: SentKeys  # keyed SENDs answered, until their window ends
 
     def add_mailbox(self, mailbox: Mailbox, *, live: bool = True) -> None: ...
 
@@ -127,12 +127,12 @@ class Storage(Protocol):
         until: int,
         party: str | None = None,
     ) -> None:
-        """(#90) A keyed SEND answered: its key kept until millisecond ``until``, counted
-        against ``party`` (#113; None: the sender it is scoped to)."""
+        """A keyed SEND answered: its key kept until millisecond ``until``, counted
+        against ``party`` (None: the sender it is scoped to)."""
         return None
 
     def keys_expired(self, now: int) -> None:
-        """(#90) The keys whose window ended by second ``now`` are no longer kept."""
+        """The keys whose window ended by second ``now`` are no longer kept."""
         return None
 
     def close(self) -> None: ...

@@ -52,14 +52,14 @@ class Housekeeping:
     topics: dict[str, Mailbox]  # every log, an expired mailbox's too
     offsets: dict[str, dict[str, int]]  # lane group -> shard -> next msg_id to read
     registry: AgentRegistry  # (what a restore fills beside the mailboxes: base.Restorable)
-    sent_keys: SentKeys  # (#90) keyed SENDs answered, restored too
+    sent_keys: SentKeys  # keyed SENDs answered, restored too
     arrivals: list[Callable[[str], None]]
     _seq: itertools.count[int]
     _next_retention_scan: float
     # min-heaps checked before every request: (when, seq, mailbox) and delayed messages
     _mailbox_expiry: list[tuple[int, int, Mailbox]]
     _delayed: list[tuple[int, int, str, StoredMessage]]
-    # (#106) each mailbox's delayed messages held, soonest first (its share of ``_delayed``,
+    # each mailbox's delayed messages held, soonest first (its share of ``_delayed``,
     # released in the same order): what a COUNT says of them without walking the queue
     _scheduled: dict[str, list[tuple[int, int]]]
 
@@ -104,7 +104,7 @@ class Housekeeping:
         return seq
 
     def delayed_held(self, address: str) -> tuple[int, int | None]:
-        """(#106) How many delayed messages for ``address`` are held and not yet due, and
+        """How many delayed messages for ``address`` are held and not yet due, and
         the second the soonest is due (None: none held)."""
         held = self._scheduled.get(address)
         return (len(held), held[0][0]) if held else (0, None)

@@ -1,6 +1,6 @@
 """``ProcessStore``: the ``MailboxStore`` (mailbox_store.py) over the state held in this
 process (state/mailbox.py, state/registry.py), so that the one engine over the store protocol
-(engine/engine.py) answers over it as over the JetStream store (issue #80).
+(engine/engine.py) answers over it as over the JetStream store.
 
 Each call is one step under the store's lock, as each call of the JetStream store is one
 request the servers decide: what two requests could decide differently (a name created once,
@@ -164,7 +164,7 @@ class ProcessStore(ProcessState):
 
     def _key_room(self, once: Once) -> None:
         """(under the lock) ``KeysFull`` when a new key of ``once``'s sender is past the
-        store's bounds (#98), the keys whose windows ended dropped first: decided with the
+        store's bounds, the keys whose windows ended dropped first: decided with the
         write, in its one step."""
         keys = self.sent_keys
         if once.most is not None and len(keys) < once.most and once.most_each is None:
@@ -233,9 +233,9 @@ class ProcessStore(ProcessState):
         return self._look(lambda: len(t.messages) if (t := self.topics.get(mailbox)) else 0)
 
     async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
-        """(#99) How many live messages each priority's lane holds (what a read finds): the
+        """How many live messages each priority's lane holds (what a read finds): the
         console's count, which no read of the protocol can finish under many urgent ones.
-        (#106) Kept as the log is written (``Mailbox.live_counts``): no walk of the mailbox."""
+        Kept as the log is written (``Mailbox.live_counts``): no walk of the mailbox."""
 
         def work() -> dict[str, int]:
             topic = self.topics.get(mailbox)
@@ -246,12 +246,12 @@ class ProcessStore(ProcessState):
         return self._look(work)
 
     async def scheduled(self, mailbox: str, *, now: int) -> tuple[int, int | None]:
-        """(#106) How many delayed messages for ``mailbox`` are held and not yet due, and the
+        """How many delayed messages for ``mailbox`` are held and not yet due, and the
         second the soonest is due (None: none), as the queue keeps them (no walk)."""
         return self._look(lambda: self.delayed_held(mailbox))
 
     async def counted(self, mailbox: str, *, now: int) -> Counted:
-        """(#106) What a COUNT answers, in one step: each lane's live messages, the newest
+        """What a COUNT answers, in one step: each lane's live messages, the newest
         mark, the delayed messages held and the soonest due (counting.py)."""
 
         def work() -> Counted:
@@ -395,7 +395,7 @@ class ProcessStore(ProcessState):
     async def unregister(self, name: str) -> bool:
         def work() -> bool:
             entry = self.registry.entries.pop(name, None)
-            self.reports.pop(name, None)  # (#106) kept only while it is registered
+            self.reports.pop(name, None)  # kept only while it is registered
             if entry is not None:
                 self.registry.changes += 1
                 self.storage.agent_removed(entry)
@@ -408,7 +408,7 @@ class ProcessStore(ProcessState):
 
     async def report(self, name: str, report_info: str, at: int) -> bool:
         with self._lock:  # not stored (RobustMQ's topic of them is never read)
-            if name not in self.registry.entries:  # (#106) only a registered agent's
+            if name not in self.registry.entries:  # only a registered agent's
                 return False
             self.reports[name] = (report_info, at)
             return True

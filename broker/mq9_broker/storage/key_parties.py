@@ -1,22 +1,22 @@
-"""(#113) Whose an idempotency key is, as every store counts it, and the words said to a sender
+"""Whose an idempotency key is, as every store counts it, and the words said to a sender
 past a bound: the stores in this process (sent_keys.py) and the cluster store
 (jetstream/key_counts.py) both read them here, so neither imports the other.
 
-A key is its sender's (#98): a broker that vouches for the sender keeps it under
-``scoped_key(sender, key)``. A carrier's caller (#113) counts against its share of its
+A key is its sender's: a broker that vouches for the sender keeps it under
+``scoped_key(sender, key)``. A carrier's caller counts against its share of its
 sender's keys and its sender's bound both (``caller_party``).
 """
 
 from __future__ import annotations
 
 SCOPE = "\n"  # between a sender and its key: no header value (so no key) holds a newline
-# (#98, #106) Which bound a new key met, as said to its sender: its own alone, no count (a
+# Which bound a new key met, as said to its sender: its own alone, no count (a
 # server speaking for many callers, a gateway's tenant, must learn nothing of the others)
 PARTY_FULL = "you hold as many keys as one sender may"
 ALL_FULL = "this broker holds as many keys as it may"
-# (#113) A carrier's caller past the share its sender gave it (``caller_party``): its own alone
+# A carrier's caller past the share its sender gave it (``caller_party``): its own alone
 CALLER_FULL = "you hold as many keys as your share of your carrier's"
-# (#113) The bound in all, for a key no party is counted for (an open broker's client
+# The bound in all, for a key no party is counted for (an open broker's client
 # nats-server vouches for no address of): nothing there tells one client's keys from
 # another's (a reply inbox is any client's to name), so the bound in all is everyone's, and
 # the remedy is the operator's (said to the client, to pass on)
@@ -36,7 +36,7 @@ def key_sender(scoped: str) -> str | None:
 
 
 def caller_party(sender: str, caller: str, share: int) -> str:
-    """(#113) The party a carrier's caller is (``sender`` vouched for, ``caller`` named by
+    """The party a carrier's caller is (``sender`` vouched for, ``caller`` named by
     it, with a ``share`` of its keys): its keys count against the share and the sender's
     bound both. Counted per sender and caller, whatever share each send names: replicas of
     a carrier naming different shares for one caller still count its keys once."""

@@ -120,7 +120,7 @@ async def connect(servers: list[str], *, in_order: bool = False) -> NatsClient:
         dont_randomize=in_order,
     )
     # nats-py reconnects for ever but closes for good on a server's -ERR: a write the server
-    # cannot take is refused here, unsent (issue #77)
+    # cannot take is refused here, unsent
     fence(connection, StorageError)
     return connection
 

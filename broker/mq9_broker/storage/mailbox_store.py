@@ -1,7 +1,7 @@
-"""``MailboxStore``: the one store protocol the mq9 rules run over (issue #80): each
+"""``MailboxStore``: the one store protocol the mq9 rules run over: each
 mailbox's record and message log, the groups' positions, the agent registry and its search
 index, every call a coroutine. This module is its one home, and the home of the values it
-speaks in (#92): ``MailboxRecord``, ``Mark``, ``Position``, the ``Full`` a bounded write
+speaks in: ``MailboxRecord``, ``Mark``, ``Position``, the ``Full`` a bounded write
 raises, a keyed SEND's ``Once`` and ``KeyReused``, and ``SendLimits``, what a store takes of a
 SEND, which each store declares (``send_limits``) and the engine enforces. Both stores import
 it, and it imports neither: the interface owns its types.
@@ -98,7 +98,7 @@ class Mark:
     lanes: Lanes | None = field(default=None, compare=False)
 
 
-# (#106) What a COUNT answers of a mailbox (engine/counting.py): each lane's live messages, the
+# What a COUNT answers of a mailbox (engine/counting.py): each lane's live messages, the
 # newest mark (None: the log holds none), the delayed messages held and the second the soonest
 # is due (None: none)
 Counted = tuple[dict[str, int], Mark | None, tuple[int, int | None]]
@@ -127,7 +127,7 @@ class Full(StorageError):
 
 @dataclass(slots=True)
 class Once:
-    """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds (#90).
+    """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds.
     ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/rules.py), compared
     with the first's. The store sets ``duplicate`` when it answered from the key (nothing
     stored), and raises ``KeyReused`` when the key's first SEND was another."""
@@ -135,21 +135,21 @@ class Once:
     key: str  # scoped to its sender where the broker vouched for one (sent_keys.scoped_key)
     fingerprint: bytes
     window: int
-    # (#98) the SEND's millisecond on the broker's clock: a window is exact, not whole seconds
+    # the SEND's millisecond on the broker's clock: a window is exact, not whole seconds
     # from a truncated second; and the keys a store may hold, in all and a sender (None: no
-    # bound; #113: the cluster store counts a sender's alone, key_counts.py, its stream's
+    # bound; the cluster store counts a sender's alone, key_counts.py, its stream's
     # limits bounding the keys in all)
     at_ms: int = 0
     most: int | None = None
     most_each: int | None = None
     duplicate: bool = False
-    # (#106) whom a new key counts against for ``most_each`` where not its scoped sender: the
+    # whom a new key counts against for ``most_each`` where not its scoped sender: the
     # client an open broker told apart (an address, or a reply inbox); None: its sender
     party: str | None = None
 
 
 class KeysFull(Exception):
-    """(#98) A keyed SEND with a new key when the store holds as many as its bounds allow
+    """A keyed SEND with a new key when the store holds as many as its bounds allow
     (``why``: which one): refused, nothing stored."""
 
     def __init__(self, why: str) -> None:
@@ -193,7 +193,7 @@ class SendLimits:
     delay_most: int | None = None  # a delay's seconds
     delay_most_why: str = ""  # what sets ``delay_most``
     store: str = "store"  # how a refusal names the store
-    # (#88) the bytes a store writes beside a message's answer bytes (its subject, its own
+    # the bytes a store writes beside a message's answer bytes (its subject, its own
     # headers) within the servers' limits, and the most a message may take in an answer
     # whatever those limits (a record the servers keep no larger), with what sets it
     entry_room: int = 0
@@ -210,7 +210,7 @@ class SendLimits:
 
 # A store that keeps a tag or a key as data (the state held in this process): nothing to
 # bound but the message's size
-# (#100) a store in this process holds any delay; the bundled broker takes RobustMQ's bound on
+# a store in this process holds any delay; the bundled broker takes RobustMQ's bound on
 # one all the same (limits.MAX_DELAY_SECONDS), so what it takes, RobustMQ does too
 OPEN = SendLimits(
     delay_most=p.MAX_DELAY_SECONDS,
@@ -255,7 +255,7 @@ class MailboxStore(Protocol):
         once: Once | None = None,
     ) -> int:
         """Write ``message``; its msg_id. Raises ``Full`` when the log holds ``room``.
-        ``once`` (#90): written only if its key is new to the mailbox within its window, in
+        ``once``: written only if its key is new to the mailbox within its window, in
         the same step; else the key's first msg_id (``once.duplicate``), or ``KeyReused``."""
 
     async def hold(
@@ -280,7 +280,7 @@ class MailboxStore(Protocol):
         """How many messages the log holds."""
 
     async def counted(self, mailbox: str, *, now: int) -> Counted:
-        """(#99, #106) What a COUNT answers, with no walk of the log where the store keeps
+        """What a COUNT answers, with no walk of the log where the store keeps
         them (engine/counting.py)."""
 
     async def read_lanes(
@@ -339,7 +339,7 @@ class MailboxStore(Protocol):
         """Every registration."""
 
     async def report(self, name: str, report_info: str, at: int) -> bool:
-        """Keep an agent's latest REPORT while ``name`` is registered; whether kept (#106: a
+        """Keep an agent's latest REPORT while ``name`` is registered; whether kept (a
         name no registration holds keeps nothing, as an UNREGISTER drops its report)."""
 
     async def index_put(self, card_name: str, row: AgentRow) -> None:

@@ -66,8 +66,8 @@ class ProcessState(Housekeeping):
         self.offsets: dict[str, dict[str, int]] = {}  # lane group -> shard -> next msg_id
         self._mailbox_expiry: list[tuple[int, int, Mailbox]] = []
         self._delayed: list[tuple[int, int, str, StoredMessage]] = []
-        self._scheduled: dict[str, list[tuple[int, int]]] = {}  # (#106) each mailbox's share
-        self.sent_keys = SentKeys()  # keyed SENDs answered, until their window ends (#90)
+        self._scheduled: dict[str, list[tuple[int, int]]] = {}  # each mailbox's share
+        self.sent_keys = SentKeys()  # keyed SENDs answered, until their window ends
 
     # -- what ``Storage.restore`` fills (base.Restorable) ---------------------------------
 

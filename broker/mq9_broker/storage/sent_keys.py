@@ -1,17 +1,17 @@
-"""``SentKeys``: the keyed SENDs (issue #90) a store held in this process answered, per mailbox
+"""``SentKeys``: the keyed SENDs a store held in this process answered, per mailbox
 and key, until their window ends: the first SEND's msg_id (-1: delayed) and fingerprint.
 
 Kept in the order written, which is the order their windows end (one broker, one window), so
 the ones past their end are dropped from the front as new ones come; one found past its end is
-absent, whatever is left to drop. Times are milliseconds (#98: a window of whole seconds counted
+absent, whatever is left to drop. Times are milliseconds (a window of whole seconds counted
 from a truncated second let a resend 1.2 s into a 2 s window store again).
 
-A key is its sender's (#98): a broker that vouches for the sender keeps it under
+A key is its sender's: a broker that vouches for the sender keeps it under
 ``scoped_key(sender, key)``, so another identity's SEND of the same key is a key of its own.
 The keys held are counted in all and per party, so a store can refuse one past its bounds
 (``room``): a party is the vouched sender of a scoped key, or the client an open broker told
-apart for it (#106: the address nats-server vouches for; the key itself stays unscoped there,
-one per mailbox as RobustMQ keeps it). #113: a reply inbox is no party (any client may name
+apart for it (the address nats-server vouches for; the key itself stays unscoped there,
+one per mailbox as RobustMQ keeps it). A reply inbox is no party (any client may name
 another's), so a key nothing vouches for counts in the bound in all alone. What one costs is
 measured in docs/bench.md.
 """
@@ -34,7 +34,7 @@ from .key_parties import of_caller as _of_caller
 # msg_id, fingerprint, the millisecond the window ends, the party it counts against (None: none)
 Kept = tuple[int, bytes, int, str | None]
 _NEVER = 2**63  # (no key kept: no window ends)
-# (#113) whose a key is, and the words past a bound: both stores', kept in key_parties.py (the
+# whose a key is, and the words past a bound: both stores', kept in key_parties.py (the
 # cluster store imports nothing of this one); their names here are the engine's imports too
 __all__ = [
     "ALL_FULL",
@@ -54,7 +54,7 @@ class SentKeys:
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
         # the front's window ends no sooner than this millisecond (a bound, never above it):
-        # most SENDs' expire looks no further (#90)
+        # most SENDs' expire looks no further
         self._soonest = _NEVER
         self._per_party: dict[str, int] = {}  # the keys each party holds
 
@@ -75,13 +75,13 @@ class SentKeys:
     ) -> str | None:
         """None when one more key like ``key`` fits ``most`` in all and ``most_each`` for its
         party (None: no bound), the party ``party`` or else the sender ``key`` is scoped to;
-        else which bound is reached, in words said to the sender (#98). #106: the words name
+        else which bound is reached, in words said to the sender. The words name
         the sender's own bound alone, never a count of what others hold (a server speaking
         for many callers passes them on)."""
         if party is None:
             party = key_sender(key)
         carried = None if party is None else _of_caller(party)
-        if carried is not None:  # (#113) a carrier's caller: its share, then its sender's bound
+        if carried is not None:  # a carrier's caller: its share, then its sender's bound
             sender, counted, share = carried
             if self.held_by(counted) >= share:
                 return CALLER_FULL
@@ -110,7 +110,7 @@ class SentKeys:
     ) -> str | None:
         """Keep a key until millisecond ``until`` (written again: it moves to the end, still
         its first party's), counted against ``party``, else the sender it is scoped to; the
-        party it counts against is returned (what a store keeps with it, #113)."""
+        party it counts against is returned (what a store keeps with it)."""
         kept, name = self._kept, (mailbox, key)
         earlier = kept.pop(name, None)
         if earlier is not None:  # (it may have been the front: the next one is, whatever its end)

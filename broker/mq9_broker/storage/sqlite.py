@@ -54,8 +54,8 @@ def _sqlite_code(exc: sqlite3.Error, names: tuple[str, ...]) -> bool:
 # 3: RobustMQ's model (offsets, not leases; registry by name; logs outlive their mailbox)
 # 4: a crc32 per message and delayed row (version 3 files are upgraded in place)
 # 5: the request log (log_folded; versions 3 and 4 are upgraded in place)
-# 6: the keyed SENDs (sent_keys, #90)
-# 7: their windows end on a millisecond (until_ms, #98; version 6 upgraded in place)
+# 6: the keyed SENDs (sent_keys)
+# 7: their windows end on a millisecond (until_ms; version 6 upgraded in place)
 SCHEMA_VERSION = 8
 DEFAULT_FILE_NAME = "mq9-broker.sqlite3"
 LOG_SUFFIX = "-log"  # the request log: beside SQLite's own "-wal"
@@ -118,8 +118,8 @@ CREATE TABLE IF NOT EXISTS agent_index ( -- the search index: one row per A2A ca
     create_time INTEGER NOT NULL
 );
 """
-# (#90, schema 6) The keyed SENDs answered, each until its window ends (millisecond
-# ``until_ms`` since schema 7, #98: second ``until_s`` before), and (schema 8, #113) the party
+# (schema 6) The keyed SENDs answered, each until its window ends (millisecond
+# ``until_ms`` since schema 7; second ``until_s`` before), and (schema 8) the party
 # it counts against where not the sender it is scoped to (a carrier's caller and share, an
 # address): restored counted as before the restart, so a tenant's share holds across it
 _SENT_KEYS = """
@@ -199,7 +199,7 @@ _PUT_SENT_KEY = _statement(
     " VALUES (?,?,?,?,?)",
 )
 _DROP_SENT_KEYS = _statement(19, "DELETE FROM sent_keys WHERE until_ms <= ?")
-# (#113) with its party; 18 stays for the records a log written before holds
+# with its party; 18 stays for the records a log written before holds
 _PUT_PARTY_KEY = _statement(
     20,
     "INSERT OR REPLACE INTO sent_keys (mailbox, key, msg_id, fingerprint, until_ms, party)"
@@ -719,7 +719,7 @@ class SqliteStorage(Storage):
             "SELECT mailbox, key, msg_id, fingerprint, until_ms, party FROM sent_keys"
             " ORDER BY until_ms"
         ):
-            # (#113) counted against its party again (a carrier's caller's share too)
+            # counted against its party again (a carrier's caller's share too)
             engine.sent_keys.put(address, key, msg_id, bytes(fingerprint), _unsigned(until), party)
         counts["agents"] += restore_agents(
             engine,

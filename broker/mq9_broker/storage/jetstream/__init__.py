@@ -1,5 +1,5 @@
-"""The state kept in the NATS cluster, not in the broker (issue #72): ``ClusterStore`` over
-JetStream streams of messages (one, or several: #81) and key-value buckets (store.py), its
+"""The state kept in the NATS cluster, not in the broker: ``ClusterStore`` over
+JetStream streams of messages (one, or several) and key-value buckets (store.py), its
 layout (mapping.py) and its requests (requests.py). docs/broker.md, "The JetStream store kept
 in the cluster". The values it speaks in are the store interface's (storage/mailbox_store.py)."""
 

@@ -1,6 +1,6 @@
 """Writes into one stream gathered per turn of the event loop into atomic batches
 (``allow_atomic``): the writes a broker has ready at one moment cost one request and one
-acknowledgement, not one each (issue #72: a SEND's rate is set by what each costs the servers
+acknowledgement, not one each (a SEND's rate is set by what each costs the servers
 and the broker, docs/broker.md).
 
 A write is a part: one or more stream messages stored together or not at all. The parts
@@ -9,7 +9,7 @@ handed in during one turn go as one batch (up to ``ENTRIES_MOST`` messages); a b
 expectation another broker's write broke) fails alone, as if it had been sent alone; a batch
 whose fate is unknown (no answer) is not sent again.
 
-An atomic batch is one stream's: the parts of a layout of several message streams (#81) are
+An atomic batch is one stream's: the parts of a layout of several message streams are
 handed in with their stream's index, and a turn's parts go as one batch a stream, sent at
 once and answered together once every stream's batch is (the writers a turn's batches answer
 send again together, so the next turn's batches carry them all: answered stream by stream,
@@ -57,8 +57,8 @@ class Batches:
         """Store ``entries`` (at most ``ENTRIES_MOST``) together; the last one's sequence.
         ``JetStreamError`` when the servers refused them; ``WriteRefused`` (nothing sent)
         when one would not fit their limits, before it joins a batch: a part that does not
-        fit fails alone, never the other parts of its batch (#77). ``stream``: the index of
-        the message stream its subjects are in (#81)."""
+        fit fails alone, never the other parts of its batch. ``stream``: the index of
+        the message stream its subjects are in."""
         self.requests.check_batched(entries)
         loop = asyncio.get_running_loop()
         part = _Part(entries, loop.create_future(), stream)

@@ -28,7 +28,7 @@ Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 _READ_MOST = 1000  # entries one read asks for
 _SHORT_TRIES = 3  # answers short of the leader's last sequence taken before the read ends
 # The registry's count, a key of the agents bucket beside the registrations' digests (never
-# one: they are 32 hex digits), written with each registration and unregistration (#77)
+# one: they are 32 hex digits), written with each registration and unregistration
 COUNT_KEY = "_count"
 
 

@@ -1,4 +1,4 @@
-"""What a COUNT asks of the cluster store (#99, #106): each lane's messages and the delayed
+"""What a COUNT asks of the cluster store: each lane's messages and the delayed
 messages held, each counted by the servers from their subject index, never read and written
 back by a broker (so any number of brokers count alike).
 

@@ -1,4 +1,4 @@
-"""(#113) The idempotency keys each party holds in the cluster store, counted by JetStream: the
+"""The idempotency keys each party holds in the cluster store, counted by JetStream: the
 bound a vouched sender (or the client an open broker told apart) may hold, ``Once.most_each``,
 is one party's across every broker of a layout, their restarts and their races.
 
@@ -94,7 +94,7 @@ def counted(once: Once) -> list[tuple[str, int, str]]:
         return []
     names = []
     carried = of_caller(party)
-    if carried is not None:  # (#113) a carrier's caller: its share, then its sender's bound
+    if carried is not None:  # a carrier's caller: its share, then its sender's bound
         sender, caller, share = carried
         names.append((caller, share, CALLER_FULL))
         party = sender

@@ -1,4 +1,4 @@
-"""A keyed SEND in the cluster store (issue #90): the key's record as it writes it
+"""A keyed SEND in the cluster store: the key's record as it writes it
 (``<msg_id> <fingerprint>``: the first SEND's answer and what it was), its entry in its SEND's
 atomic batch, and the look at a key that lives. What a store is given (``Once``) and the
 refusal of a key seen with another SEND (``KeyReused``) are the store interface's

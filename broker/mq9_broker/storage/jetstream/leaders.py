@@ -1,4 +1,4 @@
-"""The message streams' leaders spread over the servers (#81): every write of a stream goes
+"""The message streams' leaders spread over the servers: every write of a stream goes
 through its leader, so a layout of several streams whose leaders sit on one server loads that
 server as one stream did. After the streams are made, a store looks where their leaders are
 and asks a stream whose leader's server holds two more leaders than another of its peers to

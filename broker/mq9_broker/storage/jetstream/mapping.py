@@ -81,14 +81,14 @@ def token(text: str) -> str:
     return names.digest(text)
 
 
-STREAMS_MOST = 64  # message streams a layout spreads its mailboxes over at most (#81)
+STREAMS_MOST = 64  # message streams a layout spreads its mailboxes over at most
 STREAMS_KEY = "mq9_streams"  # the stream count, in the first message stream's metadata
 
 
 @dataclass(frozen=True)
 class Layout:
     """The names of one store's streams and buckets, from ``--stream`` (``name``), its
-    mailboxes' messages spread over ``streams`` message streams (#81: each stream's leader
+    mailboxes' messages spread over ``streams`` message streams (each stream's leader
     takes its share of the writes). Stream 0 is ``<name>_MSGS`` on ``mq9.<name>``, as a layout
     of one stream always was; stream j is ``<name>_MSGS_<j>`` on ``mq9.<name>.<j>`` (no
     subject of one matches another's: their third tokens differ). A mailbox is in the stream
@@ -180,7 +180,7 @@ class Layout:
         prefix = self.stream_prefix(index)
         return [
             *(f"{prefix}.{kind}.>" for kind in ("m", "d", "s", "t", "h")),
-            f"{prefix}.i.>",  # (#90) idempotency keys (key_subject)
+            f"{prefix}.i.>",  # idempotency keys (key_subject)
         ]
 
     # A message's subject is m.<mailbox>.<priority>.<key>.<msg_id> (tokens, the msg_id in
@@ -202,7 +202,7 @@ class Layout:
         """``box``'s head (``box``: the mailbox's token)."""
         return f"{self.box_prefix(box)}.h.{box}"
 
-    # (#90) A keyed SEND's key, i.<mailbox>.<key>: written in the SEND's atomic batch before
+    # A keyed SEND's key, i.<mailbox>.<key>: written in the SEND's atomic batch before
     # its message, expecting no entry (Nats-Expected-Last-Subject-Sequence 0), with a Nats-TTL
     # of the window: the servers store the message and its key together or neither, and
     # refuse a second SEND of the key while the first's entry lives (keyed.py)
@@ -244,7 +244,7 @@ class Layout:
         return f"{self.box_prefix(box)}.d.{box}.{schedule_id}"
 
     def schedule_filter(self, mailbox: str) -> str:
-        """(#106) Every delayed message of ``mailbox`` held (one subject each)."""
+        """Every delayed message of ``mailbox`` held (one subject each)."""
         box = token(mailbox)
         return f"{self.box_prefix(box)}.d.{box}.*"
 
@@ -295,7 +295,7 @@ class Layout:
         return f"{token(group)}._"
 
 
-# (#106) A delayed message's subject says when it is due, counted down from DUE_MOST so that
+# A delayed message's subject says when it is due, counted down from DUE_MOST so that
 # the soonest sorts last: the servers list a filter's subjects sorted and from an offset, so
 # the one at the count's offset less one is the soonest due, one subject answered however
 # many are held (counts.py). "z" first: after any token of a layout's earlier schedules (hex)
@@ -304,7 +304,7 @@ _DUE = "z"
 
 
 def schedule_id(due: int, unique: str) -> str:
-    """(#106) A delayed message's subject token: when it is due (counted down, so the soonest
+    """A delayed message's subject token: when it is due (counted down, so the soonest
     sorts last), then ``unique``."""
     return f"{_DUE}{DUE_MOST - min(max(due, 0), DUE_MOST):012d}-{unique}"
 

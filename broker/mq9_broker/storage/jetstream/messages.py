@@ -78,7 +78,7 @@ class Messages:
             # hides a message from its expire_at second)
             headers[EXPIRE_AT] = str(message.expire_at)
             if len(data) > LISTED_FROM:
-                # (#106) but a large one goes at its end, the servers removing it, so that the
+                # but a large one goes at its end, the servers removing it, so that the
                 # reads of the mailbox are no longer sized for it (sizes.py); its msg_id is kept
                 # by the mailbox's head, as a deleted one's
                 set_ttl(headers, max(message.expire_at - now + 1, 1))
@@ -101,7 +101,7 @@ class Messages:
         stream's leader (current): from the head, the one message after the newest of each
         batch; a mailbox with no head (none written since heads, a layout's before) from its
         newest message (a deleted newest one's marker too); None when its log holds none. What
-        the head says of its messages' sizes is kept for the reads as of it (#98, sizes.py)."""
+        the head says of its messages' sizes is kept for the reads as of it (sizes.py)."""
         layout = self.layout
         box = token(mailbox)
         stream = layout.box_stream(box)
@@ -131,7 +131,7 @@ class Messages:
         return Mark(msg_id, entry.seq)
 
     async def _head(self, box: str) -> StoredEntry | None:
-        """``box``'s head from the leader, read at its own size (#98)."""
+        """``box``'s head from the leader, read at its own size."""
         layout = self.layout
         with sized(SMALL_ENTRY):
             return await self.requests.leader_get(
@@ -140,7 +140,7 @@ class Messages:
 
     async def _message(self, mailbox: str, msg_id: int) -> StoredEntry | None:
         """``mailbox``'s message ``msg_id`` from the leader, read as large as the mailbox's
-        newest head seen says its messages are (#98)."""
+        newest head seen says its messages are."""
         layout = self.layout
         with sized(self.numbering.sizes.below_id(token(mailbox), msg_id)):
             return await self.requests.leader_get(
@@ -191,7 +191,7 @@ class Messages:
         return True
 
     async def _unlisted(self, box: str, msg_id: int, head: StoredEntry) -> None:
-        """(#106) ``box``'s head written again without message ``msg_id`` (deleted) when it
+        """``box``'s head written again without message ``msg_id`` (deleted) when it
         lists it (sizes.py), expecting the head read: another broker's write or deletion
         since has it read again. One the servers refuse every time leaves the message listed:
         its mailbox's reads sized for it until it would have been removed (never smaller)."""

@@ -22,7 +22,7 @@ ahead it is): stored with it or not at all.
 A mailbox's bound on messages (``--max-messages``, a write's ``room``) is decided in the same
 step: the messages a write admits are counted as of the head it expects, so a write another
 broker's came before is refused whole and counted again, and no number of brokers or SENDs
-at once stores more than the bound (#77). The count a broker keeps from its own writes is an
+at once stores more than the bound. The count a broker keeps from its own writes is an
 upper bound (deletes, keys and the retention only remove), read again from the stream when
 it says full.
 """
@@ -87,16 +87,16 @@ class Numbering:
     def __init__(self, requests: Requests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
         # box -> (last sequence, next msg_id, each lane's newest msg_id, what its messages
-        # take as it says: None when it does not, #98, #106): its head
+        # take as it says: None when it does not): its head
         self.last: dict[str, tuple[int, int, Lanes, Held | None]] = {}
-        self.sizes = Sizes()  # #98: each mailbox's newest head seen, for its reads (sizes.py)
+        self.sizes = Sizes()  # each mailbox's newest head seen, for its reads (sizes.py)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
         # box -> at least how many messages it holds as of its head in ``last`` (bounded
         # writes only)
         self.counts: dict[str, int] = {}
         self._queues = Queues(self._write)  # each mailbox's writes waiting, one batch at a time
-        # the mailboxes ready in one turn: one batch (one a stream, answered together: #81)
+        # the mailboxes ready in one turn: one batch (one a stream, answered together)
         self._batches = Batches(requests)
         self._records = Bucket(requests, layout.mailboxes)
 
@@ -139,13 +139,13 @@ class Numbering:
                 self.counts.pop(box, None)
             expected, first_id, lanes, largest = state
             batch = whole = [write for write in whole if not write.future.done()]
-            # (#90) a key once a batch: a second SEND of it goes in the next, which finds it
+            # a key once a batch: a second SEND of it goes in the next, which finds it
             whole, later = one_per_key(whole)
             for write in later:
                 self._queues.enqueue(box, write)
             batch = whole
             if any(write.room is not None for write in whole):
-                # which fit, counted as of the head this write expects (#77)
+                # which fit, counted as of the head this write expects
                 held = await self._held(box, expected, whole)
                 batch = _admitted(whole, held)
             if not batch:
@@ -166,7 +166,7 @@ class Numbering:
                     return
                 if not exc.wrong_last_sequence:
                     raise
-                # another broker wrote: read again; or (#90) a key was sent before: answered
+                # another broker wrote: read again; or a key was sent before: answered
                 # from it, the rest written again expecting the same head (refused again if
                 # another broker wrote too)
                 keyed = any(write.once is not None for write in batch)
@@ -256,15 +256,15 @@ class Numbering:
         head's sequence. The mailboxes whose
         batches are ready in one turn of the event loop go as one atomic batch, each its
         own head and expectation (``Batches``): one request, one acknowledgement for all.
-        The head says what the mailbox's messages take (#98, #106: sizes.py) when the one
+        The head says what the mailbox's messages take (sizes.py) when the one
         before did (``largest``), this batch's messages with it; the head's sequence, and
         what it says."""
         layout = self.layout
         entries: list[Entry] = []
-        written: list[tuple[int, int, int]] = []  # (#106) each message: msg_id, size, until
+        written: list[tuple[int, int, int]] = []  # each message: msg_id, size, until
         now = int(time.time())
         for index, write in enumerate(batch):
-            if write.once is not None:  # (#90) its key, expecting none: stored with it or not
+            if write.once is not None:  # its key, expecting none: stored with it or not
                 entries.append(key_entry(layout, box, write.once, first_id + index))
             for place, tag in enumerate(write.tags):
                 ahead = {AHEAD: str(len(write.tags) - place)}
@@ -289,7 +289,7 @@ class Numbering:
         layout wrote heads, or one silent past the retention): 0 and the number after its
         newest message, else the record's; and, then, the sequence of a deleted newest
         message's marker, when the newest is one (a layout's before heads), else 0. With them the
-        largest message the head says (#98: None when it does not; 0 for a mailbox holding
+        largest message the head says (None when it does not; 0 for a mailbox holding
         none, whose first head then says)."""
         layout = self.layout
         stream = layout.box_stream(box)
@@ -307,7 +307,7 @@ class Numbering:
         return (0, max(msg_id_of(entry.subject) + 1, following), lanes, None), marker
 
     async def _head(self, box: str) -> StoredEntry | None:
-        """``box``'s head from the leader, read at its own size (#98)."""
+        """``box``'s head from the leader, read at its own size."""
         layout = self.layout
         with sized(SMALL_ENTRY):
             return await self.requests.leader_get(
@@ -384,7 +384,7 @@ class Numbering:
 
 
 def _until(headers: dict[str, str], now: int) -> int:
-    """(#106) The second after which the servers hold a message written at ``now`` no more,
+    """The second after which the servers hold a message written at ``now`` no more,
     a while after: its TTL's end (a ``Nats-TTL``: messages.py gives a large one with a TTL
     one), else the retention's."""
     ttl = headers.get(TTL, "")

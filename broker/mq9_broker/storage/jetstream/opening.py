@@ -3,7 +3,7 @@ consumers of delayed messages, each created when it does not exist yet (an exist
 kept as it is, but for the subjects and settings a later layout added, written once by any
 broker). Their configs are the layout's on the wire: existing clusters keep working.
 
-How many message streams a layout has (#81) is the layout's own, recorded in its first
+How many message streams a layout has is the layout's own, recorded in its first
 stream's metadata (``mq9_streams``) when that stream is made; a stream made before the count
 was recorded is a layout of one. A store given no count adopts the recorded one; one given
 another count is refused (``StreamCount``): its mailboxes would be looked for in streams
@@ -106,7 +106,7 @@ class Opening:
             await self._ensure(layout.stream_name(index), message_config(layout, index))
         for bucket in layout.buckets:
             await self._ensure(kv_stream(bucket), bucket_config(bucket))
-        # (#113) the keys each party holds, counted by the servers (key_counts.py)
+        # the keys each party holds, counted by the servers (key_counts.py)
         await self._ensure(counts_stream(layout), counts_config(layout))
         for index in range(layout.streams):
             await self._ensure_consumer(layout, index)

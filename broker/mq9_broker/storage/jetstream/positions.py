@@ -88,7 +88,7 @@ class Positions:
     ) -> bool:
         """A group new on ``record``'s log: its position written with the log's count of
         groups (``_count.<m>.groups``, ``{log, n}``) in one atomic batch, each expecting its
-        last sequence, so no number of brokers adding groups at once passes ``room`` (#77);
+        last sequence, so no number of brokers adding groups at once passes ``room``;
         True when written so. False when the group holds a position there already (an
         ordinary commit then)."""
         bucket = self.bucket

@@ -3,7 +3,7 @@ time: the servers refuse a second expectation of a subject while one is in proce
 batch is under way the next writes gather, and go as the next batch.
 
 The first write of a burst (no batch of its mailbox under way) is written by its caller's own
-task, alone (#81: one task less a SEND while each mailbox has one SEND at a time); what joins
+task, alone (one task less a SEND while each mailbox has one SEND at a time); what joins
 its mailbox's queue meanwhile goes on a drain task, as a delayed message's write always does
 (``enqueue``). A batch's senders are answered together, so their next SENDs come back together
 a hop later: the drain gathers them, for at most ``GATHER_SECONDS``, into one batch.
@@ -40,7 +40,7 @@ class Write:
     tags: tuple[str, ...] = ()  # its distinct tags, each an index entry before it
     # the most messages its mailbox may hold for it to be written (None: no bound)
     room: int | None = None
-    # (#90) a keyed SEND: its key's entry goes first in its part, expecting none (keyed.py)
+    # a keyed SEND: its key's entry goes first in its part, expecting none (keyed.py)
     once: Once | None = None
 
     @property
@@ -72,8 +72,8 @@ class Queues:
         """``write`` numbered and written in ``box``'s next batch; its msg_id. The first
         write of a burst (no batch of its mailbox under way) is written by its caller's own
         task, alone, and what joined its mailbox's queue meanwhile goes on a task of its own,
-        as ``enqueue``'s: one task less a SEND while each mailbox has one SEND at a time
-        (#81), the same batches once several come together. Cut (its request's task
+        as ``enqueue``'s: one task less a SEND while each mailbox has one SEND at a time,
+        the same batches once several come together. Cut (its request's task
         cancelled), it hands what waits to that task, which writes it."""
         queue = self._queues.get(box)
         if queue is not None:

@@ -8,7 +8,7 @@ newest msg_id, which the mailbox's head keeps (docs/broker.md, "Reads from repli
 QUERY may miss the newest messages.
 
 Each read is counted in the read window (``_nats/jetstream/window.py``) at the largest message
-its mailbox holds, as the newest head this broker saw says (sizes.py, #98): a read as of a
+its mailbox holds, as the newest head this broker saw says (sizes.py): a read as of a
 head (a FETCH's lanes, a QUERY's walk, a tag's messages) asks with that head's largest; the
 index entries and heads at their own small size; a read that may find a message newer than
 any head seen (a key's newest, a lane's last asked without a head) at the servers' largest.
@@ -82,7 +82,7 @@ class Reads:
 
     def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
-        # (#98) a group's position and marker (positions.py: a few numbers) are read at
+        # a group's position and marker (positions.py: a few numbers) are read at
         # their own size: each FETCH of a group reads both
         requests.entry_most[kv_stream(layout.groups)] = SMALL_ENTRY
         self._unreadable: set[int] = set()  # sequences said to be no message (said once)
@@ -96,9 +96,9 @@ class Reads:
 
     def _most(self, mailbox: str, upto: int | None = None) -> int | None:
         """The most a message of ``mailbox`` takes, as of sequence ``upto`` (None: as of the
-        newest head seen); None when no head seen says (sizes.py). (#106: never less for a
+        newest head seen); None when no head seen says (sizes.py). Never less for a
         read from a msg_id: its batches start at a sequence at or below it, the log's start
-        when the position's message is gone, and may bring any message before it.)"""
+        when the position's message is gone, and may bring any message before it."""
         sizes = self.numbering.sizes
         box = token(mailbox)
         return sizes.largest(box) if upto is None else sizes.below_seq(box, upto)

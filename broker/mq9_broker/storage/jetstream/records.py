@@ -83,7 +83,7 @@ class Mailboxes:
 
     async def bound(self, limit: int | None) -> None:
         """The bucket holds at most ``limit`` records (None: any number), so the servers
-        refuse the create of one more, however many brokers create at once (#77): its
+        refuse the create of one more, however many brokers create at once: its
         ``max_msgs`` with ``discard: new`` (a record written again, its key's one message
         replaced, is not refused). Set once by each broker that opens with a bound; brokers
         of one layout are given one bound (the last set holds)."""

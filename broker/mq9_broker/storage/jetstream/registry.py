@@ -51,7 +51,7 @@ class Registry:
         True when kept. ``room``: the most registrations the bucket may hold before it
         (``Full`` when it does). The bucket's count (key ``_count``) is written with the
         registration in one atomic batch expecting the count's last sequence, so no number
-        of brokers registering at once passes ``room`` (#77)."""
+        of brokers registering at once passes ``room``."""
         key = token(name)
         value = encode_record({"name": name, "agent_info": agent_info, "create_time": create_time})
         for _ in range(COUNT_TRIES):  # each turn lost to another broker's write reads again
@@ -80,7 +80,7 @@ class Registry:
                 return False
             following = max(count - 1, 0)
             if await self._counted(key, b"", purge, entry.seq, following, count_seq):
-                await self.reports.purge(key)  # (#106) a report is kept while registered
+                await self.reports.purge(key)  # a report is kept while registered
                 return True
         raise StorageError(f"agent {name!r}: the registry written by others {COUNT_TRIES} times")
 
@@ -123,7 +123,7 @@ class Registry:
 
     async def report(self, name: str, report_info: str, at: int) -> bool:
         """Keep ``name``'s last report (the last write wins, whichever broker took it) while
-        ``name`` is registered (#106); False, nothing written, for a name no registration
+        ``name`` is registered; False, nothing written, for a name no registration
         holds (an UNREGISTER purges its report)."""
         key = token(name)
         if not live(await self.agents_bucket.last(key)):

@@ -1,5 +1,5 @@
 """The cluster store's JetStream requests: the NATS floor's client (``mq9_wire._nats.jetstream
-.requests``, issue #92: one JetStream client for the whole broker), its errors the store's
+.requests``: one JetStream client for the whole broker), its errors the store's
 ``StorageError``s, so the engine answers them as any store's failure.
 
 Its names are re-exported here for the store's modules."""

@@ -1,4 +1,4 @@
-"""How large a mailbox's messages are, as its head says (issue #98, item 8): the reads of a
+"""How large a mailbox's messages are, as its head says: the reads of a
 mailbox are counted in the read window (``_nats/jetstream/window.py``) at the largest message
 the mailbox was ever written, not at the largest the servers carry.
 
@@ -15,7 +15,7 @@ that head (its msg_id or sequence at or below the head's) asks with its largest.
 may bring a message newer than any head this broker saw (a mailbox's newest by key, a lane's
 last without a head) is counted at the servers' largest.
 
-(#106, item 4) A head says what the mailbox holds now, not the most it was ever written: each
+A head says what the mailbox holds now, not the most it was ever written: each
 message above ``LISTED_FROM`` is listed on the heads by its msg_id (``LARGE``), until it is
 deleted (messages.py writes the head again without it), passes its TTL (such a message carries
 a ``Nats-TTL``: the servers remove it) or the retention; the messages below are said by the
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 LARGEST = "Mq9-Largest"  # on a head: the most bytes a message of the mailbox takes, as kept
-# (#106) On a head: the messages above LISTED_FROM the mailbox holds, "msg_id:size:until" each
+# On a head: the messages above LISTED_FROM the mailbox holds, "msg_id:size:until" each
 # (until: the second after which the servers hold it no more), and the most any other took
 LARGE = "Mq9-Large"
 SMALL = "Mq9-Small"
@@ -76,7 +76,7 @@ def largest_of(headers: dict[str, str]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """(#106) What a head says its mailbox's messages take: the most any unlisted one took
+    """What a head says its mailbox's messages take: the most any unlisted one took
     (``small``), each listed one, ``(msg_id, size, until)`` in msg_id order, and the large ones
     past the list's room (``spilled``: the most they take and when the last may go)."""
 

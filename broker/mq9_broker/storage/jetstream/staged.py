@@ -72,7 +72,7 @@ class Staged:
         if once is None:
             await self.requests.publish(*entry)
             return
-        # (#90) its key and its schedule stored together or neither; a key that lives: held
+        # its key and its schedule stored together or neither; a key that lives: held
         # before (or another SEND's, refused)
         box = token(mailbox)
         for _ in range(2):  # (a key found gone on the look: its window ended meanwhile)

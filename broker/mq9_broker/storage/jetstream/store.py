@@ -1,5 +1,5 @@
 """``ClusterStore``: mailboxes, messages, group positions and agents kept in JetStream, not in
-the broker (issue #72; the design is docs/broker.md, "The JetStream store kept in the cluster").
+the broker (the design is docs/broker.md, "The JetStream store kept in the cluster").
 
 A store of data with a small interface (a mailbox record made, renewed or read; a message
 appended, delayed, read by lane, by key or in order, deleted; a group position read and
@@ -61,7 +61,7 @@ DEFAULT_TIMEOUT = 15.0  # a request the cluster does not answer in this long fai
 TRY_AGAIN = 1.0
 HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reached into records
 
-# What this store takes of a SEND (the engine refuses the rest before asking: #92).
+# What this store takes of a SEND (the engine refuses the rest before asking).
 #
 # It writes each distinct tag as an index entry in the message's atomic batch (numbering.py:
 # 1,000 entries at most, with the message and its mailbox's head; an idempotency key's entry
@@ -75,7 +75,7 @@ HIGH_MARK_SECONDS = 60.0  # how often a broker writes the next msg_ids it reache
 # nats-server 2.15): a longer delay would never be delivered. A minute is left for the
 # servers' schedule tick (about a second).
 #
-# (#88) nats-server's file store keeps no message larger than a 32 MiB record (window.py),
+# nats-server's file store keeps no message larger than a 32 MiB record (window.py),
 # whatever the servers' max_payload: a message's subject and the headers the store and an
 # atomic batch add (tags aside, which requests.py checks) take less than ENTRY_ROOM beside the
 # bytes it takes in an answer, which are at least its data's.
@@ -116,7 +116,7 @@ class ClusterStore:
     ) -> None:
         self.try_again = try_again
         self.replicas = replicas
-        # the count of message streams asked (#81; None: the layout's recorded one, or 1),
+        # the count of message streams asked (None: the layout's recorded one, or 1),
         # the layout's own known once opened
         self.streams = streams
         self.requests = Requests(connection, timeout=timeout)
@@ -134,7 +134,7 @@ class ClusterStore:
         self._positions = Positions(requests, layout)
         self._registry = Registry(requests, layout)
         self._counts = Counts(requests, layout)
-        self._keys = KeyCounts(requests, layout)  # (#113) the keys each party holds
+        self._keys = KeyCounts(requests, layout)  # the keys each party holds
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class ClusterStore:
         layout = await opening.make()
         if layout != self.layout:  # (the count the layout recorded, adopted)
             self._compose(layout)
-        self.requests.on_fast_path()  # (its requests' answers in the read loop: #81)
+        self.requests.on_fast_path()  # (its requests' answers in the read loop)
         loop = asyncio.get_running_loop()
         self._background = [
             *(loop.create_task(self._staged.number(index)) for index in range(layout.streams)),
@@ -261,18 +261,18 @@ class ClusterStore:
         return await self._reads.count(mailbox)
 
     async def lane_counts(self, mailbox: str, *, now: int) -> dict[str, int]:
-        """(#99) How many messages each priority's lane of ``mailbox`` holds, as the stream
+        """How many messages each priority's lane of ``mailbox`` holds, as the stream
         holds them (a message past its TTL until it is removed), counted by the servers
         (counts.py: one asked while one is under way shares the next)."""
         return await self._counts.lanes(mailbox)
 
     async def scheduled(self, mailbox: str, *, now: int) -> tuple[int, int | None]:
-        """(#106) How many delayed messages ``mailbox`` holds, not yet written, and the second
+        """How many delayed messages ``mailbox`` holds, not yet written, and the second
         the soonest is due (None: none), counted by the servers (counts.py)."""
         return await self._counts.scheduled(mailbox)
 
     async def counted(self, mailbox: str, *, now: int) -> Counted:
-        """(#106) What a COUNT answers: the lanes' counts, the newest mark and the delayed
+        """What a COUNT answers: the lanes' counts, the newest mark and the delayed
         messages held, asked of the servers at once."""
         lanes, last, scheduled = await asyncio.gather(
             self.lane_counts(mailbox, now=now),

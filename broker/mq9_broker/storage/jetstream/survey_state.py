@@ -1,4 +1,4 @@
-"""What the cluster store holds, read from JetStream for an operator's scrape (#78), and
+"""What the cluster store holds, read from JetStream for an operator's scrape, and
 whether the store answers at all (a broker's ``/readyz``).
 
 A broker on ``--store jetstream`` holds nothing itself: its figures are the cluster's, read with
@@ -13,7 +13,7 @@ mailbox, an agent or a group.
 Readiness asks for a write: a stream leader cut off from its followers answers reads (its
 STREAM.INFO) for ~10 s before it steps down, where a write is acknowledged only once a quorum of
 servers holds it. It asks at once for the account's JetStream info, which only the meta leader
-answers (#113): with a quorum back, the streams take writes seconds before the servers elect
+answers: with a quorum back, the streams take writes seconds before the servers elect
 one, and until then the JetStream API answers "JetStream system temporarily unavailable". The
 write is one small record, rolled up in place, in the reports bucket under a key no agent's
 digest can take (``PROBE_KEY``), at most once every ``PROBE_KEPT`` seconds, with a TTL
@@ -47,7 +47,7 @@ AT_ONCE = 16  # counted reads in flight at once
 PROBE_KEY = "mq9-ready"  # not 32 hex digits: no agent's token (mapping.token) is it
 PROBE_DEADLINE = 3.0  # seconds the readiness write has (quorum lost: 503 well within 5 s)
 PROBE_KEPT = 1.0  # seconds one probe's answer serves (a flood of /readyz: one write a second)
-# (#113) seconds a probe's answer still speaks for the store when the next has not answered in
+# seconds a probe's answer still speaks for the store when the next has not answered in
 # time; older, nothing is known (a /readyz asked 10 s after the quorum was lost said 200)
 PROBE_FRESH = PROBE_DEADLINE
 # seconds the probe's record lives: gone soon after the last probe, so that a layout only probed
@@ -59,7 +59,7 @@ Key = tuple[Any, ...]  # what a counted read counts: ("dead", mailbox), ("past",
 
 @dataclass(frozen=True)
 class Held:
-    """One survey's figures (the names the SQLite and memory brokers export, #73)."""
+    """One survey's figures (the names the SQLite and memory brokers export)."""
 
     mailboxes: int
     messages: int
@@ -133,7 +133,7 @@ class StoreSurvey:
         store, layout = self.store, self.layout
         requests = store.requests
         message_bytes, messages = 0, 0
-        for index, stream in enumerate(layout.message_streams):  # (#81: summed over them)
+        for index, stream in enumerate(layout.message_streams):  # (summed over them)
             info = await requests.api(f"STREAM.INFO.{stream}", None)
             message_bytes += int(info.get("state", {}).get("bytes", 0))
             messages += await self._matching(stream, f"{layout.stream_prefix(index)}.m.>")
@@ -254,7 +254,7 @@ class StoreSurvey:
         return why
 
     def recent(self) -> tuple[str | None] | None:
-        """(#113) The last probe's answer, in a tuple, while it is under ``PROBE_FRESH`` s
+        """The last probe's answer, in a tuple, while it is under ``PROBE_FRESH`` s
         old; None when there is none that recent (a /readyz that cannot wait for the probe
         under way must not say what the store did before it lost its quorum)."""
         probed = self._probed
@@ -263,7 +263,7 @@ class StoreSurvey:
         return (probed[1],)
 
     async def _probe(self) -> str | None:
-        # (#113) All at once: the write needs its stream's quorum; a SEND's lookups (the
+        # All at once: the write needs its stream's quorum; a SEND's lookups (the
         # mailbox's record, read through the JetStream API) need the meta leader as well, and
         # its write the leader of its own stream: with a quorum back, the servers elect those
         # seconds after the leader of the stream the write went to

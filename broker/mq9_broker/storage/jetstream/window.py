@@ -1,6 +1,6 @@
-"""The read window moved to the NATS floor with the JetStream requests (issue #92):
+"""The read window moved to the NATS floor with the JetStream requests:
 ``mq9_wire._nats.jetstream.window``. Its names, re-exported for the cluster store's modules
-(#98: ``reader``, who a read is for, which the serving layer sets; ``sized``, the most a
+(``reader``, who a read is for, which the serving layer sets; ``sized``, the most a
 read's messages take, which the store says from a mailbox's head; ``SMALL_ROOM`` and
 ``SMALL_READ``, the small reads' room beside the window)."""
 
