@@ -391,7 +391,7 @@ def ack(
         try:
             done = await overview.operate(client, "ack_messages", args, policy)
         except OperationError as exc:
-            refused = exc.__cause__  # the operation's typed refusal, never its words (#113)
+            refused = exc.__cause__  # the operation's typed refusal, never its words
             if not isinstance(refused, NotAwaitingAck):
                 raise
             waiting = list(refused.waiting)

@@ -104,7 +104,7 @@ class Target:
         options: dict[str, Any] = dict(self.options)
         if not self.server.startswith("memory://"):  # a NATS connection's name
             options["name"] = name
-            # mq9-mcp's short retries (#112): nats-py's first connect goes through its
+            # mq9-mcp's short retries: nats-py's first connect goes through its
             # reconnect schedule, 5 tries 2 s apart by default, so "nothing listening" or a
             # refused login took 5.5 s to say; a person waits about a second, and a console's
             # next request dials again after a broker's outage
@@ -182,8 +182,8 @@ def failure(
 
 def _said(exc: Mq9Error, operation: str | None, mailbox: str | None) -> Failure:
     text = shown(exc.message)
-    # a cluster, or the bundled broker's store (the wire's StoreUnavailable, #98), unable for
-    # now: it may pass unchanged later, an outage, not a refusal (#91 item 4)
+    # a cluster, or the bundled broker's store (the wire's StoreUnavailable), unable for
+    # now: it may pass unchanged later, an outage, not a refusal
     if isinstance(exc, ClusterUnavailable):
         return Failure(_outage(exc, text, operation, mailbox), UNREACHABLE)
     code = _code(exc)
@@ -216,13 +216,13 @@ def _outage(
             "the broker's JetStream store cannot answer for now (its servers have no quorum, "
             "a leader is being elected, or one is slow to answer)"
         )
-    if isinstance(exc, StorageMissing):  # (#100) lasting where two CREATEs crossed
+    if isinstance(exc, StorageMissing):  # lasting where two CREATEs crossed
         return (
             f"RobustMQ holds no storage for this mailbox: {words}; if it lasts, two CREATEs "
             "of its name crossed and it is lost for good: use another name (docs/protocol.md "
             "§5.1)"
         )
-    if exc.stored:  # (#100) written, then answered with an error
+    if exc.stored:  # written, then answered with an error
         return f"{down}: {words}; the message was stored: do not send it again"
     line = f"{down}: {words}; a retry may work in a moment"
     return line + _send_note(operation, mailbox, unsure=not exc.stored_nothing)
@@ -286,7 +286,7 @@ def for_a_person(text: str) -> str:
 def shown(text: str) -> str:
     """``text`` with its URLs' secrets hidden, but for the client's hint on how to log in: its
     example URL holds no secret (``nats://<id>:<secret>@host:port``), and redacted it read
-    ``nats://<***@host:port`` (#78)."""
+    ``nats://<***@host:port``."""
     return redact(text).replace(redact(HOW_TO_LOG_IN), HOW_TO_LOG_IN)
 
 

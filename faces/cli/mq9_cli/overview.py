@@ -68,13 +68,13 @@ UNANSWERED = {
     "over mq9: DISCOVER shows cards only",
     "count": f"mq9 answers no count: a QUERY answers at most {QUERY_CAP} messages and "
     f"{LANE_READ_BYTES >> 20} MiB of payloads (a broker may cut it sooner to fit its answer "
-    "size): the bundled broker counts a mailbox itself (each lane, #99); on another broker "
+    "size): the bundled broker counts a mailbox itself (each lane); on another broker "
     "the console counts past the QUERY page by page to its end, a little at each look, and a "
     "count not finished (or hidden under more urgent messages than a read carries) shows as "
     "a lower bound (N+)",
     "scheduled": "mq9 answers nothing of the messages sent with a delay and not yet due (no "
     "read shows them until they are): the bundled broker's count tells how many it holds and "
-    "when the soonest is due (#107); this broker does not (RobustMQ answers no count)",
+    "when the soonest is due; this broker does not (RobustMQ answers no count)",
 }
 # How far a mailbox's own page counts on past its QUERY (a stateless FETCH a page, each up to
 # an answer of payloads): a person's look, not a scan of a mailbox of any size.
@@ -141,7 +141,7 @@ class MailboxFigures:
     newest_id: int | None = None
     message_ttl: int | None = None
     counted_at: float | None = None  # when a count past the QUERY reached the end
-    # (#107) delayed messages held, not yet due (no read shows them), and the unix second the
+    # delayed messages held, not yet due (no read shows them), and the unix second the
     # soonest is due: where the broker tells them (the bundled broker's count), else None
     # (UNANSWERED["scheduled"]), never 0
     scheduled: int | None = None
@@ -383,7 +383,7 @@ async def message_at(client: Mq9ClientLike, address: str, msg_id: int) -> Messag
 
 
 async def waiting(client: Mq9ClientLike, address: str, group: str, wait_ms: int) -> list[Message]:
-    """(#99) What waits for ``group`` in ``address``, most urgent first, as a FETCH of the
+    """What waits for ``group`` in ``address``, most urgent first, as a FETCH of the
     group answers it: a FETCH moves no position and hands nothing out (docs/protocol.md
     §5.3), and nothing here records a hand-out (a ``GroupReader`` counts those toward a dead
     letter): a person's look. A group that never acked here reads from the beginning."""
@@ -393,7 +393,7 @@ async def waiting(client: Mq9ClientLike, address: str, group: str, wait_ms: int)
 
 
 async def create(client: Mq9Client, address: str, ttl: int, description: str) -> None:
-    """(#99) Make mailbox ``address`` (``ttl`` seconds, 0: for ever; ``description`` kept
+    """Make mailbox ``address`` (``ttl`` seconds, 0: for ever; ``description`` kept
     with it); ``MailboxExists`` when it is there already (left as it is)."""
     await client.mailbox_create(name=address, ttl=ttl, desc=description or None)
 

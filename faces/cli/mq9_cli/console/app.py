@@ -53,8 +53,8 @@ from .census import Census, Censuses
 HERE = Path(__file__).parent
 log = logging.getLogger("mq9_cli.console")
 PREVIEW_CHARS = 2000  # of a payload in a list; the message's own page shows more
-# The most of a payload a message's page shows (#91 item 5): a 31 MiB payload laid out as
-# text took Chromium 70 s; the whole one is a download (its size said beside the preview)
+# The most of a payload a message's page shows: a payload of many MiB laid out as text stalls
+# the browser; the whole one is a download (its size said beside the preview)
 MESSAGE_PREVIEW_BYTES = 64 * 1024
 MAX_FORM_BYTES = 64 * 1024
 MAX_STREAMS = 32  # event streams open at once
@@ -70,7 +70,7 @@ MAX_WATCHED = 20  # mailboxes sampled for their depth pictures between page view
 PAGE_COUNT_SECONDS = 2.0
 LIST_COUNT_SECONDS = 2.0
 SAMPLE_COUNT_SECONDS = 2.0
-# A text search's click (#91 item 5): it reads pages for up to this long, and at most this
+# A text search's click: it reads pages for up to this long, and at most this
 # many (each a page of the mailbox): 100,000 short messages are looked through in a click or
 # two, not a hundred
 SEARCH_SECONDS = 3.0
@@ -101,7 +101,7 @@ class Settings:
     # https://mq9.example.com
     public_origins: tuple[str, ...] = ()
     audit_log: str | None = None  # a file the log of writes is appended to (and read from)
-    metrics: str | None = None  # #73: [HOST:]PORT of the operator's /metrics, /healthz, /readyz
+    metrics: str | None = None  # [HOST:]PORT of the operator's /metrics, /healthz, /readyz
 
 
 class Console:
@@ -168,7 +168,7 @@ class Console:
     ) -> overview.MailboxFigures:
         """``address``'s figures: its QUERY's, and past it the mailbox's count (``census``),
         counted on first for ``pages`` pages and then up to ``count_for`` seconds: the one
-        count every page, picture and live row shows (#91 item 5)."""
+        count every page, picture and live row shows."""
         async with self.reading:
             found = await overview.figures(self.broker, address)
         self.weight[address] = (self.clock(), sum(len(m.payload) for m in found.messages))
@@ -182,7 +182,7 @@ class Console:
                     self.broker, address, count_for, pages=pages, seed=list(found.messages)
                 )
                 found = counted(found, count)
-            else:  # (#107) whole in its QUERY: the broker's count, for what no read shows
+            else:  # whole in its QUERY: the broker's count, for what no read shows
                 told = await self.censuses.told(self.broker, address, seed=list(found.messages))
                 found = found if told is None else scheduled(found, told)
         self.history.add(address, found.total, found.lower_bound)
@@ -215,7 +215,7 @@ class Console:
     async def survey(self) -> tuple[list[MailboxRow], list[overview.MailboxFigures]]:
         """The mailboxes page: each known mailbox this console may read, its dead letters
         beside it (their mailbox a row of its own once it exists), and apart, those another
-        agent owns (#78: a tenant sees its own, dead letters included; another tenant's are
+        agent owns (a tenant sees its own, dead letters included; another tenant's are
         never links, and their dead letters are not looked at: they are that tenant's too)."""
         own: list[MailboxRow] = []
         others: list[overview.MailboxFigures] = []
@@ -248,7 +248,7 @@ class Console:
         """Whether this console may open each mailbox's page: every one on a broker it logs in
         to without a credential of its own (an open broker refuses no reader), else what a
         one-message QUERY of each answered (remembered ``ACCESS_SECONDS``): the agents page
-        links only those, as another tenant's page opens on a refusal (#78)."""
+        links only those, as another tenant's page opens on a refusal."""
         if self.broker.principal is None:
             return dict.fromkeys(addresses, True)
         now = self.clock()
@@ -313,7 +313,7 @@ def counted(found: overview.MailboxFigures, count: Census) -> overview.MailboxFi
 
 
 def scheduled(found: overview.MailboxFigures, count: Census) -> overview.MailboxFigures:
-    """(#107) ``found`` with the delayed messages its broker's count told of (None: not
+    """``found`` with the delayed messages its broker's count told of (None: not
     told), and when the soonest is due."""
     return dataclasses.replace(
         found,
@@ -428,13 +428,13 @@ def create_app(
     """The console for the client ``connect`` makes (opened with the application)."""
     console = Console(connect, settings, clock)
     watched = None
-    if settings.metrics is not None:  # #73 (serve.py checked the address and the extra)
+    if settings.metrics is not None:  # (serve.py checked the address and the extra)
         from .metrics import ConsoleMetrics
 
         watched = ConsoleMetrics(
             settings.metrics,
             lambda: console.client is not None and console.client.is_connected,
-            client=lambda: console.client,  # #77 item 6: ready while a broker answers
+            client=lambda: console.client,  # ready while a broker answers
         )
 
     @contextlib.asynccontextmanager
@@ -911,7 +911,7 @@ async def _mailbox_events(request: Request) -> Response:
                 figures = await console.figures(address)
                 # only a whole count: the page may show one counted further than a QUERY
                 shown["counts"] = None if figures.lower_bound else figures.counts
-                shown["scheduled"] = figures.scheduled  # (#107) None: not told
+                shown["scheduled"] = figures.scheduled  # None: not told
                 shown["next_due"] = when(figures.next_due) if figures.next_due else None
                 yield _event("message", shown)
 

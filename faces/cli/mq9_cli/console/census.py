@@ -1,12 +1,12 @@
-"""A mailbox counted to its end (#91 item 5, #99 item 1).
+"""A mailbox counted to its end.
 
-Where the broker counts a mailbox itself (the bundled broker's ``$mq9.AI.MSG.COUNT``, #99:
+Where the broker counts a mailbox itself (the bundled broker's ``$mq9.AI.MSG.COUNT``:
 each lane, and the newest msg_id), that count is the one every part of every page shows: exact
 at once, whatever the mailbox's size and mix of priorities, delays, deletes and keys, made
 again after ``ASKED_SECONDS``. No read of the protocol can count a mailbox with many urgent
 messages: a read from an id answers the most urgent lane first, so the normal messages under
-more urgent ones than a read carries are never reached (#99: 10% urgent of 100,000 stayed at
-"200+ ... may be missing" for good).
+more urgent ones than a read carries are never reached (with 10% urgent of
+100,000 a count would stay at "200+ ... may be missing" for good).
 
 Where it does not (RobustMQ answers nothing there; the official SDK's client has no such
 call): mq9 answers no count, so the console reads the
@@ -16,7 +16,7 @@ the next look (a page view gives it a few seconds, the depth sampler more), so a
 100,000 messages is counted exactly after a look or two, and every part of every page shows
 that one count: the list, the mailbox's figures, its picture, its last page.
 
-(#107) The bundled broker's count also tells how many delayed messages it holds, not yet due
+The bundled broker's count also tells how many delayed messages it holds, not yet due
 (``scheduled``: no read shows them until they are), and when the soonest is due (``next_due``):
 the console asks it for every mailbox it shows, a small one too (``Censuses.told``). Where the
 broker answers no count, or a count without them, nothing tells: ``scheduled`` stays None,
@@ -46,7 +46,7 @@ from .. import overview
 RECOUNT_SECONDS = 30.0
 # The most payload bytes one count reads: past it the count stays "at least N".
 COUNT_BYTES = 64 << 20
-# (#99) A count the broker answers (``asked``): how long it stands (it costs the broker a
+# A count the broker answers (``asked``): how long it stands (it costs the broker a
 # lookup a lane), how long the console waits for it (RobustMQ answers nothing there), and how
 # long a broker that answered none is not asked again.
 ASKED_SECONDS = 2.0
@@ -72,7 +72,7 @@ class Census:
     done_at: float | None = None
     pages: int = 0
     asked: bool = False  # counted by the broker itself (``asked``), not page by page
-    # (#107) delayed messages the broker holds, not yet due, and the unix second the soonest
+    # delayed messages the broker holds, not yet due, and the unix second the soonest
     # is due: None where the broker does not tell (a count page by page, RobustMQ)
     scheduled: int | None = None
     next_due: int | None = None
@@ -135,10 +135,10 @@ class Census:
 async def asked(
     client: Mq9ClientLike, address: str, seed: list[Message], clock: Callable[[], float]
 ) -> Census | None:
-    """(#99) ``address`` counted by its broker (``$mq9.AI.MSG.COUNT``, the bundled broker's):
+    """``address`` counted by its broker (``$mq9.AI.MSG.COUNT``, the bundled broker's):
     a finished, exact count at once; None where the broker answers no count (RobustMQ, the
     official SDK's client, an older bundled broker). ``seed``: the QUERY just read, for the
-    oldest message's time and the shortest TTL. With it, where the broker tells them (#107),
+    oldest message's time and the shortest TTL. With it, where the broker tells them,
     the delayed messages it holds and when the soonest is due."""
     answer: Callable[[str], Awaitable[dict[str, Any]]] | None
     answer = getattr(client, "count_answer", None)
@@ -223,7 +223,7 @@ class Censuses:
         """``address`` as its broker counts it (``asked``): the last one while fresh, else
         asked again; None where the broker answers no count (not asked again for a while,
         then: ``ASK_AGAIN_SECONDS``, ``UNANSWERED_AGAIN_SECONDS``). Never page by page: what
-        a mailbox its QUERY holds whole is shown (#107: for its ``scheduled``) costs one
+        a mailbox its QUERY holds whole is shown (for its ``scheduled``) costs one
         request of the broker, or none."""
         done = self.done.get(address)
         if (

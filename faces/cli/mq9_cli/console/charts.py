@@ -90,8 +90,8 @@ def depth_chart(
     shown_now = f"now {now}+" if now_lower else f"now {now}"
     body = [
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
-        'stroke="#888"/>',
-        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
+        'stroke="#888888"/>',
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888888"/>',
         f'<polyline points="{points}" fill="none" stroke="#2563eb" stroke-width="2"/>',
         _text(PAD - 4, PAD + 4, shown_top, "end"),
         _text(PAD - 4, HEIGHT - PAD + 4, "0", "end"),
@@ -145,7 +145,7 @@ def timeline_chart(task_id: str, events: list[Event]) -> str:
         stack = placed.get((event.lane, event.time), 0)
         placed[(event.lane, event.time)] = stack + 1
         y = 50 + 60 * row
-        colour = colours[traces.index(event.trace_id) % 4] if event.trace_id else "#555"
+        colour = colours[traces.index(event.trace_id) % 4] if event.trace_id else "#555555"
         body.append(f'<circle cx="{x:.1f}" cy="{y}" r="5" fill="{colour}"/>')
         right = x > WIDTH * 0.6  # a label near the right edge reads leftwards
         label_x = x - 7 if right else x + 7

@@ -1,9 +1,9 @@
-"""``mq9 console --metrics HOST:PORT`` (#73): the console's HTTP requests by page and status
+"""``mq9 console --metrics HOST:PORT``: the console's HTTP requests by page and status
 class with their duration, its open requests (live pages' event streams), and its broker
 connection, with ``/healthz`` and ``/readyz``, on the operator's address, apart from the
 console's own port. A page label is the route's first word (``mailboxes``), never a mailbox.
 
-Its job is reading (#91 item 2): ``/readyz`` is ready while a broker answers its reads, and
+Its job is reading: ``/readyz`` is ready while a broker answers its reads, and
 says ``ready (read-only: ...)`` while no write is acknowledged (a JetStream cluster that lost
 its quorum): the pages still show, replay, delete and ack fail; ``mq9_console_writable`` says
 the same to Prometheus."""
@@ -31,8 +31,8 @@ def page_of(path: str) -> str:
 
 
 class ConsoleMetrics:
-    """The registry a scrape reads, the middleware that counts, and the endpoint. ``client``
-    (#77 item 6): the console's client (None before it connected): ``/readyz`` is ready while a
+    """The registry a scrape reads, the middleware that counts, and the endpoint. ``client``:
+    the console's client (None before it connected): ``/readyz`` is ready while a
     broker answers its reads within a deadline, read-only while no write is acknowledged
     (``probe.note``); without it, while ``connected()``."""
 
@@ -51,7 +51,7 @@ class ConsoleMetrics:
         self.probe = None if client is None else ReadsProbe(client)
         writable = prometheus.Gauge(
             f"{PREFIX}_writable", "1 while the broker acknowledged the console's last write "
-            "probe (0: up read-only, #91 item 2)", registry=self.registry,
+            "probe (0: up read-only)", registry=self.registry,
         )  # fmt: skip
         writable.set_function(self._writable)
         self.endpoint: OperatorEndpoint | None = None

@@ -17,7 +17,7 @@ from ..connect import USAGE, Failure, Target, failure
 from .app import Settings, create_app
 
 # The start-up line on what a person may do: said whole, as "read-only (--allow-writes)" read
-# as if writes were on (#78)
+# as if writes were on
 WRITES_ALLOWED = "writes allowed (deletes, acks, replays, answers: --allow-writes was given)"
 READ_ONLY = "read-only (start it with --allow-writes to change things)"
 
@@ -65,7 +65,7 @@ def settings_for(
                 "e.g. https://mq9.example.com (no path)",
                 USAGE,
             )
-    if metrics is not None:  # #73: one line now, not a traceback once serving
+    if metrics is not None:  # one line now, not a traceback once serving
         from mq9_wire.metrics import MetricsUnavailable, need_prometheus, operator_address
 
         try:
