@@ -1,6 +1,6 @@
 """Persistent mailboxes, an agent registry and agent-to-agent calls for LangChain and LangGraph
 agents, over mq9 (RobustMQ's agent-messaging protocol on NATS): the LangChain face of the mq9
-platform (``mq9_platform``, which needs no framework: issue #108).
+platform (``mq9_platform``, which needs no framework).
 
 The toolkit, for an agent::
 

@@ -1,7 +1,7 @@
 """Old import paths of modules that moved to a distribution of their own, kept for one release
-(issue #108, 0.5.0: the platform's parts are ``mq9_platform``'s: ``langchain_mq9.client`` is
+(0.5.0: the platform's parts are ``mq9_platform``'s: ``langchain_mq9.client`` is
 ``mq9_platform.client`` now, and so are ``groups``, ``operations``, ``a2a``, ``wake`` and
-``tracing``; #92's ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` went in 0.5.0, as
+``tracing``; ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` went in 0.5.0, as
 they said). Importing an old path warns once (a ``FutureWarning``, naming the new import: a
 ``DeprecationWarning`` is shown only where ``__main__`` imports it, so a package of the user's
 importing an old path was told nothing) and hands out the new module's names; its submodules

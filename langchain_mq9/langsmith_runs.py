@@ -1,4 +1,4 @@
-"""LangSmith's runs across agents (issues #44, #108; docs/tracing.md): a message sent inside a
+"""LangSmith's runs across agents (docs/tracing.md): a message sent inside a
 run carries the run's place (``langsmith-trace``, its dotted order), and the runs started
 while a message is handled have the sender's run as their parent.
 

@@ -145,7 +145,7 @@ def tool_call_key(tool: str, call_id: str, arguments: str = "", agent: str | Non
     LangGraph derives again when it replays the step after an interrupt or a crash, and a
     ``RetryPolicy`` runs it again so): the same key, so the broker stores the send once, while
     two agents, two threads or two steps whose models number their ids alike (``call_0``) never
-    share one (#98). Anywhere else nothing replays a call, and a model's ids may repeat: a key
+    share one. Anywhere else nothing replays a call, and a model's ids may repeat: a key
     of this call's own, which covers the client's resends of it. 35 characters."""
     config = var_child_runnable_config.get()
     configurable = (config or {}).get("configurable") or {}

@@ -90,7 +90,7 @@ class Mq9Tool(BaseTool):
         # A send the model gave no key is keyed by its tool call: a replayed or retried call
         # (LangGraph's durable execution, a RetryPolicy) stores one message, a new call another
         # (its arguments too: code that reuses a call id for other arguments sends anew), and
-        # the key names its agent, so two agents' calls never share one (#98)
+        # the key names its agent, so two agents' calls never share one
         if vars(args).get("idempotency_key") == "":
             call = _TOOL_CALL.get()
             if call:
@@ -143,7 +143,7 @@ class Mq9Tool(BaseTool):
 
 # LangChain asks for ``_run``'s or ``_arun``'s signature on every tool call (``BaseTool.arun``:
 # does it take ``run_manager``, a config?), and ``inspect.signature`` works it out each time
-# (~20 us of a send_message call's own cost on a quiet machine: bench/HOTPATH.md, #90). A
+# (a share of a send_message call's own cost worth saving: bench/HOTPATH.md). A
 # function's ``__signature__`` is what ``inspect.signature`` answers when it has one: written
 # once here, the same signature.
 for _method in (Mq9Tool._run, Mq9Tool._arun):
@@ -230,7 +230,7 @@ class AgentReportTool(Mq9Tool):
 
 
 class WakeRuleTool(Mq9Tool):
-    """``wake_rule``: wake rules of a mailbox you read (#62; not in the default eight)."""
+    """``wake_rule``: wake rules of a mailbox you read (not in the default eight)."""
 
     operation = OPERATIONS["wake_rule"]
 

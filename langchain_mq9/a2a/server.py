@@ -1,4 +1,4 @@
-"""``langchain_mq9.a2a.server`` until 0.5.0 (issue #108): the platform's server is
+"""``langchain_mq9.a2a.server`` until 0.5.0: the platform's server is
 ``mq9_platform.a2a.server`` now, which serves any runnable, and a LangGraph graph is served by
 ``langchain_mq9.serving`` (its messages, its ``interrupt()`` resumed). This path warns and hands
 out the platform module's names, with LangGraph's ``AgentServer`` and ``serve_agent`` as they

@@ -1,4 +1,4 @@
-"""``langchain_mq9.client`` is ``mq9_platform.client`` since 0.5.0 (issue #108): this path warns
+"""``langchain_mq9.client`` is ``mq9_platform.client`` since 0.5.0: this path warns
 and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
 from .._moved import forward

@@ -1,4 +1,4 @@
-"""``langchain_mq9.operations`` is ``mq9_platform.operations`` since 0.5.0 (issue #108): this path
+"""``langchain_mq9.operations`` is ``mq9_platform.operations`` since 0.5.0: this path
 warns and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``)."""
 
 from .._moved import forward

@@ -1,4 +1,4 @@
-"""``langchain_mq9.tracing`` is ``mq9_platform.tracing`` since 0.5.0 (issue #108): this path warns
+"""``langchain_mq9.tracing`` is ``mq9_platform.tracing`` since 0.5.0: this path warns
 and hands out its names, and its submodules, for one release (``langchain_mq9/_moved.py``).
 LangSmith's half stayed in the LangChain face (``langchain_mq9.langsmith_runs``): its names are
 handed out from there."""
