@@ -1,4 +1,4 @@
-"""The mq9 agent platform (issue #108): persistent mailboxes, consumer groups with dead letters,
+"""The mq9 agent platform: persistent mailboxes, consumer groups with dead letters,
 agent calls (A2A over mailboxes, and A2A reach both ways), mail that wakes its agent, tracing,
 and the catalog of operations every face adapts (the LangChain tools, mq9-mcp, the console).
 No framework owns it: nothing here imports LangChain, LangGraph or LangSmith

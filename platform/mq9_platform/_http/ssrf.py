@@ -61,7 +61,7 @@ class ResponseTooLarge(Exception):
 
 @lru_cache(maxsize=65_536)  # asked at every look and connection; few hosts are named
 def canonical_host(host: str) -> str:
-    """``host`` as the allow-list checks it and the waker's ceilings count it (#88): the one
+    """``host`` as the allow-list checks it and the waker's ceilings count it: the one
     normaliser, so that no spelling is let in as one host and counted as another.
 
     Percent escapes decoded, brackets, case and a trailing ``.`` dropped, a name in its IDNA

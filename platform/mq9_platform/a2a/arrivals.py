@@ -10,8 +10,8 @@ them, polling where it does not (docs/a2a.md, "How quickly a call is seen").
 A bell hears only what arrives while it is there: arm it before whatever it waits for is
 asked for (before the first look, before the request is sent), or mark the announcements heard
 before asking and give the mark to the bell, ``bell(mailbox, since=mark)``: an answer announced
-between the request and the bell is then not waited out (issue #70: a busy process whose send
-returned after the agent's answer was announced waited its whole sweep, 1 s).
+between the request and the bell is then not waited out (a process whose send returned after
+the agent's answer was announced would otherwise wait its whole sweep).
 
 The bundled broker announces each message stored (memory:// in this process, and
 ``mq9-dev-broker --announce`` on ``$mq9.WAKE.<digest>``: platform/mq9_platform/wake/arrivals.py); a

@@ -52,7 +52,7 @@ class CallError(Exception):
 
 
 class CallNotFound(CallError):
-    """(#113) No call of this caller has that task id (none was made, or it is no task id):
+    """No call of this caller has that task id (none was made, or it is no task id):
     what a command line reads as "not found", by the class, never the words."""
 
 
@@ -145,7 +145,7 @@ class AgentCaller:
         """Send ``text`` to the agent at ``mailbox`` as a new task; wait up to ``wait``
         seconds for it to stop. An agent that is offline answers later: the state is then
         ``submitted``, and ``check`` picks the result up. ``once``: a key of the call (a tool
-        call's, #90): the same call again is the same task, sent once (``submit_once``)."""
+        call's): the same call again is the same task, sent once (``submit_once``)."""
         if not isinstance(text, str) or not text.strip():
             raise CallError("the task text is empty: say what the agent should do")
         if once:
@@ -174,7 +174,7 @@ class AgentCaller:
     async def submit_once(
         self, mailbox: str, request: SendRequestJson, once: str, *, agent: str | None = None
     ) -> tuple[str, bool]:
-        """``submit`` for a request that may come again (#90: an A2A client resending a
+        """``submit`` for a request that may come again (an A2A client resending a
         SendMessage whose answer it lost, a tool call run again): ``once`` (its messageId, a
         tool call's key) names the task with this reply mailbox and the agent's, so the same
         request again is the same task, sent once. Returns the task's id and whether it was
@@ -239,7 +239,7 @@ class AgentCaller:
         a mailbox to go to)."""
         task_id = record["taskId"]
         spend = getattr(self.client, "spend_keys", None)
-        if once and callable(spend):  # (#106) both keys from a caller's share, or neither:
+        if once and callable(spend):  # both keys from a caller's share, or neither:
             # a share with room for one would store the request and refuse its record
             record_key = "a2a." + w.CALL_KEY + task_id
             spend([(self.reply_mailbox, record_key), *_request_key(mailbox, request, task_id)])
@@ -393,7 +393,7 @@ class AgentCaller:
     ) -> CallState:
         """Answer an input-required task; the agent resumes it with the answer. ``allow`` is
         called with the agent's mailbox before anything is sent (a tool's policy: it raises
-        to refuse). ``once``: a key of the answer (a tool call's, #90): the same answer sent
+        to refuse). ``once``: a key of the answer (a tool call's): the same answer sent
         again, after the first was taken, is refused as the task now asks nothing; before,
         it is stored once."""
         current = await self.check(task_id)
@@ -501,7 +501,7 @@ class AgentCaller:
                 bell: Bell | None = None
                 if deadline > loop.time():
                     # Listening before the first look: an answer stored after that look is
-                    # announced to us, one stored before it is found by it (#70)
+                    # announced to us, one stored before it is found by it
                     listening = await Arrivals(self.client, [self.reply_mailbox]).start()
                     bell = hung.enter_context(listening.bell(self.reply_mailbox))
                 while True:
@@ -631,7 +631,7 @@ class AgentCaller:
     ) -> None:
         """Put one A2A request (``method``, about task ``task_id``) into an agent's
         ``mailbox``, its answer to come to this caller's reply mailbox; a cancel goes first in
-        the agent's queue. ``once``: keyed by the request's own messageId (#90), so the same
+        the agent's queue. ``once``: keyed by the request's own messageId, so the same
         request sent again is stored once. Public because the a2a-sdk transport
         (``transport.py``) sends its requests through the caller too, so both say the same of
         a mailbox never served."""
@@ -662,7 +662,7 @@ class AgentCaller:
 def _request_key(
     mailbox: str, body: Mapping[str, object], task_id: str, method: str = w.SEND
 ) -> list[tuple[str, str]]:
-    """The key a request sent once goes under (#90: its own messageId's digest, as a messageId
+    """The key a request sent once goes under (its own messageId's digest, as a messageId
     may be long), as (mailbox, key); [] when the request names no messageId."""
     msg = body.get("message")
     message_id = msg.get("messageId") if isinstance(msg, dict) else None

@@ -40,7 +40,7 @@ class ExecutorFailed(Exception):
 
 class _Collected(EventQueue):
     """The events an executor publishes during one turn; ``progress``, where given, is awaited
-    with them after each update of a task still working (#101: each is an event the caller's
+    with them after each update of a task still working (each is an event the caller's
     stream gets, and may replay)."""
 
     def __init__(self, progress: Callable[[list[Event]], Awaitable[None]] | None = None) -> None:

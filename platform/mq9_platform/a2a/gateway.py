@@ -187,7 +187,7 @@ class _Authenticated:
         self.app = app
         self.tenants = tenants
         self.handlers: dict[str, GatewayHandler] = {}  # agent -> its handler (gateway_app)
-        self.key_shares: KeyShares | None = None  # the tenants' keys (gateway_app, #106)
+        self.key_shares: KeyShares | None = None  # the tenants' keys (gateway_app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
@@ -309,10 +309,10 @@ class GatewayHandler(RequestHandler):
         key_shares: KeyShares | None = None,
     ) -> None:
         self.client = client
-        # #106: the keys each tenant's calls send, out of a share of its own (one ledger for
+        # the keys each tenant's calls send, out of a share of its own (one ledger for
         # every agent's handler: the broker bounds the gateway's one identity); None: unbounded
         self.key_shares = key_shares
-        # #90, the operator's choice (--once-per-message): a tenant's SendMessage sent again
+        # the operator's choice (--once-per-message): a tenant's SendMessage sent again
         # with its messageId answers the task the first made. Off by default: the A2A spec
         # makes it a MAY (3.3.1), and its TCK sends many requests under one messageId, each
         # expecting a task of its own
@@ -322,7 +322,7 @@ class GatewayHandler(RequestHandler):
         self.gateway = gateway
         self.send_wait = send_wait
         self.stream_wait = stream_wait
-        self.push = push  # the tenants' push configs, where the operator allows them (#62)
+        self.push = push  # the tenants' push configs, where the operator allows them
         # The agent's answers read as they arrive where the broker announces them (else polled)
         self.arrivals = arrivals
         self._transports: dict[str, Mq9Transport] = {}  # by tenant: the configured ones
@@ -333,7 +333,7 @@ class GatewayHandler(RequestHandler):
     @staticmethod
     def _shown(task: Task) -> Task:
         """A task as the HTTP client sees it: without our own bookkeeping (which reply
-        mailbox owns it), with its newest event's number (#101: ``seq`` under the resume
+        mailbox owns it), with its newest event's number (``seq`` under the resume
         extension's key, unless a stream placed it already)."""
         if "mq9" in task.metadata:
             ours = task.metadata["mq9"]
@@ -359,7 +359,7 @@ class GatewayHandler(RequestHandler):
                 reply_mailbox=reply,
                 card=self.card,
                 arrivals=self.arrivals,
-                # #90: a client's SendMessage sent again (its messageId again: the answer was
+                # a client's SendMessage sent again (its messageId again: the answer was
                 # lost) answers the task the first one made; another tenant's is its own
                 once_per_message=self.once_per_message,
             )
@@ -424,7 +424,7 @@ class GatewayHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         transport = self._transport(context)
         timeout = ClientCallContext(timeout=self.stream_wait)
-        after = last_event_id(context)  # #101: resumed after the last event the client saw
+        after = last_event_id(context)  # resumed after the last event the client saw
         with _said():
             events = transport.subscribe(params, context=timeout, after=after)
             async for task in self._until_closing(events, transport):
@@ -492,7 +492,7 @@ class GatewayHandler(RequestHandler):
         """End every open stream with its task's state as it stands (the gateway stops)."""
         self._closing.set()
 
-    # Push configs: the gateway keeps them, per tenant, and POSTs the task's states (#62).
+    # Push configs: the gateway keeps them, per tenant, and POSTs the task's states.
     def _pushing(self) -> GatewayPush:
         if self.push is None:
             raise PushNotificationNotSupportedError(
@@ -548,7 +548,7 @@ async def _now(transport: Mq9Transport, task: Task) -> Task:
     except (A2AError, Mq9Error, TimeoutError):
         return task
     now = GatewayHandler._shown(now)
-    if w.RESUME_EXTENSION in now.metadata:  # the task as it stands: no event, no cursor (#101)
+    if w.RESUME_EXTENSION in now.metadata:  # the task as it stands: no event, no cursor
         where = now.metadata[w.RESUME_EXTENSION]
         if isinstance(where, Struct) and "seq" in where:
             now.metadata[w.RESUME_EXTENSION] = {"snapshot": where["seq"]}
@@ -556,8 +556,8 @@ async def _now(transport: Mq9Transport, task: Task) -> Task:
 
 
 def request_header(context: ServerCallContext, name: str) -> str | None:
-    """A request's header (HTTP bindings), or its call's metadata (gRPC), by name (#101:
-    ``Last-Event-ID``, ``Idempotency-Key``; a2a-sdk's client sends either from
+    """A request's header (HTTP bindings), or its call's metadata (gRPC), by name
+    (``Last-Event-ID``, ``Idempotency-Key``; a2a-sdk's client sends either from
     ``ClientCallContext.service_parameters``)."""
     headers = context.state.get("headers")
     if isinstance(headers, Mapping):
@@ -593,7 +593,7 @@ def reply_mailbox(gateway: str, tenant: str) -> str:
 @contextlib.contextmanager
 def _said() -> Iterator[None]:
     """A broker failure as an A2A error in words (a2a-sdk answers others with an empty one);
-    a refused key in the tenant's own words (#106: its share's count, never the gateway
+    a refused key in the tenant's own words (its share's count, never the gateway
     identity's, nor another tenant's)."""
     try:
         yield
@@ -700,7 +700,7 @@ class _Conventions:
 
 
 def _sse_ids(send: Send) -> Send:
-    """An event stream's events given their SSE ``id`` (#101): the task's event number its
+    """An event stream's events given their SSE ``id``: the task's event number its
     JSON carries (``metadata[RESUME_EXTENSION].seq``), so a client's ``Last-Event-ID`` is
     the last event it got; an event without one (a snapshot ahead of a replay) has no id,
     and an EventSource keeps the one it had."""
@@ -847,9 +847,9 @@ def gateway_card(
 
 
 def resume_extension() -> JsonObject:
-    """The card's word for #101 (an extension of ours until A2A names one: a2aproject/A2A
-    #1986, #1893): where a streamed task carries its event number, where a SubscribeToTask
-    names the last one seen, and the SendMessage idempotency key."""
+    """The card's word for resume with replay (an extension of ours until A2A names one:
+    a2aproject/A2A #1986, #1893): where a streamed task carries its event number, where a
+    SubscribeToTask names the last one seen, and the SendMessage idempotency key."""
     return {
         "uri": w.RESUME_EXTENSION,
         "description": (
@@ -899,7 +899,7 @@ async def gateway_app(
     tenants' push configs; the cards then say ``pushNotifications``), ``closing`` (an
     ``asyncio.Event``: once set, open streams end with their task's state as it stands),
     ``once_per_message`` (a tenant's SendMessage resent with its messageId answers its task),
-    ``key_shares`` (#106: the ``KeyShares`` each tenant's keys count against; default
+    ``key_shares`` (the ``KeyShares`` each tenant's keys count against; default
     ``tenant_key_shares(tenants)``, None: not bounded here).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py). ``grpc_url``: where the gateway's gRPC server is reached (``host:port``),
@@ -964,7 +964,7 @@ async def gateway_app(
 def tenant_key_shares(
     tenants: Tenants, share: int | None = None, identity_keys: int | None = None, **options: Any
 ) -> KeyShares:
-    """The ledger of the tenants' keys (#106): each tenant ``share`` keys (default: the
+    """The ledger of the tenants' keys: each tenant ``share`` keys (default: the
     callers' part of ``identity_keys``, the broker's per-identity bound, split evenly among
     the tenants), all of them below that part; ``options``: ``KeyShares``'s (window, clock)."""
     total = callers_total(identity_keys or IDENTITY_KEYS)

@@ -102,12 +102,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _key_flags(parser: argparse.ArgumentParser) -> None:
-    """#106: the tenants' shares of the gateway identity's idempotency keys."""
+    """The tenants' shares of the gateway identity's idempotency keys."""
     parser.add_argument(
         "--keys-per-tenant",
         type=_positive,
         metavar="N",
-        help="the idempotency keys one tenant's calls may hold at once (#106; default: the "
+        help="the idempotency keys one tenant's calls may hold at once (default: the "
         "tenants' part of --identity-keys split evenly among them); a tenant past its share "
         "is refused, naming its own count only",
     )
@@ -185,7 +185,7 @@ def _server(config: Any, closing: asyncio.Event) -> Any:
 
     # sse-starlette (under a2a-sdk's streams) ends every open stream the moment uvicorn is
     # signalled, before the gateway's close has sent each stream its task's state: the client
-    # read a chunked body cut short (2-3 in 10 runs on a busy machine). Its documented switch
+    # read a chunked body cut short, the more often the busier the machine. Its documented switch
     # hands the drain to the gateway: the streams end themselves on ``closing``; whatever is
     # still open a second before uvicorn's own deadline, sse-starlette ends then.
     drain_ourselves = hasattr(AppStatus, "disable_automatic_graceful_drain")  # 2.x and later
@@ -215,7 +215,7 @@ async def _run(args: argparse.Namespace) -> None:
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
-    if args.metrics is not None:  # #73: checked before anything connects
+    if args.metrics is not None:  # checked before anything connects
         from mq9_wire.metrics import need_prometheus, operator_address
 
         metrics = operator_address(args.metrics)
@@ -284,7 +284,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def _key_shares(args: argparse.Namespace, tenants: Any) -> Any:
-    """The ledger of the tenants' keys the options ask for (#106, ``tenant_key_shares``)."""
+    """The ledger of the tenants' keys the options ask for (``tenant_key_shares``)."""
     from .gateway import tenant_key_shares
 
     share, identity = args.keys_per_tenant, args.identity_keys

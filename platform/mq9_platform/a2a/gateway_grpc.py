@@ -1,4 +1,4 @@
-"""The gateway's gRPC binding (A2A 1.0's third, #79): a2a-sdk's own gRPC servicer
+"""The gateway's gRPC binding (A2A 1.0's third): a2a-sdk's own gRPC servicer
 (``GrpcHandler``) over the very ``GatewayHandler`` each agent's JSON-RPC and HTTP+JSON routes
 use, so the tenants, their tokens and reply mailboxes, the limits and store-and-forward are the
 same on every binding (docs/a2a.md, "Three bindings").
@@ -9,9 +9,9 @@ One gRPC server serves every agent of the gateway: a request names its agent in 
 card's gRPC interface says which, and a2a-sdk's client sends it); a request without one goes to
 the only agent where the gateway serves one. Every call carries a tenant's credential in its
 metadata as the card's ``securitySchemes`` says (``authorization: Bearer <token>``, or
-``x-api-key``), else UNAUTHENTICATED before its message is read (``_Credentials``, #88: before,
-grpc read and parsed the message first, and a flood of large unauthenticated calls took
-hundreds of MiB). Each connection carries at most ``MAX_STREAMS`` calls at once and a message
+``x-api-key``), else UNAUTHENTICATED before its message is read (``_Credentials``: else
+grpc reads and parses the message first, and a flood of large unauthenticated calls takes
+the server's memory). Each connection carries at most ``MAX_STREAMS`` calls at once and a message
 of at most ``MAX_BODY_BYTES`` (``server_options``). Needs grpcio (the a2a-gateway extra).
 """
 
@@ -203,7 +203,7 @@ def _authenticate(context: TenantContext) -> str:
 
 
 class _Credentials(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Each call's credential, checked on its metadata before grpc reads its message (#88).
+    """Each call's credential, checked on its metadata before grpc reads its message.
     grpc.aio reads and parses a unary call's message before any handler runs, so a call
     without a credential is given a handler whose request is a stream it never reads: it is
     answered UNAUTHENTICATED at once, and nothing the caller sent is parsed or kept."""

@@ -1,4 +1,4 @@
-"""``mq9-a2a-gateway --metrics HOST:PORT`` (#73): the gateway's HTTP requests by route and
+"""``mq9-a2a-gateway --metrics HOST:PORT``: the gateway's HTTP requests by route and
 status, the A2A calls by method, the task states its answers carry, the requests open (streams
 included) and its broker connection, with ``/healthz`` and ``/readyz`` (listening, and a
 broker acknowledges a write), on the operator's address, never on the port the tenants reach.
@@ -44,7 +44,7 @@ def gateway_metrics(
     key_shares: KeyShares | None = None,
 ) -> tuple[Callable[[ASGIApp], ASGIApp], OperatorEndpoint]:
     """What wraps the gateway's app, and the operator's endpoint (not started). ``serving``:
-    whether the HTTP server listens; ``key_shares``: the tenants' keys (#106), whose
+    whether the HTTP server listens; ``key_shares``: the tenants' keys, whose
     refusals are counted (no label names the tenant)."""
     prometheus = need_prometheus()
     registry = prometheus.CollectorRegistry(auto_describe=False)
@@ -55,14 +55,14 @@ def gateway_metrics(
     )  # fmt: skip
     connected.set_function(lambda: int(client.is_connected))
 
-    if key_shares is not None:  # #106: the tenants' keys held, and those refused
+    if key_shares is not None:  # the tenants' keys held, and those refused
         registry.register(KeySharesCollector(key_shares, PREFIX))
 
     answers = answering(lambda: client)
 
     async def ready() -> str | None:
-        """Listening, and a broker acknowledges the gateway's write within a deadline (#77
-        item 6, #91 item 2: every call it takes writes a task and a message)."""
+        """Listening, and a broker acknowledges the gateway's write within a deadline
+        (every call it takes writes a task and a message)."""
         if not serving():
             return "the HTTP server is not listening yet"
         return await answers()

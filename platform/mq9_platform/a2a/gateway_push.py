@@ -1,4 +1,4 @@
-"""Push notifications through the A2A gateway (#62, #63): an HTTP client's configs for its
+"""Push notifications through the A2A gateway: an HTTP client's configs for its
 tenant's tasks, and the POST of each new state of such a task to their URLs (docs/a2a.md,
 "The gateway").
 

@@ -1,4 +1,4 @@
-"""A2A push notifications a bystander cannot forge (#77): each push carries a JWT signed with the
+"""A2A push notifications a bystander cannot forge: each push carries a JWT signed with the
 sender's private Ed25519 key, which the push never carries; receivers check it against the
 sender's public keys (its JWKS), as A2A's push authentication describes (docs/a2a.md, "Push
 notifications a bystander cannot forge").
@@ -58,7 +58,7 @@ _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 def _unb64(text: str, what: str) -> bytes:
     """``text`` read as base64url without padding, the one spelling of a JWS's parts (RFC 7515
-    section 2; #88: standard base64's ``+/``, padding or set unused bits spelled the same push
+    section 2; standard base64's ``+/``, padding or set unused bits spelled the same push
     otherwise); else ``PushRefused`` naming ``what`` and the reason."""
     if not isinstance(text, str) or not text:
         raise PushRefused(f"{what} is not base64url: it is empty")

@@ -62,7 +62,7 @@ FETCH_WAIT_MS = 500
 # takes many loop turns even when it answers at once, so no fixed number of turns tells.
 WORKING_AFTER = 0.1
 # How long a task's events stay in its caller's reply mailbox for a stream to be replayed
-# from (#101); the newest state stays as long as the mailbox. 0: as long as the mailbox.
+# from; the newest state stays as long as the mailbox. 0: as long as the mailbox.
 EVENT_TTL = 24 * 3600
 
 
@@ -186,10 +186,10 @@ class AgentServer:
     ) -> None:
         self.runnable = runnable
         self.name = name
-        # #62: A2A push notifications, to the URLs the operator's allow-list lets through
+        # A2A push notifications, to the URLs the operator's allow-list lets through
         # (None: refused); delivered as wakes are, one task's states in order
         self.push = Deliverer(push_destinations) if push_destinations is not None else None
-        # Each push signed with the agent's own key (a JWT), its public keys in the card (#77)
+        # Each push signed with the agent's own key (a JWT), its public keys in the card
         self.push_signer = None
         if self.push is not None:
             self.push_signer = push_signer or PushSigner.generate(issuer=name)
@@ -227,7 +227,7 @@ class AgentServer:
         self._running: dict[Slot, tuple[asyncio.Task[tuple[Any, Any]], Asker]] = {}
         self._handlers: set[asyncio.Task[None]] = set()  # requests being handled
         self._one_task = KeyedLock()  # by task (Slot): its requests, until its run starts
-        # #101: each state a task's events, numbered in the order written (one at a time per
+        # each state a task's events, numbered in the order written (one at a time per
         # task): the last number given, while the task runs (from its stored state after that)
         self._numbering = KeyedLock()
         self._seqs: dict[Slot, int] = {}
@@ -499,9 +499,9 @@ class AgentServer:
 
     async def _deliver(self, reply_to: str, snapshot: TaskJson, *, event: bool = False) -> None:
         """Leave a task state with the caller (its reply mailbox); ``event``: a new state,
-        also left as the task's event (``store.log_event``, #101). Each GetTask or CancelTask
+        also left as the task's event (``store.log_event``). Each GetTask or CancelTask
         is answered anew: no idempotency key makes a state sent again the one sent before
-        (#106: the agent's own writes spend none of the keys its callers can fill)."""
+        (the agent's own writes spend none of the keys its callers can fill)."""
         what = f"sending task {snapshot['id']} to {reply_to}"
         newest = self._to_caller(reply_to, what, lambda: deliver(self.client, reply_to, snapshot))
         if not event or not w.seq_of(snapshot):
@@ -719,7 +719,7 @@ class AgentServer:
         return False
 
     async def _keep_state(self, snapshot: TaskJson, owner: Asker) -> None:
-        """Number the state (the task's next event, #101: after the last one this server
+        """Number the state (the task's next event: after the last one this server
         wrote, or the stored state's), then keep it (``_write_state``). One task's states are
         numbered and written one at a time, so their numbers are the order they were kept in."""
         slot: Slot = (owner.scope, snapshot["id"])
@@ -766,7 +766,7 @@ class AgentServer:
         if self.push is not None:
             self._push_state(snapshot, owner)
 
-    # -- push notifications (#62) ------------------------------------------------------------
+    # -- push notifications ------------------------------------------------------------------
 
     def _push_state(self, snapshot: TaskJson, owner: Asker) -> None:
         """POST the state to the task's push URLs, after its earlier states (in order)."""

@@ -1,4 +1,4 @@
-"""The JSON this package's A2A side writes and reads, each shape declared once (issue #92).
+"""The JSON this package's A2A side writes and reads, each shape declared once.
 
 A2A's JSON (a Task, a Message, their parts; protojson names, as a2a-sdk's ``MessageToDict``
 writes them) and the caller's own records are ``TypedDict``s: dicts at run time, so what is
@@ -111,7 +111,7 @@ class CallRecord(TypedDict, total=False):
     mailbox: str  # "" for an HTTP agent
     contextId: str
     request: str  # the head of the task's text
-    sent: str  # a call sent once (#90): the digest of its request
+    sent: str  # a call sent once: the digest of its request
     answered: int  # the answers sent so far
     cancel: bool
     transport: Literal["http"]  # absent for an agent over mq9

@@ -113,7 +113,7 @@ async def keep(
 
 async def deliver(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
     """Leave a Task snapshot in a mailbox (a caller's reply mailbox, or a task store), under
-    its task's key: it replaces the older one. Sent with no idempotency key (#106: a state is
+    its task's key: it replaces the older one. Sent with no idempotency key (a state is
     the agent's own bookkeeping, so no key its callers spent can refuse it); the same state
     sent again (a broker step tried again) replaces its twin, and readers take it once (each
     state is numbered, ``wire.seq_of``: a number seen is skipped)."""
@@ -123,10 +123,10 @@ async def deliver(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
 
 
 async def log_event(client: Mq9Client, mailbox: str, snapshot: TaskJson, *, ttl: int = 0) -> None:
-    """Leave a numbered task state with the caller as an event of its own (#101): under
+    """Leave a numbered task state with the caller as an event of its own: under
     ``event.{id}.{seq}``, never compacted by a later state, so a stream cut at any point is
     replayed from here, for ``ttl`` seconds (0: as long as the mailbox keeps messages). Sent
-    with no idempotency key (#106): the same event sent again replaces its twin under the
+    with no idempotency key: the same event sent again replaces its twin under the
     same key, read once."""
     seq = w.seq_of(snapshot)
     if not seq:
@@ -148,7 +148,8 @@ async def events(
 ) -> list[TaskJson] | None:
     """The task's events ``after`` < seq <= ``upto`` kept in ``mailbox``, in order (each read
     by its own key, side by side: a query by tag answers at most 100, oldest first); None
-    when one of them is not kept (expired, deleted, or written before #101): a gap."""
+    when one of them is not kept (expired, deleted, or written before events were numbered):
+    a gap."""
     if upto <= after:
         return []
 
@@ -183,9 +184,9 @@ def sender_of(snapshot: Mapping[str, object] | None) -> str | None:
     return sender if isinstance(sender, str) and sender else None
 
 
-PUSH_KEY = "push."  # + task id: its push notification configs, one record (#62)
-OWNED_KEY = "owned."  # + digest of a vouched owner + ".": its tasks' records (#70)
-DELIVERED_KEY = "delivered."  # + task id: the stopped state its owner was sent (#106)
+PUSH_KEY = "push."  # + task id: its push notification configs, one record
+OWNED_KEY = "owned."  # + digest of a vouched owner + ".": its tasks' records
+DELIVERED_KEY = "delivered."  # + task id: the stopped state its owner was sent
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class TaskStore:
         headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
         owner = Asker(owner_of(snapshot), sender_of(snapshot))
         key = f"{owner.scope or ''}{w.TASK_KEY}{snapshot['id']}"
-        # (#106: no idempotency key, as ``deliver``: a state tried again replaces its twin)
+        # (no idempotency key, as ``deliver``: a state tried again replaces its twin)
         await keep(self.client, self.mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
 
     async def delivered(self, task_id: str, owner: Asker) -> int:
@@ -314,8 +315,8 @@ class TaskStore:
         return seq if isinstance(seq, int) else 0
 
     async def keep_delivered(self, snapshot: TaskJson, owner: Asker) -> None:
-        """Note that ``snapshot`` (a stopped state) reached its owner's reply mailbox (#106:
-        what an idempotency key did for a resent stopped state, without one)."""
+        """Note that ``snapshot`` (a stopped state) reached its owner's reply mailbox
+        (what an idempotency key did for a resent stopped state, without one)."""
         key = f"{owner.scope or ''}{DELIVERED_KEY}{snapshot['id']}"
         await keep(self.client, self.mailbox, key, {"seq": w.seq_of(snapshot)})
 
@@ -328,7 +329,7 @@ class TaskStore:
         await keep(self.client, self.mailbox, _cancel_key(task_id, by), {"id": task_id})
 
     async def push_configs(self, task_id: str, owner: Asker) -> dict[str, JsonObject]:
-        """The push notification configs of ``owner``'s task, by id (#62): those kept under
+        """The push notification configs of ``owner``'s task, by id: those kept under
         the shared id only for a task kept there before ids were their owner's, and its."""
         scope = owner.scope
         kept = await latest(self.client, self.mailbox, f"{scope or ''}{PUSH_KEY}{task_id}")

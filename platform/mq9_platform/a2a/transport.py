@@ -83,7 +83,7 @@ class Mq9Transport(ClientTransport):
     ) -> None:
         self.client = client
         self.mailbox = mailbox
-        # #90: a new task's SendMessage sent again (its messageId again) is that task, sent
+        # a new task's SendMessage sent again (its messageId again) is that task, sent
         # once (``AgentCaller.submit_once``): the gateway's, whose HTTP clients resend
         self.once_per_message = once_per_message
         # A task's new states are read as they arrive where ``arrivals`` hears them, else polled
@@ -101,7 +101,7 @@ class Mq9Transport(ClientTransport):
         """Send the request: the task's id, how many caller turns it will have, the newest
         error answer about it before this request (the agent's answer to it comes after),
         whether it was sent before (``once_per_message``, or ``idempotency_key``: its answer
-        may be there already), and the task's newest event before it (#101)."""
+        may be there already), and the task's newest event before it."""
         caller = self._caller
         idempotency_key = key_value(idempotency_key)
         body = request_json(request)
@@ -119,7 +119,7 @@ class Mq9Transport(ClientTransport):
         try:
             message_id = msg.get("messageId")
             if not task_id and idempotency_key:
-                # #101 (A2A #1893): the key names the request, for this caller (a tenant) alone
+                # (A2A #1893) the key names the request, for this caller (a tenant) alone
                 try:
                     task_id, resent = await caller.submit_once(
                         self.mailbox, body, IDEMPOTENCY_ONCE + idempotency_key
@@ -150,9 +150,9 @@ class Mq9Transport(ClientTransport):
         errors: list[int],
         idempotency_key: str,
     ) -> tuple[str, int, int, bool, int]:
-        """A message to an existing task (an answer to its question) under an Idempotency-Key
-        (#101): sent once. Its record (``keyed.<digest>`` in the reply mailbox: the request's
-        digest, the turns it makes, the task's newest event before it) is kept before the
+        """A message to an existing task (an answer to its question) under an
+        Idempotency-Key: sent once. Its record (``keyed.<digest>`` in the reply mailbox: the
+        request's digest, the turns it makes, the task's newest event before it) is kept before the
         send; the same request again under the key answers the task as it goes on (sent again
         only while the agent shows no sign of the first, the broker storing the keyed SEND
         once); another request under the key is refused."""
@@ -192,7 +192,7 @@ class Mq9Transport(ClientTransport):
         "The wire"); its refusal of the request as the A2A error it stands for. ``on_sent``:
         awaited with the task's id once the request is sent (the gateway keeps a push config
         given in the request so)."""
-        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
+        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes
         idempotency_key = idempotency_key or _parameter(context, IDEMPOTENCY_KEY)
         task_id, turns, errors, resent, _ = await self._submit(request, idempotency_key)
         if on_sent is not None:
@@ -216,9 +216,9 @@ class Mq9Transport(ClientTransport):
         on_sent: Callable[[str], Awaitable[None]] | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncGenerator[StreamResponse]:
-        """The submitted task (event 0 of a new task), then each event of the task (#101:
-        each numbered, none skipped: those a look missed are read from the reply mailbox)."""
-        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes (#70)
+        """The submitted task (event 0 of a new task), then each event of the task
+        (each numbered, none skipped: those a look missed are read from the reply mailbox)."""
+        mark = self.arrivals.mark()  # before the send: an answer announced meanwhile wakes
         idempotency_key = idempotency_key or _parameter(context, IDEMPOTENCY_KEY)
         task_id, turns, errors, resent, before = await self._submit(request, idempotency_key)
         if on_sent is not None:
@@ -239,7 +239,7 @@ class Mq9Transport(ClientTransport):
         ``snapshots`` are the newest states as looks found them; an event a look skipped (two
         kept between looks) is read from the reply mailbox; one not kept there any more is
         said, once, as a gap (the newest state with ``gap``). A state without a number (an
-        agent from before #101) is passed on as it is."""
+        agent from before events were numbered) is passed on as it is."""
         async for snapshot in snapshots:
             seq = w.seq_of(snapshot)
             if not seq:
@@ -435,7 +435,7 @@ class Mq9Transport(ClientTransport):
         then each new event until a final one: an input-required task is followed through
         its answer. A task that ended already is refused (A2A: UnsupportedOperationError).
 
-        ``after`` (#101: the last event the client saw, its ``Last-Event-ID``): the task as it
+        ``after`` (the last event the client saw, its ``Last-Event-ID``): the task as it
         stands first (A2A 9.4; placed as a ``snapshot``, which moves no cursor), then every
         event after ``after``, in order, then each new one; a task that ended since is
         replayed to its end. A cursor older than what the reply mailbox keeps is answered
@@ -619,7 +619,7 @@ def _answer(kind: str | None, payload: bytes, method: str) -> JsonObject:
     return body
 
 
-# (#113) An agent's Error answer, by its code (wire.error_reply)
+# An agent's Error answer, by its code (wire.error_reply)
 _BY_CODE = {
     w.TASK_NOT_FOUND: TaskNotFoundError,
     w.PUSH_NOT_SUPPORTED: PushNotificationNotSupportedError,
@@ -658,7 +658,7 @@ def message_answer(snapshot: Mapping[str, object]) -> MessageJson | None:
 
 
 IDEMPOTENCY_ONCE = "Idempotency-Key\n"  # what a key names, apart from any messageId
-# #101: what a client sends beside a request (an HTTP header, gRPC call metadata, an a2a-sdk
+# What a client sends beside a request (an HTTP header, gRPC call metadata, an a2a-sdk
 # client's ClientCallContext.service_parameters), named so in the gateway's card
 LAST_EVENT_ID = "Last-Event-ID"
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -669,7 +669,7 @@ MAX_CURSOR = 2**53  # a cursor is an event number: a JSON-safe integer
 MAX_REPLAY = 1000
 
 
-KEYED_KEY = "keyed."  # + a digest: a follow-up message sent under an Idempotency-Key (#101)
+KEYED_KEY = "keyed."  # + a digest: a follow-up message sent under an Idempotency-Key
 
 
 def _key_used(key: str) -> InvalidParamsError:
@@ -715,7 +715,7 @@ def key_value(value: str | None) -> str | None:
 
 
 def placed(state: TaskJson, /, **place: object) -> TaskJson:
-    """A task state with its place among the task's events (#101), public, under
+    """A task state with its place among the task's events, public, under
     ``metadata[RESUME_EXTENSION]``: ``seq`` (the event's number: a client's cursor, its SSE
     ``id``), or ``snapshot`` (the task as it stands at that number, ahead of a replay: moves
     no cursor), and ``gap`` where events were lost to the client (``after``, ``resumedAt``)."""

@@ -48,7 +48,7 @@ HEADER_TYPE = "mq9-a2a-type"
 HEADER_TASK_ID = "mq9-a2a-task-id"
 HEADER_LAST = "mq9-a2a-last"
 
-# (#113) What an agent's Error answer is, read by its code: A2A's error codes, JSON-RPC's
+# What an agent's Error answer is, read by its code: A2A's error codes, JSON-RPC's
 # invalid params for the rest, marked ``data.coded`` (an agent of 0.5.0 or before wrote -32001
 # for every error: its answers read as invalid params, their words never read)
 TASK_NOT_FOUND = -32001
@@ -65,7 +65,7 @@ SEND = "SendMessage"
 GET_TASK = "GetTask"
 LIST_TASKS = "ListTasks"
 CANCEL_TASK = "CancelTask"
-# Push notifications (#62): task updates POSTed to the caller's URL, where the agent's operator
+# Push notifications: task updates POSTed to the caller's URL, where the agent's operator
 # allows it (server.py, push_destinations)
 CREATE_PUSH = "CreateTaskPushNotificationConfig"
 GET_PUSH = "GetTaskPushNotificationConfig"
@@ -115,7 +115,7 @@ MAX_REQUEST_DEPTH = 32
 # too, but takes plain messages, so a task sent to it would never be answered.
 TASKS_EXTENSION = "urn:langchain-mq9:a2a-tasks"
 
-# Resume with replay (#101): each state of a task an agent keeps is an event, numbered per task
+# Resume with replay: each state of a task an agent keeps is an event, numbered per task
 # (``metadata.mq9.seq``: 1, 2, ...; the caller's own ``submitted`` is 0), and left with the
 # caller twice: under ``task.{id}`` (the newest state: compacted) and under
 # ``event.{id}.{seq}`` (each event: kept, tag ``mq9.event``), so a stream cut anywhere is
@@ -142,7 +142,7 @@ def is_valid_id(value: object) -> TypeGuard[str]:
 
 def once_id(what: str, *named: str) -> str:
     """An id (as ``new_id`` makes them: 24 hex digits) that is the same each time for the same
-    ``what`` and names (#90): a request sent again, keyed, makes the same task, the same
+    ``what`` and names: a request sent again, keyed, makes the same task, the same
     context, the same message, so the broker sees the same SEND and stores it once."""
     text = "\n".join((what, *named)).encode("utf-8", "backslashreplace")
     return hashlib.sha256(text).hexdigest()[:24]
@@ -294,7 +294,7 @@ def artifact(result: JsonValue) -> ArtifactJson:
 
 def seq_of(snapshot: Mapping[str, object] | None) -> int:
     """A task state's event number (``metadata.mq9.seq``; 0 for a state without one: the
-    caller's ``submitted``, or a state kept before #101)."""
+    caller's ``submitted``, or a state kept before events were numbered)."""
     meta = (snapshot or {}).get("metadata")
     mq9 = meta.get("mq9") if isinstance(meta, dict) else None
     seq = mq9.get(SEQ) if isinstance(mq9, dict) else None

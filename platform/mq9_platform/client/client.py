@@ -62,18 +62,18 @@ log = logging.getLogger("mq9_platform")
 
 # The first pause before a repeatable request is sent again (then twice as long, up to 1 s).
 RETRY_FIRST_PAUSE = 0.05
-# (#90) A keyed SEND's first try waits this long for its answer before it is sent again (the
+# A keyed SEND's first try waits this long for its answer before it is sent again (the
 # same key: the broker stores it once), each later try twice as long, up to 1 s: a broker
 # killed with SENDs in hand answers none of them, and NATS hands the resend to another
 RESEND_FIRST_ATTEMPT = 0.25
-# (#98) The mailboxes whose keyed SENDs' answers this client remembers (the oldest forgotten)
+# The mailboxes whose keyed SENDs' answers this client remembers (the oldest forgotten)
 KEYED_MAILBOXES_KEPT = 4096
 # How many consumer groups one client may ack under (Mq9Client(max_groups=...)).
 DEFAULT_MAX_GROUPS = 1_000
 # A successful SEND's reply as brokers write it (docs/protocol.md §4; RobustMQ's send.rs:228-231,
 # the bundled engine's SEND_REPLY): this, the msg_id's digits, "}".
 _SEND_STORED = b'{"error":"","msg_id":'
-_NEW_KEY, _SEEN_KEY = b',"duplicate":false', b',"duplicate":true'  # (#90: SENT_ONCE)
+_NEW_KEY, _SEEN_KEY = b',"duplicate":false', b',"duplicate":true'  # (SENT_ONCE)
 
 # agent_discover(rerank=True) ranks the listing here up to this many agents (the listing is
 # one answer of about 0.6 MiB per 1,000 cards; docs/discovery.md gives the cost)
@@ -81,7 +81,7 @@ RERANK_MAX_AGENTS = 2_000
 
 
 class _Creating:
-    """(#100) RobustMQ 8bd49dc loses a mailbox's storage for good when the first two CREATEs of
+    """RobustMQ 8bd49dc loses a mailbox's storage for good when the first two CREATEs of
     its name cross (each makes the topic anew, the later one names a shard nobody makes:
     docs/protocol.md §5.1). In one process, CREATEs of one name on one server go one after
     another, whichever client sends them (the replicas of an agent started together, the
@@ -205,8 +205,8 @@ class Mq9Client:
         # when a SEND succeeds after the broker was away for that mailbox.
         self._receipts: dict[str, tuple[int, int]] = {}
         self._away: set[str] = set()
-        # (#90) Whether the broker recognises idempotency keys, as it says of itself (an
-        # in-process broker does); None: not said. (#98) Otherwise learned per mailbox, from
+        # Whether the broker recognises idempotency keys, as it says of itself (an
+        # in-process broker does); None: not said. Otherwise learned per mailbox, from
         # the answers to this client's own keyed SENDs to it (a "duplicate" field), never from
         # another mailbox's answer, which any responder there could write. Only where it is
         # known is a keyed SEND sent again: a broker that ignores the key would store it twice
@@ -345,7 +345,7 @@ class Mq9Client:
         self, mail_address: str, body: bytes, answered: int, exc: ClusterUnavailable,
         deadline: float,
     ) -> int:
-        """(#100) The msg_id of a message RobustMQ stored and then answered with an error (its
+        """The msg_id of a message RobustMQ stored and then answered with an error (its
         offsets not set up yet: the first SENDs to a mailbox made a moment ago, docs/protocol.md
         §1.2; its reads are not held back, so the message is there to read): read back where
         exactly one message newer than any this client was answered holds these bytes, else
@@ -475,7 +475,7 @@ class Mq9Client:
                 try:
                     reply = await self._call(subject, body, headers, repeatable=_stored_nothing)
                 except StoreUnavailable:
-                    # (#98) the answer to this very SEND, in the bundled broker's own words
+                    # the answer to this very SEND, in the bundled broker's own words
                     # (its store electing a leader): that broker keeps keys, so a keyed SEND
                     # goes again with its key, within the same deadline
                     if not keyed or loop.time() >= deadline:
@@ -509,9 +509,9 @@ class Mq9Client:
 
     def keys_recognised_for(self, mail_address: str) -> bool | None:
         """Whether the broker keeps idempotency keys for SENDs to ``mail_address``: as it
-        says of itself, else as its answers to this client's keyed SENDs there said (#98);
+        says of itself, else as its answers to this client's keyed SENDs there said;
         None: not known yet (a keyed SEND is then not sent again). RobustMQ keeps none: a
-        keyed SEND to it goes without its key, which it would store with the message (#100)."""
+        keyed SEND to it goes without its key, which it would store with the message."""
         if self.keys_recognised is not None:
             return self.keys_recognised
         if is_robustmq(self.server_info):
@@ -528,9 +528,9 @@ class Mq9Client:
     async def _resent(
         self, subject: str, body: bytes, headers: dict[str, str], deadline: float
     ) -> dict[str, Any]:
-        """(#90) A keyed SEND to a broker that recognises keys: a try unanswered within its
+        """A keyed SEND to a broker that recognises keys: a try unanswered within its
         attempt time (``resend_after``, then twice as long, up to 1 s), or failed in a way
-        that may pass (#98: a store electing a leader too), is sent again with the same key
+        that may pass (a store electing a leader too), is sent again with the same key
         until ``deadline`` (the SEND's ``request_timeout``): the broker stores it once and
         answers each try with the first one's msg_id. A broker killed with the SEND in hand
         costs the caller an attempt time, not an error."""
@@ -743,17 +743,17 @@ class Mq9Client:
         return self._messages(mail_address, reply)
 
     async def lane_counts(self, mail_address: str) -> tuple[dict[str, int], int | None]:
-        """(#99, the bundled broker's; RobustMQ answers nothing) how many messages each
-        priority's lane of a mailbox holds, and its newest msg_id: a count no read of the
-        protocol can finish under many urgent messages. Consumes nothing."""
+        """How many messages each priority's lane of a mailbox holds, and its newest msg_id
+        (the bundled broker's; RobustMQ answers nothing): a count no read of the protocol can
+        finish under many urgent messages. Consumes nothing."""
         told = await self.count_answer(mail_address)
         return told["counts"], told["newest_id"]
 
     async def count_answer(self, mail_address: str) -> dict[str, Any]:
-        """(#107) the whole of ``lane_counts``' answer: ``counts``, ``newest_id``, and
+        """The whole of ``lane_counts``' answer: ``counts``, ``newest_id``, and
         ``scheduled`` (delayed messages held, not yet due) and ``next_due`` (the unix second
         the soonest is due; None when none is held). ``scheduled`` is None where the broker
-        does not answer it (one older than #107): not told, never 0. Consumes nothing."""
+        does not answer it (an older one): not told, never 0. Consumes nothing."""
         p.check_address(mail_address)
         reply = await self._call(count_subject(mail_address), b"{}", repeatable=True)
         counts = reply.get("counts")
@@ -980,7 +980,7 @@ def _reply(raw: bytes, subject: str) -> dict[str, Any]:
     the same dict."""
     if raw.startswith(_SEND_STORED) and raw.endswith(b"}"):
         digits, duplicate = raw[len(_SEND_STORED) : -1], None
-        if digits.endswith(_NEW_KEY):  # a keyed SEND's (#90): its key new, or seen before
+        if digits.endswith(_NEW_KEY):  # a keyed SEND's: its key new, or seen before
             digits, duplicate = digits[: -len(_NEW_KEY)], False
         elif digits.endswith(_SEEN_KEY):
             digits, duplicate = digits[: -len(_SEEN_KEY)], True

@@ -1,5 +1,5 @@
 """``KeyShares``: the idempotency keys each caller of a carrier sent within the broker's window,
-each caller bounded by a share of its own (#106).
+each caller bounded by a share of its own.
 
 A carrier (the A2A gateway, mq9-mcp) speaks to the broker as ONE identity for all its callers,
 and the broker bounds the keys it holds per identity (``--max-keys-per-sender``, 10,000 kept
@@ -14,7 +14,7 @@ again is the broker's duplicate (the first SEND's answer), no new key. Times are
 injected clock; a key is kept a little past the broker's window (``SLACK``), as the broker's
 window starts when it stores the SEND, after the ledger counted it.
 
-(#113) The ledger is one process's, from its start: three replicas of a carrier behind one
+The ledger is one process's, from its start: three replicas of a carrier behind one
 credential, or one restarted within the window, each began with a share of its own. So each
 keyed send also names its caller and the caller's share to the broker (``CallerKeys.naming``:
 ``mq9-key-caller``, ``mq9-key-share``), and a broker vouching for the carrier (``--credentials``)
@@ -176,7 +176,7 @@ class CallerKeys:
     ) -> int:
         if idempotency_key is not None and self._keeps_keys(mail_address):
             self._shares.spend(self._caller, [(mail_address, idempotency_key)])
-            # (#113) and the broker counts it against the caller's share too, in the step
+            # and the broker counts it against the caller's share too, in the step
             # that keeps it: this ledger is one process's and one start's, the broker's is
             # every replica's and every start's
             options["headers"] = {**(options.get("headers") or {}), **self.naming()}
@@ -186,7 +186,7 @@ class CallerKeys:
         return sent
 
     def naming(self) -> dict[str, str]:
-        """(#113) The headers naming a keyed SEND's caller and its share to the broker
+        """The headers naming a keyed SEND's caller and its share to the broker
         (``mq9-key-caller``, ``mq9-key-share``): a broker vouching for the carrier counts
         the key against that share, whichever replica or start of the carrier sent it."""
         return {HEADER_KEY_CALLER: self._caller, HEADER_KEY_SHARE: str(self._shares.share)}
@@ -247,11 +247,11 @@ class KeySharesCollector:
 
         yield GaugeMetricFamily(
             f"{self.prefix}_idempotency_keys",
-            "idempotency keys this server's callers hold now, in all (#106)",
+            "idempotency keys this server's callers hold now, in all",
             value=len(self.shares),
         )
         yield CounterMetricFamily(
             f"{self.prefix}_idempotency_keys_refused",
-            "keyed sends refused because their caller held its share of keys (#106)",
+            "keyed sends refused because their caller held its share of keys",
             value=self.shares.refused,
         )

@@ -1,4 +1,4 @@
-"""``caller_key``: the idempotency key a carrier sends to the broker for one of its callers (#113).
+"""``caller_key``: the idempotency key a carrier sends to the broker for one of its callers.
 
 A carrier (mq9-mcp, the A2A gateway) speaks to the broker as ONE identity for all its callers,
 and the broker holds a key per identity and mailbox: a key passed on as the caller gave it is

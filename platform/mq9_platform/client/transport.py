@@ -257,7 +257,7 @@ class MemoryTransport(HandlerTransport):
     """Requests answered by a broker engine in this process: ``engine``, or the engine of
     ``memory://NAME`` (``name``), looked up at connect (``memory_engine``)."""
 
-    # (#98) the bundled broker's engine, in this process: it keeps idempotency keys, said by
+    # the bundled broker's engine, in this process: it keeps idempotency keys, said by
     # the transport itself rather than learned from any answer
     recognises_keys = True
 
@@ -450,7 +450,7 @@ class NatsTransport:
         dialing = asyncio.ensure_future(connection.connect(**self._options))  # type: ignore[arg-type]
         # Stopped while it dials (SIGTERM, a cancelled caller), wait_for cancels the dial and
         # leaves it be; a dial that ended in its own error just then would be logged as "Task
-        # exception was never retrieved" (#35): its outcome is read here whatever happens.
+        # exception was never retrieved": its outcome is read here whatever happens.
         dialing.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
             await asyncio.wait_for(dialing, self._options["connect_timeout"])
@@ -662,7 +662,7 @@ async def _quietly_close(connection: Client) -> None:
         if not await close_within(connection, CLOSE_WITHIN):
             log.debug("the NATS connection did not close within %s s: dropped", CLOSE_WITHIN)
     except asyncio.CancelledError:
-        # (#113) nats-py's close raises one nobody asked for when the link has just dropped:
+        # nats-py's close raises one nobody asked for when the link has just dropped:
         # the close cancels its reconnecting task while that waits for the dead socket to
         # close, which cancels the socket's close waiter it shares, and the close then awaits
         # that same waiter. The connection is closed all the same. A cancel of this task

@@ -9,7 +9,7 @@ where a ``--credentials`` broker vouched for that). So it can be read (``query``
 mq9 broker, and a copy never outgrows the original by more than that header.
 
 ``mq9-sender`` is never copied as a header: a broker that vouches writes its own on the copy
-(the agent that set it aside), which is what ``replay`` checks (#70).
+(the agent that set it aside), which is what ``replay`` checks.
 """
 
 from __future__ import annotations

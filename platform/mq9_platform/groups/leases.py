@@ -184,7 +184,7 @@ class GroupRecords:
         self._made = self._new = False
 
     async def make(self) -> None:
-        """Make the records mailbox now, once, if it is not there (#100). Its records make it
+        """Make the records mailbox now, once, if it is not there. Its records make it
         anyway, but the workers of a group all write their first claims on the same arrival:
         on RobustMQ their CREATEs of a new name would cross, and the mailbox be lost for good
         (docs/protocol.md §5.1). Made at a worker's first read that found the mailbox (the

@@ -84,8 +84,8 @@ class GroupAcks:
     message by the same position, must neither hand it out again nor wait on it. And what is
     at or below the highest ack answered is done for all of them, whatever a broker's answer
     says of the group's position (``done_among``): an answer read before another reader's
-    ack was answered comes back behind it, even the one read right after a put-back (the
-    chaos lane's done undone, issue #98, item 9), as does one read behind a lower commit that
+    ack was answered comes back behind it, even the one read right after a put-back (it
+    would undo what is done), as does one read behind a lower commit that
     landed late or by a replica that read an older position."""
 
     def __init__(self) -> None:
@@ -374,7 +374,7 @@ class GroupReader:
         lower msg_id or a hand-out record. ``deliver``/``from_id`` as for ``fetch``, until the
         group first acks. ``rest``: what this identity was handed after ``msg_id`` in the
         group's order and nobody finished is taken over too (its claims, or its hand-out
-        records): what still waits for an ack once ``msg_id`` is acked (#107)."""
+        records): what still waits for an ack once ``msg_id`` is acked."""
         p.check_int("msg_id", msg_id)
         async with self._lock:
             state = self.state
@@ -640,7 +640,7 @@ class GroupReader:
                 # client: put it back first, so nothing finished is handed out again. The
                 # answer after that is checked too: it may be behind again (another reader's
                 # ack answered while it was read, a lower commit landing late, a replica
-                # reading an older position; issue #98, item 9).
+                # reading an older position).
                 await self._ack(state.committed, again=True)
                 answer, fit, asked = await self._read(asked, *start)
                 tries += 1
@@ -1042,7 +1042,7 @@ async def replay(
     ordinary mailbox that others may write to. Where the broker vouches for senders (a
     ``--credentials`` broker writes ``mq9-sender`` on every message), only what this client's
     own agent set aside: a message another agent wrote there would otherwise go out with this
-    agent's name on it (#70). A message that is no dead letter, one of another mailbox or
+    agent's name on it. A message that is no dead letter, one of another mailbox or
     written by another agent is skipped, reported in ``Replayed.skipped`` and logged, and
     passed by the group; the rest are sent back all the same."""
     target = mailbox if mailbox is not None else _replayed_to(dead_letters)

@@ -57,7 +57,7 @@ class CallAgentInput(_Input):
     context_id: str = Field(
         default="", description="An earlier call's context_id, to continue that conversation."
     )
-    # #90: the same call again (same key) is the same task, sent once; '' = the LangChain tool
+    # the same call again (same key) is the same task, sent once; '' = the LangChain tool
     # call's own key (tools.py)
     idempotency_key: str = Field(default="", max_length=MAX_IDEMPOTENCY_KEY)
 
@@ -169,7 +169,7 @@ async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> CardJson:
     if agent.startswith(("http://", "https://")):
         from ..a2a.http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
-        try:  # through the caller's allow-list; within the call's wait (#70), else 30 s
+        try:  # through the caller's allow-list; within the call's wait, else 30 s
             return await fetch_card(agent, _caller(ctx).hosts, timeout=wait or REQUEST_TIMEOUT)
         except AgentUnreachable as exc:
             raise OperationError(f"no A2A card at {clipped(agent, 120)}: {exc}") from None

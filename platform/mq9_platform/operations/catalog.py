@@ -204,7 +204,7 @@ OPERATIONS: dict[str, Operation] = _catalog(
         needs_calls=True,
         read_only=True,
     ),
-    # #62: wake rules (wake.py), an extra
+    # wake rules (wake.py), an extra
     Operation(
         name="wake_rule",
         title="Wake an agent when mail waits",

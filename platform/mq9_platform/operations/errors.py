@@ -21,7 +21,7 @@ from mq9_wire.protocol.errors import (
 
 # The most of a broker's error text a tool result repeats (its hint comes on top).
 MAX_ERROR_CHARS = 600
-# A call that timed out while this process loads the search model (#78: memory://'s broker is
+# A call that timed out while this process loads the search model (memory://'s broker is
 # in this process; "unreachable" was wrong there)
 LOADING_MODEL = (
     "loading the search model in this process (the first agent_register or agent_discover "
@@ -72,7 +72,7 @@ def explain(
     elif isinstance(exc, (PayloadTooLarge, ListingTooLarge)):
         return text  # its words say already what to send or ask instead
     elif isinstance(exc, StorageMissing) or (isinstance(exc, ClusterUnavailable) and exc.stored):
-        return text  # (#100) its words say what to do, and it is not "try again"
+        return text  # its words say what to do, and it is not "try again"
     elif exc.retryable:  # a failed connect already says what is wrong: do not say it twice
         cause = "" if isinstance(exc, ConnectFailed) else "the mq9 broker is unreachable or busy; "
         if isinstance(exc, RequestTimeout) and _loading_model():

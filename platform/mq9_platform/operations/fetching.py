@@ -126,7 +126,7 @@ async def ack_messages(ctx: CallContext, args: AckMessagesInput) -> Outcome[Mess
         reading = policy.reading(ctx.client, address, policy.default_group)
         await reading.adopt(ctx.client, args.msg_id, policy.deliver)
     waiting = reading.unacked
-    if args.msg_id not in waiting:  # its own class (#113): a face decides on it, not on words
+    if args.msg_id not in waiting:  # its own class: a face decides on it, not on words
         fetch = next_call("fetch_messages", address, policy)
         why = (
             f"{err_not_awaiting_ack(args.msg_id, address)}: fetch_messages did not give it to "

@@ -58,7 +58,7 @@ async def send_message(ctx: CallContext, args: SendMessageInput) -> Outcome[Mess
     return Outcome(MessageSent(sent=True, msg_id=msg_id, note="; ".join(notes) or None), msg_id)
 
 
-# #100: the words a keyed send answers with where the broker said it keeps no keys (RobustMQ)
+# The words a keyed send answers with where the broker said it keeps no keys (RobustMQ)
 NO_KEYS_KEPT = "this broker keeps no idempotency keys: a call run again sends again"
 
 

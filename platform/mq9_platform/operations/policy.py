@@ -141,7 +141,7 @@ class GroupReading:
         """Whether ``msg_id`` was handed out under this reading's identity by another process
         or replica (``GroupReader.adopt``, from the broker's records): then it and what was
         handed out before it wait for an ack here, first, and what it was handed after it
-        next: an ack from any process lists every message still waiting for one (#107)."""
+        next: an ack from any process lists every message still waiting for one."""
         reader = self.reader_for(client)
         deliver, from_id = self.start or (deliver, None)
         adopted = await reader.adopt(msg_id, deliver=deliver, from_id=from_id, rest=True)

@@ -282,7 +282,7 @@ class AgentReported(ToolResult):
 
 @dataclass(kw_only=True)
 class WakeRules(ToolResult):
-    """A mailbox's wake rules after the action (their secrets hidden; #62)."""
+    """A mailbox's wake rules after the action (their secrets hidden)."""
 
     mail_address: str
     action: str

@@ -1,4 +1,4 @@
-"""``wake_rule``: keep the wake rules of a mailbox the agent reads (#62, docs/wake.md): what to
+"""``wake_rule``: keep the wake rules of a mailbox the agent reads (docs/wake.md): what to
 wake when mail waits there. Not in the default eight. The waker's operator decides where wakes
 may go (its allow-lists), so a rule naming an address it did not allow is kept but never
 delivered; the mailbox goes through the policy as every mailbox a tool touches.
@@ -19,7 +19,7 @@ from .schemas import _MailboxInput
 
 # What a rule wakes. "" (for list and remove: none) is taken but not listed: Gemini refuses a
 # function declaration whose enum holds an empty value, and with it every tool of the request
-# (HTTP 400, issue #107); a strict-mode model that must give target picks any for a list.
+# (HTTP 400); a strict-mode model that must give target picks any for a list.
 _TARGETS = ("webhook", "agent_server", "command", "callback")
 _Target = Annotated[
     Literal["webhook", "agent_server", "command", "callback", ""],

@@ -1,10 +1,10 @@
-"""One trace across agents (issue #44, docs/tracing.md): the W3C Trace Context carried in the
+"""One trace across agents (docs/tracing.md): the W3C Trace Context carried in the
 headers of the messages this package sends, and continued by what reads them. Imports only the
 protocol; OpenTelemetry only when the application uses it (the ``otel`` extra installs its API).
 
 A tracer of runs plugs in through ``register_run_tracing`` (a ``RunTracing``): its runs then go
 with the messages too. LangSmith's is the LangChain face's, registered when ``langchain_mq9`` is
-imported (issue #108); the platform imports no framework.
+imported; the platform imports no framework.
 """
 
 from .context import TRACE_HEADERS, PeerTrace, peer_trace

@@ -1,4 +1,4 @@
-"""The seam for a tracer of runs (issue #108, docs/tracing.md): the platform knows
+"""The seam for a tracer of runs (docs/tracing.md): the platform knows
 OpenTelemetry's spans, which are no framework's, and nothing of any framework's runs. A tracer
 of runs (LangSmith's, which ``langchain_mq9`` registers when it is imported) plugs in here, and
 the client's SEND and the handling of a message put its runs next to their spans.

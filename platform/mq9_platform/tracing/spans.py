@@ -1,5 +1,5 @@
-"""OpenTelemetry spans around the client's operations (issue #44), and the runs of the tracer
-of runs registered with ``register_run_tracing`` (LangSmith's, from ``langchain_mq9``: #108).
+"""OpenTelemetry spans around the client's operations, and the runs of the tracer
+of runs registered with ``register_run_tracing`` (LangSmith's, from ``langchain_mq9``).
 
 OpenTelemetry is not imported here: it is used only once the application has imported it
 (``sys.modules``), for no trace can be active in a process that never did. Spans follow
@@ -118,7 +118,7 @@ def sending(mailbox: str) -> Sending:
 def receiving(mailbox: str, group: str | None) -> AbstractContextManager[list[Message]]:
     """Around one FETCH (under an active span only): a ``receive`` span, linked to the send of
     each message handed out (the caller fills the yielded list). Without a span, a plain
-    list: every fetch comes here, and a context of ours costs more (issue #36)."""
+    list: every fetch comes here, and a context of ours costs more."""
     if _current_span() is None:
         return nullcontext([])
     return _Receiving(mailbox, group)

@@ -1,4 +1,4 @@
-"""Mail that wakes its agent (issue #62, docs/wake.md): wake rules kept on the broker, and a
+"""Mail that wakes its agent (docs/wake.md): wake rules kept on the broker, and a
 waker that delivers one wake per burst of mail to a webhook, a LangGraph Agent Server run, a
 command or a callback."""
 

@@ -7,7 +7,7 @@ of the mailbox's name, never the name, so a listener learns only when a mailbox 
 already knows gets mail. With ``--credentials`` agents may subscribe to their reply inboxes
 only (docs/security.md): announcements reach the broker's own users, nobody else.
 
-Issue #88: an answer of a broker could be made to arrive there too (a request naming
+An answer of a broker could be made to arrive there too (a request naming
 ``$mq9.WAKE.<digest>`` as its reply subject, or through the open cluster's service import,
 which delivers an answer to whatever reply its requester named), and was heard as an
 announcement. So only a message carrying the headers of a JetStream stream's republish

@@ -33,7 +33,7 @@ from .rules import INDEX_ADDRESS, MAX_RULES, RuleError, WakeRule, digest, rules_
 RULE_TAG = "rule"
 CLAIM_TAG = "claim"
 STATE_KEY = "state"
-STATE_TAG = "state"  # since #74; a state record written before has the key only (claims.py)
+STATE_TAG = "state"  # a state record an older waker wrote has the key only (claims.py)
 PAGE = 200  # records read per FETCH when the index is read whole
 
 
@@ -61,7 +61,7 @@ class RuleState:
 class MailboxState:
     """The mailbox's wake cursor (the highest msg_id seen), its rules' states, and the msg_id
     of the claim the waker that wrote it held (``released``: that claim holds nothing more,
-    claims.py; -1 in a record written before #74)."""
+    claims.py; -1 in a record an older waker wrote)."""
 
     seen: int = -1
     rules: dict[str, RuleState] = field(default_factory=dict)

@@ -19,7 +19,7 @@ to store the state and release, where a DELETE of the claim was a third.
 A claim is live while its ``until`` is ahead and no more than a lease (+ ``CLAIM_SLACK``) from
 now: a forged claim "until the end of time" is void. A ``released`` at or past the asker's own
 claim is none a waker wrote (no holder releases a claim made after the asker's: the asker's
-would be the older live one) and counts for nothing. Claims written before #74 (no key,
+would be the older live one) and counts for nothing. Claims an older waker wrote (no key,
 dropped by a DELETE) read the same way.
 """
 

@@ -58,20 +58,20 @@ ATTEMPTS = 5  # a webhook or run tried this many times, then set aside
 BACKOFF = 0.5  # seconds before the second try, doubling, each +-25% (jitter)
 TIMEOUT = 10.0  # seconds per try, the whole try (a peer dripping bytes holds only itself)
 MAX_CONNECTIONS = 4096  # webhook connections open at once (one per POST under way)
-RESOLVE_HOLD = 0.2  # seconds a wake waits for its receiver's name to be resolved (#88)
+RESOLVE_HOLD = 0.2  # seconds a wake waits for its receiver's name to be resolved
 KILL_GRACE = 2.0  # seconds a command has to end after SIGTERM when the waker stops
 THREAD_NAMESPACE = uuid.UUID("5b0e6bd3-7c35-4f3e-9c1b-6e9f0a2d6c62")
 NEEDS_EXTRA = (
     "webhooks need the wake extra: in a clone, pip install ./wire ./broker './platform[wake]'"
 )
-# langgraph-sdk requires langchain-core: the Agent Server target is an extra of its own (#108)
+# langgraph-sdk requires langchain-core: the Agent Server target is an extra of its own
 NEEDS_AGENT_SERVER = (
     "Agent Server runs need langgraph-sdk: in a clone, pip install ./wire ./broker "
     "'./platform[wake,agent-server]' (README.md#install)"
 )
 # What a command gets of the waker's environment: nothing secret (no credentials, no URLs)
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-# The names a rule may set are under one prefix the operator chooses (#77): a list of the
+# The names a rule may set are under one prefix the operator chooses: a list of the
 # names that hook code into a program (LESSOPEN through less, VIMINIT, LUA_INIT, ERL_AFLAGS,
 # ZDOTDIR, DOTNET_STARTUP_HOOKS, ...) is never complete, a prefix no program reads is. This
 # one is the package's own, which none of its programs reads either
@@ -149,7 +149,7 @@ def push_headers(
     config's token, as a2a-sdk's sender sends it (the receiver matches it to its config: it
     signs nothing, since the push carries it in clear), ``Authorization`` from its
     ``authentication``, and what ``sign`` adds for ``config`` and ``body``: the sender's JWT,
-    made with a key the push never carries (a2a/push_auth.py, #77)."""
+    made with a key the push never carries (a2a/push_auth.py)."""
     headers = {}
     token = config.get("token")
     if isinstance(token, str) and token:
@@ -208,7 +208,7 @@ class Destinations:
         knob: str = "the waker's --allow-host",
     ) -> None:
         # ``resolve``: how names are resolved (the system's resolver; tests give their own);
-        # ``knob``: the option a refusal names, the one its operator sets (#91.6)
+        # ``knob``: the option a refusal names, the one its operator sets
         self.hosts = HostPolicy(hosts, knob=knob, resolve=resolve)
         self.commands = set(commands)
         self.command_env_prefix = check_env_prefix(command_env_prefix)
@@ -372,7 +372,7 @@ class Deliverer:
 
     def keys(self, rule: WakeRule) -> tuple[list[str], list[str]] | None:
         """What the ceilings count ``rule``'s wakes by: its receivers (a webhook's host named
-        by a name: each address it resolved to, #88), and its mailbox's wakes to each
+        by a name: each address it resolved to), and its mailbox's wakes to each
         (``limits.py``). None while the name is not resolved yet (``Resolved``)."""
         keep = self.limits.receiver_key
         receivers = [target_of(rule, keep)]

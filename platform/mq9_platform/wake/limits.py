@@ -3,19 +3,19 @@ configuration"): a floor under every rule's minimum interval, two ceilings on ru
 commands running at once. A rule is data any reader of a mailbox may write (a model too), so
 its own ``min_interval`` and ``cap`` only ever narrow what these allow.
 
-The two ceilings on runs (#77), each a bucket per key, refilled evenly (``Buckets``):
+The two ceilings on runs, each a bucket per key, refilled evenly (``Buckets``):
 
 - per receiver (``runs_per_hour``): every wake to one receiver (a URL normalised once,
   ``receivers.py``; a program; a callback), whichever mailbox it is for. Sized for a fleet
   behind one webhook: 100,000 an hour, and past them the next run is free 3600/N seconds
-  later, not an hour after the first (the window before #77 starved a fleet for the hour);
+  later, not an hour after the first (a fixed hourly window would starve a fleet for the hour);
 - per rule (``runs_per_rule``): one mailbox's wakes to one receiver, so one model's rules
   cannot flood the others' receiver. Keyed by the mailbox and the receiver, not the rule's
   name: a rule renamed, or 20 rules to one receiver, count as one.
 
 ``Ceilings`` checks every bound a run needs and records it in one step (nothing awaited
-between): looks of several mailboxes at once cannot each pass before any records (#77: 3 to 5
-POSTs against a ceiling of 2). Counted in this waker's memory (a restarted waker starts
+between): looks of several mailboxes at once cannot each pass before any records (else
+more POSTs pass than the ceiling allows). Counted in this waker's memory (a restarted waker starts
 counting again; several wakers each count their own). Pure: the caller gives the time.
 """
 
@@ -106,7 +106,7 @@ class Buckets:
 class Ceilings:
     """The ceilings per receiver and per rule together: ``take`` checks both and records in
     both, or neither. A wake may count against several receivers (a name resolving to several
-    addresses, #88: each may be the one that gets it), given as a sequence of keys: it runs
+    addresses: each may be the one that gets it), given as a sequence of keys: it runs
     when every one of them may."""
 
     def __init__(self, limits: Limits) -> None:

@@ -1,4 +1,4 @@
-"""``mq9-wake --metrics HOST:PORT`` (#73): wakes by target and outcome, their lag from the
+"""``mq9-wake --metrics HOST:PORT``: wakes by target and outcome, their lag from the
 oldest waiting message's arrival, the mailboxes watched and the broker connection, in
 Prometheus' text format, with ``/healthz`` and ``/readyz``, on the operator's address.
 
@@ -66,7 +66,7 @@ class _Held:
 
 
 def ready(waker: Waker) -> Probe:
-    """(#77 item 6, #91 item 2) Ready while a broker acknowledges the waker's write within a
+    """Ready while a broker acknowledges the waker's write within a
     deadline (a wake is claimed with a write): a connection that is up to a cluster that lost
     its quorum, or to a nats-server with no broker behind it, wakes nobody."""
     return answering(lambda: waker.client)

@@ -1,11 +1,11 @@
 """Which receiver a rule wakes, as the operator's ceilings count it (docs/wake.md, "The
 operator's ceilings"). A rule is data its writer spells as it likes, and each spelling of one
-URL used to be a receiver of its own (#77: ``HTTP://``, a ``?``, a ``#x``, a port ``:0PORT``:
-seven rules, seven ceilings, 14 POSTs where the operator allowed 2). So a URL is normalised
+URL used to be a receiver of its own (``HTTP://``, a ``?``, a ``#x``, a port ``:0PORT``: seven
+rules, seven ceilings, seven times the POSTs the operator allowed). So a URL is normalised
 once, here, and that key is what every ceiling counts by:
 
 - the scheme lower-cased; the host as the allow-list judges it, by one function
-  (``canonical_host`` in ``_http/ssrf.py``, #88): percent escapes decoded, case and a
+  (``canonical_host`` in ``_http/ssrf.py``): percent escapes decoded, case and a
   trailing ``.`` dropped, a name in its IDNA (ASCII) form, an address in one spelling
   whichever a resolver reads (``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``,
   ``::ffff:127.0.0.1`` are all ``127.0.0.1``; IPv6 expanded or zero-padded in its short form);

@@ -8,7 +8,7 @@ one QUERY; the oldest live claim holds M, as a group's leases do (claims.py). Th
 delivers, for each rule due, one wake for every message from its first owed one to the newest
 the FETCH saw (counted exactly, span.py: one FETCH a page), then stores the state (the cursor
 moved), which releases its claim. Five broker requests for a wake (FETCH, SEND, QUERY, FETCH,
-SEND; nine before #74). So:
+SEND). So:
 
 - a burst is one wake: what arrives while a rule waits for its minimum interval, quiet hours
   or cap joins the wake owed (``pending_from``), delivered once it is due;
@@ -178,7 +178,7 @@ class Waker:
         self._vetting = asyncio.Semaphore(INDEX_LOOKS)
         self.wakes = 0  # delivered
         self.set_aside = 0
-        # #73: told of each wake tried: its rule, "delivered" or "set_aside", and the seconds
+        # told of each wake tried: its rule, "delivered" or "set_aside", and the seconds
         # from its oldest message's arrival to the end of the delivery (mq9-wake --metrics)
         self.on_wake: Callable[[WakeRule, str, float], None] | None = None
 
@@ -471,7 +471,7 @@ class Waker:
             # the holder may die: look again once its lease is over
             self._later(watch, held.until - now + 0.05)
             return False
-        if records.state is None:  # a state record written before #74 has no tag: once
+        if records.state is None:  # an older waker's state record has no tag: once
             found = await self.client.query(address, key=STATE_KEY)
             state = MailboxState.from_message(found[-1] if found else None)
         await self._wake_due(watch, records.rules, state, newest, mine)
@@ -613,7 +613,7 @@ class Waker:
         if span.newest is None:
             rs.pending_from = -1
             return None  # read already: no wake
-        # checked and recorded in one step (#77): looks at other mailboxes ran meanwhile
+        # checked and recorded in one step: looks at other mailboxes ran meanwhile
         held = self.deliverer.take(rule, now)
         if held is not None:
             return held
