@@ -182,7 +182,7 @@ class Engine(Carried, Generic[S]):
         """Start loading the embedding model now (at a broker's start, or an in-process
         broker's first request that needs it), once, on a thread of the process's own
         priority: on the worker thread (nice 10) beside two busy processes its seconds of CPU
-        took 6-9 s and more, and the first REGISTER outlived its client's deadline. A model
+        stretched several times over, and the first REGISTER outlived its client's deadline. A model
         that cannot be loaded is the error of the requests that need it. Done when loaded."""
         if self._model_loading is None:
             self._model_loading = _LOADER.submit(self._quietly_load_model)
@@ -640,8 +640,8 @@ class Engine(Carried, Generic[S]):
     async def _report(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         """Answered as RobustMQ answers any name's (nothing DISCOVER shows; RobustMQ writes it
         to a topic no mq9 command reads). Our choice: kept only for a registered agent,
-        until it unregisters: a name no registration holds keeps nothing (4,000 made-up names
-        of 60,000 characters each had grown an open broker by 240 MiB, for good), so the
+        until it unregisters: a name no registration holds keeps nothing (reports under
+        made-up names had grown an open broker's memory without bound, for good), so the
         reports held are bounded by the registry's own bounds (--max-agents)."""
         rules.check_unreserved("REPORT", request["name"])
         info, now = request["report_info"] or "", self.now_second()

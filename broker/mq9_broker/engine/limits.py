@@ -47,10 +47,11 @@ class BrokerLimits:
     idempotency_window: int = 600
     # The keys a broker whose store is in this process (memory, SQLite) holds at once, in
     # all and per sender it vouched for (--credentials): a new key past either is refused in
-    # one line (err_idempotency_keys_full). A key costs about 780 bytes held (docs/bench.md),
-    # so 100,000 bound them near 80 MiB; 10,000 a sender is 16 keyed SENDs a second for the
-    # whole window. The cluster store keeps keys in its stream (Nats-TTL) and counts a sender's
-    # in JetStream (storage/jetstream/key_counts.py); its bound in all is the servers' storage.
+    # one line (err_idempotency_keys_full). What a key costs held is measured in docs/bench.md
+    # (the memory 100,000 of them take follows from it); 10,000 a sender is 16 keyed SENDs a
+    # second for the whole window. The cluster store keeps keys in its stream (Nats-TTL) and
+    # counts a sender's in JetStream (storage/jetstream/key_counts.py); its bound in all is
+    # the servers' storage.
     max_keys: int | None = 100_000
     max_keys_per_sender: int | None = 10_000
     # The keys one client of an open broker holds at once: its address where

@@ -72,7 +72,7 @@ SERVE_USER = "mq9-serve"  # the agents' requests and their answers (``serve_perm
 ARRIVALS = "$mq9.WAKE.>"  # what serve.py announces with --announce
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 # A user JWT's life: a connection whose kick was missed is closed by the server at its end
-# (measured: to the second), and the login, answered again, checks the credential afresh
+# (to the second), and the login, answered again, checks the credential afresh
 LOGIN_SECONDS = 3600
 SETUP_FILE = "mq9-callout.json"  # what ``credentials setup DIR`` writes: the issuer's seed
 LOGIN_QUEUE = "mq9-logins"  # the brokers of one cluster answer each login once between them

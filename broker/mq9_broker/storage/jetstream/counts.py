@@ -6,10 +6,10 @@ A lane's count is the pending of a direct get over the lane's subjects (one a me
 the delayed messages' the ``total`` of the stream's info over theirs (one a schedule), with the
 soonest due read from the subject the servers list last (mapping.py's ``schedule_id``): no
 message of the mailbox is written for a count, and none but a lane's first read. The
-servers' cost grows with the subjects matched (about 13 ms for a lane of 200,000 on this
-project's machine), so COUNTs of one mailbox asked while one is under way share the next one
-(``Shared``): a requester keeping many in flight costs the servers one at a time, and
-serving/serve.py has its COUNTs take turns as the costly requests do."""
+servers' cost grows with the subjects matched (a lane's messages), so COUNTs of one mailbox
+asked while one is under way share the next one (``Shared``): a requester keeping many in
+flight costs the servers one at a time, and serving/serve.py has its COUNTs take turns as
+the costly requests do."""
 
 from __future__ import annotations
 

@@ -387,8 +387,8 @@ class Reads:
         or later. A filtered read makes the servers walk the stream from its start until its
         batch is full (nats-server scans the blocks for a wildcard filter): for a subject with
         nothing left from there, or fewer messages than the batch, the walk is the rest of
-        the stream, every mailbox's, however little it returns (a priority lane a FETCH found
-        empty cost 6-11 ms of server CPU with 50,000 messages after its position; docs/
+        the stream, every mailbox's, however little it returns (what a priority lane a FETCH
+        finds empty costs the servers grows with the messages after its position: docs/
         broker.md). The subject's last message, from the servers' subject index at once,
         says whether there is anything to read and bounds each batch."""
         entry = await self.requests.direct_last(stream, subject, min_last_seq=upto)

@@ -11,7 +11,7 @@ scrapes in between (of any number of Prometheus servers) are answered from it. N
 mailbox, an agent or a group.
 
 Readiness asks for a write: a stream leader cut off from its followers answers reads (its
-STREAM.INFO) for ~10 s before it steps down, where a write is acknowledged only once a quorum of
+STREAM.INFO) for seconds before it steps down, where a write is acknowledged only once a quorum of
 servers holds it. It asks at once for the account's JetStream info, which only the meta leader
 answers: with a quorum back, the streams take writes seconds before the servers elect
 one, and until then the JetStream API answers "JetStream system temporarily unavailable". The
