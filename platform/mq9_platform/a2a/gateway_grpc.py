@@ -60,7 +60,7 @@ STREAMING = ("SendStreamingMessage", "SubscribeToTask")
 # recommended least): with the message limit, what one connection can have the gateway read.
 # grpc's own defence against streams reset at once (its "overload protection", kept) counts a
 # stream until it is freed, so a client past the limit may see a large call refused
-# (UNAVAILABLE, "RST_STREAM ... 7"): measured, 100 calls at once on one channel all served
+# (UNAVAILABLE, "RST_STREAM ... 7"); calls up to the limit at once on one channel are served
 MAX_STREAMS = 100
 MAX_METADATA_BYTES = 16 * 1024  # a call's headers: its credential, tenant, version
 # What a stream may send before its message is asked for (its first HTTP/2 window), not grown by

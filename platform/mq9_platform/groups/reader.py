@@ -71,8 +71,8 @@ class GroupAcks:
     RobustMQ's ACK *sets* the group's position, so of two acks the one stored last wins. Two
     readers of a group on one client acking on their own could store a lower ack after a higher
     one: a reader that fetched before another's ack and finished after it, or an ack sent
-    again after a failover behind one sent meanwhile (measured: messages whose ``done`` had
-    returned handed out again; docs/groups.md). So they take turns (``turn``: one ack at a
+    again after a failover behind one sent meanwhile (messages whose ``done`` had
+    returned would be handed out again; docs/groups.md). So they take turns (``turn``: one ack at a
     time, its retries included), and an ack at or below the highest one answered is not sent:
     the position is past it already. Nor is one below the highest ever sent (``sent``): an
     ack whose answer never came (a timeout, a broker killed after storing it, a write the
