@@ -6,8 +6,8 @@ remembered (256), the key ledger (its keys, bounded by the callers' total), the 
 (``--max-sessions``), the principals' broker connections (256). So the memory grows while
 those fill, then stays flat however many more principals come.
 
-The authorization server is the suite's oidc-provider on loopback (tests/mcp/oauth/, node); the
-tokens are signed with its key for each user and client. mq9-mcp runs as a process of its own
+The issuer is testbed/issuer.py on loopback (its metadata and JWKS; the tokens signed with its
+key for each user and client). mq9-mcp runs as a process of its own
 in front of a dev broker with ``--credentials``: every other principal has a credential file
 (its own broker connection), the rest act as the server's identity (``--unmapped-principals
 shared``: their keys in the server's ledger)::
@@ -71,30 +71,45 @@ async def one_principal(http: Any, url: str, token: str, n: int) -> str:
     return "keys in use" if "idempotencykey" in text.replace(" ", "").replace("-", "") else text
 
 
+def issue(data: Path, *names: str) -> dict[str, str]:
+    """Credentials ``name:secret`` for ``names``, where a broker on ``data`` reads them (as
+    ``mq9-dev-broker credentials issue`` writes them)."""
+    from mq9_broker.identities.store import IdentityStore, identities_file
+
+    data.mkdir(parents=True, exist_ok=True)
+    store = IdentityStore(identities_file(data))
+    try:
+        return {name: f"{name}:{store.issue(name)}" for name in names}
+    finally:
+        store.close()
+
+
 async def run(principals: int, every: int, at_once: int) -> None:
     import httpx2
 
     from mcp_server.http.principal_files import file_name
-    from tests.mcp.oauth.support import AuthorizationServer
-    from tests.support.credentials_support import EnforcingBroker
+    from testbed.devbroker import DevBroker
+    from testbed.issuer import Issuer
 
     port = unclaimed_port()
     resource = f"http://127.0.0.1:{port}/mcp"
-    authority = AuthorizationServer(resource, []).start()
+    authority = Issuer().start()
     data = Path(tempfile.mkdtemp(prefix="mq9-principals-"))
     mapped = range(0, principals, 2)  # every other principal has a credential of its own
-    broker = EnforcingBroker(data / "broker", "mcp", *(f"p{n}" for n in mapped))
+    credentials = issue(data / "broker", "mcp", *(f"p{n}" for n in mapped))
+    broker = DevBroker("--credentials", "--data", str(data / "broker"), "--port", "0")
+    assert broker.url is not None
     folder = data / "principals"
     folder.mkdir()
     for n in mapped:
         name = file_name(authority.url, f"u-{n}", f"c-{n}")
-        (folder / name).write_text(broker.credentials[f"p{n}"] + "\n")
+        (folder / name).write_text(credentials[f"p{n}"] + "\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "mcp_server", "--transport", "http", "--port", str(port),
          "--server", broker.url, "--oauth-issuer", authority.url, "--resource-url", resource,
          "--principal-credentials", str(folder), "--unmapped-principals", "shared",
          "--log-level", "error"],
-        env={**os.environ, "MQ9_CREDENTIAL": broker.credentials["mcp"]},
+        env={**os.environ, "MQ9_CREDENTIAL": credentials["mcp"]},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -106,7 +121,7 @@ async def run(principals: int, every: int, at_once: int) -> None:
                     break
                 except httpx2.HTTPError:
                     await asyncio.sleep(0.1)
-            first = authority.forge(sub="u-1", client_id="c-1", jti="box")  # the server's
+            first = authority.sign(resource, sub="u-1", client_id="c-1")  # the server's
             auth = {**ACCEPT, "Authorization": f"Bearer {first}"}
             opened = await http.post(url, json=_initialize(), headers=auth)
             make = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
@@ -120,7 +135,7 @@ async def run(principals: int, every: int, at_once: int) -> None:
             for base in range(0, principals, every):
                 for chunk in range(base, min(base + every, principals), at_once):
                     names = range(chunk, min(chunk + at_once, base + every, principals))
-                    tokens = [authority.forge(sub=f"u-{n}", client_id=f"c-{n}", jti=str(n))
+                    tokens = [authority.sign(resource, sub=f"u-{n}", client_id=f"c-{n}")
                               for n in names]  # fmt: skip
                     pairs = zip(tokens, names, strict=True)
                     done = await asyncio.gather(*(one_principal(http, url, *p) for p in pairs))
