@@ -21,10 +21,10 @@ from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from mcp_server import webhooks
-from mcp_server.events import ARRIVED, EVENT_TYPES, Batch, Source
+from mcp_server.events import ARRIVED, EVENT_TYPES, EXTENSION, Batch, Source
 from mcp_server.webhook_delivery import ATTEMPTS, Answer
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import MODERN, Peer, http_server
+from tests.support.mcp_support import LEGACY, MODERN, Peer, http_server
 from tests.support.waiting import until
 
 WAIT = 20.0
@@ -140,6 +140,32 @@ class _Reader:
 class _Watches:
     def stop(self, _hook: object) -> None:
         pass
+
+
+@pytest.mark.slow  # starts mq9-mcp (a process)
+async def test_events_capability_declares_a_top_level_events_capability_only_when_asked():
+    """Shipped webhook consumers' clients (the Vercel AI SDK's, ChatGPT by a secondary account)
+    subscribe only to a server declaring a top-level ``capabilities.events``: the operator's
+    ``--events-capability`` adds it to ``initialize`` and ``server/discover``, beside the
+    extension SEP-3415 declares; without it the capabilities are the spec's alone."""
+    token = "c" * 40
+    for option, declared in ((), False), (("--events-capability",), True):
+        with http_server("--server", "memory://", "--auth-token", token, *option) as url:
+            auth = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http:
+                discovered = await Peer(http, url, MODERN, "alice").rpc("server/discover")
+                legacy = Peer(http, url, LEGACY, "bob")
+                opened = await legacy.rpc(
+                    "initialize", protocolVersion=LEGACY, capabilities={},
+                    clientInfo={"name": "bob", "version": "1"},
+                )  # fmt: skip
+            modern = discovered["result"]["capabilities"]
+            old = opened["result"]["capabilities"]
+            assert modern["extensions"][EXTENSION] == {}  # the extension, always
+            assert old["experimental"][EXTENSION] == {}
+            assert ("events" in modern, "events" in old) == (declared, declared), option
+            if declared:
+                assert modern["events"] == old["events"] == {}
 
 
 async def test_a_gap_envelope_keeps_its_webhook_id_across_failed_rounds():

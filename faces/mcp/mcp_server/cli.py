@@ -32,7 +32,7 @@ from mq9_wire._nats.redaction import redact
 from mq9_wire.metrics import MetricsUnavailable, operator_address
 from mq9_wire.protocol.errors import Mq9Error
 
-from . import client_lines
+from . import client_lines, events
 from .http import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_SESSION_IDLE_TIMEOUT,
@@ -240,11 +240,19 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_event_flags(parser: argparse.ArgumentParser) -> None:
     """Where MCP Events may be POSTed (events/subscribe; docs/mcp.md, "MCP Events")."""
-    parser.add_argument_group("MCP Events").add_argument(
+    group = parser.add_argument_group("MCP Events")
+    group.add_argument(
         "--webhook-hosts",
         metavar="HOSTS",
         help="comma-separated hosts, *.suffixes, addresses or networks a client's webhook "
         "(events/subscribe) may be POSTed to ('*': any public host); default none: no webhooks",
+    )
+    group.add_argument(
+        "--events-capability",
+        action="store_true",
+        help="also declare MCP Events as a top-level 'events' capability, which ChatGPT and "
+        "the Vercel AI SDK's client look for before they subscribe (SEP-3415 declares it as "
+        "the extension alone)",
     )
 
 
@@ -362,6 +370,8 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     server.policies.key_shares = key_shares(args, parser)
     server.mailbox_owners.shared = shared_from(args, parser)
+    if args.events_capability:
+        server.middleware.append(events.top_level_capability)
     timeout = args.request_timeout
     principals = principal_connections(
         args, parser, server_url, connection, request_timeout=timeout, name="mq9-mcp"

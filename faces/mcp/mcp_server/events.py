@@ -28,6 +28,7 @@ from typing import Protocol, TypedDict, Unpack, cast
 
 import anyio
 from mcp import types
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.context import ServerRequestContext as Ctx  # one request's
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
@@ -61,6 +62,22 @@ EXTENSION = "io.modelcontextprotocol/events"
 ARRIVED = "mailbox.message_arrived"
 DEAD_LETTERED = "mailbox.message_dead_lettered"
 DELIVERY = ["poll", "push", "webhook"]
+
+# The results that declare a server's capabilities
+DECLARING = ("initialize", "server/discover")
+
+
+async def top_level_capability(ctx: Ctx, call_next: CallNext) -> HandlerResult:
+    """Server middleware (``--events-capability``): ``initialize`` and ``server/discover`` also
+    declare ``capabilities.events``, the form shipped webhook consumers (ChatGPT, the Vercel AI
+    SDK's client) look for before subscribing, beside the extension SEP-3415 declares. The
+    result is already the wire's dict here: the SDK's capabilities model would drop the key."""
+    result = await call_next(ctx)
+    capabilities = result.get("capabilities") if isinstance(result, dict) else None
+    if ctx.method in DECLARING and isinstance(result, dict) and isinstance(capabilities, dict):
+        return {**result, "capabilities": {"events": {}, **capabilities}}
+    return result
+
 
 # The most events one poll answers (and one FETCH reads per priority lane).
 MAX_EVENTS = 100
