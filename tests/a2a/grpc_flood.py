@@ -23,7 +23,7 @@ import grpc
 import grpc.aio
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 
-from mq9_platform.a2a.gateway_tokens import digest_line
+from mq9_platform._http.tokens_file import digest_line
 from testbed.ports import unclaimed_port
 
 GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]

@@ -19,7 +19,7 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 from test_gateway import until_stopped
 
-from mq9_platform.a2a.gateway_tokens import digest_line
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io

@@ -33,10 +33,10 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Value
 from http_agents import serve_http
 
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.executor import serve_executor
 from mq9_platform.a2a.gateway import Tenants, gateway_app
 from mq9_platform.a2a.gateway_push import GatewayPush
-from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.wake.deliver import Destinations
 from testbed.ports import unclaimed_port
 

@@ -15,7 +15,7 @@ from test_gateway import until_stopped
 from test_gateway_cli import _served_client, start
 
 from langchain_mq9 import Mq9Client
-from mq9_platform.a2a.gateway_tokens import digest_line
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.server import AgentServer
 from testbed.ports import silent_port, unclaimed_port
 from tests.support.a2a_support import text_graph, text_io

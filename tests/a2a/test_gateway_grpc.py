@@ -23,9 +23,9 @@ from http_agents import serve_http
 from test_gateway import AGENT, ALICE, BOB, a2a_client, request, served, until_stopped
 from test_gateway_cli import start
 
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.gateway import Tenants, gateway_app
 from mq9_platform.a2a.gateway_grpc import serve_grpc
-from mq9_platform.a2a.gateway_tokens import digest_line
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph
 

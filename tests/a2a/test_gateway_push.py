@@ -25,9 +25,9 @@ from push_support import Receiver, fetch_jwks
 from test_gateway import ALICE, BOB, a2a_client, gateway, request, served, until_stopped
 from test_gateway_cli import start
 
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.gateway_push import GatewayPush
-from mq9_platform.a2a.gateway_tokens import digest_line
 from mq9_platform.wake import Destinations
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph

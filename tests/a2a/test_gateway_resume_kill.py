@@ -21,8 +21,8 @@ from test_gateway import AGENT, ALICE
 from test_gateway_cli import start
 from test_gateway_resume import a2a_client, started
 
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.executor import ExecutorServer
-from mq9_platform.a2a.gateway_tokens import digest_line
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until
 

@@ -14,8 +14,9 @@ import pytest
 from starlette.datastructures import Headers
 
 from mcp_server.http.tokens_file import TokensFile, read_tokens
+from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.gateway import API_KEY, API_KEY_HEADER
-from mq9_platform.a2a.gateway_tokens import DEPRECATED_JSON, digest_line, read_tenants
+from mq9_platform.a2a.gateway_tokens import DEPRECATED_JSON, read_tenants
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,12 +1,12 @@
 """A third-party MCP Events consumer receives, verifies and acks mq9-mcp's webhooks (issue #117).
 
 The consumer is the Vercel AI SDK's (npm ``@ai-sdk/mcp``, run by node beside this file:
-``events_ai_sdk_consumer.mjs``), not written from our code: its ``createMCPEventWebhook``
+``events_ai_sdk.mjs``), not written from our code: its ``createMCPEventWebhook``
 answers the callback verification, checks each delivery's Standard Webhooks signature and that
 ``webhook-id`` equals the body's ``eventId`` (400 otherwise: a per-message id fails here), and
 acks 204. The first test subscribes with the consumer's URL and secret and hands it the
 subscription's id, as the SDK's own client stores it; the second has that client, unchanged,
-list and subscribe itself (``events_ai_sdk_client.mjs``), which it does only on a server
+list and subscribe itself (the same script's ``client`` way in), which it does only on a server
 declaring a top-level ``events`` capability (the design sketch's): mq9-mcp declares the
 extension as SEP-3415 Final has it, and the top-level one too under ``--events-capability``
 (docs/mcp.md's Events section says so). ``@tanstack/ai-mcp``, the client
@@ -34,8 +34,7 @@ from tests.support.mcp_support import MODERN, Peer, http_server
 pytestmark = pytest.mark.slow  # starts mq9-mcp and node
 
 VERSION = "2.0.99"
-SCRIPT = Path(__file__).with_name("events_ai_sdk_consumer.mjs")
-CLIENT = Path(__file__).with_name("events_ai_sdk_client.mjs")
+SCRIPT = Path(__file__).with_name("events_ai_sdk.mjs")
 INSTALL_TIMEOUT = 180
 WAIT = 20.0
 
@@ -80,7 +79,7 @@ async def test_the_ai_sdks_webhook_consumer_verifies_and_acks_mq9_mcps_events():
             script = home / SCRIPT.name
             shutil.copyfile(SCRIPT, script)
             process = await asyncio.create_subprocess_exec(
-                "node", str(script), str(unclaimed_port()), ARRIVED, "inbox.v", cwd=home,
+                "node", str(script), "handed", str(unclaimed_port()), ARRIVED, "inbox.v", cwd=home,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
@@ -127,11 +126,11 @@ async def test_the_ai_sdks_own_client_subscribes_where_the_server_declares_event
         async with httpx.AsyncClient(timeout=WAIT, headers=auth) as http:
             alice = Peer(http, url, MODERN, "alice")
             await alice.data("create_mailbox", name="inbox.w")
-            script = home / CLIENT.name
-            shutil.copyfile(CLIENT, script)
+            script = home / SCRIPT.name
+            shutil.copyfile(SCRIPT, script)
             process = await asyncio.create_subprocess_exec(
-                "node", str(script), url, token, str(unclaimed_port()), ARRIVED, "inbox.w",
-                cwd=home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                "node", str(script), "client", url, token, str(unclaimed_port()), ARRIVED,
+                "inbox.w", cwd=home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             try:
                 first = await step(process)

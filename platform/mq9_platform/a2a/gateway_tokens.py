@@ -11,16 +11,14 @@ read for one release, with a one-line warning saying what to write instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._http.tokens_file import read_digests
 from .gateway import Tenants
 
-_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63})\s*:\s*([0-9a-fA-F]{64})")
 DEPRECATED_JSON = (
     "mq9-a2a-gateway: warning: {path} holds raw tokens as JSON, read for this release only: "
     "write a 'name: sha256-of-token' line a tenant instead, as mq9-mcp's (docs/a2a.md)"
@@ -37,31 +35,7 @@ def read_tenants(path: str, *, scheme: str) -> Tenants:
         tenants = Tenants(_raw_tokens(path, text), scheme=scheme)  # a bad one: its line alone
         print(DEPRECATED_JSON.format(path=path), file=sys.stderr, flush=True)
         return tenants
-    return Tenants.from_digests(_digests(path, text), scheme=scheme)
-
-
-def digest_line(name: str, token: str) -> str:
-    """The file's line for ``name`` holding ``token``."""
-    return f"{name}: {hashlib.sha256(token.encode()).hexdigest()}"
-
-
-def _digests(path: str, text: str) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        found = _LINE.fullmatch(line)
-        if found is None:
-            raise ValueError(
-                f"{path}:{number}: expected 'name: sha256-hex-of-token' (a name of letters, "
-                "digits, '.', '_' or '-', then 64 hex digits)"
-            )
-        name, digest = found.groups()
-        if name in names:
-            raise ValueError(f"{path}:{number}: {name!r} is named twice")
-        names[name] = digest.lower()
-    return names
+    return Tenants.from_digests(read_digests(path, text), scheme=scheme)
 
 
 def _raw_tokens(path: str, text: str) -> dict[str, str]:

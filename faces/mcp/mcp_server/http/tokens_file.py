@@ -15,10 +15,11 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 from pathlib import Path
 
 from mcp.server.auth.provider import AccessToken
+
+from mq9_platform._http.tokens_file import read_digests
 
 from .refusals import forget
 from .scopes import ALL_SCOPES
@@ -29,27 +30,11 @@ log = logging.getLogger("mcp_server")
 ISSUER = "mq9-mcp:tokens-file"
 # What ``TokensFile`` saw of a file that is not there
 _GONE = (-1, -1, -1)
-_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._@-]{0,63})\s*:\s*([0-9a-fA-F]{64})")
 
 
 def read_tokens(path: Path) -> dict[str, str]:
     """The digests of ``path`` by name; ValueError in one line naming a bad line."""
-    names: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        found = _LINE.fullmatch(line)
-        if found is None:
-            raise ValueError(
-                f"{path}:{number}: expected 'name: sha256-hex-of-token' (a name of letters, "
-                "digits, '.', '_', '@' or '-', then 64 hex digits)"
-            )
-        name, digest = found.groups()
-        if name in names:
-            raise ValueError(f"{path}:{number}: {name!r} is named twice")
-        names[name] = digest.lower()
-    return names
+    return read_digests(str(path), path.read_text(encoding="utf-8"))
 
 
 class TokensFile:
