@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-fast-path",
         action="store_true",
         help="the brokers benched use nats-py's public API only (MQ9_BROKER_FAST_PATH=0, "
-        "inherited by the processes they run in: _nats/fast_path.py)",
+        "inherited by the processes they run in: nats_floor/fast_path.py)",
     )
     args = parser.parse_args(argv)
     if args.no_fast_path:

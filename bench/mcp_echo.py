@@ -1,5 +1,5 @@
 """The MCP baselines: one ``echo`` tool served over stdio by the same MCP SDK (its low-level
-``Server``, as ``mcp_server`` uses), with send_message's input schema.
+``Server``, as ``mq9_mcp`` uses), with send_message's input schema.
 
     python -m bench.mcp_echo             # returns the arguments as they came
     python -m bench.mcp_echo --request   # first makes one raw NATS request (MQ9_SERVER): the

@@ -33,7 +33,7 @@ INITIALIZE = {
 
 def _start(port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--port", str(port),
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--port", str(port),
          "--server", "memory://", "--log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -87,7 +87,7 @@ def issue(data: Path, *names: str) -> dict[str, str]:
 async def run(principals: int, every: int, at_once: int) -> None:
     import httpx2
 
-    from mcp_server.http.principal_files import file_name
+    from mq9_mcp.http.principal_files import file_name
     from testbed.devbroker import DevBroker
     from testbed.issuer import Issuer
 
@@ -105,7 +105,7 @@ async def run(principals: int, every: int, at_once: int) -> None:
         name = file_name(authority.url, f"u-{n}", f"c-{n}")
         (folder / name).write_text(credentials[f"p{n}"] + "\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--port", str(port),
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--port", str(port),
          "--server", broker.url, "--oauth-issuer", authority.url, "--resource-url", resource,
          "--principal-credentials", str(folder), "--unmapped-principals", "shared",
          "--log-level", "error"],

@@ -44,16 +44,16 @@ async def _send(client: Mq9Client) -> int:
 
 
 def unavailable() -> str | None:
-    """Why ``python -m mcp_server`` cannot run yet, or None when it can."""
+    """Why ``python -m mq9_mcp`` cannot run yet, or None when it can."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        if importlib.util.find_spec("mcp_server") is None:
-            return "the mcp_server package does not exist yet"
-        if importlib.util.find_spec("mcp_server.__main__") is None:
-            return "mcp_server has no __main__ yet (`python -m mcp_server` cannot run)"
+        if importlib.util.find_spec("mq9_mcp") is None:
+            return "the mq9_mcp package does not exist yet"
+        if importlib.util.find_spec("mq9_mcp.__main__") is None:
+            return "mq9_mcp has no __main__ yet (`python -m mq9_mcp` cannot run)"
     except ImportError as exc:
-        return f"mcp_server cannot be imported: {exc}"
+        return f"mq9_mcp cannot be imported: {exc}"
     return None
 
 
@@ -73,7 +73,7 @@ async def _measure(cfg: Config, net: Network, section: Section, errlog) -> None:
     env = {**child_env(), "MQ9_SERVER": net.url}
     env.pop("NATS_URL", None)
     servers = {
-        "mq9-mcp send_message": ["-m", "mcp_server"],
+        "mq9-mcp send_message": ["-m", "mq9_mcp"],
         ECHO_REQUEST: ["-m", "bench.mcp_echo", "--request"],
         ECHO: ["-m", "bench.mcp_echo"],
     }
@@ -197,7 +197,7 @@ def run(cfg: Config, net: Network) -> Section:
     section.notes.append(
         "Each side is one `tools/call` from an MCP `ClientSession` to a server started over "
         "stdio (a child process) with the same arguments (send_message's, 200-byte text "
-        "payload); `mq9-mcp` is started as `python -m mcp_server` with `MQ9_SERVER` set. The "
+        "payload); `mq9-mcp` is started as `python -m mq9_mcp` with `MQ9_SERVER` set. The "
         "baseline echo tool makes the one raw NATS request (nats-py, the same SEND bytes) any "
         "broker-backed tool must make, so the difference is what the mq9 server adds: argument "
         "validation, the catalog operation, its broker connection and shaping the result."

@@ -72,7 +72,7 @@ def openai_block(**options: Any) -> list[dict[str, Any]]:
 
 def mcp_list(*, everything: bool = False, **options: Any) -> list[dict[str, Any]]:
     """``mq9-mcp``'s tools/list entries, as JSON: the eight default tools, or all ten."""
-    from mcp_server.server import tool_definitions
+    from mq9_mcp.server import tool_definitions
     from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, ToolPolicy
 
     tools = tool_definitions(ToolPolicy(**options))

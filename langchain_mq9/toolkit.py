@@ -15,7 +15,7 @@ from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS
 from mq9_platform.operations.config import ToolConfig
 from mq9_platform.operations.policy import ToolPolicy
-from mq9_wire._nats.redaction import redact, redact_options
+from mq9_wire.nats_floor.redaction import redact, redact_options
 
 from .tools import TOOL_CLASSES
 

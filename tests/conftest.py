@@ -267,7 +267,7 @@ class Broker:
             async with self.client() as client:
                 reply = await client._transport.request(subject, body, headers, 5)
         else:
-            from mq9_wire._nats.guard import GuardedClient, protect
+            from mq9_wire.nats_floor.guard import GuardedClient, protect
 
             connection = GuardedClient()  # plain nats-py gets no answer from RobustMQ
             protect(connection).cancel()

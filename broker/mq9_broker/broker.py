@@ -31,7 +31,7 @@ from nats.aio.client import Client as NatsConnection
 
 from mq9_wire import protocol as p
 from mq9_wire import semantic
-from mq9_wire._nats.redaction import describe, redact
+from mq9_wire.nats_floor.redaction import describe, redact
 
 from .banner import banner, cluster_banner
 from .config import (

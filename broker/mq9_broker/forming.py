@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsConnection
 
-from mq9_wire._nats.jetstream.api import ErrorCode, err_code
-from mq9_wire._nats.jetstream.ready import until_ready
-from mq9_wire._nats.jetstream.requests import JetStreamError, api_request, stream_info
-from mq9_wire._nats.redaction import redact
+from mq9_wire.nats_floor.jetstream.api import ErrorCode, err_code
+from mq9_wire.nats_floor.jetstream.ready import until_ready
+from mq9_wire.nats_floor.jetstream.requests import JetStreamError, api_request, stream_info
+from mq9_wire.nats_floor.redaction import redact
 
 from .config import StartupError
 from .identities.store import CredentialError

@@ -6,7 +6,7 @@ as the registry requires for a bundle).
     python packaging/mcpb/build.py [--out DIR]
 
 The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
-bundle, which installs mq9-mcp (``faces/mcp``) from the bundle's own ``pyproject.toml``, and the
+bundle, which installs mq9-mcp (``mcp_server``) from the bundle's own ``pyproject.toml``, and the
 three distributions it stands on (``mq9-platform``, ``mq9-wire``, ``mq9-broker``, #108) from
 their folders in the bundle: no LangChain. The user gives the broker URL (and a NATS token, kept
 secret) in the host's settings. The official ``mcpb`` CLI checks the manifest
@@ -27,15 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # mq9-mcp's distribution (#108): its pyproject.toml is the bundle's (written by bundle_pyproject),
 # its two files at the bundle's top
-FACE = ROOT / "faces" / "mcp"
+FACE = ROOT / "mcp_server"
 # The repository's three other distributions that mq9-mcp stands on and no package registry
 # serves, in the bundle whole: uv finds them by its [tool.uv.sources] (issues #92, #108).
 BELOW = {"mq9-platform": "platform", "mq9-wire": "wire", "mq9-broker": "broker"}
 # What the bundle holds, as (where in the repository, where in the bundle)
 SOURCES = (
     ("LICENSE", "LICENSE"),
-    ("faces/mcp/mcp_server", "mcp_server"),
-    ("faces/mcp/mq9_mcp.py", "mq9_mcp.py"),
+    ("mcp_server/mq9_mcp", "mq9_mcp"),
+    ("mcp_server/mcp_server", "mcp_server"),
     *((f"{folder}/pyproject.toml", f"{folder}/pyproject.toml") for folder in BELOW.values()),
     ("platform/mq9_platform", "platform/mq9_platform"),
     ("wire/mq9_wire", "wire/mq9_wire"),
@@ -114,7 +114,7 @@ def manifest() -> dict:
         "keywords": ["mq9", "mailbox", "agents", "nats", "a2a"],
         "server": {
             "type": "uv",
-            "entry_point": "mcp_server/__main__.py",
+            "entry_point": "mq9_mcp/__main__.py",
             "mcp_config": {
                 "command": "uv",
                 "args": ["run", "--directory", "${__dirname}", "mq9-mcp"],

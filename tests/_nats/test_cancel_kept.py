@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from langchain_mq9 import Mq9Client
-from mq9_wire._nats.requests import request
+from mq9_wire.nats_floor.requests import request
 
 pytestmark = pytest.mark.slow
 ROUNDS = 20

@@ -17,7 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsConnection
 
-from mq9_wire._nats.guard import drain_in_order
+from mq9_wire.nats_floor.guard import drain_in_order
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.nats_floor.guard import flush_in_order
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 

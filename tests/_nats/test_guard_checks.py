@@ -12,8 +12,8 @@ import pytest
 from nats.aio.client import Client
 from nats.protocol.parser import Parser
 
-from mq9_wire._nats import guard as nats_guard
-from mq9_wire._nats.guard import GuardedClient, GuardedParser, protect
+from mq9_wire.nats_floor import guard as nats_guard
+from mq9_wire.nats_floor.guard import GuardedClient, GuardedParser, protect
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,13 +46,13 @@ async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeyp
     _differ(monkeypatch, "_process_msg")
     connection = await nats.connect(nats_server.url)
     try:
-        with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
+        with caplog.at_level(logging.WARNING, "mq9_wire.nats_floor.guard"):
             assert protect(connection) is None
             assert protect(connection) is None
         assert type(connection._ps) is Parser  # nats-py's own, and no watchdog
         [said] = _warnings(caplog)
         assert "_process_msg" in said and "the lenient parser and its watchdog is off" in said
-        assert {r.name for r in caplog.records} == {"mq9_wire._nats.guard"}  # the wire's (#92)
+        assert {r.name for r in caplog.records} == {"mq9_wire.nats_floor.guard"}  # the wire's (#92)
         subscription = await connection.subscribe("guard.off")
         await connection.flush()
         await connection.publish("guard.off", b"still works")
@@ -65,7 +65,7 @@ async def test_the_parser_guard_is_off_when_nats_py_differs(nats_server, monkeyp
 async def test_the_handshake_is_off_whole_when_nats_py_differs(nats_server, monkeypatch, caplog):
     _differ(monkeypatch, "_connect_command")
     connection = GuardedClient()
-    with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
+    with caplog.at_level(logging.WARNING, "mq9_wire.nats_floor.guard"):
         await connection.connect(nats_server.url, max_reconnect_attempts=0)
     try:
         # neither half: nats-py's transport, and nats-py's CONNECT
@@ -98,7 +98,7 @@ async def test_the_header_writer_is_off_when_nats_py_differs(nats_server, monkey
 
     monkeypatch.setattr(GuardedClient, "_send_block", never)
     connection = GuardedClient()
-    with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
+    with caplog.at_level(logging.WARNING, "mq9_wire.nats_floor.guard"):
         await connection.connect(nats_server.url, max_reconnect_attempts=0)
     try:
         subscription = await connection.subscribe("guard.headers")
@@ -138,7 +138,7 @@ async def test_the_in_order_drain_is_nats_pys_drain_when_nats_py_differs(
             return None
 
         subscription = await connection.subscribe("guard.drain", cb=take)
-        with caplog.at_level(logging.WARNING, "mq9_wire._nats.guard"):
+        with caplog.at_level(logging.WARNING, "mq9_wire.nats_floor.guard"):
             await nats_guard.drain_in_order(connection, [subscription])
         assert "guard.drain" not in {sub.subject for sub in connection._subs.values()}
         assert len(_warnings(caplog)) == 1 and "in-order drain" in _warnings(caplog)[0]

@@ -1,4 +1,4 @@
-"""_nats/fast_path.py's header_block: the bytes nats-py's own publish writes for a header
+"""nats_floor/fast_path.py's header_block: the bytes nats-py's own publish writes for a header
 dict (the cluster store queues an atomic batch's entries with it, #81), for the headers the
 store writes and for what nats-py strips, rewrites or refuses."""
 
@@ -8,7 +8,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import BadHeaderError
 
-from mq9_wire._nats.fast_path import header_block
+from mq9_wire.nats_floor.fast_path import header_block
 
 pytestmark = pytest.mark.asyncio
 

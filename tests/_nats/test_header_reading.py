@@ -1,4 +1,4 @@
-"""_nats/fast_path.py's read_headers: a request's header block read as nats-py's own
+"""nats_floor/fast_path.py's read_headers: a request's header block read as nats-py's own
 ``_process_headers`` reads it (#90: a keyed SEND's one header cost the broker 3 us there), for
 any block it takes; a block it leaves to nats-py (an inline status, no version line) said so."""
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
-from mq9_wire._nats.fast_path import read_headers
+from mq9_wire.nats_floor.fast_path import read_headers
 
 # names and values with what nats-py skips, strips or replaces: spaces and control characters
 # inside and around, no colon, non-ASCII names, invalid UTF-8 values, empty names

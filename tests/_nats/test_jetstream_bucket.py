@@ -1,4 +1,4 @@
-"""The key-value bucket of the NATS floor (``_nats/jetstream/bucket.py``) on a real JetStream
+"""The key-value bucket of the NATS floor (``nats_floor/jetstream/bucket.py``) on a real JetStream
 nats-server: a key created once, taken over once deleted, updated only from the revision
 read, purged; deleted keys read as no value everywhere; the same bucket nats-py's
 ``KeyValue`` made read and written both ways (the identities' bucket is one).
@@ -14,15 +14,15 @@ import nats
 import pytest
 
 from mq9_broker.storage.jetstream.opening import bucket_config
-from mq9_wire._nats.jetstream.api import (
+from mq9_wire.nats_floor.jetstream.api import (
     KV_OPERATION,
     KV_PURGE,
     ErrorCode,
     deleted,
     wrong_last_sequence,
 )
-from mq9_wire._nats.jetstream.bucket import Bucket, live, won
-from mq9_wire._nats.jetstream.requests import JetStreamError, Requests
+from mq9_wire.nats_floor.jetstream.bucket import Bucket, live, won
+from mq9_wire.nats_floor.jetstream.requests import JetStreamError, Requests
 from tests.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -17,9 +17,9 @@ import nats
 import pytest
 from nats.js.api import KeyValueConfig, StorageType
 
-from mq9_wire._nats.jetstream.bucket import kv_config, open_bucket
-from mq9_wire._nats.jetstream.consumers import Change, read_ordered, watch
-from mq9_wire._nats.jetstream.requests import NoAnswer, Requests
+from mq9_wire.nats_floor.jetstream.bucket import kv_config, open_bucket
+from mq9_wire.nats_floor.jetstream.consumers import Change, read_ordered, watch
+from mq9_wire.nats_floor.jetstream.requests import NoAnswer, Requests
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process

@@ -1,4 +1,4 @@
-"""The one wait for JetStream (``_nats/jetstream/ready.py``): asked again while ``not_yet``
+"""The one wait for JetStream (``nats_floor/jetstream/ready.py``): asked again while ``not_yet``
 lets a failure pass, given up at the deadline on an injected clock, cancelled at once; and,
 on a real nats-server started after the wait began, answered once JetStream is there.
 """
@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from mq9_wire._nats.jetstream.api import (
+from mq9_wire.nats_floor.jetstream.api import (
     ErrorCode,
     deleted,
     err_code,
@@ -17,7 +17,7 @@ from mq9_wire._nats.jetstream.api import (
     removal,
     wrong_last_sequence,
 )
-from mq9_wire._nats.jetstream.ready import Deadline, past, until_ready
+from mq9_wire.nats_floor.jetstream.ready import Deadline, past, until_ready
 
 
 class _Clock:

@@ -19,7 +19,7 @@ from nats.protocol.parser import Parser
 from langchain_mq9 import Mq9Client
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_wire import protocol as p
-from mq9_wire._nats import guard as nats_guard
+from mq9_wire.nats_floor import guard as nats_guard
 from tests.support.raw_nats import RawPeer, frame
 from tests.support.waiting import until
 
@@ -117,7 +117,7 @@ UNWRITABLE_HEADERS = [
 # (UnicodeDecodeError); nats_guard's parser then dropped the whole frame, so the broker never
 # sees the request and its requester times out (found by tests/broker/cli/test_wire_fuzz.py; with
 # MQ9_FUZZ_KNOWN_BUGS=1, seed 22, case 127).
-# _nats/guard.py delivers such a frame without its header block.
+# nats_floor/guard.py delivers such a frame without its header block.
 UNREADABLE_HEADERS = [b"N", b"\r\n\r\n", BAD_STATUS_HEADER]
 
 
@@ -138,7 +138,7 @@ async def _answer_to_discover(url: str, header: bytes, within: float) -> dict:
 
 @pytest.fixture(params=["fast-path", "public-api"])
 def broker_way(request, monkeypatch) -> None:
-    """The broker's fast path (_nats/fast_path.py) on, or off: the guard's work
+    """The broker's fast path (nats_floor/fast_path.py) on, or off: the guard's work
     either way. Named before ``nats_broker``, so set before the broker starts."""
     if request.param == "public-api":
         monkeypatch.setenv("MQ9_BROKER_FAST_PATH", "0")

@@ -1,7 +1,7 @@
 """Passwords never leak through ``redact`` (issue #12, item 7), whatever the URL form.
 
 Every message and log line that names a broker goes through
-``mq9_wire._nats.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
+``mq9_wire.nats_floor.redaction.redact`` (Mq9Client errors, mq9-mcp tool results and logs,
 mq9-dev-broker logs).
 """
 
@@ -78,7 +78,7 @@ def test_log_lines_and_tracebacks_are_redacted(capsys):
     (a library's error, an internal error logged with log.exception) shows no password."""
     import logging
 
-    from mq9_wire._cli import configure_logging
+    from mq9_wire.command_line import configure_logging
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -86,7 +86,7 @@ def test_log_lines_and_tracebacks_are_redacted(capsys):
     try:
         raise ConnectionError(f"cannot reach nats://alice:p@ss{MARK}@h:4222")
     except ConnectionError:
-        logging.getLogger("mcp_server").exception("send_message crashed on tls://%s@h", MARK)
+        logging.getLogger("mq9_mcp").exception("send_message crashed on tls://%s@h", MARK)
     finally:
         root.handlers[:], root.level = handlers, level
     logged = capsys.readouterr().err
@@ -141,8 +141,8 @@ def test_the_tokens_files_warning_is_logged_as_written(tmp_path, capsys):
     import hashlib
     import logging
 
-    from mcp_server.http.tokens_file import TokensFile
-    from mq9_wire._cli import configure_logging
+    from mq9_mcp.http.tokens_file import TokensFile
+    from mq9_wire.command_line import configure_logging
 
     path = tmp_path / "tokens"
     path.write_text(f"alice: {hashlib.sha256(b'x').hexdigest()}\n")

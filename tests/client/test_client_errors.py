@@ -18,7 +18,7 @@ from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_platform.client.transport import NOT_CONNECTED
 from mq9_platform.operations.catalog import explain
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.nats_floor.guard import flush_in_order
 from testbed.nats_server import start_nats_server
 from testbed.ports import silent_port
 from tests.support.waiting import until

@@ -12,7 +12,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from mq9_platform.client import transport
-from mq9_wire._nats.guard import GuardedClient, close_within
+from mq9_wire.nats_floor.guard import GuardedClient, close_within
 from mq9_wire.protocol.errors import RequestTimeout
 
 WAIT = 60  # seconds: a hang guard, never a timing assertion

@@ -38,7 +38,7 @@ from mq9_platform.client.transport import NatsTransport, open_transport
 from mq9_platform.groups.leases import is_reserved
 from mq9_platform.groups.reader import GroupReader
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.nats_floor.guard import flush_in_order
 from mq9_wire.protocol.errors import InvalidArgument, MailboxNotFound, Mq9Error, NotAllowed
 from mq9_wire.protocol.subjects import PRINCIPAL_PREFIX
 from testbed.nats_server import start_nats_server

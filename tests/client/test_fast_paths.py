@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mq9_platform.client.client import _json_reply, _reply
-from mq9_wire._nats.guard import _SEPARATORS, _arguments
+from mq9_wire.nats_floor.guard import _SEPARATORS, _arguments
 from mq9_wire.protocol.errors import Mq9Error
 
 SUBJECT = "$mq9.AI.MSG.SEND.box"

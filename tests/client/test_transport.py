@@ -102,7 +102,7 @@ async def test_a_dial_that_fails_as_its_caller_is_stopped_leaves_no_unretrieved_
 
     from nats.errors import NoServersError
 
-    from mq9_wire._nats.guard import GuardedClient
+    from mq9_wire.nats_floor.guard import GuardedClient
 
     async def dial(self, **options):
         try:

@@ -27,7 +27,7 @@ from langchain_mq9 import GroupReader, Mq9Client
 from mq9_broker import BrokerEngine, BrokerLimits, ManualClock
 from mq9_broker.storage import SqliteStorage
 from mq9_platform.client.transport import MemoryTransport
-from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.nats_floor.jetstream.api import Batch
 
 # About ten of these messages fit in one answer
 BODY = "x" * 1000

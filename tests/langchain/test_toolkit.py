@@ -886,7 +886,7 @@ async def test_a_long_poll_fetch_tool_answers_when_the_reply_arrives(toolkit):
 
 
 def test_every_tool_carries_the_hints_mq9_mcp_declares_in_its_metadata():
-    from mcp_server.server import tool_annotations
+    from mq9_mcp.server import tool_annotations
 
     toolkit = Mq9Toolkit(server="memory://hints", calls=True, tools=list(OPERATIONS))
     tools = toolkit.get_tools()

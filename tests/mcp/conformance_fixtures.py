@@ -4,7 +4,7 @@ The suite's ``input-required-result-*`` scenarios call tools of its own
 (``test_input_required_result_elicitation`` and friends, each described in the scenario's text)
 and one prompt (``test_input_required_result_prompt``). Here they are tools and a prompt of an
 ``Mq9McpServer`` subclass beside mq9's own, each an ``Asker`` run by
-``mcp_server.questions.ask_user``: the machinery ``call_agent`` asks the user through, so the
+``mq9_mcp.questions.ask_user``: the machinery ``call_agent`` asks the user through, so the
 suite's calls (a wrong key, a missing answer, an echoed or a tampered ``requestState``)
 exercise mq9-mcp's own code path, its ``requestState`` seal included; nothing here builds an
 ``InputRequiredResult``.
@@ -25,10 +25,10 @@ import uvicorn
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import questions
-from mcp_server.cli import broker_connection, build_parser, tool_policy
-from mcp_server.http import create_http_app, uvicorn_config
-from mcp_server.server import Mq9McpServer, error_result
+from mq9_mcp import questions
+from mq9_mcp.cli import broker_connection, build_parser, tool_policy
+from mq9_mcp.http import create_http_app, uvicorn_config
+from mq9_mcp.server import Mq9McpServer, error_result
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 

@@ -21,11 +21,11 @@ from typing import Any
 import uvicorn
 from mcp import types
 
-from mcp_server import task_events, tasks
-from mcp_server.cli import broker_connection, build_parser, tool_policy
-from mcp_server.http import create_http_app, uvicorn_config
-from mcp_server.server import Mq9McpServer
-from mcp_server.task_events import TaskLog
+from mq9_mcp import task_events, tasks
+from mq9_mcp.cli import broker_connection, build_parser, tool_policy
+from mq9_mcp.http import create_http_app, uvicorn_config
+from mq9_mcp.server import Mq9McpServer
+from mq9_mcp.task_events import TaskLog
 from testbed.ports import unclaimed_port
 from tests.support.waiting import until_sync
 

@@ -1,4 +1,4 @@
-"""The lines that add mq9-mcp to MCP clients (mcp_server/client_lines.py): the docs show exactly
+"""The lines that add mq9-mcp to MCP clients (mq9_mcp/client_lines.py): the docs show exactly
 what the module writes, and the Claude Code lines, pasted into bash with a stand-in ``claude``
 that reads arguments as Claude Code does (tests/support/claude_stub.py), register a server under its
 name that then starts and lists its tools."""
@@ -20,7 +20,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mcp_server import client_lines as lines
+from mq9_mcp import client_lines as lines
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import end_process, server_env
 
@@ -214,7 +214,7 @@ def test_the_banner_lines_name_this_executable(project, monkeypatch):
 def test_the_banner_under_python_m(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["-m"])
     assert lines.executable() == os.path.abspath(sys.executable)
-    assert '"args": ["-m", "mcp_server", "--server", "memory://"]' in lines.terminal_help(
+    assert '"args": ["-m", "mq9_mcp", "--server", "memory://"]' in lines.terminal_help(
         ["--server", "memory://"]
     )
 

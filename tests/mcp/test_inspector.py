@@ -4,7 +4,7 @@
 calls every tool.
 
 The docs' line is ``npx -y @modelcontextprotocol/inspector -e MQ9_SERVER=memory://
-.venv/bin/mq9-mcp`` (``mcp_server.client_lines.inspector``); the Inspector's CLI mode (``--cli
+.venv/bin/mq9-mcp`` (``mq9_mcp.client_lines.inspector``); the Inspector's CLI mode (``--cli
 ... --method tools/list``, also in the docs) runs the same command without a browser. The
 Inspector 2.x needs Node 22.19 or later: npx installs the ``node`` package at 22 (a real Node
 22 binary, from the npm registry) beside it, and the Inspector runs under that Node whatever
@@ -32,7 +32,7 @@ import pytest
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.serving import AgentServer
-from mcp_server import client_lines
+from mq9_mcp import client_lines
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.a2a_support import asking, text_graph, text_io
 from tests.support.devbroker_helpers import DevBroker

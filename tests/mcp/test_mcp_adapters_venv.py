@@ -1,7 +1,7 @@
 """The toolkit installs beside langchain-mcp-adapters (issue #54), for projects still on it: it
 is discontinued (0.3.2 its last release; its README points to ``langchain.mcp``, the client the
 docs lead with: test_mcp_langchain.py). Every adapters release the index serves pins mcp<2,
-and mq9-mcp runs on mcp>=2.3: so the MCP SDK is mq9-mcp's (faces/mcp, #108), the toolkit's
+and mq9-mcp runs on mcp>=2.3: so the MCP SDK is mq9-mcp's (mcp_server, #108), the toolkit's
 install has none, and mq9-mcp runs from a virtualenv of its own.
 
 A fresh virtualenv gets the toolkit's four wheels (the wire, the broker, the platform, the top):

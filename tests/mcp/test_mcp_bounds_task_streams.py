@@ -18,7 +18,7 @@ import pytest
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import tasks
+from mq9_mcp import tasks
 from mq9_platform.client.connection import Mq9Connection
 from tests.support.mcp_support import LEGACY
 from tests.support.waiting import until

@@ -49,8 +49,8 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
     for needed in (
         "manifest.json",
         "pyproject.toml",
-        "mcp_server/cli.py",
-        "mq9_mcp.py",
+        "mq9_mcp/cli.py",
+        "mq9_mcp/__init__.py",
         "platform/mq9_platform/client/client.py",
         "platform/pyproject.toml",  # the three distributions mq9-mcp stands on (#108), whole
         "wire/pyproject.toml",
@@ -65,7 +65,7 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
     assert manifest["server"]["mcp_config"]["args"][-1] == "mq9-mcp"
     assert manifest["user_config"]["token"]["sensitive"] is True
     project = tomllib.loads(zipfile.ZipFile(bundle).read("pyproject.toml").decode())
-    ours = tomllib.loads((ROOT / "faces" / "mcp" / "pyproject.toml").read_text())  # mq9-mcp
+    ours = tomllib.loads((ROOT / "mcp_server" / "pyproject.toml").read_text())  # mq9-mcp
     # uv locks every extra before it runs a project: the bundle's has none, and no dev tooling
     assert "optional-dependencies" not in project["project"]
     assert set(project.get("tool", {})) == {"hatch", "uv"}

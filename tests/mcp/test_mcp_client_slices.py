@@ -16,7 +16,7 @@ import httpx2 as httpx
 import pytest
 from mcp import types
 
-from mcp_server import owners, tasks, watch
+from mq9_mcp import owners, tasks, watch
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
 from tests.support.mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
 

@@ -71,7 +71,7 @@ async def test_a_wrong_credential_says_what_to_do_and_not_the_secret(enforcing):
 def test_a_credential_file_that_is_no_credential_stops_the_server_naming_the_flag(tmp_path):
     path = tmp_path / "bad.cred"
     path.write_text("alice " + "S" * 43 + "\n")  # a space, not a colon
-    command = [sys.executable, "-m", "mcp_server", "--server", "nats://127.0.0.1:4222",
+    command = [sys.executable, "-m", "mq9_mcp", "--server", "nats://127.0.0.1:4222",
                "--credential-file", str(path)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=server_env(), capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip

@@ -96,8 +96,8 @@ def test_an_interrupt_lost_in_a_callback_is_delivered_again(hooked):
 # group's traceback at shutdown; the signals are now taken before any task starts.
 SIGNAL_IN_THE_FIRST_TASK = """
 import os, signal, sys, anyio
-import mcp_server.stdio as stdio
-from mcp_server import cli
+import mq9_mcp.stdio as stdio
+from mq9_mcp import cli
 
 async def first_task(connection):
     os.kill(os.getpid(), signal.SIG{name})
@@ -139,7 +139,7 @@ def _broken_import(argv: object) -> int:
 
 
 def test_ctrl_c_in_a_class_being_made_is_a_clean_stop(monkeypatch):
-    from mcp_server import cli
+    from mq9_mcp import cli
 
     monkeypatch.setattr(cli, "_main", _interrupted_import)
     assert cli.main([]) == 0

@@ -62,7 +62,7 @@ async def test_over_http_fetch_in_one_request_and_ack_in_another(era):
 async def test_over_stdio_both_eras_list_and_call_the_tools(era):
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_server", "--server", "memory://"],
+        args=["-m", "mq9_mcp", "--server", "memory://"],
         env=server_env(),
         cwd=str(ROOT),
     )

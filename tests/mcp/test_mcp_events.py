@@ -1,4 +1,4 @@
-"""mq9-mcp as an MCP Events source (#71, ``mcp_server/events.py``, ``webhooks.py``): a client that
+"""mq9-mcp as an MCP Events source (#71, ``mq9_mcp/events.py``, ``webhooks.py``): a client that
 knows only the extension's shapes (docs/mcp.md, "MCP Events") gets mail arrivals by poll, by a
 stream and by webhook, over HTTP and stdio, resumes from its cursor after a disconnect with no gap
 and no duplicate, and a second client's subscriptions stay its own. Events consume nothing."""
@@ -20,8 +20,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from mcp_server import events, webhooks
-from mcp_server.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
+from mq9_mcp import events, webhooks
+from mq9_mcp.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
 from mq9_platform.client.connection import Mq9Connection
 from testbed.devbroker import DevBroker
 from testbed.ports import unclaimed_port
@@ -577,7 +577,7 @@ async def test_max_age_bounds_replay_in_every_mode_and_says_truncated():
 
 
 class Stdio:
-    """``python -m mcp_server`` over stdio, driven line by line as a client knowing only the
+    """``python -m mq9_mcp`` over stdio, driven line by line as a client knowing only the
     extension's text would."""
 
     def __init__(self, *args: str) -> None:
@@ -585,7 +585,7 @@ class Stdio:
 
     async def __aenter__(self) -> Stdio:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mcp_server", "--server", "memory://", *self.args, cwd=ROOT,
+            sys.executable, "-m", "mq9_mcp", "--server", "memory://", *self.args, cwd=ROOT,
             env=server_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

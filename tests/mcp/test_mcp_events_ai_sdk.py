@@ -27,7 +27,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from mcp_server.events import ARRIVED
+from mq9_mcp.events import ARRIVED
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import MODERN, Peer, http_server
 

@@ -1,5 +1,5 @@
 """MCP Events' webhook verifications, played as an attacker would (#106 item 6,
-``mcp_server/webhooks.py``, its limits in ``webhook_consent.py``): the verification bound is
+``mq9_mcp/webhooks.py``, its limits in ``webhook_consent.py``): the verification bound is
 the address the SSRF guard resolved, not
 the URL's spelling (150 spellings of 127.0.0.1 were 160 POSTs to one service in a minute); a
 failed verification is one refusal whatever failed (its category mapped loopback ports); the
@@ -24,10 +24,10 @@ import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import webhook_consent, webhooks
-from mcp_server.events import ARRIVED, EVENT_TYPES, Reader, Source, SubscribeParams
-from mcp_server.watch import Watches
-from mcp_server.webhooks import Answer, Webhooks
+from mq9_mcp import webhook_consent, webhooks
+from mq9_mcp.events import ARRIVED, EVENT_TYPES, Reader, Source, SubscribeParams
+from mq9_mcp.watch import Watches
+from mq9_mcp.webhooks import Answer, Webhooks
 from mq9_platform._http.ssrf import Address, HostPolicy, Resolve, canonical_host
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port

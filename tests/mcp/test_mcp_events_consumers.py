@@ -20,9 +20,9 @@ import pytest
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from mcp_server import webhooks
-from mcp_server.events import ARRIVED, EVENT_TYPES, EXTENSION, Batch, Source
-from mcp_server.webhook_delivery import ATTEMPTS, Answer
+from mq9_mcp import webhooks
+from mq9_mcp.events import ARRIVED, EVENT_TYPES, EXTENSION, Batch, Source
+from mq9_mcp.webhook_delivery import ATTEMPTS, Answer
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import LEGACY, MODERN, Peer, http_server
 from tests.support.waiting import until

@@ -14,9 +14,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from langchain_mq9 import Mq9Client
-from mcp_server.http import guard as http_guard
-from mcp_server.http import is_loopback
-from mcp_server.server import mcp_policy
+from mq9_mcp.http import guard as http_guard
+from mq9_mcp.http import is_loopback
+from mq9_mcp.server import mcp_policy
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import (
     ACCEPT,
@@ -141,7 +141,7 @@ def test_non_loopback_host_without_token_refuses_to_start():
     # 192.0.2.1 (TEST-NET-1) is not loopback and not an address of this machine, so even a
     # server that wrongly went ahead could not listen on a public interface.
     process = subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--host", "192.0.2.1",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--host", "192.0.2.1",
          "--port", "8123", "--server", "memory://"],
         cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=30,
     )  # fmt: skip

@@ -16,10 +16,10 @@ import uvicorn
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from mcp_server.http import app as http_app
-from mcp_server.http import guard as http_guard
-from mcp_server.http import limits as http_limits
-from mcp_server.server import create_server
+from mq9_mcp.http import app as http_app
+from mq9_mcp.http import guard as http_guard
+from mq9_mcp.http import limits as http_limits
+from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, INITIALIZE

@@ -18,11 +18,11 @@ import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server.cli import build_parser
-from mcp_server.http import create_http_app, uvicorn_config
-from mcp_server.http.auth import PRINCIPAL
-from mcp_server.http.sessions import SessionLimits
-from mcp_server.server import create_server
+from mq9_mcp.cli import build_parser
+from mq9_mcp.http import create_http_app, uvicorn_config
+from mq9_mcp.http.auth import PRINCIPAL
+from mq9_mcp.http.sessions import SessionLimits
+from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
 from tests.support.mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok

@@ -1,4 +1,4 @@
-"""mq9-mcp's asking machinery (``mcp_server.questions.ask_user``) for any tool that asks the user
+"""mq9-mcp's asking machinery (``mq9_mcp.questions.ask_user``) for any tool that asks the user
 a form, played through the conformance suite's own fixtures (``conformance_fixtures.py``): a
 missing input is asked for again, at 2026-07-28 (SEP-2322: a wrong key, an accepted form without
 the answer, a response of another kind) and at 2025-11-25 (``elicitation/create`` in the call);
@@ -24,7 +24,7 @@ from conformance_fixtures import (
 )
 from mcp import Client, types
 
-from mcp_server.cli import build_parser, state_keys
+from mq9_mcp.cli import build_parser, state_keys
 from tests.support.mcp_support import ACCEPT, MODERN
 
 ERAS = {"legacy": "legacy", "modern": "2026-07-28"}

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from mcp_server.http.limits import MAX_BODY_BYTES
+from mq9_mcp.http.limits import MAX_BODY_BYTES
 from tests.support.mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
-from mcp_server import owners
+from mq9_mcp import owners
 from mq9_platform.client.key_shares import KeyShares
 from mq9_platform.operations.catalog import ToolPolicy
 from tests.a2a.key_bounds_support import BoundedBroker

@@ -18,7 +18,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server import owners
+from mq9_mcp import owners
 from mq9_platform.client.scoped_keys import caller_key
 from mq9_platform.operations.catalog import ToolPolicy
 from tests.a2a.key_bounds_support import BoundedBroker

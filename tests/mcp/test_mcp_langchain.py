@@ -72,7 +72,7 @@ def mq9_mcp(transport: str, broker: str) -> Any:
     if transport == "stdio":
         yield StdioTransport(
             command=sys.executable,
-            args=["-m", "mcp_server", "--server", broker, *WAITS],
+            args=["-m", "mq9_mcp", "--server", broker, *WAITS],
             env=server_env(),
             cwd=str(ROOT),
         )

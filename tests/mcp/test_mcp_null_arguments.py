@@ -15,7 +15,7 @@ from typing import Any
 from mcp import Client
 
 from langchain_mq9 import Mq9Toolkit
-from mcp_server.server import create_server
+from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from tests.support.mcp_support import error_text, result_data, result_text

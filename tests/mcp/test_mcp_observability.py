@@ -34,7 +34,7 @@ def run_server(level: str, tmp_path) -> list[str]:
     until every call is answered (closing it ends the server, calls under way included)."""
     with (tmp_path / "stderr").open("w+") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server", "--server", "memory://", "--log-level", level],
+            [sys.executable, "-m", "mq9_mcp", "--server", "memory://", "--log-level", level],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
             cwd=ROOT, env=server_env(),
         )  # fmt: skip
@@ -56,7 +56,7 @@ def run_server(level: str, tmp_path) -> list[str]:
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_one_line_per_tool_call_with_tool_mailbox_outcome_and_duration(level, tmp_path):
     lines = run_server(level, tmp_path)
-    pattern = r"INFO mcp_server: tool (\w+) mailbox='([^']*)' outcome=(\w+) \d+ms"
+    pattern = r"INFO mq9_mcp: tool (\w+) mailbox='([^']*)' outcome=(\w+) \d+ms"
     found = sorted(re.search(pattern, line).groups() for line in lines)
     assert found == sorted(
         [

@@ -19,7 +19,7 @@ from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import owners, tasks, watch
+from mq9_mcp import owners, tasks, watch
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
 from tests.support.mcp_support import LEGACY, MODERN, Peer, Updates, http_server, served_engine
 

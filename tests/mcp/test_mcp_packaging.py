@@ -55,9 +55,9 @@ def test_the_check_finds_a_bare_name_and_passes_the_repository():
     assert not installs_bare_name(f'pip install "langchain-mq9[a2a] @ git+{REPOSITORY}"')
     assert not installs_bare_name(f'.venv/bin/pip install "langchain-mq9 @ git+{REPOSITORY}"')
     assert not installs_bare_name(
-        f'pip install "mq9-mcp @ git+{REPOSITORY}#subdirectory=faces/mcp"'
+        f'pip install "mq9-mcp @ git+{REPOSITORY}#subdirectory=mcp_server"'
     )
-    assert not installs_bare_name("pip install ./wire ./broker ./platform ./faces/mcp")
+    assert not installs_bare_name("pip install ./wire ./broker ./platform ./mcp_server")
     assert not installs_bare_name("pip install langchain-mq9-other langchain")
 
 
@@ -103,7 +103,7 @@ def test_the_one_step_install_is_documented_with_every_distribution_it_needs():
     """mq9-platform, mq9-wire and mq9-broker are served by no package registry: uvx is given
     each from the repository (``--with``), or it stops on "... was not found in the package
     registry" (tests/mcp/test_mcp_uvx.py runs the command)."""
-    wanted = ["uvx", "--from", f"mq9-mcp @ git+{REPOSITORY}#subdirectory=faces/mcp"]
+    wanted = ["uvx", "--from", f"mq9-mcp @ git+{REPOSITORY}#subdirectory=mcp_server"]
     for name, folder in mq9_mcp_stands_on().items():
         wanted += ["--with", f"{name} @ git+{REPOSITORY}#subdirectory={folder}"]
     words = one_step_words()
@@ -122,7 +122,7 @@ def test_the_one_step_install_is_documented_with_every_distribution_it_needs():
 def test_mq9_mcp_without_the_sdk_names_its_four_distributions():
     command, clone = mq9_mcp.INSTALL.split(" (in a clone: ")
     words = shlex.split(command)
-    stands_on = {**mq9_mcp_stands_on(), "mq9-mcp": "faces/mcp"}
+    stands_on = {**mq9_mcp_stands_on(), "mq9-mcp": "mcp_server"}
     assert words[:2] == ["pip", "install"]
     assert sorted(words[2:]) == sorted(
         f"{name} @ git+{REPOSITORY}#subdirectory={folder}" for name, folder in stands_on.items()
@@ -133,12 +133,13 @@ def test_mq9_mcp_without_the_sdk_names_its_four_distributions():
 def test_the_docs_install_mq9_mcp_from_its_four_folders():
     """Every install line of docs/mcp.md and the README that installs mq9-mcp from a clone names
     the folders of its four distributions, and none installs it through langchain-mq9."""
-    folders = [f"./{folder}" for folder in {**mq9_mcp_stands_on(), "mq9-mcp": "faces/mcp"}.values()]
+    stands_on = {**mq9_mcp_stands_on(), "mq9-mcp": "mcp_server"}
+    folders = [f"./{folder}" for folder in stands_on.values()]
     lines = [
         line
         for doc in (ROOT / "README.md", ROOT / "docs" / "mcp.md")
         for line in doc.read_text().splitlines()
-        if "pip install" in line and "./faces/mcp" in line
+        if "pip install" in line and "./mcp_server" in line
     ]
     assert lines
     for line in lines:

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from mcp_server.mailbox_owners import MailboxOwners, parse_prefixes, record_address
+from mq9_mcp.mailbox_owners import MailboxOwners, parse_prefixes, record_address
 from mq9_platform.client.connection import Mq9Connection
 from tests.support.mcp_support import ROOT, server_env
 
@@ -33,7 +33,7 @@ def test_records_are_nobodys_to_share_and_fit_any_address():
 @pytest.mark.slow  # an mq9-mcp process
 def test_a_bad_shared_prefix_stops_the_server_in_one_line():
     done = subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--server", "memory://",
          "--shared-mailboxes", "mq9mcp.owner"],
         cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip

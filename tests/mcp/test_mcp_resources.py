@@ -22,7 +22,7 @@ def mq9_mcp(*args: str) -> StdioServerParameters:
         command=sys.executable,
         # (its first REGISTER waits for the in-process broker's embedding model: seconds of
         # CPU on a busy machine, under a deadline these tests do not measure)
-        args=["-m", "mcp_server", "--server", "memory://", "--request-timeout", "60", *args],
+        args=["-m", "mq9_mcp", "--server", "memory://", "--request-timeout", "60", *args],
         env=server_env(),
         cwd=str(ROOT),
     )

@@ -1,4 +1,4 @@
-"""The MCP server over stdio, spawned as ``python -m mcp_server`` and driven by the official MCP
+"""The MCP server over stdio, spawned as ``python -m mq9_mcp`` and driven by the official MCP
 client, against a real nats-server with a broker engine served from this test process."""
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ async def test_stdout_carries_only_protocol_messages():
         },
         {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
     ]
-    command = [sys.executable, "-m", "mcp_server", "--server", "memory://"]
+    command = [sys.executable, "-m", "mq9_mcp", "--server", "memory://"]
     async with await anyio.open_process(command, cwd=ROOT, env=server_env()) as process:
         await process.stdin.send(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
         lines: list[bytes] = []
@@ -303,7 +303,7 @@ async def test_stdout_carries_only_protocol_messages():
 
 
 def test_pinned_tool_settings_are_server_options():
-    from mcp_server.cli import build_parser, tool_config
+    from mq9_mcp.cli import build_parser, tool_config
 
     parser = build_parser()
     args = parser.parse_args(

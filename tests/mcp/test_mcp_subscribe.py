@@ -20,8 +20,8 @@ import pytest
 from mcp import Client, types
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import watch
-from mcp_server.server import create_server
+from mq9_mcp import watch
+from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import ToolPolicy
 from tests.support.mcp_support import Updates, http_server, ok, stdio_parameters

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from mcp import types
 
-from mcp_server import questions, tasks
+from mq9_mcp import questions, tasks
 from tests.support.waiting import until
 
 FORM = types.ElicitRequestFormParams(message="Which language?", requested_schema=questions.FORM)

@@ -30,7 +30,7 @@ from task_stream_server import TICK, TICKER, serve_in_thread
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.serving import AgentServer
-from mcp_server import task_events
+from mq9_mcp import task_events
 from testbed.ports import unclaimed_port
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.mcp_support import (

@@ -14,7 +14,7 @@ from mcp import types
 
 from langchain_mq9 import Mq9Client
 from langchain_mq9.serving import AgentServer
-from mcp_server import tasks
+from mq9_mcp import tasks
 from tests.support.a2a_support import text_graph, text_io
 from tests.support.mcp_support import RawStdio, served_engine
 

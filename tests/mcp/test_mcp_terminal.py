@@ -35,7 +35,7 @@ PROMPT = "press Ctrl-C to stop"
 
 
 class Server:
-    """A running ``python -m mcp_server``, its stderr collected by a thread."""
+    """A running ``python -m mq9_mcp``, its stderr collected by a thread."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
@@ -81,7 +81,7 @@ class Server:
 def server(*args: str, stdin: int | None = subprocess.PIPE, **env: str) -> Iterator[Server]:
     broker = [] if "--server" in args else ["--server", "memory://"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_server", *broker, *args],
+        [sys.executable, "-m", "mq9_mcp", *broker, *args],
         cwd=ROOT,
         env=server_env(**env),
         stdin=stdin,
@@ -119,7 +119,7 @@ def test_stdio_stops_on_a_signal_while_the_client_keeps_stdin_open(signum):
 # process sends it to itself there, so the moment is the same every run.
 AT_STDIN_READER = """
 import os, signal, sys
-from mcp_server import cli, stdio
+from mq9_mcp import cli, stdio
 started = stdio._StdinLines.__init__
 def signalled(self, token):
     os.kill(os.getpid(), signal.SIG{name})

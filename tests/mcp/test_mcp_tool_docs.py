@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from mcp_server.server import tool_definitions
+from mq9_mcp.server import tool_definitions
 from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
 from tests.support.mcp_support import ROOT
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.cli import ROBUSTMQ_TOOLS, robustmq_clashes
+from mq9_mcp.cli import ROBUSTMQ_TOOLS, robustmq_clashes
 from mq9_platform.operations.policy import ToolPolicy
 from tests.support.mcp_support import ROOT, server_env
 
@@ -47,7 +47,7 @@ def test_the_robustmq_tool_names_are_robustmqs():
 @pytest.mark.slow
 def test_mq9_mcp_warns_of_a_prefix_that_names_robustmqs_tools():
     started = subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--server", "memory://", "--tool-prefix", "mq9_"],
+        [sys.executable, "-m", "mq9_mcp", "--server", "memory://", "--tool-prefix", "mq9_"],
         cwd=ROOT, env=server_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip

@@ -15,8 +15,8 @@ import pytest
 from mcp import Client, types
 
 from langchain_mq9 import Mq9Toolkit
-from mcp_server.cli import build_parser, tool_config
-from mcp_server.server import call_wait, create_server, mcp_policy
+from mq9_mcp.cli import build_parser, tool_config
+from mq9_mcp.server import call_wait, create_server, mcp_policy
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 from mq9_platform.operations.config import MCP_WAIT_CAP_MS

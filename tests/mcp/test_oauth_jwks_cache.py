@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcp_server.http.jwks import JwksCache, UnknownKey
+from mq9_mcp.http.jwks import JwksCache, UnknownKey
 
 
 def jwk(kid: str) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from mcp_server.http import introspection
-from mcp_server.http.introspection import Introspected
-from mcp_server.http.issuer import AuthorizationServer
-from mcp_server.http.oauth import access_token
-from mcp_server.http.tokens_file import TokensFile
+from mq9_mcp.http import introspection
+from mq9_mcp.http.introspection import Introspected
+from mq9_mcp.http.issuer import AuthorizationServer
+from mq9_mcp.http.oauth import access_token
+from mq9_mcp.http.tokens_file import TokensFile
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.requests_seen import INTROSPECTION, record_requests, seen
 from tests.mcp.oauth.support import client, running
@@ -83,7 +83,7 @@ async def test_a_deleted_tokens_file_refuses_everyone(tmp_path, caplog):
     tokens.write_text(f"alice: {hashlib.sha256(ALICE.encode()).hexdigest()}\n")
     verifier = TokensFile(tokens)
     tokens.unlink()
-    with caplog.at_level(logging.WARNING, logger="mcp_server"):
+    with caplog.at_level(logging.WARNING, logger="mq9_mcp"):
         assert await verifier.verify_token(ALICE) is None
         assert await verifier.verify_token(ALICE) is None
     gone = [r for r in caplog.records if "is gone" in r.getMessage()]

@@ -13,10 +13,10 @@ import pytest
 from mcp.server.auth.middleware.auth_context import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from mcp_server.http import principals as module
-from mcp_server.http.principal_files import file_name
-from mcp_server.http.principals import ActingConnection, PrincipalConnections, acting_for
-from mcp_server.http.tokens_file import ISSUER as TOKENS_FILE_ISSUER
+from mq9_mcp.http import principals as module
+from mq9_mcp.http.principal_files import file_name
+from mq9_mcp.http.principals import ActingConnection, PrincipalConnections, acting_for
+from mq9_mcp.http.tokens_file import ISSUER as TOKENS_FILE_ISSUER
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OperationError
 from tests.support.credentials_support import EnforcingBroker

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from mcp_server.cli import build_parser
-from mcp_server.http.principal_files import file_name
+from mq9_mcp.cli import build_parser
+from mq9_mcp.http.principal_files import file_name
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.support import AuthorizationServer, client, running
 from tests.support.credentials_support import EnforcingBroker

@@ -14,8 +14,8 @@ import httpx2 as httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcp_server.http.issuer import LEEWAY_S
-from mcp_server.http.oauth import access_token
+from mq9_mcp.http.issuer import LEEWAY_S
+from mq9_mcp.http.oauth import access_token
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.support import AuthorizationServer, client, running
 from tests.support.mcp_support import http_server

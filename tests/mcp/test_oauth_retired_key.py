@@ -16,7 +16,7 @@ import signal
 import httpx2 as httpx
 import pytest
 
-from mcp_server.http.jwks import DEADLINE_S
+from mq9_mcp.http.jwks import DEADLINE_S
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.requests_seen import JWKS, record_requests, seen
 from tests.mcp.oauth.support import client, running

@@ -15,7 +15,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from mcp_server.events import ARRIVED
+from mq9_mcp.events import ARRIVED
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.support import AuthorizationServer, client, running
 from tests.support.mcp_support import LEGACY, Peer, http_server

@@ -2,7 +2,7 @@
 exit and nothing served. Before, mq9-mcp with the issuer spelled with a trailing slash said it
 was ready, then answered every valid token "401 ... the bearer token is wrong" (the mismatch
 only in its log); an issuer that did not answer was found out at the first request. Played with
-a real authorization server (oidc-provider) and the ``mcp_server`` command."""
+a real authorization server (oidc-provider) and the ``mq9_mcp`` command."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def started(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """mq9-mcp started over HTTP with ``args``: it must stop by itself (a server that serves
     would run until the timeout, which fails the test)."""
     return subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--server", "memory://",
          "--port", str(unclaimed_port()), "--resource-url", RESOURCE, *args],
         cwd=ROOT, env=server_env(**env), capture_output=True, text=True, timeout=40,
     )  # fmt: skip

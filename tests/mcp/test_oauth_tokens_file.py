@@ -17,10 +17,10 @@ import pytest
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from mcp_server import owners
-from mcp_server.http.auth import PRINCIPAL
-from mcp_server.http.scopes import ADMIN, SCOPE_TOOLS, may_call, scope_for
-from mcp_server.http.tokens_file import TokensFile, read_tokens
+from mq9_mcp import owners
+from mq9_mcp.http.auth import PRINCIPAL
+from mq9_mcp.http.scopes import ADMIN, SCOPE_TOOLS, may_call, scope_for
+from mq9_mcp.http.tokens_file import TokensFile, read_tokens
 from mq9_platform.operations.catalog import OPERATIONS
 from testbed.ports import unclaimed_port
 from tests.mcp.oauth.support import running
@@ -79,7 +79,7 @@ def test_tokens_file_with_a_bad_line_stops_the_server_in_one_line(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text(line("alice", ALICE) + "bob secret-in-the-clear\n")
     done = subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--server", "memory://",
          "--tokens-file", str(tokens)],
         cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -165,7 +165,7 @@ async def test_oauth_with_the_authorization_server_gone_refuses_tokens_and_serve
 @pytest.mark.slow  # an mq9-mcp process
 def test_oauth_algorithm_none_is_refused_at_start():
     done = subprocess.run(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--server", "memory://",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--server", "memory://",
          "--oauth-issuer", "http://127.0.0.1:1", "--oauth-algorithms", "RS256,none"],
         cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from mcp_server.http.scopes import (
+from mq9_mcp.http.scopes import (
     ADMIN,
     BY_TASK,
     BY_TOOL,
@@ -17,8 +17,8 @@ from mcp_server.http.scopes import (
     READ,
     needed_scope,
 )
-from mcp_server.server import create_server
-from mcp_server.tasks import TaskStore
+from mq9_mcp.server import create_server
+from mq9_mcp.tasks import TaskStore
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import ToolPolicy
 

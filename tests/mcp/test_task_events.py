@@ -1,4 +1,4 @@
-"""A task's timeline in the mail store (``mcp_server/task_events.py``, the draft SEP-2694), on the
+"""A task's timeline in the mail store (``mq9_mcp/task_events.py``, the draft SEP-2694), on the
 in-process broker: events numbered from 0 and stored in order, each stored before a stream
 sends it; a stream from a cursor, to the task's last event; what is kept bounded, a cursor
 before it ``events_gone``; a timeline read whole by a process that did not write it (a server
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcp_server import task_events
-from mcp_server.task_events import TaskLog
+from mq9_mcp import task_events
+from mq9_mcp.task_events import TaskLog
 from mq9_platform.client.connection import Mq9Connection
 
 

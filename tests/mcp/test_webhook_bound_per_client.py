@@ -1,5 +1,5 @@
 """The webhook address bound is not two clients' to fill (#113,
-``mcp_server/webhook_consent.py``): an
+``mq9_mcp/webhook_consent.py``): an
 address takes 10 verification POSTs a minute, a client 5 of them, so two clients at their shares
 filled it and a third client's verification there was refused for the minute, every minute
 (docs/security.md's bounds table: "another client's verification of it is made"). Now every
@@ -16,8 +16,8 @@ import json
 import httpx2 as httpx
 import pytest
 
-from mcp_server import webhooks
-from mcp_server.webhooks import Answer
+from mq9_mcp import webhooks
+from mq9_mcp.webhooks import Answer
 from tests.mcp.test_mcp_events import WAIT, Receiver, arrived, hook_of, new_secret, webhook_server
 from tests.mcp.test_mcp_events_bounds import Service, in_process, no_pause
 from tests.support.mcp_support import MODERN, Peer

@@ -204,7 +204,7 @@ def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[S
         Server([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", url,
                 "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway}", "--tokens-file",
                 str(tmp / "tokens.json"), "--send-wait", "0.5", "--metrics", metrics["9466"]]),
-        Server([sys.executable, "-m", "mcp_server", "--server", url, "--transport", "http",
+        Server([sys.executable, "-m", "mq9_mcp", "--server", url, "--transport", "http",
                 "--port", str(mcp), "--metrics", metrics["9467"]]),
         Server([sys.executable, "-m", "mq9_cli", "--server", url, "console", "--port",
                 str(console), "--metrics", metrics["9468"]]),

@@ -117,7 +117,7 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
         urls["mq9-gateway"] = gateway.metrics_url()
 
         mcp_port = unclaimed_port()
-        mcp = Server([sys.executable, "-m", "mcp_server", "--server", nats, "--transport",
+        mcp = Server([sys.executable, "-m", "mq9_mcp", "--server", nats, "--transport",
                       "http", "--port", str(mcp_port), "--metrics", "127.0.0.1:0"])  # fmt: skip
         servers.append(mcp)
         urls["mq9-mcp"] = mcp.metrics_url()
@@ -192,7 +192,7 @@ def test_every_dashboard_query_names_an_mq9_metric():
     [
         ([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", "nats://127.0.0.1:1",
           "--agent", "a", "--metrics", "nohost:"], "mq9-a2a-gateway: --metrics 'nohost:'"),
-        ([sys.executable, "-m", "mcp_server", "--server", "nats://127.0.0.1:1", "--transport",
+        ([sys.executable, "-m", "mq9_mcp", "--server", "nats://127.0.0.1:1", "--transport",
           "http", "--port", str(unclaimed_port()), "--metrics", "1:99999"],
          "mq9-mcp: --metrics '1:99999'"),
         ([sys.executable, "-m", "mq9_cli", "--server", "nats://127.0.0.1:1", "console",

@@ -32,7 +32,7 @@ LONG_WAIT_MS = 30_000
 
 def stdio_command(nats_url: str) -> tuple[str, list[str]]:
     """The command and arguments a framework starts mq9-mcp with, over stdio."""
-    return sys.executable, ["-m", "mcp_server", "--server", nats_url]
+    return sys.executable, ["-m", "mq9_mcp", "--server", nats_url]
 
 
 def stdio_env() -> dict[str, str]:

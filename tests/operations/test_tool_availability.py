@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from langchain_mq9 import Mq9Client, OperationError, ToolPolicy
-from mcp_server.server import call_operation, tool_definitions
+from mq9_mcp.server import call_operation, tool_definitions
 from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, unknown_tool
 
 

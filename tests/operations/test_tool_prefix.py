@@ -76,7 +76,7 @@ async def test_an_mcp_client_lists_and_calls_the_prefixed_tools():
 
 
 def test_mq9_mcp_refuses_a_bad_prefix_naming_the_flag(capsys):
-    from mcp_server.cli import build_parser, tool_config
+    from mq9_mcp.cli import build_parser, tool_config
 
     parser = build_parser()
     with pytest.raises(SystemExit):
@@ -85,7 +85,7 @@ def test_mq9_mcp_refuses_a_bad_prefix_naming_the_flag(capsys):
 
 
 def test_mq9_mcp_instructions_name_the_prefixed_tools():
-    from mcp_server.server import create_server
+    from mq9_mcp.server import create_server
     from mq9_platform.client.connection import Mq9Connection
     from mq9_platform.operations.policy import ToolPolicy
 

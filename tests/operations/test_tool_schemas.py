@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # bench/ is a folder of the repository, not of th
     sys.path.insert(0, str(ROOT))
 
 from bench import tokens  # noqa: E402
-from mcp_server.server import tool_definitions  # noqa: E402
+from mq9_mcp.server import tool_definitions  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def mcp_tools(agent_mailbox: str | None = None) -> list:
         warnings.simplefilter("ignore")  # langchain.mcp is in beta
         from langchain.mcp import as_langchain_tool
 
-    client = Client(StdioTransport(command=sys.executable, args=["-m", "mcp_server"]))
+    client = Client(StdioTransport(command=sys.executable, args=["-m", "mq9_mcp"]))
     definitions = tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox))
     return [asyncio.run(as_langchain_tool(tool, client)) for tool in definitions]
 
@@ -339,7 +339,7 @@ def test_openai_agents_sdk_loads_every_mcp_tool_in_strict_mode(agent_mailbox):
     from agents.mcp.util import MCPUtil
     from mcp import types
 
-    server = MCPServerStdio(params={"command": sys.executable, "args": ["-m", "mcp_server"]})
+    server = MCPServerStdio(params={"command": sys.executable, "args": ["-m", "mq9_mcp"]})
     for tool in tool_definitions(ToolPolicy(agent_mailbox=agent_mailbox)):
         loaded = MCPUtil.to_function_tool(tool, server, convert_schemas_to_strict=True)
         assert loaded.strict_json_schema is True, tool.name

@@ -1,7 +1,7 @@
 """``Any`` stays rare where replies have known shapes (issue #92, "Typed replies"): in the
-platform's ``a2a/`` and ``operations/`` and in ``mcp_server/`` the A2A JSON, the operations'
+platform's ``a2a/`` and ``operations/`` and in ``mq9_mcp/`` the A2A JSON, the operations'
 answers and the MCP answers are ``TypedDict``s (``a2a/shapes.py``, ``operations/views.py``,
-``mcp_server/events.py``). The ceilings follow the folders where they moved (#108).
+``mq9_mcp/events.py``). The ceilings follow the folders where they moved (#108).
 
 Counted from the syntax tree: each use of the name ``Any`` (``Any``, ``typing.Any``) per
 1,000 lines of the folder's files, as issue #92 measured it (34-39 before; nats-jetstream,
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = (
     "platform/mq9_platform/a2a",
     "platform/mq9_platform/operations",
-    "faces/mcp/mcp_server",
+    "mcp_server/mq9_mcp",
 )
 ALIASES = frozenset({"JsonValue", "JsonObject", "CardJson", "JsonSchema"})
 
@@ -29,7 +29,7 @@ ALIASES = frozenset({"JsonValue", "JsonObject", "CardJson", "JsonSchema"})
 CEILINGS = {
     "platform/mq9_platform/a2a": (13.0, 21.5),
     "platform/mq9_platform/operations": (7.5, 26.5),
-    "faces/mcp/mcp_server": (10.5, 17.0),
+    "mcp_server/mq9_mcp": (10.5, 17.0),
 }
 
 

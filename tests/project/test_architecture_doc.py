@@ -8,7 +8,7 @@ reads the page as the code's picture and checks four things against the tree:
   name in a ``text`` drawing), matched by its last parts, since the page writes ``serving/``
   for ``broker/mq9_broker/serving/`` where the drawing makes the place clear;
 - every room of the packages (``mq9_wire``, ``mq9_broker``, ``mq9_platform``,
-  ``langchain_mq9``, ``mcp_server``, ``mq9_cli`` and each folder with an ``__init__.py`` under
+  ``langchain_mq9``, ``mq9_mcp``, ``mq9_cli`` and each folder with an ``__init__.py`` under
   them, the old paths kept for a release aside) is named there as a folder;
 - the "May import" column of its rooms' table is the layout rules: ``MAY_IMPORT`` of
   tests/project/test_layout.py, and for ``mq9_cli`` (which that test does not read) the one of
@@ -38,7 +38,7 @@ PACKAGES = (
     "broker/mq9_broker",
     "platform/mq9_platform",
     "langchain_mq9",
-    "faces/mcp/mcp_server",
+    "mcp_server/mq9_mcp",
     "faces/cli/mq9_cli",
 )
 # old paths, kept for a release (langchain_mq9/_moved.py): the platform's parts, once
@@ -46,6 +46,7 @@ PACKAGES = (
 SHIMS = tuple(
     f"langchain_mq9/{old}" for old in ("client", "groups", "operations", "a2a", "wake", "tracing")
 )
+SHIMS = (*SHIMS, "mq9_wire/_nats", "wire/mq9_wire/_nats")
 BROKER = ROOT / "broker" / "mq9_broker"
 # How the page names the LangChain face (test_layout.py's "face"): the files at the top of
 # langchain_mq9; the wire's top files ("wire"), the platform's ("platform") and the broker as a
@@ -64,7 +65,7 @@ ROOM_HOMES = (
     ROOT / "langchain_mq9",
 )
 # Rooms the table names by their folder alone (the faces outside langchain_mq9)
-TOP_ROOMS = ("mcp_server", "mq9_cli")
+TOP_ROOMS = ("mq9_mcp", "mq9_cli")
 # A package's face and ``python -m``: they hand names on, so their imports are no room's arrows
 PACKAGE_FACES = ("__init__.py", "__main__.py")
 

@@ -28,7 +28,7 @@ OPTION = re.compile(r"`(--[a-z][a-z-]+)`")
 # The commands whose options a row may name: the dev broker, mq9-mcp, the gateway, the waker
 COMMANDS = [
     "broker/mq9_broker/cli/dev_broker.py",
-    "faces/mcp/mcp_server/cli.py",
+    "mcp_server/mq9_mcp/cli.py",
     "platform/mq9_platform/a2a/gateway_cli.py",
     "platform/mq9_platform/wake/cli.py",
 ]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.cli import build_parser as mcp_parser
 from mq9_broker.cli.dev_broker import build_parser as broker_parser
+from mq9_mcp.cli import build_parser as mcp_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"docs/broker.md": broker_parser, "docs/mcp.md": mcp_parser}

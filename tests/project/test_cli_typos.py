@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import mq9_broker.cli.dev_broker as broker_cli
-from mcp_server import cli as mcp_cli
+from mq9_mcp import cli as mcp_cli
 
 
 @pytest.mark.parametrize(

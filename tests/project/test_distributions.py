@@ -2,7 +2,7 @@
 mq9-wire (wire/, ``mq9_wire``) imports none of the others; mq9-broker (broker/) the wire alone,
 and nothing of LangChain, LangGraph or pydantic; mq9-platform (platform/, ``mq9_platform``) the
 wire, and the broker in one place, when a ``memory://`` client first needs it; the faces stand on
-the platform: mq9-mcp (faces/mcp), mq9-cli (faces/cli) and langchain-mq9 (the root). Nothing
+the platform: mq9-mcp (mcp_server), mq9-cli (faces/cli) and langchain-mq9 (the root). Nothing
 below the LangChain face imports LangChain, LangGraph or LangSmith, not even inside a function
 (#108: a face installs without them). The six are released at one version, each pinning the
 others at it. The old import paths warn and hand out the new modules; nothing here imports them.
@@ -31,7 +31,7 @@ DISTRIBUTIONS = {
     "mq9-wire": (ROOT / "wire", ("mq9_wire",)),
     "mq9-broker": (ROOT / "broker", ("mq9_broker",)),
     "mq9-platform": (ROOT / "platform", ("mq9_platform",)),
-    "mq9-mcp": (ROOT / "faces" / "mcp", ("mcp_server", "mq9_mcp")),
+    "mq9-mcp": (ROOT / "mcp_server", ("mq9_mcp", "mcp_server")),
     "mq9-cli": (ROOT / "faces" / "cli", ("mq9_cli",)),
     "langchain-mq9": (ROOT, ("langchain_mq9",)),
 }
@@ -40,7 +40,7 @@ MAY_IMPORT = {
     "mq9-wire": {"mq9_wire"},
     "mq9-broker": {"mq9_wire", "mq9_broker"},
     "mq9-platform": {"mq9_wire", "mq9_broker", "mq9_platform"},
-    "mq9-mcp": {"mq9_wire", "mq9_platform", "mcp_server", "mq9_mcp"},
+    "mq9-mcp": {"mq9_wire", "mq9_platform", "mq9_mcp"},
     "mq9-cli": {"mq9_wire", "mq9_platform", "mq9_cli"},
     "langchain-mq9": {"mq9_wire", "mq9_platform", "langchain_mq9"},
 }
@@ -62,15 +62,22 @@ OUTSIDE = {
 LANGCHAIN = {"langchain", "langchain_core", "langgraph", "langsmith"}
 LANGCHAIN_DISTRIBUTIONS = re.compile(r"^(langchain|langchain-core|langgraph|langsmith)$")
 # The old paths kept a release (langchain_mq9/_moved.py), and the parts they stand for
-SHIMS = ("langchain_mq9/_moved.py",)
+SHIMS = (
+    "langchain_mq9/_moved.py",
+    "wire/mq9_wire/moved.py",
+    "wire/mq9_wire/_nats/",
+    "wire/mq9_wire/_cli.py",
+    "mcp_server/mcp_server/",
+)
 MOVED = ("client", "groups", "operations", "a2a", "wake", "tracing")
 SHIM_FOLDERS = tuple(f"langchain_mq9/{part}/" for part in MOVED)
 # What a 0.4 user types through them, tested (#112)
 OLD_PATHS_TESTED = ROOT / "tests" / "project" / "test_user_paths.py"
 # An old path imported or run: from/import, python -m, or a subprocess's "-m", "..."
 OLD_PATH = re.compile(
-    r'(?:\bfrom\s+|\bimport\s+|-m\s+|"-m",\s*")langchain_mq9\.'
+    r'(?:\bfrom\s+|\bimport\s+|-m\s+|"-m",\s*")(?:langchain_mq9\.'
     r"(?:broker|protocol|client|groups|operations|a2a|wake|tracing|_http)\b"
+    r"|mcp_server\b|mq9_wire\._nats\b|mq9_wire\._cli\b)"
 )
 
 
@@ -225,8 +232,8 @@ def test_each_command_is_its_own_distributions():
 
 
 def test_nothing_in_the_repository_imports_an_old_path():
-    places = ["langchain_mq9", "platform", "faces", "tests", "bench", "testbed", "examples",
-              "notebooks", "docs", "packaging", "wire", "broker"]  # fmt: skip
+    places = ["langchain_mq9", "platform", "mcp_server", "faces", "tests", "bench", "testbed",
+              "examples", "notebooks", "docs", "packaging", "wire", "broker"]  # fmt: skip
     found = []
     for place in places:
         for path in sorted((ROOT / place).rglob("*")):
@@ -330,7 +337,7 @@ def test_importing_the_toolkit_loads_no_broker_module():
 FACES = """
 import mq9_platform, mq9_platform.operations.catalog, mq9_platform.a2a.server
 import mq9_platform.a2a.gateway_cli, mq9_platform.wake.cli, mq9_platform.wake.deliver
-import mcp_server.server, mcp_server.stdio, mq9_cli.app, mq9_cli.console.app
+import mq9_mcp.server, mq9_mcp.stdio, mq9_cli.app, mq9_cli.console.app
 """
 
 
@@ -338,7 +345,7 @@ import mcp_server.server, mcp_server.stdio, mq9_cli.app, mq9_cli.console.app
 def test_the_platform_and_the_faces_load_nothing_of_langchain():
     """What the files say (above), as Python runs them: every module the faces load at start."""
     loaded = _loaded(FACES)
-    assert "mcp_server.server" in loaded and "mq9_cli.console.app" in loaded
+    assert "mq9_mcp.server" in loaded and "mq9_cli.console.app" in loaded
     assert [m for m in loaded if m.split(".")[0] in LANGCHAIN] == []
 
 
@@ -369,7 +376,7 @@ def test_pip_installs_every_face_without_langchain():
     """#108 item 2, as pip resolves it: the four faces below LangChain's, every extra of theirs
     at once (a union without LangChain's packages holds each face without them)."""
     faces = ["./wire", "./broker", "./platform[a2a,a2a-gateway,wake,otel,metrics]",
-             "./faces/mcp[metrics]", "./faces/cli[console,metrics]"]  # fmt: skip
+             "./mcp_server[metrics]", "./faces/cli[console,metrics]"]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
          "--report", "-", *faces],
@@ -385,3 +392,35 @@ def test_pip_installs_every_face_without_langchain():
     names = {item["metadata"]["name"].lower() for item in json.loads(done.stdout)["install"]}
     assert {"mq9-mcp", "mq9-cli", "mq9-platform", "mcp", "a2a-sdk"} <= names
     assert sorted(n for n in names if LANGCHAIN_DISTRIBUTIONS.match(n)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("old", "new", "submodule"),
+    [
+        ("mcp_server", "mq9_mcp", "http.oauth"),
+        ("mq9_wire._nats", "mq9_wire.nats_floor", "guard"),
+        ("mq9_wire._cli", "mq9_wire.command_line", None),
+    ],
+)
+def test_the_renamed_import_paths_warn_and_hand_out_the_same_modules(old, new, submodule):
+    """0.5's names kept for a release: ``mcp_server`` is ``mq9_mcp``, and the wire's two rooms
+    the other distributions import have public names; the old names warn once and hand out the
+    same module objects (a second copy would hold its own state)."""
+    code = f"""
+import importlib, sys, warnings
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    old = importlib.import_module({old!r})
+assert any(w.category is FutureWarning and {new!r} in str(w.message) for w in said), said
+new = importlib.import_module({new!r})
+sub = {submodule!r}
+if sub:
+    same = importlib.import_module({new!r} + "." + sub)
+    assert importlib.import_module({old!r} + "." + sub) is same
+else:
+    assert old.__getattr__("ArgumentParser") is new.ArgumentParser
+print("same")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "same", done.stderr

@@ -147,7 +147,7 @@ def project(tmp_path_factory) -> Path:
     built from this tree as the README says (an extra naming another of them, ``[mcp]``, finds
     it among those wheels: ``install``)."""
     dist = tmp_path_factory.mktemp("dist")
-    # the six distributions' wheels (wire/, broker/, platform/, faces/mcp/, faces/cli/, the top)
+    # the six distributions' wheels (wire/, broker/, platform/, mcp_server/, faces/cli/, the top)
     folders = [str(ROOT / folder) for folder in wheel_folders()]
     argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), *folders]
     built = _run(argv, None, None, 600)
@@ -386,7 +386,7 @@ def test_the_install_lines_name_the_projects_repository():
 
 def test_every_option_of_the_toolkit_and_of_mq9_mcp_is_documented():
     from langchain_mq9 import Mq9Toolkit
-    from mcp_server.cli import build_parser
+    from mq9_mcp.cli import build_parser
 
     toolkit_doc = (ROOT / "docs" / "toolkit.md").read_text()
     undocumented = [

@@ -16,9 +16,8 @@ SOURCES = [
     ROOT / "broker" / "mq9_broker",
     ROOT / "platform" / "mq9_platform",
     ROOT / "langchain_mq9",
-    ROOT / "faces" / "mcp" / "mcp_server",
+    ROOT / "mcp_server" / "mq9_mcp",
     ROOT / "faces" / "cli" / "mq9_cli",
-    ROOT / "faces" / "mcp" / "mq9_mcp.py",
 ]
 MOST_LINES = 80
 
@@ -45,7 +44,7 @@ def too_long() -> list[str]:
 
 def test_the_sources_are_found():
     files = _files()
-    assert ROOT / "faces" / "mcp" / "mq9_mcp.py" in files
+    assert ROOT / "mcp_server" / "mq9_mcp" / "__init__.py" in files
     assert ROOT / "platform" / "mq9_platform" / "wake" / "cli.py" in files
     assert ROOT / "faces" / "cli" / "mq9_cli" / "app.py" in files
     assert len(files) > 100, len(files)

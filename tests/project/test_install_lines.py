@@ -33,7 +33,7 @@ FOLDERS = {
     "wire": "mq9-wire",
     "broker": "mq9-broker",
     "platform": "mq9-platform",
-    "faces/mcp": "mq9-mcp",
+    "mcp_server": "mq9-mcp",
     "faces/cli": "mq9-cli",
     ".": "langchain-mq9",
 }
@@ -207,7 +207,7 @@ def test_what_a_block_needs_is_said_where_a_reader_sees_it(where, others, shown)
         assert package in shown, f"{where}: the text above the block does not name {package}"
 
 
-CODE = ["wire/mq9_wire", "broker/mq9_broker", "platform/mq9_platform", "faces/mcp",
+CODE = ["wire/mq9_wire", "broker/mq9_broker", "platform/mq9_platform", "mcp_server",
         "faces/cli/mq9_cli", "langchain_mq9"]  # fmt: skip
 
 

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow  # fresh virtualenvs, pip resolving against an ind
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 OURS = ("mq9-wire", "mq9-broker", "mq9-platform", "mq9-mcp", "mq9-cli", "langchain-mq9")
-FOLDERS = ("./wire", "./broker", "./platform", "./faces/mcp", "./faces/cli", ".")
+FOLDERS = ("./wire", "./broker", "./platform", "./mcp_server", "./faces/cli", ".")
 UNREACHABLE = ("Failed to establish", "Temporary failure", "Network is unreachable",
                "ConnectionError", "Max retries exceeded", "No matching distribution found for nats-py")  # fmt: skip  # noqa: E501
 
@@ -236,7 +236,7 @@ def test_every_clone_line_of_the_docs_resolves_without_asking_for_ours(index, tm
     one a line, on this 2-core CI): every name resolves, ours from their folders, the index
     never asked for one of them."""
     batches = _clone_lines_together()
-    assert {"./faces/mcp", "mq9-cli[console]", "openai-agents"} <= set(batches[0]), batches
+    assert {"./mcp_server", "mq9-cli[console]", "openai-agents"} <= set(batches[0]), batches
     assert batches[1] == ["./wire", "mq9-wire[semantic,semantic-minilm,semantic-model-dir]"]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

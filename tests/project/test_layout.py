@@ -20,13 +20,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each package the graph reads, and its folder: each its distribution's (wire/, broker/,
-# platform/, faces/mcp/), the LangChain face's at the repository's top
+# platform/, mcp_server/), the LangChain face's at the repository's top
 PACKAGES = {
     "mq9_wire": ROOT / "wire" / "mq9_wire",
     "mq9_broker": ROOT / "broker" / "mq9_broker",
     "mq9_platform": ROOT / "platform" / "mq9_platform",
     "langchain_mq9": ROOT / "langchain_mq9",
-    "mcp_server": ROOT / "faces" / "mcp" / "mcp_server",
+    "mq9_mcp": ROOT / "mcp_server" / "mq9_mcp",
 }
 # Old import paths kept for a release (langchain_mq9/_moved.py: the platform's parts, which
 # were langchain_mq9's before #108): no part of the graph, and nothing imports them
@@ -35,22 +35,23 @@ SHIMS = tuple(
     f"langchain_mq9.{old}"
     for old in ("client", "groups", "operations", "a2a", "wake", "tracing", "_moved")
 )
+SHIMS = (*SHIMS, "mq9_wire._nats", "mq9_wire._cli")
 # The one module outside the broker that imports it: the platform's __init__.py, at the first
 # memory:// client (_bundled_broker)
 BROKER_DOOR = "mq9_platform"
 
 # Which parts each part may import (besides itself). A part is a folder of mq9_wire or
 # mq9_platform; "wire" for the files at mq9_wire's top (the leaves the command lines share:
-# _cli.py); "broker" for the whole of mq9_broker (its own rooms: docs/architecture.md's
+# command_line.py); "broker" for the whole of mq9_broker (its own rooms: docs/architecture.md's
 # broker table, test_architecture_doc.py); "platform" for the files at mq9_platform's top (the
 # platform's names and version); "face" for the files at langchain_mq9's top (the LangChain
-# face); mcp_server. The order is the one docs/architecture.md draws, bottom up. No part of
-# the wire, the broker or the platform names "face" or "mcp_server": the faces stand on the
+# face); mq9_mcp. The order is the one docs/architecture.md draws, bottom up. No part of
+# the wire, the broker or the platform names "face" or "mq9_mcp": the faces stand on the
 # platform, never under it.
 MAY_IMPORT = {
     # the ground floors: NATS plumbing (nats-py's internals behind their version checks, URLs,
     # redaction) and HTTP (the SSRF guard, the host allow-list); they stand on nothing of ours
-    "_nats": set(),
+    "nats_floor": set(),
     "_http": set(),
     "protocol": set(),
     "semantic": {"protocol"},
@@ -58,16 +59,16 @@ MAY_IMPORT = {
     "tracing": {"protocol"},
     # what a server tells its operator (#73): the /metrics and health endpoint, the probe
     "metrics": {"protocol"},
-    # the command lines' argparse types and logging (redaction: _nats)
-    "wire": {"_nats"},
+    # the command lines' argparse types and logging (redaction: nats_floor)
+    "wire": {"nats_floor"},
     # the bundled broker, a distribution of its own: the wire alone below it
-    "broker": {"_nats", "protocol", "semantic", "metrics", "wire"},
+    "broker": {"nats_floor", "protocol", "semantic", "metrics", "wire"},
     # memory:// finds its engine through a registration (the platform's __init__.py registers
     # the broker's)
-    "client": {"_nats", "protocol", "semantic", "groups", "tracing"},
-    "a2a": {"_nats", "_http", "protocol", "groups", "client", "tracing", "wake", "metrics"},
+    "client": {"nats_floor", "protocol", "semantic", "groups", "tracing"},
+    "a2a": {"nats_floor", "_http", "protocol", "groups", "client", "tracing", "wake", "metrics"},
     "operations": {
-        "_nats",
+        "nats_floor",
         "_http",
         "protocol",
         "semantic",
@@ -78,7 +79,7 @@ MAY_IMPORT = {
         "wake",
     },
     # wake rules and the waker (#62): the client and its memory:// engine's announcements
-    "wake": {"_nats", "_http", "protocol", "client", "metrics", "wire"},
+    "wake": {"nats_floor", "_http", "protocol", "client", "metrics", "wire"},
     # the platform's names; the broker only for memory://, imported at its first use
     # (__init__.py, BROKER_DOOR)
     "platform": {
@@ -94,7 +95,7 @@ MAY_IMPORT = {
     # the LangChain face: the platform's parts, and nothing of the broker (the platform
     # registers it)
     "face": {
-        "_nats",
+        "nats_floor",
         "_http",
         "protocol",
         "semantic",
@@ -108,8 +109,8 @@ MAY_IMPORT = {
     },
     # groups: the dead-letter naming its Events extension watches (events.py); the platform's
     # top: the version it prints (mq9-mcp installs without langchain-mq9, so nothing of "face")
-    "mcp_server": {
-        "_nats",
+    "mq9_mcp": {
+        "nats_floor",
         "_http",
         "protocol",
         "groups",
@@ -121,7 +122,7 @@ MAY_IMPORT = {
         "platform",
     },
 }
-# Each package's top files, as a part (the others' top files are no part: mcp_server is one
+# Each package's top files, as a part (the others' top files are no part: mq9_mcp is one
 # room, the broker one whole)
 TOP_PART = {"mq9_wire": "wire", "mq9_platform": "platform", "langchain_mq9": "face"}
 
@@ -174,8 +175,8 @@ def graph() -> dict[str, frozenset[str]]:
 
 def part_of(module: str) -> str:
     top, _, rest = module.partition(".")
-    if top in ("mcp_server", "mq9_broker"):
-        return {"mcp_server": "mcp_server", "mq9_broker": "broker"}[top]
+    if top in ("mq9_mcp", "mq9_broker"):
+        return {"mq9_mcp": "mq9_mcp", "mq9_broker": "broker"}[top]
     head = rest.partition(".")[0]
     if head and (PACKAGES[top] / head).is_dir():
         return head
@@ -280,7 +281,7 @@ def test_the_folders_are_the_parts():
         for p in PACKAGES[package].iterdir()
         if (p / "__init__.py").exists() and f"{package}.{p.name}" not in SHIMS
     }
-    assert folders == set(MAY_IMPORT) - {*TOP_PART.values(), "broker", "mcp_server"}
+    assert folders == set(MAY_IMPORT) - {*TOP_PART.values(), "broker", "mq9_mcp"}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import mq9_wire._nats.guard as guard
+import mq9_wire.nats_floor.guard as guard
 import mq9_wire.semantic as semantic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,5 +38,5 @@ def test_no_logger_below_the_toolkit_is_named_after_it():
 
 
 def test_the_guard_and_the_ranking_log_under_their_modules():
-    assert guard.log.name == "mq9_wire._nats.guard"
+    assert guard.log.name == "mq9_wire.nats_floor.guard"
     assert semantic.log.name == "mq9_wire.semantic"

@@ -1,6 +1,6 @@
-"""One JetStream client (issue #92): the NATS floor's (``_nats/jetstream/requests.py``), with
+"""One JetStream client (issue #92): the NATS floor's (``nats_floor/jetstream/requests.py``), with
 nats-py's ``nats.js`` behind it only where a stream must be followed, in one module
-(``_nats/jetstream/consumers.py``); no room of the broker reaches into the cluster store for
+(``nats_floor/jetstream/consumers.py``); no room of the broker reaches into the cluster store for
 it.
 
 Every use counts, wherever it stands (inside a function, under ``TYPE_CHECKING``): an import
@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "wire" / "mq9_wire", ROOT / "broker" / "mq9_broker"]
 SOURCES += [ROOT / "platform" / "mq9_platform", ROOT / "langchain_mq9"]
-SOURCES += [ROOT / "faces" / "mcp" / "mcp_server", ROOT / "faces" / "cli" / "mq9_cli"]
+SOURCES += [ROOT / "mcp_server" / "mq9_mcp", ROOT / "faces" / "cli" / "mq9_cli"]
 
-THE_ONE = "wire/mq9_wire/_nats/jetstream/consumers.py"
+THE_ONE = "wire/mq9_wire/nats_floor/jetstream/consumers.py"
 # The cluster store's delayed messages take them from a durable pull consumer, and its thread's
 # loop names nats-py's JetStream context: storage/'s, moved with its next round (issue #92)
 NOT_YET = {

@@ -2,7 +2,7 @@
 attribute. A room is a package folder of docs/architecture.md: a folder of the platform
 (``platform/mq9_platform/client``, ...; its top files one room), of the wire, or of the bundled
 broker (``broker/engine``, ...; ``storage/jetstream`` is the storage's), ``langchain_mq9`` (its
-top files are the LangChain face), ``mcp_server`` and ``mq9_cli`` (each with its
+top files are the LangChain face), ``mq9_mcp`` and ``mq9_cli`` (each with its
 subfolders). A part that needs something of another room asks for it by a public name, with a
 docstring saying why; what is private may change with its room alone.
 
@@ -35,7 +35,7 @@ PACKAGES = (
     "broker/mq9_broker",
     "platform/mq9_platform",
     "langchain_mq9",
-    "faces/mcp/mcp_server",
+    "mcp_server/mq9_mcp",
     "faces/cli/mq9_cli",
 )
 ACCESSORS = ("getattr", "hasattr", "setattr", "delattr")
@@ -48,47 +48,48 @@ _FAST_PATH = (
 
 # (file, attribute) -> why: the reach-ins into dependencies that this project knows about.
 KNOWN: dict[tuple[str, str], str] = {
-    # nats-py, guarded (_nats/guard.py checks the version and each name before use)
-    ("wire/mq9_wire/_nats/guard.py", "_ps"): _NATS + " (the protocol parser)",
-    ("wire/mq9_wire/_nats/guard.py", "_reading_task"): _NATS + " (its read loop)",
-    ("wire/mq9_wire/_nats/guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
-    ("wire/mq9_wire/_nats/guard.py", "_subs"): _NATS + " (its subscriptions)",
-    ("wire/mq9_wire/_nats/guard.py", "_process_ping"): _NATS + " (the parser's callback)",
-    ("wire/mq9_wire/_nats/guard.py", "_process_pong"): _NATS + " (the parser's callback)",
-    ("wire/mq9_wire/_nats/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
-    ("wire/mq9_wire/_nats/guard.py", "_process_err"): _NATS + " (the parser's callback)",
-    ("wire/mq9_wire/_nats/guard.py", "_process_info"): _NATS + " (the parser's callback)",
-    ("wire/mq9_wire/_nats/guard.py", "_io_writer"): _NATS + " (the socket a stuck close drops)",
+    # nats-py, guarded (nats_floor/guard.py checks the version and each name before use)
+    ("wire/mq9_wire/nats_floor/guard.py", "_ps"): _NATS + " (the protocol parser)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_reading_task"): _NATS + " (its read loop)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_resp_sub_prefix"): _NATS + " (the reply inbox)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_subs"): _NATS + " (its subscriptions)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_process_ping"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_process_pong"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_process_msg"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_process_err"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_process_info"): _NATS + " (the parser's callback)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_io_writer"): _NATS
+    + " (the socket a stuck close drops)",
     # drain_in_order: nats-py's Subscription.drain, its round trip after its UNSUB
-    ("wire/mq9_wire/_nats/guard.py", "_send_unsubscribe"): _NATS + " (drain's UNSUB)",
-    ("wire/mq9_wire/_nats/guard.py", "_remove_sub"): _NATS + " (drain's end)",
-    ("wire/mq9_wire/_nats/guard.py", "_pending_queue"): _NATS + " (a callback's backlog)",
-    ("wire/mq9_wire/_nats/guard.py", "_stop_processing"): _NATS + " (drain's end)",
-    ("wire/mq9_wire/_nats/guard.py", "_id"): _NATS + " (a subscription's sid)",
-    ("wire/mq9_wire/_nats/guard.py", "_closed"): _NATS + " (a subscription ended)",
-    ("wire/mq9_wire/_nats/info.py", "_server_info"): _NATS_INFO,
-    ("wire/mq9_wire/_nats/fast_path.py", "_subs"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_ps"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_cb"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_id"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_transport"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_pending"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_pending_data_size"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_max_pending_size"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_build_message"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_process_headers"): _FAST_PATH,
-    ("wire/mq9_wire/_nats/fast_path.py", "_request_sub_callback"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/guard.py", "_send_unsubscribe"): _NATS + " (drain's UNSUB)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_remove_sub"): _NATS + " (drain's end)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_pending_queue"): _NATS + " (a callback's backlog)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_stop_processing"): _NATS + " (drain's end)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_id"): _NATS + " (a subscription's sid)",
+    ("wire/mq9_wire/nats_floor/guard.py", "_closed"): _NATS + " (a subscription ended)",
+    ("wire/mq9_wire/nats_floor/info.py", "_server_info"): _NATS_INFO,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_subs"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_ps"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_cb"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_id"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_transport"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_pending"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_pending_data_size"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_max_pending_size"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_build_message"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_process_headers"): _FAST_PATH,
+    ("wire/mq9_wire/nats_floor/fast_path.py", "_request_sub_callback"): _FAST_PATH,
     # httpx
     ("platform/mq9_platform/_http/ssrf.py", "_pool"): (
         "httpx's connection pool under the pinned transport: the only way to hand httpcore "
         "the checked address (httpx names no public hook)"
     ),
     # the MCP SDK
-    ("faces/mcp/mcp_server/http/sessions.py", "_server_instances"): (
+    ("mcp_server/mq9_mcp/http/sessions.py", "_server_instances"): (
         "the MCP SDK's session manager keeps each HTTP session's transport under this name "
         "only: closing an idle session needs it"
     ),
-    ("faces/mcp/mcp_server/watch.py", "_connection"): (
+    ("mcp_server/mq9_mcp/watch.py", "_connection"): (
         "the MCP SDK's Context does not build ``connection`` yet: the request's session "
         "holds it (read only when ``ctx.connection`` is missing)"
     ),
@@ -103,11 +104,11 @@ KNOWN: dict[tuple[str, str], str] = {
 
 
 def test_nats_py_privates_are_read_only_on_the_nats_floor():
-    """#74: every nats-py private name the project reads is under wire/mq9_wire/_nats/, behind
+    """#74: every nats-py private name the project reads is under wire/mq9_wire/nats_floor/, behind
     its version checks; the client and the broker use that floor's public names."""
     reasons = (_NATS, _NATS_INFO, _FAST_PATH)
     elsewhere = [f"{f}: {name}" for (f, name), why in KNOWN.items() if why.startswith(reasons)]
-    elsewhere = [e for e in elsewhere if not e.startswith("wire/mq9_wire/_nats/")]
+    elsewhere = [e for e in elsewhere if not e.startswith("wire/mq9_wire/nats_floor/")]
     assert elsewhere == []
 
 
@@ -117,7 +118,7 @@ def room(path: Path) -> str:
         return "/".join(parts[:3])  # a folder of the broker's, the wire's or the platform's
     if parts[0] == "langchain_mq9":
         return "/".join(parts[:2])
-    return "/".join(parts[:3])  # faces/mcp/mcp_server, faces/cli/mq9_cli: each one room
+    return "/".join(parts[:3])  # mcp_server/mq9_mcp, faces/cli/mq9_cli: each one room
 
 
 def _files() -> list[Path]:

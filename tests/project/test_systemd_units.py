@@ -35,7 +35,7 @@ SERVERS = {
 # LangChain either, #108); and the folders of the distributions (their pyproject.toml) it holds
 VENVS = {
     "/opt/mq9-broker/bin/": ("broker",),
-    "/opt/mq9/bin/": ("platform", "faces/mcp", "faces/cli"),
+    "/opt/mq9/bin/": ("platform", "mcp_server", "faces/cli"),
     "/usr/local/bin/": (),
 }
 BROKER_UNIT = "mq9-dev-broker.service"

@@ -1,5 +1,5 @@
 """The packages type-check: mypy with the configuration in pyproject.toml (``[tool.mypy]``:
-the whole of ``mq9_wire``, ``mq9_broker``, ``langchain_mq9``, ``mcp_server`` and ``mq9_cli``,
+the whole of ``mq9_wire``, ``mq9_broker``, ``langchain_mq9``, ``mq9_mcp`` and ``mq9_cli``,
 strict on ``protocol/`` and ``client/``)."""
 
 from __future__ import annotations

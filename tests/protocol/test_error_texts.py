@@ -33,7 +33,7 @@ PACKAGES = (
     "broker/mq9_broker",
     "platform/mq9_platform",
     "langchain_mq9",
-    "faces/mcp/mcp_server",
+    "mcp_server/mq9_mcp",
     "faces/cli/mq9_cli",
 )
 CLASSIFIER = "wire/mq9_wire/protocol/errors.py"
@@ -50,7 +50,7 @@ ALLOWED = {
     ("broker/mq9_broker/nats_servers/survey.py", "refused_login"),
     # A clustered JetStream stream refuses an expected last sequence with another err_code and
     # the words alone ("wrong last sequence"): the one reading of it, on the NATS floor.
-    ("wire/mq9_wire/_nats/jetstream/api.py", "wrong_last_sequence"),
+    ("wire/mq9_wire/nats_floor/jetstream/api.py", "wrong_last_sequence"),
 }
 
 # A value for each parameter of the table's makers: each is named as the attribute it fills.
@@ -176,7 +176,7 @@ _TEXT_METHODS = {"startswith", "endswith", "find", "index", "count", "lower", "c
                  "split", "partition", "__contains__"}  # fmt: skip
 _REGEX_CALLS = {"search", "match", "fullmatch", "findall", "finditer", "sub"}
 _RETIRED = {"answer_fits", "never_stored", "is_transient"}
-# What makes an exception's words: describe() is _nats/redaction.py's line of one (redacted)
+# What makes an exception's words: describe() is nats_floor/redaction.py's line of one (redacted)
 _TEXT_OF = ("str", "repr", "describe")
 
 

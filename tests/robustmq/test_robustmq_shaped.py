@@ -22,7 +22,7 @@ from langchain_mq9 import MailboxExists, Mq9Client, Mq9Toolkit, StorageMissing
 from mq9_broker import BrokerEngine
 from mq9_platform.operations.mailbox import NO_KEYS_KEPT
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import GuardedClient, protect
+from mq9_wire.nats_floor.guard import GuardedClient, protect
 from tests.support.mcp_support import fails, ok, stdio_session
 from tests.support.robustmq_shaped import RobustMQShapedListener
 

@@ -1,5 +1,5 @@
 """A stand-in for Claude Code's ``claude mcp add``, reading its arguments by the rules Claude
-Code's CLI follows (commander.js; mcp_server/client_lines.py says them):
+Code's CLI follows (commander.js; mq9_mcp/client_lines.py says them):
 
 - ``-t/--transport`` and ``-s/--scope`` take the next argument (``--opt=value`` too);
 - ``-e/--env`` and ``-H/--header`` are variadic: the next argument, then each following one

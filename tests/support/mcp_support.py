@@ -63,7 +63,7 @@ def server_env(**extra: str) -> dict[str, str]:
 def stdio_parameters(*args: str, **env: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_server", *args],
+        args=["-m", "mq9_mcp", *args],
         env=server_env(**env),
         cwd=str(ROOT),
     )
@@ -94,7 +94,7 @@ async def served_engine(nats_url: str) -> AsyncIterator[BrokerEngine]:
 
 @asynccontextmanager
 async def stdio_session(*args: str, **env: str) -> AsyncIterator[ClientSession]:
-    """``python -m mcp_server ARGS`` over stdio, initialized; the process ends with the block."""
+    """``python -m mq9_mcp ARGS`` over stdio, initialized; the process ends with the block."""
     async with (
         stdio_client(stdio_parameters(*args, **env)) as (read, write),
         ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session,
@@ -105,11 +105,11 @@ async def stdio_session(*args: str, **env: str) -> AsyncIterator[ClientSession]:
 
 @contextmanager
 def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str]:
-    """``python -m mcp_server --transport http`` on 127.0.0.1; yields the /mcp URL once the
+    """``python -m mq9_mcp --transport http`` on 127.0.0.1; yields the /mcp URL once the
     port accepts connections, and stops the process afterwards."""
     port = port or unclaimed_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_server", "--transport", "http", "--host", "127.0.0.1",
+        [sys.executable, "-m", "mq9_mcp", "--transport", "http", "--host", "127.0.0.1",
          "--port", str(port), *args],
         cwd=ROOT,
         env=server_env(**env),
@@ -171,12 +171,12 @@ def error_text(result: types.CallToolResult) -> str:
 
 
 class RawStdio:
-    """``python -m mcp_server ARGS`` (by default ``--server memory://``) with its stdin and
+    """``python -m mq9_mcp ARGS`` (by default ``--server memory://``) with its stdin and
     stdout as raw lines."""
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server", *(args or ("--server", "memory://"))],
+            [sys.executable, "-m", "mq9_mcp", *(args or ("--server", "memory://"))],
             cwd=ROOT,
             env=server_env(),
             stdin=subprocess.PIPE,

@@ -8,7 +8,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import BadHeaderError
 
-from mq9_wire._nats.guard import GuardedClient, plain_header_block
+from mq9_wire.nats_floor.guard import GuardedClient, plain_header_block
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

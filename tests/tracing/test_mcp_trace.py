@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mcp import Client
 
-from mcp_server.server import create_server
+from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from tests.support.mcp_support import ok
 

@@ -10,7 +10,7 @@ import pytest
 
 from mq9_platform.client.connection import Mq9Connection
 
-watch = pytest.importorskip("mcp_server.watch")
+watch = pytest.importorskip("mq9_mcp.watch")
 
 HANG_GUARD = 30.0
 

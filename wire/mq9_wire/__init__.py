@@ -2,7 +2,7 @@
 (``langchain-mq9``) and the broker (``mq9-broker``) both stand on, and nothing above it.
 
 - ``protocol``: what travels (subjects, bodies, ``Message``, cards, error texts and classes);
-- ``_nats``: nats-py's internals behind their version checks, URLs and their redaction, and
+- ``nats_floor``: nats-py's internals behind their version checks, URLs and their redaction, and
   JetStream as the broker uses it;
 - ``semantic``: agent discovery by meaning, the ranking and its embedding models;
 - ``metrics``: what a server tells its operator (``/metrics``, ``/healthz``, ``/readyz``);

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from mq9_wire._cli import ArgumentParser, nats_errors_in_one_line
-from mq9_wire._nats.redaction import redact
+from mq9_wire.command_line import ArgumentParser, nats_errors_in_one_line
+from mq9_wire.nats_floor.redaction import redact
 
 from ..config import need_credentials_extra
 from ..identities.callout import SETUP_FILE, Issuer, broker_urls

@@ -28,7 +28,7 @@ from typing import Any
 
 from mq9_wire import protocol as p
 from mq9_wire import semantic
-from mq9_wire._cli import (
+from mq9_wire.command_line import (
     ArgumentParser,
     configure_logging,
     count_limit,
@@ -36,8 +36,8 @@ from mq9_wire._cli import (
     positive_float,
     positive_int,
 )
-from mq9_wire._nats.redaction import redact
 from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, operator_address
+from mq9_wire.nats_floor.redaction import redact
 
 from .._version import __version__
 from ..broker import Broker

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mq9_wire._cli import ArgumentParser, nats_errors_in_one_line, positive_int
-from mq9_wire._nats.jetstream.consumers import read_ordered
-from mq9_wire._nats.jetstream.requests import stream_info
-from mq9_wire._nats.redaction import describe, redact
+from mq9_wire.command_line import ArgumentParser, nats_errors_in_one_line, positive_int
+from mq9_wire.nats_floor.jetstream.consumers import read_ordered
+from mq9_wire.nats_floor.jetstream.requests import stream_info
+from mq9_wire.nats_floor.redaction import describe, redact
 from mq9_wire.protocol import Priority
 
 from ..config import need_credentials_extra

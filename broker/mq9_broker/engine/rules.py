@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from mq9_wire import protocol as p
-from mq9_wire._nats.fits import MAX_PENDING, PENDING_SHARE
+from mq9_wire.nats_floor.fits import MAX_PENDING, PENDING_SHARE
 from mq9_wire.protocol import names
 from mq9_wire.protocol.errors import Mq9Error, WireError
 from mq9_wire.semantic.ranking import AgentEntry

@@ -55,7 +55,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.nats_floor.guard import flush_in_order
 
 from ..nats_servers.processes import server_urls
 from .store import ID_PATTERN, BaseIdentityStore, CredentialError

@@ -11,9 +11,9 @@ kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<
 overwritten (KV ``create``), and acknowledged by a quorum before the answer that made it goes
 out. Revocations reach a broker by a watch on ``cred.>``. docs/security.md ("On a NATS
 cluster") tells why. The bucket is made, and read and written, by the NATS floor's one JetStream
-client (``_nats/jetstream/requests.py`` and ``bucket.py``: the cluster store's too, every read
+client (``nats_floor/jetstream/requests.py`` and ``bucket.py``: the cluster store's too, every read
 from the leader); its watches, and its reading of every key, are the floor's
-``_nats/jetstream/consumers.py`` (nats-py's consumers behind it).
+``nats_floor/jetstream/consumers.py`` (nats-py's consumers behind it).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mq9_wire._nats.info import server_info
-from mq9_wire._nats.jetstream.api import deleted, wrong_last_sequence
-from mq9_wire._nats.jetstream.bucket import open_bucket, won
-from mq9_wire._nats.jetstream.consumers import Watch, read_ordered, watch
-from mq9_wire._nats.jetstream.ready import Deadline, until_ready
-from mq9_wire._nats.jetstream.requests import NoAnswer, Requests
-from mq9_wire._nats.redaction import describe
+from mq9_wire.nats_floor.info import server_info
+from mq9_wire.nats_floor.jetstream.api import deleted, wrong_last_sequence
+from mq9_wire.nats_floor.jetstream.bucket import open_bucket, won
+from mq9_wire.nats_floor.jetstream.consumers import Watch, read_ordered, watch
+from mq9_wire.nats_floor.jetstream.ready import Deadline, until_ready
+from mq9_wire.nats_floor.jetstream.requests import NoAnswer, Requests
+from mq9_wire.nats_floor.redaction import describe
 
 from ..nats_servers.survey import replicas_for
 from ..storage.loop_thread import LoopThread
@@ -51,7 +51,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from mq9_wire._nats.jetstream.bucket import Bucket
+    from mq9_wire.nats_floor.jetstream.bucket import Bucket
 
 log = logging.getLogger("mq9_broker.identities.ownership")
 

@@ -65,7 +65,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import flush_in_order, protect
+from mq9_wire.nats_floor.guard import flush_in_order, protect
 from mq9_wire.protocol import names
 
 # The names the library derives from a mailbox's (a task store, a group's leases, dead letters,
@@ -985,7 +985,7 @@ class Identities:
             error_cb=quietly,
         )
         # Agents publish plain requests to it, whatever their frames: guarded as the serving
-        # connection is (_nats/guard.py)
+        # connection is (nats_floor/guard.py)
         self._guard = protect(self._answers)
         # (brokers serving one store together: one of them refuses each)
         await self._answers.subscribe(p.SUBJECT_WILDCARD, queue=PLAIN_QUEUE, cb=self._refuse_plain)

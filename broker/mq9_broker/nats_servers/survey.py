@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mq9_wire._nats.redaction import describe
-from mq9_wire._nats.urls import address, nats_urls
+from mq9_wire.nats_floor.redaction import describe
+from mq9_wire.nats_floor.urls import address, nats_urls
 
 INFO_TIMEOUT = 5.0  # seconds for a server to send its INFO once the TCP connection is up
 _INFO_LIMIT = 1 << 20  # an INFO line listing every server of a large cluster

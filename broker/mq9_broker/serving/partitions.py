@@ -41,8 +41,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mq9_wire._nats.fast_path import deliver_inline
-from mq9_wire._nats.guard import drain_in_order, flush_in_order
+from mq9_wire.nats_floor.fast_path import deliver_inline
+from mq9_wire.nats_floor.guard import drain_in_order, flush_in_order
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Partitions:
             await connection.publish(f"$mq9.AI.MSG.QUERY.{probe}", b"")
             # the server hands this connection the mapped probe before the flush's PONG, and
             # nats-py queues it as it reads: nothing to wait for beyond the flush (in order:
-            # nats-py's own may write its PING ahead of the SUB and PUB, _nats/guard.py)
+            # nats-py's own may write its PING ahead of the SUB and PUB, nats_floor/guard.py)
             await flush_in_order(connection)
             came = listening.pending_msgs > 0
         finally:

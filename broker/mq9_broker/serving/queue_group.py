@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mq9_wire._nats.jetstream.ready import until_ready
+from mq9_wire.nats_floor.jetstream.ready import until_ready
 
 from ..storage.jetstream import ClusterStore
 

@@ -28,9 +28,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from mq9_wire import protocol as p
-from mq9_wire._nats.fast_path import deliver_inline, engage, replies_inline
-from mq9_wire._nats.guard import flush_in_order, protect
-from mq9_wire._nats.jetstream.window import reader
+from mq9_wire.nats_floor.fast_path import deliver_inline, engage, replies_inline
+from mq9_wire.nats_floor.guard import flush_in_order, protect
+from mq9_wire.nats_floor.jetstream.window import reader
 from mq9_wire.protocol.names import arrival_subject
 from mq9_wire.protocol.subjects import MSG_COUNT
 
@@ -203,8 +203,8 @@ class NatsService:
 
     async def start(self) -> NatsService:
         self._tell_engine()
-        # Anyone on the NATS server can send the broker a frame that would stop nats-py
-        # reading (see _nats/guard.py): guard this connection, and reconnect it if reading stops.
+        # Anyone on the NATS server can send the broker a frame that would stop nats-py reading
+        # (see nats_floor/guard.py): guard this connection, and reconnect it if reading stops.
         self._watchdog = protect(self.connection)
         engage(self.connection)
         if self.identities is None:
@@ -392,7 +392,7 @@ class NatsService:
         self._tell_engine()
         if self._each_on_a_task:  # (a task of its own: its context is its own)
             # the store's reads for it take turns for the read window by requester
-            # (_nats/jetstream/window.py), so one client's large reads hold no other's
+            # (nats_floor/jetstream/window.py), so one client's large reads hold no other's
             reader.set(self._requester(msg))
         if self.identities is not None:  # the gate, then the engine making ownership
             reply = await self.identities.handle(self.engine, msg)

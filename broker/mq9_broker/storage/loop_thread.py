@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mq9_wire._nats.fits import fence
-from mq9_wire._nats.jetstream.ready import Deadline, until_ready
+from mq9_wire.nats_floor.fits import fence
+from mq9_wire.nats_floor.jetstream.ready import Deadline, until_ready
 
 from .mailbox_store import StorageError
 

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from mq9_platform.client.auth import HOW_TO_LOG_IN, read_credential_file
 from mq9_platform.client.client import Mq9Client
-from mq9_wire._nats.redaction import redact
+from mq9_wire.nats_floor.redaction import redact
 from mq9_wire.protocol.errors import (
     ClusterUnavailable,
     InvalidAddress,

@@ -19,7 +19,7 @@ from typing import Any
 
 from mq9_wire import protocol as p
 from mq9_wire import semantic as models
-from mq9_wire._nats.redaction import redact
+from mq9_wire.nats_floor.redaction import redact
 from mq9_wire.protocol import Message, Priority, registration
 from mq9_wire.protocol.errors import (
     ClusterUnavailable,

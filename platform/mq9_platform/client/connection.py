@@ -16,7 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from mq9_wire._nats.redaction import redact
+from mq9_wire.nats_floor.redaction import redact
 from mq9_wire.protocol.errors import RequestTimeout
 
 from .client import Mq9Client

@@ -22,10 +22,10 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
-from mq9_wire._nats.info import server_info
-from mq9_wire._nats.redaction import describe, redact
-from mq9_wire._nats.requests import cancels_of
-from mq9_wire._nats.urls import nats_urls, on_this_machine
+from mq9_wire.nats_floor.info import server_info
+from mq9_wire.nats_floor.redaction import describe, redact
+from mq9_wire.nats_floor.requests import cancels_of
+from mq9_wire.nats_floor.urls import nats_urls, on_this_machine
 from mq9_wire.protocol import DEFAULT_MAX_PAYLOAD
 from mq9_wire.protocol.errors import (
     ConnectFailed,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from typing_extensions import TypeIs
 
-    from mq9_wire._nats.guard import GuardedClient
+    from mq9_wire.nats_floor.guard import GuardedClient
 
 log = logging.getLogger("mq9_platform")
 
@@ -397,7 +397,9 @@ class NatsTransport:
     ) -> Unsubscribe | None:
         """``Announcements``: a plain NATS subscription to each subject, on the connection
         requests go by; all of them undone if one is refused."""
-        from mq9_wire._nats.guard import flush_in_order  # nats-py, only once a NATS link is used
+        from mq9_wire.nats_floor.guard import (
+            flush_in_order,  # nats-py, only once a NATS link is used
+        )
 
         connection = self._connection
         if connection is None:
@@ -439,7 +441,7 @@ class NatsTransport:
         return connection is not None and connection.is_reconnecting
 
     async def connect(self) -> None:
-        from mq9_wire._nats.guard import GuardedClient, protect
+        from mq9_wire.nats_floor.guard import GuardedClient, protect
 
         # A first connection gets request_timeout in all, not nats-py's reconnect_attempts tries
         connection = GuardedClient()
@@ -544,7 +546,8 @@ class NatsTransport:
             if failure is None:
                 raise
             raise failure from None
-        if cancels_of(waiting) > cancels:  # a cancel that came with the reply (_nats/requests.py)
+        # a cancel that came with the reply (nats_floor/requests.py)
+        if cancels_of(waiting) > cancels:
             raise asyncio.CancelledError
         return reply.data
 
@@ -654,7 +657,7 @@ def _stop(task: asyncio.Task[None] | None) -> None:
 
 
 async def _quietly_close(connection: Client) -> None:
-    from mq9_wire._nats.guard import close_within
+    from mq9_wire.nats_floor.guard import close_within
 
     closing = asyncio.current_task()
     cancels = cancels_of(closing)

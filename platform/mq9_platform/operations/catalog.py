@@ -1,6 +1,6 @@
 """The operation catalog: every mq9 operation an agent can call, defined once, with the hints
 a client reads (read-only, destructive, ...). The LangChain tools (``tools.py``) and the MCP
-server (``mcp_server``) are thin adapters over it, so their names, schemas and behaviour are the
+server (``mq9_mcp``) are thin adapters over it, so their names, schemas and behaviour are the
 same. What an operation is and how one runs: ``operation.py``; its parts live by job in the
 modules imported below.
 """

@@ -1,7 +1,7 @@
 """``CallContext``: what one tool call runs with, handed to its handler as a parameter.
 
 ``Operation.execute`` builds it for each call, from what its surface passes in: the LangChain
-tools their connection's client and the run's policy, ``mcp_server`` the same plus a progress
+tools their connection's client and the run's policy, ``mq9_mcp`` the same plus a progress
 callback when the MCP client asked for progress. Nothing a handler uses is ambient.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..a2a.shapes import CallView as CallView  # (mcp_server's too: it reaches no a2a module)
+from ..a2a.shapes import CallView as CallView  # (mq9_mcp's too: it reaches no a2a module)
 from ..client.api import Mq9ClientLike
 from .policy import ToolPolicy
 

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-# (JsonObject, JsonValue: mcp_server's JSON types too, which reaches no a2a module)
+# (JsonObject, JsonValue: mq9_mcp's JSON types too, which reaches no a2a module)
 from ..a2a.shapes import CallView
 from ..a2a.shapes import JsonObject as JsonObject
 from ..a2a.shapes import JsonValue as JsonValue

@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mq9_wire._cli import configure_logging, positive_float
-from mq9_wire._nats.redaction import redact
+from mq9_wire.command_line import configure_logging, positive_float
 from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, need_prometheus, operator_address
+from mq9_wire.nats_floor.redaction import redact
 from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
 
 from ..client import Mq9Client

@@ -20,7 +20,7 @@ from mq9_broker.identities.store import IdentityStore, identities_file
 from mq9_platform.a2a import wire
 from mq9_platform.groups import dead_letters, leases
 from mq9_wire import protocol as p
-from mq9_wire._nats.guard import flush_in_order
+from mq9_wire.nats_floor.guard import flush_in_order
 from tests.support.credentials_support import EnforcingBroker, ask, issue, ok, on_close, revoke
 from tests.support.devbroker_helpers import DevBroker
 from tests.support.raw_nats import socket_request

@@ -128,7 +128,7 @@ def test_a_wait_says_what_it_waits_for_once_and_gives_up_at_its_bound():
 def test_a_short_commands_nats_complaints_are_one_line_each_and_go_no_further(capsys, monkeypatch):
     import logging
 
-    from mq9_wire._cli import nats_errors_in_one_line
+    from mq9_wire.command_line import nats_errors_in_one_line
 
     # a handler an earlier in-process command left on the root logger may hold a stream that
     # is closed by now (its test's capture): what goes further is logging's own last resort

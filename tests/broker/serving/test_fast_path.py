@@ -1,4 +1,4 @@
-"""_nats/fast_path.py: a subscription's messages handled in the read loop, the answers
+"""nats_floor/fast_path.py: a subscription's messages handled in the read loop, the answers
 written at the end of the read (the broker's own subscription, serve.py), and the same effect
 through nats-py's public API when the fast path is off (MQ9_BROKER_FAST_PATH=0, or a nats-py
 whose internals it was not checked against). On a real nats-server, each test against what
@@ -19,16 +19,16 @@ from nats.aio.subscription import Subscription
 
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_platform.client import Mq9Client
-from mq9_wire._nats import fast_path
-from mq9_wire._nats import guard as nats_guard
-from mq9_wire._nats.fast_path import (
+from mq9_wire.nats_floor import fast_path
+from mq9_wire.nats_floor import guard as nats_guard
+from mq9_wire.nats_floor.fast_path import (
     InlineParser,
     deliver_inline,
     engage,
     publish_queued,
     write_now,
 )
-from mq9_wire._nats.guard import flush_in_order, protect
+from mq9_wire.nats_floor.guard import flush_in_order, protect
 from testbed.nats_server import start_nats_server
 from tests.support.store_lane import STATE_SERVER
 from tests.support.waiting import until

@@ -1,5 +1,5 @@
 """The last line of defence on the cluster store's publishes (issue #77 item 1): a publish
-nats-server cannot take is refused before it is written (``_nats/fits.py``, installed by the
+nats-server cannot take is refused before it is written (``nats_floor/fits.py``, installed by the
 store's ``Requests``), on a real nats-server.
 
 Why it matters, shown first: the same publish written by plain nats-py makes the server answer
@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
-from mq9_wire._nats.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
+from mq9_wire.nats_floor.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

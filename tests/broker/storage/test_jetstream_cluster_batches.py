@@ -20,9 +20,9 @@ import pytest
 from mq9_broker.storage.jetstream import Layout
 from mq9_broker.storage.jetstream.batches import Batches
 from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
-from mq9_wire._nats import fast_path
-from mq9_wire._nats.fast_path import engage
-from mq9_wire._nats.guard import protect
+from mq9_wire.nats_floor import fast_path
+from mq9_wire.nats_floor.fast_path import engage
+from mq9_wire.nats_floor.guard import protect
 from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process

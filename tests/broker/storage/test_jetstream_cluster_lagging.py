@@ -35,7 +35,7 @@ from mq9_broker.storage.jetstream import ClusterStore, reads
 from mq9_broker.storage.mailbox_store import Mark
 from mq9_platform.client.transport import MemoryTransport
 from mq9_platform.groups import GroupReader
-from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.nats_floor.jetstream.api import Batch
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import (
     JetStreamCluster,

@@ -31,7 +31,7 @@ from mq9_broker.storage.jetstream.sizes import (
     largest_of,
 )
 from mq9_broker.storage.mailbox_store import Mark
-from mq9_wire._nats.jetstream.window import entry_most
+from mq9_wire.nats_floor.jetstream.window import entry_most
 from mq9_wire.protocol import Priority
 from tests.support.jetstream_servers import close_store, open_store
 from tests.support.waiting import until

@@ -24,7 +24,7 @@ from mq9_broker.state.mailbox import StoredMessage
 from mq9_broker.storage.jetstream import ClusterStore, token
 from mq9_broker.storage.jetstream.mapping import NO_KEY
 from mq9_broker.storage.mailbox_store import Mark
-from mq9_wire._nats.jetstream.api import Batch
+from mq9_wire.nats_floor.jetstream.api import Batch
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from tests.support.jetstream_servers import close_store, open_store
 

@@ -7,7 +7,7 @@ servers carry, so reads went one at a time, first come first served; while one l
 client kept 24 reads of 31 MiB messages going, another client's small QUERY got 1-2 answers in
 20 s and then failed ("JetStream did not answer a read ... within 15 s"). Now a read is
 counted at what its mailbox's head says the mailbox's messages take, readers take turns, and
-small reads have a room of their own (``_nats/jetstream/window.py``, storage/jetstream/
+small reads have a room of their own (``nats_floor/jetstream/window.py``, storage/jetstream/
 sizes.py). No timing is asserted: completions, order and counts, each wait one generous
 deadline (tests/support/waiting.py)."""
 

@@ -20,8 +20,8 @@ from mq9_broker.storage.jetstream.window import (
     reader,
     sized,
 )
-from mq9_wire._nats.fits import PENDING_SHARE
-from mq9_wire._nats.jetstream.requests import Requests
+from mq9_wire.nats_floor.fits import PENDING_SHARE
+from mq9_wire.nats_floor.jetstream.requests import Requests
 
 MIB = 1024 * 1024
 LARGE = largest_entry(64 * MIB)  # a get on servers raised to 64 MB: counted at 32 MiB and more

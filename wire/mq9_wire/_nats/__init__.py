@@ -1,3 +1,5 @@
-"""The NATS floor the client and the broker both stand on: nats-py's internals used behind
-their version checks (``guard.py``, ``fast_path.py``, ``info.py``), URL lists and the redaction
-of credentials in them. Every nats-py private name the project uses is in this folder."""
+"""0.5's private path of the NATS floor, kept for one release: ``mq9_wire.nats_floor`` now."""
+
+from ..moved import forward
+
+__getattr__ = forward(__name__, "mq9_wire.nats_floor")

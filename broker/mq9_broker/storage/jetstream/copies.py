@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mq9_wire._nats.jetstream.bucket import Bucket, live
+from mq9_wire.nats_floor.jetstream.bucket import Bucket, live
 
 from .mapping import decode_record
 

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mq9_wire._nats.jetstream.api import NANOSECONDS
+from mq9_wire.nats_floor.jetstream.api import NANOSECONDS
 
 from ..key_parties import CALLER_FULL, PARTY_FULL, key_sender, of_caller
 from ..mailbox_store import KeysFull, Once

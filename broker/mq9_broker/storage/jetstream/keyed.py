@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from mq9_wire._nats.jetstream.api import expecting, ttl
+from mq9_wire.nats_floor.jetstream.api import expecting, ttl
 
 from ..mailbox_store import KeyReused, Once, StorageError, answered
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mq9_wire._nats.jetstream.api import TTL, kv_subject
+from mq9_wire.nats_floor.jetstream.api import TTL, kv_subject
 
 # Where a stored message is announced (the protocol's, which the waker hears); the mailbox's
 # token is the waker's digest of its name

@@ -8,7 +8,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import (
+from mq9_wire.nats_floor.jetstream.api import (
     EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
     ROLLUP,
     ROLLUP_SUBJECT,

@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import (
+from mq9_wire.nats_floor.jetstream.api import (
     ROLLUP,
     ROLLUP_SUBJECT,
     TTL,
@@ -43,7 +43,7 @@ from mq9_wire._nats.jetstream.api import (
     StoredEntry,
     expecting,
 )
-from mq9_wire._nats.jetstream.bucket import Bucket
+from mq9_wire.nats_floor.jetstream.bucket import Bucket
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 from ..mailbox_store import Full, Lanes, StorageError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
+from mq9_wire.nats_floor.jetstream.api import NANOSECONDS, ErrorCode, kv_stream, kv_subject
 
 from ..mailbox_store import StorageError
 from .key_counts import counts_config, counts_stream

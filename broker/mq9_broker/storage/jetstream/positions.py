@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mq9_wire._nats.jetstream.api import expecting
-from mq9_wire._nats.jetstream.bucket import Bucket, live
+from mq9_wire.nats_floor.jetstream.api import expecting
+from mq9_wire.nats_floor.jetstream.bucket import Bucket, live
 
 from ..mailbox_store import Full, Position, StorageError
 from .batches import Batches

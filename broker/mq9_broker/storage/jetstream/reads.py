@@ -7,7 +7,7 @@ leader for a hole below one it read, a read by lane for what it lacked short of 
 newest msg_id, which the mailbox's head keeps (docs/broker.md, "Reads from replicas"); a
 QUERY may miss the newest messages.
 
-Each read is counted in the read window (``_nats/jetstream/window.py``) at the largest message
+Each read is counted in the read window (``nats_floor/jetstream/window.py``) at the largest message
 its mailbox holds, as the newest head this broker saw says (sizes.py): a read as of a
 head (a FETCH's lanes, a QUERY's walk, a tag's messages) asks with that head's largest; the
 index entries and heads at their own small size; a read that may find a message newer than
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import kv_stream
+from mq9_wire.nats_floor.jetstream.api import kv_stream
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 
 from ...state.mailbox import StoredMessage, finds

@@ -8,8 +8,8 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from mq9_wire._nats.jetstream.api import ErrorCode
-from mq9_wire._nats.jetstream.bucket import Bucket
+from mq9_wire.nats_floor.jetstream.api import ErrorCode
+from mq9_wire.nats_floor.jetstream.bucket import Bucket
 
 from ..mailbox_store import Full, MailboxRecord, StorageError
 from .mapping import RETENTION_SECONDS, Layout, decode_record, encode_record, set_ttl, token

@@ -1,4 +1,4 @@
-"""The cluster store's JetStream requests: the NATS floor's client (``mq9_wire._nats.jetstream
+"""The cluster store's JetStream requests: the NATS floor's client (``mq9_wire.nats_floor.jetstream
 .requests``: one JetStream client for the whole broker), its errors the store's
 ``StorageError``s, so the engine answers them as any store's failure.
 
@@ -6,8 +6,8 @@ Its names are re-exported here for the store's modules."""
 
 from __future__ import annotations
 
-from mq9_wire._nats.jetstream import requests as floor
-from mq9_wire._nats.jetstream.requests import (
+from mq9_wire.nats_floor.jetstream import requests as floor
+from mq9_wire.nats_floor.jetstream.requests import (
     BATCH_HEADERS,
     ENTRIES_MOST,
     Batch,

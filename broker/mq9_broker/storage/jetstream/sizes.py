@@ -1,5 +1,5 @@
 """How large a mailbox's messages are, as its head says: the reads of a
-mailbox are counted in the read window (``_nats/jetstream/window.py``) at the largest message
+mailbox are counted in the read window (``nats_floor/jetstream/window.py``) at the largest message
 the mailbox was ever written, not at the largest the servers carry.
 
 Every write of a mailbox ends with its head (numbering.py), expecting the head before it: so

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.errors import TimeoutError as NatsTimeout
 
-from mq9_wire._nats.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
+from mq9_wire.nats_floor.jetstream.api import MSG_ID, SCHEDULE, SCHEDULE_TARGET
 from mq9_wire.protocol import Priority
 
 from ..mailbox_store import Once, StorageError

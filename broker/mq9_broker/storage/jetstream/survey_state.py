@@ -29,8 +29,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mq9_wire._nats.jetstream.api import API_PREFIX, KV_STREAM_PREFIX, ROLLUP, ROLLUP_SUBJECT, ttl
-from mq9_wire._nats.jetstream.bucket import Bucket
+from mq9_wire.nats_floor.jetstream.api import (
+    API_PREFIX,
+    KV_STREAM_PREFIX,
+    ROLLUP,
+    ROLLUP_SUBJECT,
+    ttl,
+)
+from mq9_wire.nats_floor.jetstream.bucket import Bucket
 
 from .key_counts import counts_stream
 from .mapping import Layout, decode_record, msg_id_of, token

@@ -1,10 +1,10 @@
 """The read window moved to the NATS floor with the JetStream requests:
-``mq9_wire._nats.jetstream.window``. Its names, re-exported for the cluster store's modules
+``mq9_wire.nats_floor.jetstream.window``. Its names, re-exported for the cluster store's modules
 (``reader``, who a read is for, which the serving layer sets; ``sized``, the most a
 read's messages take, which the store says from a mailbox's head; ``SMALL_ROOM`` and
 ``SMALL_READ``, the small reads' room beside the window)."""
 
-from mq9_wire._nats.jetstream.window import (
+from mq9_wire.nats_floor.jetstream.window import (
     BATCH_BYTES,
     FILE_RECORD_MOST,
     SMALL_READ,
