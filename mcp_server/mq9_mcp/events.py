@@ -5,7 +5,7 @@ POSTed to its own URL (``events/subscribe``, ``webhooks.py``).
 
 The MCP SDK 2.3 does not implement the extension: the method names and shapes were written from
 a reading of the proposal, and held point by point against the SEP's full text since
-(docs/mcp.md, "MCP Events", says what is the SEP's and where mq9-mcp differs on purpose).
+(docs/mcp-events.md says what is the SEP's and where mq9-mcp differs on purpose).
 
 An event says that a message is there, never what it says: its data is the message's msg_id,
 priority, key, tags and time; the payload stays with ``fetch_messages`` (which consumes it) and

@@ -9,10 +9,10 @@ A KV key allows only ``[-/_=.a-zA-Z0-9]``: a mailbox or agent name is keyed by i
 kept in the value (``cred.<id>``, ``seen.<id>``, ``mailbox.<sha256>``, ``agent.<sha256>``,
 ``grant.<sha256 of the mailbox>.<principal>``). An ownership record is created, never
 overwritten (KV ``create``), and acknowledged by a quorum before the answer that made it goes
-out. Revocations reach a broker by a watch on ``cred.>``. docs/security.md ("On a NATS
-cluster") tells why. The bucket is made, and read and written, by the NATS floor's one JetStream
-client (``nats_floor/jetstream/requests.py`` and ``bucket.py``: the cluster store's too, every read
-from the leader); its watches, and its reading of every key, are the floor's
+out. Revocations reach a broker by a watch on ``cred.>``. docs/security-broker.md ("On a
+NATS cluster") tells why. The bucket is made, and read and written, by the NATS floor's one
+JetStream client (``nats_floor/jetstream/requests.py`` and ``bucket.py``: the cluster store's
+too, every read from the leader); its watches, and its reading of every key, are the floor's
 ``nats_floor/jetstream/consumers.py`` (nats-py's consumers behind it).
 """
 

@@ -2,7 +2,7 @@
 request body may be (``limits``), how many sessions stay open (``sessions``), the event ids of
 its streams (``sse``) and the guarded uvicorn connection under it all (``guard``).
 
-What the MCP SDK does itself and what is kept here, and why: docs/mcp.md, "The HTTP edge".
+What the MCP SDK does itself and what is kept here, and why: docs/mcp-http.md, "The HTTP edge".
 
 ``app``'s names are imported at their first use: the app stands on the server, which stands on
 this package's checks (``scope_check``), so the package itself imports no server.

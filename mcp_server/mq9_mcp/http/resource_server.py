@@ -83,7 +83,7 @@ class _WellKnown:
 
 
 def add_oauth_flags(parser: argparse.ArgumentParser) -> None:
-    """The resource server's options (docs/mcp.md "Serving many people")."""
+    """The resource server's options (docs/mcp-oauth.md)."""
     group = parser.add_argument_group("OAuth resource server (--transport http; the oauth extra)")
     add = group.add_argument
     add(

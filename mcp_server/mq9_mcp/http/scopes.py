@@ -1,5 +1,5 @@
-"""What each OAuth scope lets a principal do, in two tables read together (docs/mcp.md "Serving
-many people"): ``SCOPE_TOOLS``, the operations each scope runs, and ``METHOD_SCOPES``, what each
+"""What each OAuth scope lets a principal do, in two tables read together (docs/mcp-oauth.md):
+``SCOPE_TOOLS``, the operations each scope runs, and ``METHOD_SCOPES``, what each
 MCP method needs. A token is good for what its scopes name through every method, not only
 ``tools/call``: reading a mailbox as a resource or as events is still reading it. A principal
 with a static token or a tokens file's line holds every scope."""

@@ -23,7 +23,7 @@ from ..owners import client_identity
 log = logging.getLogger("mq9_mcp")
 
 # Room for many MCP clients on one machine, while a flood stays small (what a session holds:
-# docs/mcp.md, "The HTTP edge").
+# docs/mcp-http.md, "The HTTP edge").
 DEFAULT_MAX_SESSIONS = 100
 DEFAULT_SESSION_IDLE_TIMEOUT = 600.0
 

@@ -1,5 +1,5 @@
 """Waiting for mail in a mailbox: woken by the broker's arrival announcements where it makes
-them, polling where it does not (docs/a2a.md, "How quickly a call is seen").
+them, polling where it does not (docs/a2a-tck.md, "How quickly a call is seen").
 
     arrivals = await Arrivals(client).start()
     with arrivals.bell(mailbox) as bell:

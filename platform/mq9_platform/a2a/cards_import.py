@@ -1,6 +1,6 @@
 """HTTP A2A agents in the mq9 registry: a card read from its well-known URL
 (``/.well-known/agent-card.json``) is registered beside the mq9 agents, so ``agent_discover``
-ranks it with them and ``call_agent`` reaches it over HTTP (docs/a2a.md, "HTTP A2A agents").
+ranks it with them and ``call_agent`` reaches it over HTTP (docs/a2a-gateway.md).
 
     importer = CardImporter(client, ["https://agents.example.com"], hosts=HostPolicy.from_env())
     await importer.refresh()        # once; or `await importer.run(every=300)`

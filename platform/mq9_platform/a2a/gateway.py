@@ -1,5 +1,5 @@
 """The A2A gateway: mq9 agents served to HTTP A2A clients (A2A 1.0, JSON-RPC binding, with
-a2a-sdk's server side), store and forward (docs/a2a.md, "The gateway").
+a2a-sdk's server side), store and forward (docs/a2a-gateway.md, "The gateway").
 
     app = await gateway_app(mq9_client, ["agent.summarizer"], tenants=Tenants({"app": token}),
                             public_url="https://gw.example.com")

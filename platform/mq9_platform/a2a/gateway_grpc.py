@@ -1,7 +1,7 @@
 """The gateway's gRPC binding (A2A 1.0's third): a2a-sdk's own gRPC servicer
 (``GrpcHandler``) over the very ``GatewayHandler`` each agent's JSON-RPC and HTTP+JSON routes
 use, so the tenants, their tokens and reply mailboxes, the limits and store-and-forward are the
-same on every binding (docs/a2a.md, "Three bindings").
+same on every binding (docs/a2a-gateway.md, "Three bindings").
 
     server = await serve_grpc(app.handlers, tenants, "0.0.0.0:50051")   # ... await server.stop(5)
 

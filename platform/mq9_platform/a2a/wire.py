@@ -124,7 +124,7 @@ EVENT_KEY = "event."
 EVENT_TAG = "mq9.event"
 SEQ = "seq"
 # The card extension saying so (ours until A2A names one: a2aproject/A2A#1986), and the
-# metadata key under which each streamed Task carries its place (docs/a2a.md, "Resume").
+# metadata key under which each streamed Task carries its place (docs/a2a-gateway.md, "Resume").
 RESUME_EXTENSION = "urn:langchain-mq9:a2a-resume:v1"
 
 

@@ -11,8 +11,8 @@ inbox the subject names; and a watchdog that reconnects it when its read loop en
 
 Each override leans on nats-py internals and is checked before its first use
 (``internals_problem``): one that does not match stays off, whole, with one warning, and nats-py
-behaves as its own. Why each exists: docs/security.md ("Hostile NATS traffic"), docs/protocol.md
-§1.1.
+behaves as its own. Why each exists: docs/security-broker.md ("Hostile NATS traffic"),
+docs/protocol.md §1.1.
 """
 
 from __future__ import annotations
