@@ -234,7 +234,7 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
         help="with --transport http: serve Prometheus metrics (/metrics), /healthz and /readyz "
         "at HOST:PORT, the operator's address, apart from --port (HOST default 127.0.0.1; "
         "port 0 picks one, printed); off by default. The metrics extra. "
-        "docs/deploy.md#watching-it",
+        "docs/broker-watching.md#watching-it",
     )
 
 

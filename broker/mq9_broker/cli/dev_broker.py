@@ -286,7 +286,7 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
-        "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
+        "default. The metrics extra (prometheus-client). docs/broker-watching.md#watching-it",
     )
     parser.add_argument(
         "--nats-monitor",
@@ -294,7 +294,7 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         help="the nats-servers' monitoring endpoints (http://HOST:PORT, each server's "
         "http: HOST:PORT): --metrics also exports whether each answers and is healthy, and "
         "JetStream's meta leader and peers as they say. "
-        "docs/deploy.md#watching-the-nats-servers",
+        "docs/broker-watching.md#watching-the-nats-servers",
     )
     parser.add_argument(
         "--console",
@@ -322,7 +322,7 @@ def _feature_options(parser: argparse.ArgumentParser) -> None:
         metavar="[HOST:]PORT",
         help="serve the console's own metrics, /healthz and /readyz at HOST:PORT (--console; "
         "port 0 picks one, printed): a process of its own, apart from --metrics, the "
-        "broker's. docs/deploy.md#watching-it",
+        "broker's. docs/broker-watching.md#watching-it",
     )
     parser.add_argument(
         "--console-credential-file",

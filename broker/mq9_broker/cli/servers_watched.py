@@ -3,7 +3,7 @@ a scrape reads each server's ``/healthz`` and ``/jsz`` (``ServersWatched``, kept
 s) and exports whether it answers and is healthy, whether it knows a JetStream meta leader, and
 each meta-group peer as the leader sees it (current, offline, seconds since heard, entries
 behind). NATS' own exporter (prometheus-nats-exporter) cannot be installed from the Go proxy, and
-the broker can reach the servers it uses: docs/deploy.md#watching-the-nats-servers.
+the broker can reach the servers it uses: docs/broker-watching.md#watching-the-nats-servers.
 """
 
 from __future__ import annotations

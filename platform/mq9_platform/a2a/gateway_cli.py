@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address, apart from --listen (HOST default 127.0.0.1; port 0 picks one, "
-        "printed); off by default. The metrics extra. docs/deploy.md#watching-it",
+        "printed); off by default. The metrics extra. docs/broker-watching.md#watching-it",
     )
     return parser
 

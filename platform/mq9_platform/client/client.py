@@ -83,7 +83,7 @@ RERANK_MAX_AGENTS = 2_000
 class _Creating:
     """RobustMQ 8bd49dc loses a mailbox's storage for good when the first two CREATEs of
     its name cross (each makes the topic anew, the later one names a shard nobody makes:
-    docs/protocol.md §5.1). In one process, CREATEs of one name on one server go one after
+    docs/protocol-commands.md §5.1). In one process, CREATEs of one name on one server go one after
     another, whichever client sends them (the replicas of an agent started together, the
     readers of a group making its records mailbox): the second then finds it made."""
 
@@ -198,7 +198,7 @@ class Mq9Client:
         self._groups: set[str] = set()
         self.request_timeout = float(request_timeout)
         # The highest msg_id a SEND got per mailbox, and what looked wrong (said once per
-        # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy.md).
+        # mailbox): to notice a broker that lost or split a mailbox's log (docs/deploy-robustmq.md).
         self._highest_sent: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
         # The last SEND acknowledged per mailbox (msg_id, digest of the payload), checked once
@@ -561,7 +561,7 @@ class Mq9Client:
     async def _check_last_receipt(self, mail_address: str) -> None:
         """After the broker was away, look once whether the last message it acknowledged is
         still there: a cluster that lost the mailbox's log may go on with msg_ids above every
-        one this client got, so no SEND answer would show the loss (docs/deploy.md)."""
+        one this client got, so no SEND answer would show the loss (docs/deploy-robustmq.md)."""
         receipt = self._receipts.get(mail_address)
         if receipt is None or mail_address in self.warnings:
             return
@@ -728,7 +728,7 @@ class Mq9Client:
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
         of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
-        the SDK sends it, but filters nothing on RobustMQ (docs/protocol.md §5.5). A read that
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol-commands.md §5.5). A read that
         fails in a way that may pass (a cluster electing a leader) is sent again within
         ``request_timeout``; ``again=False``: one try, the broker's first answer (a probe's).
         """
@@ -775,7 +775,7 @@ class Mq9Client:
 
     async def check_receipt(self, mail_address: str, msg_id: int, payload: str | bytes) -> bool:
         """Whether the mailbox still holds ``payload`` under ``msg_id``: how a client that
-        was not there when a broker lost a mailbox's log finds out (docs/deploy.md). Keep a
+        was not there when a broker lost a mailbox's log finds out (docs/deploy-robustmq.md). Keep a
         receipt (the msg_id a SEND answered, and what was sent) of what must not be lost, and
         check it later from any client. False is noted in ``warnings`` like a log seen going
         back; it also means the message was deleted or expired: the broker cannot tell those

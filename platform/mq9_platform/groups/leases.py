@@ -187,7 +187,7 @@ class GroupRecords:
         """Make the records mailbox now, once, if it is not there. Its records make it
         anyway, but the workers of a group all write their first claims on the same arrival:
         on RobustMQ their CREATEs of a new name would cross, and the mailbox be lost for good
-        (docs/protocol.md §5.1). Made at a worker's first read that found the mailbox (the
+        (docs/protocol-commands.md §5.1). Made at a worker's first read that found the mailbox (the
         records mailbox derives from it: a ``--credentials`` broker lets only its owner make
         it, once it exists), the first worker makes it alone, unless they start together."""
         if not self._made:

@@ -3,7 +3,7 @@
 ``GroupReader`` (reader.py) does the I/O; the rules that keep a message from being lost or
 handed out twice live here, so tests/groups/test_reader_state.py checks them without a broker.
 
-RobustMQ's rules behind it (docs/protocol.md §5.3-5.4): a FETCH reads the lanes critical,
+RobustMQ's rules behind it (docs/protocol-commands.md §5.3-5.4): a FETCH reads the lanes critical,
 urgent, normal from the group's position S, each up to ``asked`` messages, and stops once it
 holds ``asked``; an ACK X moves every lane to X + 1; the broker leases nothing.
 """

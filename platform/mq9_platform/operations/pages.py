@@ -2,7 +2,7 @@
 the console's pages and counts read a mailbox this one way.
 
 Two things make a page hard to end right. A stateless FETCH from an id reads lane by lane
-(critical, urgent, normal; each lane at most 30 MiB; docs/protocol.md §5.3), so only the ids
+(critical, urgent, normal; each lane at most 30 MiB; docs/protocol-commands.md §5.3), so only the ids
 every lane was read through are a page (``read_through``). And a broker may cut either a QUERY
 or a FETCH answer after any message to fit its answer size (the bundled broker does, to its
 NATS server's max_payload or ``BrokerLimits.max_answer``; RobustMQ does not; nothing in the answer
@@ -118,7 +118,7 @@ def _first_gap(from_id: int, kept: list[Message]) -> int | None:
     see). Above ``from_id`` the page ends before it, whole in every lane, and the next page
     is the read from it: fewer more urgent messages come first there, so it may reach the
     less urgent lanes. At ``from_id`` itself that read is this one again (a FETCH's num_msgs
-    counts across lanes, and QUERY's since does nothing, docs/protocol.md §5.5): a deleted
+    counts across lanes, and QUERY's since does nothing, docs/protocol-commands.md §5.5): a deleted
     message and a hidden one look alike, so the page says they may be missing. Costs no
     request; past the highest ``_went_on`` found nothing, so the page may still be the end."""
     held = {m.msg_id for m in kept}

@@ -108,7 +108,7 @@ def _filtered_answer(
     address: str, args: QueryMessagesInput, policy: ToolPolicy, limit: int, found: list[Message]
 ) -> Callable[[list[MessageView], int], MessagesQueried]:
     """The answer to a query by key or tags, which the broker cannot page: it answers the
-    oldest ``limit`` per tag (docs/protocol.md §5.5)."""
+    oldest ``limit`` per tag (docs/protocol-commands.md §5.5)."""
     steps = []
     if args.tags and not args.key and len(found) >= limit:
         wider = next_call("query_messages", address, policy, f"tags={args.tags!r}", "limit=100")

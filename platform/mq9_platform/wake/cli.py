@@ -178,7 +178,7 @@ def _running_options(parser: argparse.ArgumentParser) -> None:
         "--metrics", metavar="[HOST:]PORT",
         help="serve Prometheus metrics (/metrics), /healthz and /readyz at HOST:PORT, the "
         "operator's address (HOST default 127.0.0.1; port 0 picks one, printed); off by "
-        "default. The metrics extra (prometheus-client). docs/deploy.md#watching-it",
+        "default. The metrics extra (prometheus-client). docs/broker-watching.md#watching-it",
     )  # fmt: skip
     parser.add_argument(
         "--lease", type=positive_float, default=LEASE, metavar="SECONDS",

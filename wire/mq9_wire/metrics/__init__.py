@@ -5,7 +5,7 @@
 Each server (``mq9-dev-broker``, ``mq9-wake``, ``mq9-a2a-gateway``, ``mq9-mcp`` over HTTP, the
 console) fills a registry of its own and serves it with ``OperatorEndpoint``. The broker's
 counting on its hot path is its own (``mq9_broker.serving.meter``); ``prometheus-client`` (the
-``metrics`` extra) is imported only when metrics are asked for. docs/deploy.md#watching-it
+``metrics`` extra) is imported only when metrics are asked for. docs/broker-watching.md#watching-it
 """
 
 from __future__ import annotations

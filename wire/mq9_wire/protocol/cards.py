@@ -1,5 +1,5 @@
 """A2A agent cards: what RobustMQ reads as an AgentCard (and so indexes for search), the cards
-the client builds, and the agents a DISCOVER answers with (docs/protocol.md §7)."""
+the client builds, and the agents a DISCOVER answers with (docs/protocol-commands.md §7)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .quoting import quoted
 from .values import check_address
 
 # An A2A AgentCard as RobustMQ reads it (a2a-types 0.2.0: prost types with pbjson's proto3
-# JSON mapping; docs/protocol.md §7.1): no field is required, a field may be named in camelCase
+# JSON mapping; docs/protocol-commands.md §7.1): no field is required, a field may be named in camelCase
 # or snake_case, an unknown key means "not a card", and null is refused for strings, lists and
 # maps. RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase,
 # fields in proto order, empty ones left out); only cards are indexed for search. A field maps

@@ -191,7 +191,7 @@ class StorageMissing(ClusterUnavailable):
     """RobustMQ has no storage shard for the mailbox addressed (``Shard <shard> does not
     exist``): on a cluster, a node not yet told of a mailbox made a moment ago; where it lasts,
     a mailbox whose first two CREATEs crossed (RobustMQ 8bd49dc then points the name at a shard
-    it never made: docs/protocol.md §5.1). Nothing was stored."""
+    it never made: docs/protocol-commands.md §5.1). Nothing was stored."""
 
     stored_nothing: bool = True
     shard: str = ""
@@ -631,7 +631,7 @@ _OUTAGES = {
     StorageMissing: (
         "RobustMQ holds no storage for this mailbox: on a cluster, a node not yet told of a "
         "mailbox just made (try again shortly); if it lasts, the mailbox's first two CREATEs "
-        "crossed and RobustMQ lost its storage for good (docs/protocol.md §5.1: use another "
+        "crossed and RobustMQ lost its storage for good (docs/protocol-commands.md §5.1: use another "
         "name, and let one process make a shared mailbox before others use it)",
         "",
     ),
