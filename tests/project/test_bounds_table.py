@@ -1,4 +1,5 @@
-"""docs/security.md's table "Whose bound it is" (#106) cannot rot: each row names a bound, its
+"""docs/security-broker.md's table "Whose bound it is" (#106) cannot rot: each row names a bound,
+its
 unit, who can fill it, what everyone else sees, the test that holds it, and (#113) whose it is
 across replicas and restarts; every test named
 (``tests/x/test_y.py::test_name``, or ``::test_name`` for the file named before it in the row)
@@ -16,8 +17,8 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SECURITY = ROOT / "docs" / "security.md"
-HEADING = "## Whose bound it is (#106)"
+SECURITY = ROOT / "docs" / "security-broker.md"
+HEADING = "## Whose bound it is"
 COLUMNS = ["Bound (default)", "Unit", "Who can fill it",
            "What everyone else sees while it is full", "Held by",
            "Across replicas and restarts"]  # fmt: skip
@@ -37,7 +38,7 @@ COMMANDS = [
 def _rows() -> list[list[str]]:
     """The table's rows under ``HEADING``, each its cells (the header row first)."""
     text = SECURITY.read_text(encoding="utf-8")
-    assert HEADING in text, f"docs/security.md has no section {HEADING!r}"
+    assert HEADING in text, f"docs/security-broker.md has no section {HEADING!r}"
     section = text.split(HEADING, 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]

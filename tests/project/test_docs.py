@@ -14,7 +14,8 @@ A block says how it runs in an HTML comment right before it:
 
 Ports 4222 and 8000 in a command are replaced by free ones (other processes on a shared
 machine may hold them), and ``mq9-dev-broker`` gets ``--port``. ``claude`` is the stand-in of
-tests/support/claude_stub.py (what the registered server does is tests/mcp/test_client_lines.py's
+testbed/support/claude_stub.py (what the registered server does is
+tests/integration/mcp/test_client_lines.py's
 part).
 Python blocks that talk to ``mq9-mcp --transport http`` get that server, started from the venv,
 and run twice (the second run finds what the first left on it).
@@ -38,10 +39,10 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from testbed.ports import unclaimed_port
+from testbed.support.devbroker_helpers import port_open
+from testbed.support.mcp_support import end_process
+from testbed.support.waiting import until_sync
 from tests.project.test_install_lines import brought
-from tests.support.devbroker_helpers import port_open
-from tests.support.mcp_support import end_process
-from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -288,10 +289,10 @@ def _nothing() -> Iterator[dict[str, str]]:
 
 @contextmanager
 def _http_server(project: Path) -> Iterator[dict[str, str]]:
-    """The HTTP server docs/mcp.md tells the user to start, from the venv, on a free port and
+    """The HTTP server docs/mcp-http.md tells the user to start, from the venv, on a free port and
     with a fresh token; yields the environment its snippets read."""
     command = "mq9-mcp --transport http --port 8000 --server memory://\n"
-    assert command in (ROOT / "docs" / "mcp.md").read_text()
+    assert command in (ROOT / "docs" / "mcp-http.md").read_text()
     token, port = secrets.token_urlsafe(16), unclaimed_port()
     argv = command.replace("8000", str(port)).split()[1:]
     process = subprocess.Popen(

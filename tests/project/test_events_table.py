@@ -1,4 +1,5 @@
-"""docs/mcp.md's MCP Events table (issue #117) cannot rot: every row, a point of SEP-3415 held
+"""docs/mcp-events.md's MCP Events table (issue #117) cannot rot: every row, a point of SEP-3415
+held
 against mq9-mcp, names in its last column the tests that hold it (``tests/x/test_y.py::name``),
 and each named test exists, as a test function of that file; the count the text above the table
 gives is the rows'. Read from the text and the source (``ast``), as the rule is about what is
@@ -12,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "mcp.md"
+DOCS = ROOT / "docs" / "mcp-events.md"
 HEADING = "## MCP Events: mail arrivals polled, streamed or POSTed"
 HEADER = ["Point", "SEP-3415", "mq9-mcp", "", "Test"]
 TEST = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
@@ -21,7 +22,7 @@ COUNT = re.compile(r"Counts: (\d+) points")
 
 def _section() -> str:
     text = DOCS.read_text(encoding="utf-8")
-    assert HEADING in text, f"docs/mcp.md has no section {HEADING!r}"
+    assert HEADING in text, f"docs/mcp-events.md has no section {HEADING!r}"
     return text.split(HEADING, 1)[1].split("\n## ", 1)[0]
 
 
