@@ -1,9 +1,9 @@
 """The cluster failover runs (issues #28, #45): SENDs to a mailbox of a running RobustMQ
 cluster, **the node that holds the mailbox's shard** killed part-way and started again, then
 every message the broker acknowledged looked for on every node. Nothing here starts or builds
-RobustMQ: start the cluster by hand (docs/deploy-robustmq.md) and say how to kill and start a node with
-``--kill`` and ``--start``, shell commands in which ``{port}`` stands for the NATS port of the
-node to kill or start.
+RobustMQ: start the cluster by hand (docs/deploy-robustmq.md) and say how to kill and start a
+node with ``--kill`` and ``--start``, shell commands in which ``{port}`` stands for the NATS port
+of the node to kill or start.
 
     python -m bench.cluster_failover --runs 10 \
         --urls nats://127.0.0.1:4222,nats://127.0.0.1:5222,nats://127.0.0.1:6222 \

@@ -36,7 +36,7 @@ from .infra import START_TIMEOUT, child_env
 from .measure import Stats, fmt_seconds, interleave_async
 from .results import Check, Section
 
-TITLE = "Per-agent credentials: SEND and FETCH against the open broker (#53)"
+TITLE = "Per-agent credentials: SEND and FETCH against the open broker"
 LIMIT = 1.1  # the credentialed broker's median within 1.1x of the open one's
 READY = "mq9 dev broker ready on "
 KEYS = {"SEND": "15a", "FETCH": "15b"}  # the rows of target 15

@@ -14,7 +14,7 @@ shared``: their keys in the server's ledger)::
 
     python -m bench.mcp_principals --principals 10000
 
-The figures recorded are in docs/bench.md ("mq9-mcp with 10,000 principals"), with the run.
+The figures recorded are in bench/RESULTS.md ("mq9-mcp with 10,000 principals"), with the run.
 """
 
 from __future__ import annotations

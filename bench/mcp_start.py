@@ -10,7 +10,7 @@ It imports nothing of this repository, so it runs in a virtualenv holding mq9-mc
 
     python -m bench.mcp_start --runs 15 --command .venv-mcp/bin/mq9-mcp
 
-The figures recorded are in docs/bench.md ("mq9-mcp's start"), with the runs they came from.
+The figures recorded are in bench/RESULTS.md ("mq9-mcp's start"), with the runs they came from.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def _limit_options(limits: Group) -> None:
         ("--max-agents-per-sender", "max_agents_per_sender",
          "most agents one agent registers and holds at once (--credentials)"),
         ("--max-groups", "max_groups", "most consumer groups per mailbox (an ACK makes one)"),
-        # the keys a memory or SQLite store holds (each one's cost: docs/bench.md); the cluster
+        # the keys a memory or SQLite store holds (each one's cost: bench/RESULTS.md); the cluster
         # store's are its stream's entries
         ("--max-keys", "max_keys", "most idempotency keys held at once, in all"),
         ("--max-keys-per-sender", "max_keys_per_sender",

@@ -43,11 +43,11 @@ class BrokerLimits:
     # How long a keyed SEND's key is kept per mailbox: every SEND with it within this many
     # seconds answers the first one's msg_id (docs/protocol.md, "Exactly once"). Ten minutes
     # cover a client's resends and a broker's restart; each key costs the store a record
-    # (docs/bench.md)
+    # (bench/RESULTS.md)
     idempotency_window: int = 600
     # The keys a broker whose store is in this process (memory, SQLite) holds at once, in
     # all and per sender it vouched for (--credentials): a new key past either is refused in
-    # one line (err_idempotency_keys_full). What a key costs held is measured in docs/bench.md
+    # one line (err_idempotency_keys_full). What a key costs held is measured in bench/RESULTS.md
     # (the memory 100,000 of them take follows from it); 10,000 a sender is 16 keyed SENDs a
     # second for the whole window. The cluster store keeps keys in its stream (Nats-TTL) and
     # counts a sender's in JetStream (storage/jetstream/key_counts.py); its bound in all is

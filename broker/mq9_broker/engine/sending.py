@@ -3,8 +3,8 @@ store refuses the same SENDs (a line break in a header, say).
 
 ``read_send`` turns a SEND's headers and body into the message to store and, for a delayed
 one, the second it is due, or raises ``Mq9Error`` with the one-line refusal. RobustMQ's rules
-(docs/protocol-commands.md §5.2: exact names, an unknown priority is normal, a number that is not a u64
-is ignored) and ours on top of them: a header is one line, a delay or TTL is at most
+(docs/protocol-commands.md §5.2: exact names, an unknown priority is normal, a number that is
+not a u64 is ignored) and ours on top of them: a header is one line, a delay or TTL is at most
 ``MOST_SECONDS``, and a store may bound tags, keys and delays: each store declares what it takes
 (``SendLimits``, its ``send_limits``: the cluster store writes each tag into a subject, which
 nats-server bounds), and the engine refuses the rest here, before the store is asked.

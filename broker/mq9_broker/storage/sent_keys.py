@@ -13,7 +13,7 @@ The keys held are counted in all and per party, so a store can refuse one past i
 apart for it (the address nats-server vouches for; the key itself stays unscoped there,
 one per mailbox as RobustMQ keeps it). A reply inbox is no party (any client may name
 another's), so a key nothing vouches for counts in the bound in all alone. What one costs is
-measured in docs/bench.md.
+measured in bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -728,8 +728,8 @@ class Mq9Client:
         Answers at most 100 messages, oldest first (``limit`` keeps the oldest N). Only one
         filter applies, in this order: ``key``, then ``tags`` (a message matches if it has ANY
         of them, or a tag below one: ``team`` also finds ``team/alpha``). ``since`` is sent as
-        the SDK sends it, but filters nothing on RobustMQ (docs/protocol-commands.md §5.5). A read that
-        fails in a way that may pass (a cluster electing a leader) is sent again within
+        the SDK sends it, but filters nothing on RobustMQ (docs/protocol-commands.md §5.5). A read
+        that fails in a way that may pass (a cluster electing a leader) is sent again within
         ``request_timeout``; ``again=False``: one try, the broker's first answer (a probe's).
         """
         p.check_address(mail_address)

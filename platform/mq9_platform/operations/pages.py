@@ -2,9 +2,9 @@
 the console's pages and counts read a mailbox this one way.
 
 Two things make a page hard to end right. A stateless FETCH from an id reads lane by lane
-(critical, urgent, normal; each lane at most 30 MiB; docs/protocol-commands.md §5.3), so only the ids
-every lane was read through are a page (``read_through``). And a broker may cut either a QUERY
-or a FETCH answer after any message to fit its answer size (the bundled broker does, to its
+(critical, urgent, normal; each lane at most 30 MiB; docs/protocol-commands.md §5.3), so only
+the ids every lane was read through are a page (``read_through``). And a broker may cut either
+a QUERY or a FETCH answer after any message to fit its answer size (the bundled broker does, to its
 NATS server's max_payload or ``BrokerLimits.max_answer``; RobustMQ does not; nothing in the answer
 says so): a cut answer is a prefix in the broker's order, so a page that looks like the end is
 the end only when a read from where its answer stops finds nothing new.

@@ -13,12 +13,12 @@ from .errors import MalformedReply, Mq9Error
 from .quoting import quoted
 from .values import check_address
 
-# An A2A AgentCard as RobustMQ reads it (a2a-types 0.2.0: prost types with pbjson's proto3
-# JSON mapping; docs/protocol-commands.md §7.1): no field is required, a field may be named in camelCase
-# or snake_case, an unknown key means "not a card", and null is refused for strings, lists and
-# maps. RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase,
-# fields in proto order, empty ones left out); only cards are indexed for search. A field maps
-# to the type its value must have; ``object`` (a message, or an optional string) takes null too.
+# An A2A AgentCard as RobustMQ reads it (a2a-types 0.2.0: prost types with pbjson's proto3 JSON
+# mapping; docs/protocol-commands.md §7.1): no field is required, a field may be named in camelCase
+# or snake_case, an unknown key means "not a card", and null is refused for strings, lists and maps.
+# RobustMQ's REGISTER accepts such a card bare and stores it re-serialized (camelCase, fields in
+# proto order, empty ones left out); only cards are indexed for search. A field maps to the type its
+# value must have; ``object`` (a message, or an optional string) takes null too.
 A2A_CARD_FIELDS: dict[str, type] = {
     "name": str,
     "description": str,

@@ -631,8 +631,8 @@ _OUTAGES = {
     StorageMissing: (
         "RobustMQ holds no storage for this mailbox: on a cluster, a node not yet told of a "
         "mailbox just made (try again shortly); if it lasts, the mailbox's first two CREATEs "
-        "crossed and RobustMQ lost its storage for good (docs/protocol-commands.md §5.1: use another "
-        "name, and let one process make a shared mailbox before others use it)",
+        "crossed and RobustMQ lost its storage for good (docs/protocol-commands.md §5.1: use "
+        "another name, and let one process make a shared mailbox before others use it)",
         "",
     ),
     StoreUnavailable: (

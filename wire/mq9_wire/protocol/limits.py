@@ -22,7 +22,8 @@ MAX_DISCOVER_LIMIT = 10_000
 MAX_GROUP_NAME = 256
 # nats-server's default max_control_line: a longer PUB/HPUB line closes the connection. The
 # longest line with an address is a DELETE's "HPUB $mq9.AI.MSG.DELETE.<address>.<msg_id> <reply>
-# <sizes>"; 3,800 leaves room for the rest (RobustMQ sets no length, docs/protocol-commands.md §5.1).
+# <sizes>"; 3,800 leaves room for the rest (RobustMQ sets no length,
+# docs/protocol-commands.md §5.1).
 MAX_CONTROL_LINE = 4096
 MAX_ADDRESS_LENGTH = 3800
 # How much of a value an error quotes (quoting.py)

@@ -2,8 +2,8 @@
 
 RobustMQ's REGISTER keeps an A2A AgentCard (searchable) or a raw ``{name, payload}`` (never
 searchable): any other field makes the body no card, and ``{name, mailbox, payload}`` is kept
-raw with ``mailbox`` ignored (docs/protocol-commands.md §7.1). The mq9 documents and the official SDKs
-register such bodies, so each given field is put where the card holds it, or refused by name:
+raw with ``mailbox`` ignored (docs/protocol-commands.md §7.1). The mq9 documents and the official
+SDKs register such bodies, so each given field is put where the card holds it, or refused by name:
 
 - ``payload`` (text) becomes the card's ``description``; a payload that is itself an A2A card
   in JSON is that card;

