@@ -53,7 +53,7 @@ if [ -z "${MQ9_LANE_INSIDE:-}" ]; then
     || { echo "robustmq lane: the MiniLM model directory could not be written (the dev extra's semantic-model-dir)"; exit 1; }
   # the official SDKs: the snapshot beside the binary; the JavaScript one built while npm is reachable
   export MQ9_SDK_REPO=${MQ9_SDK_REPO:-$prebuilt/mq9-sdk}
-  (cd "$root" && "$python" -m tests.support.js_sdk) || echo "robustmq lane: the JavaScript SDK is not built: its tests will skip, saying why"
+  (cd "$root" && "$python" -m testbed.support.js_sdk) || echo "robustmq lane: the JavaScript SDK is not built: its tests will skip, saying why"
   "$rmq" unpack >/dev/null || exit 1  # (xz: seconds a start would otherwise spend)
   if [ "$(id -u)" = 0 ]; then ns=(unshare --net --pid --fork --mount-proc); else
     ns=(unshare --map-root-user --net --pid --fork --mount-proc); fi

@@ -1,10 +1,10 @@
 """The lines that add ``mq9-mcp`` to an MCP client, written in one place.
 
-README.md and docs/mcp.md show what these functions return (tests/mcp/test_client_lines.py checks
+README.md and docs/mcp.md show what these functions return (tests/integration/mcp/test_client_lines.py checks
 them against a stand-in ``claude``); mq9-mcp's start banner prints :func:`terminal_help` with
 the running executable's absolute path, which Claude Desktop needs.
 
-How Claude Code (commander.js; tests/support/claude_stub.py follows the same rules) reads
+How Claude Code (commander.js; testbed/support/claude_stub.py follows the same rules) reads
 ``claude mcp add [options] <name> <commandOrUrl> [args...]``:
 
 - ``--transport``/``-t`` and ``--scope``/``-s`` take the next argument as their value.

@@ -12,8 +12,8 @@ from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.serving import AgentServer
 from langchain_mq9.testing import ScriptedChatModel, call, calls
 from mq9_platform.a2a import wire as w
+from testbed.support.a2a_support import text_graph
 from tests.langchain.test_sends_once import Crash, copies, crash_once, graph
-from tests.support.a2a_support import text_graph
 
 AGENT = "agent.offline"
 

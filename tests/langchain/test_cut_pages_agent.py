@@ -1,19 +1,20 @@
 """An agent pages through a mailbox whose broker cuts every answer to its answer size (200,000
 bytes here: six messages of 30 KB fill one), calling exactly the next page each query_messages
 answer names: it reads every message, in msg_id order, each once, and no answer tells it there
-is no more before the last (tests/operations/test_cut_answers.py: the same on a nats-server)."""
+is no more before the last (tests/integration/operations/test_cut_answers.py: the same on a
+nats-server)."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from conftest import start_broker, stop_broker
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
+from testbed.brokers import start_broker, stop_broker
 
 BIG = "x" * 30_000
 # 33 messages, a few critical and urgent among the normal

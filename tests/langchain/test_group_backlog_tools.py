@@ -1,6 +1,7 @@
 """The fetch tools in a consumer group get past a backlog of higher lanes (#113, item 1).
 
-``fetch_messages``/``ack_messages`` read through a group's reader (tests/groups/test_backlog.py
+``fetch_messages``/``ack_messages`` read through a group's reader
+(tests/platform/groups/test_backlog.py
 plays ``GroupReader`` itself): with critical and urgent backlogs several times what one answer
 of the broker holds above an older normal message, an agent fetching and acking in turn gets
 every message once, the critical lane first, and the group ends past them all. Before, the
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import ToolMessage
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import Mq9Toolkit
 from mq9_broker import BrokerEngine, BrokerLimits, drop_memory_broker, install_memory_broker
+from mq9_platform import Mq9Client
 
 BODY = "x" * 1000
 LIMITS = BrokerLimits(max_answer=13_000)  # about ten of these messages an answer
@@ -32,7 +34,7 @@ async def memory_url(request) -> AsyncIterator[str]:
     layout = None
     if request.param == "jetstream":
         request.getfixturevalue("shared_jetstream")  # started at first use
-        from tests.support.store_lane import STATE_SERVER
+        from testbed.support.store_lane import STATE_SERVER
 
         layout = await STATE_SERVER.layout()
         engine: Any = layout.engine(LIMITS)
@@ -45,7 +47,7 @@ async def memory_url(request) -> AsyncIterator[str]:
     finally:
         drop_memory_broker(name)
         if layout is not None:
-            from tests.support.store_lane import STATE_SERVER
+            from testbed.support.store_lane import STATE_SERVER
 
             await STATE_SERVER.drop(layout)
         else:

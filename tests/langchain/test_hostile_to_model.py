@@ -11,11 +11,12 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import ToolMessage
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_broker import memory_broker
+from mq9_platform import Mq9Client
 from mq9_platform.operations.catalog import CARD_NOTE, MAX_SHOWN_DEPTH
-from tests.support.mcp_support import fails, ok, served_engine, stdio_session
+from testbed.support.mcp_support import fails, ok, served_engine, stdio_session
 
 
 def nested(levels: int, leaf: object = "leaf") -> object:

@@ -22,7 +22,7 @@ from langgraph.types import Command, RetryPolicy, interrupt
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, calls
-from tests.support.waiting import until
+from testbed.support.waiting import until
 
 INBOX = "agent.inbox.once"
 WAIT = 30  # a bound for a send on its way (a busy machine's), not a measured time

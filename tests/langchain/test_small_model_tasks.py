@@ -18,9 +18,10 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from langchain_mq9 import Mq9Client, Mq9Toolkit
+from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_broker import memory_broker
+from mq9_platform import Mq9Client
 
 ME = "agent.me"
 AGENTS = [  # (name, mailbox, what its card says)

@@ -30,7 +30,7 @@ from mq9_mcp.cli import broker_connection, build_parser, tool_policy
 from mq9_mcp.http import create_http_app, uvicorn_config
 from mq9_mcp.server import Mq9McpServer, error_result
 from testbed.ports import unclaimed_port
-from tests.support.waiting import until_sync
+from testbed.support.waiting import until_sync
 
 ELICITATION = "test_input_required_result_elicitation"
 MULTI_ROUND = "test_input_required_result_multi_round"

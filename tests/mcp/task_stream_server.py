@@ -27,7 +27,7 @@ from mq9_mcp.http import create_http_app, uvicorn_config
 from mq9_mcp.server import Mq9McpServer
 from mq9_mcp.task_events import TaskLog
 from testbed.ports import unclaimed_port
-from tests.support.waiting import until_sync
+from testbed.support.waiting import until_sync
 
 TICKER = "test_event_ticker"
 TICK = "com.example.tick"

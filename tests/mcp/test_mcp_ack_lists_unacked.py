@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_mq9 import Mq9Client
-from tests.support.mcp_support import ok, served_engine, stdio_session
+from mq9_platform import Mq9Client
+from testbed.support.mcp_support import ok, served_engine, stdio_session
 
 pytestmark = pytest.mark.slow
 

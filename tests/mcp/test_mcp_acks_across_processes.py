@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from test_mcp_http import http_session
 
-from langchain_mq9 import GroupReader, Mq9Client
-from tests.support.mcp_support import fails, http_server, ok, served_engine, stdio_session
+from mq9_platform import GroupReader, Mq9Client
+from testbed.support.mcp_support import fails, http_server, ok, served_engine, stdio_session
 
 pytestmark = pytest.mark.slow
 

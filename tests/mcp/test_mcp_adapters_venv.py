@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.devbroker_helpers import DevBroker
+from testbed.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from mcp.shared.exceptions import MCPError
 
 from mq9_mcp import tasks
 from mq9_platform.client.connection import Mq9Connection
-from tests.support.mcp_support import LEGACY
-from tests.support.waiting import until
+from testbed.support.mcp_support import LEGACY
+from testbed.support.waiting import until
 
 SHARE = 3  # mallory's streams: the bound made small (the rule is the same at 16)
 MALLORY, BOB = "10.0.0.66 0123456789ab", "10.0.0.7 ba9876543210"  # peer address, credentials

@@ -18,7 +18,7 @@ from mcp import types
 
 from mq9_mcp import owners, tasks, watch
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
-from tests.support.mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
+from testbed.support.mcp_support import ACCEPT, EXTENSION, MODERN, Peer, http_server
 
 NEWCOMER = "127.0.0.2"  # a loopback address of its own: another peer to the server
 

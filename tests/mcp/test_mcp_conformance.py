@@ -29,7 +29,7 @@ import httpx2 as httpx
 import pytest
 from conformance_fixtures import fixture_server
 
-from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, Peer, http_server
+from testbed.support.mcp_support import ACCEPT, LEGACY, MODERN, Peer, http_server
 
 pytestmark = pytest.mark.slow  # mq9-mcp served over HTTP, a process per test
 

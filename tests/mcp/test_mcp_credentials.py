@@ -16,8 +16,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.support.credentials_support import EnforcingBroker
-from tests.support.mcp_support import (
+from testbed.support.credentials_support import EnforcingBroker
+from testbed.support.mcp_support import (
     REQUEST_TIMEOUT,
     ROOT,
     fails,
@@ -98,7 +98,7 @@ async def test_http_with_a_credential_from_the_environment(enforcing):
 async def test_events_of_another_agents_mailbox_are_refused_by_the_broker(enforcing):
     """MCP Events (#71) read as the server's agent: a mailbox the broker refuses it is the
     extension's ``forbidden``, for a poll as for a stream, in the broker's words."""
-    from tests.support.mcp_support import MODERN, Peer
+    from testbed.support.mcp_support import MODERN, Peer
 
     with http_server("--server", enforcing.url, MQ9_CREDENTIAL=enforcing.credentials["alice"]) as a:
         async with httpx.AsyncClient(timeout=httpx.Timeout(20, read=60)) as http:

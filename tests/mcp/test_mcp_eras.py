@@ -15,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
-from tests.support.mcp_support import ROOT, http_server, result_data, server_env
+from testbed.support.mcp_support import ROOT, http_server, result_data, server_env
 
 pytestmark = pytest.mark.slow
 

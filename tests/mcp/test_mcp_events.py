@@ -25,8 +25,8 @@ from mq9_mcp.events import ARRIVED, DEAD_LETTERED, EXTENSION, Reader, Source
 from mq9_platform.client.connection import Mq9Connection
 from testbed.devbroker import DevBroker
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
-from tests.support.waiting import until
+from testbed.support.mcp_support import ACCEPT, LEGACY, MODERN, ROOT, Peer, http_server, server_env
+from testbed.support.waiting import until
 
 WAIT = 20.0  # seconds any one thing a test waits for may take
 

@@ -29,7 +29,7 @@ import pytest
 
 from mq9_mcp.events import ARRIVED
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import MODERN, Peer, http_server
+from testbed.support.mcp_support import MODERN, Peer, http_server
 
 pytestmark = pytest.mark.slow  # starts mq9-mcp and node
 

@@ -31,6 +31,7 @@ from mq9_mcp.webhooks import Answer, Webhooks
 from mq9_platform._http.ssrf import Address, HostPolicy, Resolve, canonical_host
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import MODERN, Peer
 from tests.mcp.test_mcp_events import (
     WAIT,
     arrived,
@@ -38,7 +39,6 @@ from tests.mcp.test_mcp_events import (
     new_secret,
     webhook_world,
 )
-from tests.support.mcp_support import MODERN, Peer
 
 pytestmark = pytest.mark.slow  # serves HTTP receivers (and mq9-mcp, a process) on loopback
 

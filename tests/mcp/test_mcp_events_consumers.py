@@ -24,8 +24,8 @@ from mq9_mcp import webhooks
 from mq9_mcp.events import ARRIVED, EVENT_TYPES, EXTENSION, Batch, Source
 from mq9_mcp.webhook_delivery import ATTEMPTS, Answer
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import LEGACY, MODERN, Peer, http_server
-from tests.support.waiting import until
+from testbed.support.mcp_support import LEGACY, MODERN, Peer, http_server
+from testbed.support.waiting import until
 
 WAIT = 20.0
 

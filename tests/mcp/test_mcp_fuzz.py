@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from tests.support.mcp_support import RawStdio
+from testbed.support.mcp_support import RawStdio
 
 pytestmark = pytest.mark.slow
 

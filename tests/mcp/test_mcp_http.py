@@ -13,12 +13,12 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from langchain_mq9 import Mq9Client
 from mq9_mcp.http import guard as http_guard
 from mq9_mcp.http import is_loopback
 from mq9_mcp.server import mcp_policy
+from mq9_platform import Mq9Client
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
-from tests.support.mcp_support import (
+from testbed.support.mcp_support import (
     ACCEPT,
     INITIALIZE,
     REQUEST_TIMEOUT,

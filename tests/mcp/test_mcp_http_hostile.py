@@ -22,8 +22,8 @@ from mq9_mcp.http import limits as http_limits
 from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import ACCEPT, INITIALIZE
-from tests.support.waiting import until
+from testbed.support.mcp_support import ACCEPT, INITIALIZE
+from testbed.support.waiting import until
 
 MB = 1024 * 1024
 

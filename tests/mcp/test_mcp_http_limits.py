@@ -25,8 +25,8 @@ from mq9_mcp.http.sessions import SessionLimits
 from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from testbed.ports import unclaimed_port
-from tests.support.mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
-from tests.support.waiting import until
+from testbed.support.mcp_support import ACCEPT, INITIALIZE, REQUEST_TIMEOUT, http_server, ok
+from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from conformance_fixtures import (
 from mcp import Client, types
 
 from mq9_mcp.cli import build_parser, state_keys
-from tests.support.mcp_support import ACCEPT, MODERN
+from testbed.support.mcp_support import ACCEPT, MODERN
 
 ERAS = {"legacy": "legacy", "modern": "2026-07-28"}
 

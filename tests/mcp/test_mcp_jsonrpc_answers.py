@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from mq9_mcp.http.limits import MAX_BODY_BYTES
-from tests.support.mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
+from testbed.support.mcp_support import ACCEPT, INITIALIZE, RawStdio, http_server
 
 pytestmark = pytest.mark.slow
 

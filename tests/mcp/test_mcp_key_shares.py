@@ -20,8 +20,8 @@ import pytest
 from mq9_mcp import owners
 from mq9_platform.client.key_shares import KeyShares
 from mq9_platform.operations.catalog import ToolPolicy
-from tests.a2a.key_bounds_support import BoundedBroker
-from tests.support.mcp_support import LEGACY, Peer, http_server
+from testbed.support.mcp_support import LEGACY, Peer, http_server
+from tests.platform.a2a.key_bounds_support import BoundedBroker
 
 KEYS = 30  # the broker's bound on mq9-mcp's identity
 SHARE = 5  # each client's (--keys-per-client)

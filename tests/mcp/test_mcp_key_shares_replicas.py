@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.a2a.key_bounds_support import BoundedBroker
-from tests.support.mcp_support import LEGACY, Peer, http_server
+from testbed.support.mcp_support import LEGACY, Peer, http_server
+from tests.platform.a2a.key_bounds_support import BoundedBroker
 
 pytestmark = pytest.mark.slow  # a dev broker and mq9-mcp processes
 

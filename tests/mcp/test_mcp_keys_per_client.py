@@ -21,8 +21,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mq9_mcp import owners
 from mq9_platform.client.scoped_keys import caller_key
 from mq9_platform.operations.catalog import ToolPolicy
-from tests.a2a.key_bounds_support import BoundedBroker
-from tests.support.mcp_support import REQUEST_TIMEOUT, fails, http_server, ok
+from testbed.support.mcp_support import REQUEST_TIMEOUT, fails, http_server, ok
+from tests.platform.a2a.key_bounds_support import BoundedBroker
 
 TOKEN = "k" * 32
 ALICE, BOB = "127.0.0.1", "127.0.0.2"  # two loopback addresses: two clients of one token

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support.mcp_support import INITIALIZE, ROOT, server_env
+from testbed.support.mcp_support import INITIALIZE, ROOT, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from mq9_mcp import owners, tasks, watch
 from mq9_platform.operations.catalog import OperationError, ToolPolicy
-from tests.support.mcp_support import LEGACY, MODERN, Peer, Updates, http_server, served_engine
+from testbed.support.mcp_support import LEGACY, MODERN, Peer, Updates, http_server, served_engine
 
 ERAS = (LEGACY, MODERN)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.support.mcp_support import LEGACY, MODERN, Peer, http_server, served_engine
+from testbed.support.mcp_support import LEGACY, MODERN, Peer, http_server, served_engine
 
 pytestmark = pytest.mark.slow  # mq9-mcp processes on a nats-server
 

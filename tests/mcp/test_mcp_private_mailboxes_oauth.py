@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
 from tests.mcp.oauth.support import client, running
 from tests.mcp.test_mcp_private_mailboxes import REFUSED, as_peer, error_of, tool_error
-from tests.support.mcp_support import http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 

@@ -12,7 +12,7 @@ import pytest
 
 from mq9_mcp.mailbox_owners import MailboxOwners, parse_prefixes, record_address
 from mq9_platform.client.connection import Mq9Connection
-from tests.support.mcp_support import ROOT, server_env
+from testbed.support.mcp_support import ROOT, server_env
 
 
 def test_shared_prefixes_cover_the_name_and_the_names_under_it():

@@ -10,7 +10,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
-from tests.support.mcp_support import ROOT, server_env
+from testbed.support.mcp_support import ROOT, server_env
 
 pytestmark = pytest.mark.slow
 

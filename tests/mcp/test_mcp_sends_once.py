@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.mcp_support import fails, ok, stdio_session
+from testbed.support.mcp_support import fails, ok, stdio_session
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,8 @@ from mq9_mcp import watch
 from mq9_mcp.server import create_server
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import ToolPolicy
-from tests.support.mcp_support import Updates, http_server, ok, stdio_parameters
-from tests.support.waiting import until
+from testbed.support.mcp_support import Updates, http_server, ok, stdio_parameters
+from testbed.support.waiting import until
 
 MODERN = "2026-07-28"
 

@@ -14,7 +14,7 @@ import pytest
 from mcp import types
 
 from mq9_mcp import questions, tasks
-from tests.support.waiting import until
+from testbed.support.waiting import until
 
 FORM = types.ElicitRequestFormParams(message="Which language?", requested_schema=questions.FORM)
 

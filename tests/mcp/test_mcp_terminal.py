@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import pytest
 
 from testbed.ports import silent_port, unclaimed_port
-from tests.support.devbroker_helpers import port_open
-from tests.support.mcp_support import ROOT, server_env
-from tests.support.waiting import until_sync
+from testbed.support.devbroker_helpers import port_open
+from testbed.support.mcp_support import ROOT, server_env
+from testbed.support.waiting import until_sync
 
 pytestmark = [
     pytest.mark.slow,

@@ -7,7 +7,7 @@ import re
 
 from mq9_mcp.server import tool_definitions
 from mq9_platform.operations.catalog import DEFAULT_OPERATIONS, OPERATIONS, ToolPolicy
-from tests.support.mcp_support import ROOT
+from testbed.support.mcp_support import ROOT
 
 WORDS = {8: "eight", 3: "three", 11: "eleven", 10: "ten", 12: "twelve", 2: "two", 4: "four"}
 

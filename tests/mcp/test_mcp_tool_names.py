@@ -14,7 +14,7 @@ import pytest
 
 from mq9_mcp.cli import ROBUSTMQ_TOOLS, robustmq_clashes
 from mq9_platform.operations.policy import ToolPolicy
-from tests.support.mcp_support import ROOT, server_env
+from testbed.support.mcp_support import ROOT, server_env
 
 ROBUSTMQ_REPO = Path("/work/.mirror/robustmq+robustmq/repo")
 SETTINGS = [{}, {"calls": True}, {"read_only": True}, {"calls": True, "tool_prefix": "mq9mcp_"}]

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
 from tests.mcp.oauth.support import AuthorizationServer, running
 from tests.mcp.test_oauth_principal_whole import ALICE, as_client, text_of, user
-from tests.support.mcp_support import http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 

@@ -24,9 +24,9 @@ from mq9_mcp.http.issuer import AuthorizationServer
 from mq9_mcp.http.oauth import access_token
 from mq9_mcp.http.tokens_file import TokensFile
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
 from tests.mcp.oauth.requests_seen import INTROSPECTION, record_requests, seen
 from tests.mcp.oauth.support import client, running
-from tests.support.mcp_support import http_server
 
 ALICE, STATIC = "alice-" + "a" * 40, "static-" + "s" * 40
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}

@@ -19,8 +19,8 @@ from mq9_mcp.http.principals import ActingConnection, PrincipalConnections, acti
 from mq9_mcp.http.tokens_file import ISSUER as TOKENS_FILE_ISSUER
 from mq9_platform.client.connection import Mq9Connection
 from mq9_platform.operations.catalog import OperationError
-from tests.support.credentials_support import EnforcingBroker
-from tests.support.waiting import until
+from testbed.support.credentials_support import EnforcingBroker
+from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a dev broker per test
 

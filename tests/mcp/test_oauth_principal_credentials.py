@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
-from tests.support.credentials_support import EnforcingBroker
-from tests.support.mcp_support import LEGACY, Peer, http_server
+from testbed.support.credentials_support import EnforcingBroker
+from testbed.support.mcp_support import LEGACY, Peer, http_server
 
 pytestmark = pytest.mark.slow  # a dev broker and an mq9-mcp process per test
 

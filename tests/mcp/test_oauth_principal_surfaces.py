@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import pytest
 
+from testbed.support.credentials_support import EnforcingBroker
+from testbed.support.mcp_support import LEGACY, MODERN, Peer, http_server
 from tests.mcp.test_oauth_principal_credentials import ALICE, BOB, setup
-from tests.support.credentials_support import EnforcingBroker
-from tests.support.mcp_support import LEGACY, MODERN, Peer, http_server
 
 pytestmark = pytest.mark.slow  # a dev broker and an mq9-mcp process per test
 

@@ -28,9 +28,9 @@ import pytest
 from mq9_mcp.cli import build_parser
 from mq9_mcp.http.principal_files import file_name
 from testbed.ports import unclaimed_port
+from testbed.support.credentials_support import EnforcingBroker
+from testbed.support.mcp_support import LEGACY, Peer, http_server
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.credentials_support import EnforcingBroker
-from tests.support.mcp_support import LEGACY, Peer, http_server
 
 pytestmark = pytest.mark.slow  # an authorization server, a dev broker and an mq9-mcp process
 

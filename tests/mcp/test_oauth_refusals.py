@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mq9_mcp.http.issuer import LEEWAY_S
 from mq9_mcp.http.oauth import access_token
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.mcp_support import http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 

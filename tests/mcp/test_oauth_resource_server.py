@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import LEGACY, Peer, http_server
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.mcp_support import LEGACY, Peer, http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process each
 

@@ -18,10 +18,10 @@ import pytest
 
 from mq9_mcp.http.jwks import DEADLINE_S
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
+from testbed.support.waiting import until
 from tests.mcp.oauth.requests_seen import JWKS, record_requests, seen
 from tests.mcp.oauth.support import client, running
-from tests.support.mcp_support import http_server
-from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process each
 

@@ -17,8 +17,8 @@ import pytest
 
 from mq9_mcp.events import ARRIVED
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import LEGACY, Peer, http_server
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.mcp_support import LEGACY, Peer, http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 

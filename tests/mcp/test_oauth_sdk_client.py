@@ -37,9 +37,9 @@ from mcp.shared.auth import (
 )
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server, result_data
+from testbed.support.waiting import until
 from tests.mcp.oauth.support import AuthorizationServer, ClientMetadataDocuments
-from tests.support.mcp_support import http_server, result_data
-from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # an authorization server and an mq9-mcp process
 

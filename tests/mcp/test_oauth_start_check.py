@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import ROOT, server_env
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.mcp_support import ROOT, server_env
 
 pytestmark = pytest.mark.slow  # an authorization server and mq9-mcp processes
 

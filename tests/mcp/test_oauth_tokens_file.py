@@ -23,8 +23,8 @@ from mq9_mcp.http.scopes import ADMIN, SCOPE_TOOLS, may_call, scope_for
 from mq9_mcp.http.tokens_file import TokensFile, read_tokens
 from mq9_platform.operations.catalog import OPERATIONS
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import LEGACY, ROOT, Peer, http_server, server_env
 from tests.mcp.oauth.support import running
-from tests.support.mcp_support import LEGACY, ROOT, Peer, http_server, server_env
 
 ALICE, BOB, CAROL = "alice-" + "a" * 40, "bob-" + "b" * 40, "carol-" + "c" * 40
 

@@ -17,8 +17,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from testbed.ports import unclaimed_port
+from testbed.support.mcp_support import http_server
 from tests.mcp.oauth.support import AuthorizationServer, client, running
-from tests.support.mcp_support import http_server
 
 pytestmark = pytest.mark.slow  # an authorization server and mq9-mcp processes
 

@@ -18,9 +18,9 @@ import pytest
 
 from mq9_mcp import webhooks
 from mq9_mcp.webhooks import Answer
+from testbed.support.mcp_support import MODERN, Peer
 from tests.mcp.test_mcp_events import WAIT, Receiver, arrived, hook_of, new_secret, webhook_server
 from tests.mcp.test_mcp_events_bounds import Service, in_process, no_pause
-from tests.support.mcp_support import MODERN, Peer
 
 TOKEN = "v" * 40
 ATTACKERS = ("127.0.0.1", "127.0.0.2")  # two clients: the one token from two addresses

@@ -12,7 +12,7 @@ reads the page as the code's picture and checks four things against the tree:
   them, the old paths kept for a release aside) is named there as a folder;
 - the "May import" column of its rooms' table is the layout rules: ``MAY_IMPORT`` of
   tests/project/test_layout.py, and for ``mq9_cli`` (which that test does not read) the one of
-  tests/cli/test_cli_layout.py;
+  tests/integration/cli/test_cli_layout.py;
 - the "Uses" column of the bundled broker's table is what each broker room imports, read from
   the code (the imports test_layout.py's graph counts, lazy ones too).
 

@@ -31,7 +31,7 @@ from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_broker.state.clock import system_clock
 from mq9_wire import semantic
 from testbed.nats_server import start_nats_server
-from tests.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
+from testbed.support.robustmq_shaped import RobustMQShapedListener, lagging_engine
 
 pytestmark = pytest.mark.slow
 

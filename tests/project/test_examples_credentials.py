@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.credentials_support import EnforcingBroker
+from testbed.support.credentials_support import EnforcingBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(

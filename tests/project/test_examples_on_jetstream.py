@@ -20,7 +20,7 @@ from project.test_examples import EXPECTED, check_run, run_example
 from project.test_notebooks import NOTEBOOKS, clean_env, run_notebook
 from project.test_notebooks import kernel_specs as kernel_specs  # the fixture, used here
 
-from tests.support.store_lane import records_in, store_broker
+from testbed.support.store_lane import records_in, store_broker
 
 pytestmark = pytest.mark.slow  # nats-server, the dev broker, examples and kernels: processes
 

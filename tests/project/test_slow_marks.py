@@ -55,9 +55,10 @@ SERVER_FIXTURES = frozenset(
         "jetstream_broker",  # tests/conftest.py: the bundled broker on the JetStream store
         "shared_jetstream",  # tests/conftest.py: the session's JetStream nats-server
         "shared_jetstream_cluster",  # tests/conftest.py: the session's 3 clustered ones
-        "bare_nats",  # tests/client/test_client_errors.py: a nats-server without a broker
-        "guarded_nats",  # tests/client/test_client_auth.py: a nats-server requiring logins
-        "monitored_nats",  # tests/langchain/test_toolkit.py: one whose connections are counted
+        "bare_nats",  # tests/platform/client/test_client_errors.py: a nats-server without a broker
+        "guarded_nats",  # tests/platform/client/test_client_auth.py: a nats-server requiring logins
+        # tests/integration/langchain/test_toolkit.py: one whose connections are counted
+        "monitored_nats",
     }
 )
 # The values a lane on a real server goes by: the ``broker`` fixture's and its likes'.
@@ -309,9 +310,9 @@ def test_a_lane_on_a_real_server_is_marked_slow():
 
 def test_the_quick_lanes_reading_of_a_whole_file_mark_is_this_ones():
     """tests/conftest.py leaves out of ``-m "not slow"`` the files whose ``pytestmark`` is slow,
-    without importing them (tests/support/slow_files.py reads the mark alone): it must name
+    without importing them (testbed/support/slow_files.py reads the mark alone): it must name
     the files this test's full reading names, no more (a quick test lost) and no fewer."""
-    from tests.support.slow_files import file_marked_slow
+    from testbed.support.slow_files import file_marked_slow
 
     differ = [
         f"{path.relative_to(ROOT)}: the file's mark read as {file_marked_slow(path)}, "
@@ -330,7 +331,7 @@ PROCESS_STARTERS = frozenset(
         "JetStreamCluster",  # testbed/: JetStream nats-servers
         "JetStreamServer",
         "DevBroker",  # testbed/: mq9-dev-broker
-        "http_server",  # tests/support/mcp_support.py: mq9-mcp over HTTP
+        "http_server",  # testbed/support/mcp_support.py: mq9-mcp over HTTP
         "asyncio.create_subprocess_exec",
         "asyncio.create_subprocess_shell",
         "subprocess.run",

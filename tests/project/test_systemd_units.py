@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.metrics.walk_through import environment_files, named_variables, walk_through
+from tests.mcp.metrics.walk_through import environment_files, named_variables, walk_through
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "packaging" / "systemd"

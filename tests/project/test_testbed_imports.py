@@ -1,5 +1,5 @@
 """The servers that tests/ and bench/ both start live in testbed/ (issue #89): bench/ imports
-nothing of tests/, the tests' shared helpers (tests/support) nothing of bench/, and testbed/
+nothing of tests/, the tests' shared helpers (testbed/support) nothing of bench/, and testbed/
 neither of them. The distributions stand below all three (issue #108, docs/architecture.md):
 no package of wire/, broker/, platform/, faces/ or langchain_mq9/ imports bench, testbed or
 tests, so each installs without them. Read from the source: no import runs."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # (folder, the top-level packages its modules may not import)
-RULES = [("bench", {"tests"}), ("tests/support", {"bench"}), ("testbed", {"tests", "bench"})]
+RULES = [("bench", {"tests"}), ("testbed/support", {"bench"}), ("testbed", {"tests", "bench"})]
 # The distributions' folders: nothing above them
 DISTRIBUTIONS = ("wire", "broker", "platform", "faces", "langchain_mq9")
 

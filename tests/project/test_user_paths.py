@@ -19,7 +19,7 @@ from mq9_broker.cli import dev_broker
 from mq9_cli.connect import Target
 from mq9_wire.protocol.errors import Mq9Error
 from testbed.ports import unclaimed_port
-from tests.support.robustmq_shaped import RobustMQShapedListener
+from testbed.support.robustmq_shaped import RobustMQShapedListener
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.waiting import NeverHappened, until, until_sync
+from testbed.support.waiting import NeverHappened, until, until_sync
 
 
 async def test_until_returns_the_value_that_held():

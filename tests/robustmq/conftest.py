@@ -1,5 +1,5 @@
 """The official mq9 SDKs (robustmq/mq9 ``python/`` and ``javascript/``) from the snapshot that
-``MQ9_SDK_REPO`` names (tests/support/sdk_snapshot.py), for the interop tests of this folder:
+``MQ9_SDK_REPO`` names (testbed/support/sdk_snapshot.py), for the interop tests of this folder:
 skipped, saying why, where there is none."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.js_sdk import JsSdkUnavailable, built_js_sdk
-from tests.support.sdk_snapshot import sdk_repo, write_folder
+from testbed.brokers import broker, client, jetstream_broker, nats_broker
+from testbed.support.js_sdk import JsSdkUnavailable, built_js_sdk
+from testbed.support.sdk_snapshot import sdk_repo, write_folder
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,11 @@ def sdk(tmp_path_factory):
 @pytest.fixture(scope="module")
 def js_sdk() -> Path:
     """The snapshot's JavaScript SDK, installed and compiled once per snapshot in a cache
-    directory outside the repository (tests/support/js_sdk.py)."""
+    directory outside the repository (testbed/support/js_sdk.py)."""
     try:
         return built_js_sdk(sdk_repo())
     except JsSdkUnavailable as missing:
         pytest.skip(str(missing))
+
+
+__all__ = ["broker", "client", "jetstream_broker", "nats_broker"]

@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import pytest
 
-from langchain_mq9 import Mq9Client, Mq9Error
+from mq9_platform import Mq9Client, Mq9Error
 from mq9_wire.protocol.errors import MailboxNotFound
-from tests.support.waiting import until
+from testbed.support.waiting import until
 
 URLS = [u.strip() for u in os.environ.get("MQ9_ROBUSTMQ_CLUSTER_URLS", "").split(",") if u.strip()]
 pytestmark = pytest.mark.skipif(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from test_robustmq_shaped import *  # noqa: F403  (the tests)
 
-from tests.support.robustmq_shaped import RobustMQShapedListener
-from tests.support.store_lane import STATE_SERVER, TEST_STORE
+from testbed.support.robustmq_shaped import RobustMQShapedListener
+from testbed.support.store_lane import STATE_SERVER, TEST_STORE
 
 pytestmark = [
     pytest.mark.slow,  # a nats-server process

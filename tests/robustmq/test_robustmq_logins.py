@@ -21,10 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from langchain_mq9 import Mq9Client
 from mq9_broker import BrokerEngine
+from mq9_platform import Mq9Client
 from mq9_wire.protocol import Mq9Error
-from tests.support.robustmq_shaped import RobustMQShapedListener
+from testbed.support.robustmq_shaped import RobustMQShapedListener
 
 REAL = os.environ.get("MQ9_ROBUSTMQ_URL")
 REAL_LOGINS = os.environ.get("MQ9_ROBUSTMQ_LOGINS")

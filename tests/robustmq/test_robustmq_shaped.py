@@ -1,7 +1,7 @@
 """RobustMQ's NATS listener, as the client meets it (issue #20; docs/protocol.md §1).
 
 The first group checks, with raw protocol bytes, that the RobustMQ-shaped listener of
-tests/support/robustmq_shaped.py behaves as RobustMQ 8bd49dc's does: when ``MQ9_ROBUSTMQ_URL``
+testbed/support/robustmq_shaped.py behaves as RobustMQ 8bd49dc's does: when ``MQ9_ROBUSTMQ_URL``
 names a running RobustMQ the same checks run against it, so the imitation is held to the real thing.
 The second group runs our client on those behaviours: the listener in CI, RobustMQ when named.
 """
@@ -18,13 +18,15 @@ import nats
 import pytest
 from langchain_core.messages import ToolMessage
 
-from langchain_mq9 import MailboxExists, Mq9Client, Mq9Toolkit, StorageMissing
+from langchain_mq9 import Mq9Toolkit
 from mq9_broker import BrokerEngine
+from mq9_platform import Mq9Client
 from mq9_platform.operations.mailbox import NO_KEYS_KEPT
 from mq9_wire import protocol as p
 from mq9_wire.nats_floor.guard import GuardedClient, protect
-from tests.support.mcp_support import fails, ok, stdio_session
-from tests.support.robustmq_shaped import RobustMQShapedListener
+from mq9_wire.protocol.errors import MailboxExists, StorageMissing
+from testbed.support.mcp_support import fails, ok, stdio_session
+from testbed.support.robustmq_shaped import RobustMQShapedListener
 
 pytestmark = pytest.mark.slow
 

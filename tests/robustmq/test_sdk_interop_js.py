@@ -9,7 +9,7 @@ its ``javascript/`` folder is taken from the snapshot, installed from its lock f
 ``~/.cache/langchain-mq9/js-sdk/<commit>`` (``$XDG_CACHE_HOME`` if set), and reused by later
 runs. An install that fails or takes over three minutes skips the module.
 
-``tests/js/interop_driver.mjs`` (our own code) calls every SDK operation against the bundled
+``testbed/support/interop_driver.mjs`` (our own code) calls every SDK operation against the bundled
 broker nats_broker on a real nats-server and prints what each call returned or threw; the tests
 here assert on that and on the broker's state. Where the SDK is wrong against RobustMQ, the
 tests assert the breakage as it happens, so a fixed SDK (or a broker that drifted from
@@ -50,7 +50,7 @@ import uuid
 
 import pytest
 
-from tests.support.js_sdk import drive
+from testbed.support.js_sdk import drive
 
 pytestmark = pytest.mark.slow
 

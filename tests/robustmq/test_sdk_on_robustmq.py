@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from tests.support.js_sdk import run_driver
+from testbed.support.js_sdk import run_driver
 
 URL = os.environ.get("MQ9_ROBUSTMQ_URL")
 pytestmark = [

@@ -179,7 +179,7 @@ class Operation:
 
 
 # Every tool's name, as its description is keyed (schemas.py, calls.py, wake.py): the catalog
-# names no other (tests/operations/test_catalog_modules.py). Kept here, not read from the
+# names no other (tests/platform/operations/test_catalog_modules.py). Kept here, not read from the
 # catalog, which is made of ``Operation``s: a tool named in a text the model reads (a
 # description, a next step, a hint), as a word.
 TOOL_NAMES = (*DESCRIPTIONS, *calls.DESCRIPTIONS, *wake.DESCRIPTIONS)

@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from mq9_wire import protocol as p
-from tests.support.devbroker_helpers import DevBroker
+from testbed.support.devbroker_helpers import DevBroker
 
 pytestmark = pytest.mark.slow
 

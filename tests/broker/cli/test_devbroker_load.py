@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from mq9_wire import protocol as p
-from tests.support.devbroker_helpers import DevBroker, request_ok
+from testbed.support.devbroker_helpers import DevBroker, request_ok
 
 pytestmark = pytest.mark.slow
 

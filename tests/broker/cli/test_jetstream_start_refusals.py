@@ -21,9 +21,9 @@ from mq9_broker.cli.dev_broker import main
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout
 from mq9_wire import protocol as p
 from testbed.ports import silent_port
-from tests.support.devbroker_helpers import DevBroker, request_ok
-from tests.support.jetstream_servers import JetStreamCluster, wait_serving
-from tests.support.waiting import until_sync
+from testbed.support.devbroker_helpers import DevBroker, request_ok
+from testbed.support.jetstream_servers import JetStreamCluster, wait_serving
+from testbed.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # nats-servers and brokers: processes
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from testbed.ports import unclaimed_port
-from tests.support.waiting import until_sync
+from testbed.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # runs systemd's tools and three nats-servers
 

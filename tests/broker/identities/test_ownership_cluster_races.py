@@ -32,7 +32,7 @@ from mq9_broker.identities.ownership import Identities
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
 from mq9_wire.protocol import names
-from tests.support.jetstream_servers import close_store, open_store
+from testbed.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 pytest.importorskip("nkeys")  # the credentials extra

@@ -27,7 +27,7 @@ from mq9_broker.identities.kv_store import KvIdentityStore
 from mq9_broker.identities.ownership import Identities
 from mq9_broker.identities.store import BaseIdentityStore, IdentityStore
 from mq9_wire import protocol as p
-from tests.support.jetstream_servers import JetStreamCluster
+from testbed.support.jetstream_servers import JetStreamCluster
 
 pytest.importorskip("nkeys")  # the credentials extra
 

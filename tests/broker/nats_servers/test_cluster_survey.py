@@ -20,8 +20,8 @@ from mq9_broker.nats_servers.survey import (
     survey,
 )
 from testbed.ports import silent_port, unclaimed_port
-from tests.support.jetstream_servers import JetStreamCluster
-from tests.support.waiting import until
+from testbed.support.jetstream_servers import JetStreamCluster
+from testbed.support.waiting import until
 
 
 def test_a_url_named_three_times_is_one_server():

@@ -17,7 +17,7 @@ import pytest
 from mq9_broker import Broker
 from mq9_broker.config import BrokerConfig, StartupError
 from testbed.nats_server import start_nats_server
-from tests.support.jetstream_servers import JetStreamCluster
+from testbed.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

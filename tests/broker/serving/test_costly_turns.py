@@ -23,7 +23,7 @@ from mq9_broker.identities.store import IdentityStore
 from mq9_broker.serving.serve import NatsService
 from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
-from tests.support.credentials_support import as_principal, ask, ok
+from testbed.support.credentials_support import as_principal, ask, ok
 
 BOX = "turns.box"
 QUERY = p.encode({"tags": [f"tag{i}" for i in range(1_000)]})  # above LARGE_BODY: costly

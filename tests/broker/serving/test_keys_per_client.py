@@ -116,8 +116,8 @@ async def test_on_the_open_cluster_a_client_s_connections_share_its_address_s_ke
     """docs/deploy.md's accounts: nats-server names each request's address (``share: true``),
     so a flooder's second connection from the same host holds no keys of its own (both
     connections here are one address: loopback)."""
+    from testbed.support.jetstream_servers import JetStreamCluster
     from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
-    from tests.support.jetstream_servers import JetStreamCluster
 
     config, password = open_accounts()
     limits = BrokerLimits(idempotency_window=600, max_keys=100, max_keys_per_address=3)
@@ -148,8 +148,8 @@ async def test_on_the_open_cluster_an_address_s_keys_are_counted_by_jetstream_ac
 
     from mq9_broker.engine.engine import Engine
     from mq9_broker.storage.jetstream import ClusterStore
+    from testbed.support.jetstream_servers import JetStreamCluster
     from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
-    from tests.support.jetstream_servers import JetStreamCluster
 
     config, password = open_accounts()
     limits = BrokerLimits(idempotency_window=600, max_keys=100, max_keys_per_address=3)

@@ -25,10 +25,10 @@ from mq9_broker.serving.serve import (
     NatsService,
 )
 from mq9_wire import protocol as p
+from testbed.support.jetstream_servers import JetStreamCluster
+from testbed.support.waiting import until
 from tests.broker.serving.open_accounts import BROKER_USER, open_accounts
 from tests.broker.serving.test_costly_turns import BOX, QUERY, HeldEngine, Requester
-from tests.support.jetstream_servers import JetStreamCluster
-from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server
 

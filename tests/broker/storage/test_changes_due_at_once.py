@@ -24,8 +24,8 @@ from test_durability import T0, engine_state
 from mq9_broker import BrokerEngine, ManualClock, serve_on_nats
 from mq9_broker.storage import SqliteStorage
 from mq9_wire import protocol as p
-from tests.support.devbroker_helpers import request_ok
-from tests.support.jetstream_servers import JetStreamCluster
+from testbed.support.devbroker_helpers import request_ok
+from testbed.support.jetstream_servers import JetStreamCluster
 
 pytestmark = pytest.mark.slow  # nats-server processes
 

@@ -33,7 +33,7 @@ from mq9_broker.engine.sending import MOST_SECONDS
 from mq9_broker.storage import SqliteStorage, StorageError
 from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
-from tests.support.devbroker_helpers import (
+from testbed.support.devbroker_helpers import (
     DevBroker,
     port_open,
     process_alive,

@@ -23,7 +23,7 @@ from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
 from mq9_wire.nats_floor import fast_path
 from mq9_wire.nats_floor.fast_path import engage
 from mq9_wire.nats_floor.guard import protect
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
+from testbed.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

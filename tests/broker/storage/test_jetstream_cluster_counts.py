@@ -20,8 +20,8 @@ from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.jetstream.counts import Shared
 from mq9_broker.storage.jetstream.mapping import DUE_MOST, Layout, due_of, schedule_id
 from mq9_wire.protocol import Priority
-from tests.support.jetstream_servers import close_store, open_store
-from tests.support.waiting import until
+from testbed.support.jetstream_servers import close_store, open_store
+from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -29,7 +29,7 @@ from mq9_broker.storage.jetstream.mapping import DELETED, NO_KEY, frame
 from mq9_broker.storage.jetstream.numbering import Numbering, Write
 from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.protocol import Priority
-from tests.support.jetstream_servers import JetStreamCluster, close_store, open_store
+from testbed.support.jetstream_servers import JetStreamCluster, close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -28,7 +28,7 @@ from mq9_broker.storage.jetstream import ClusterStore, reads
 from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.nats_floor.jetstream.api import Batch
 from mq9_wire.protocol import Priority
-from tests.support.jetstream_servers import close_store, open_store
+from testbed.support.jetstream_servers import close_store, open_store
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

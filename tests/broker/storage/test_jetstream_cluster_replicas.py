@@ -19,7 +19,7 @@ from mq9_broker.state.mailbox import StoredMessage
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
-from tests.support.jetstream_servers import open_replicated_store
+from testbed.support.jetstream_servers import open_replicated_store
 
 pytestmark = pytest.mark.slow  # three nats-server processes
 

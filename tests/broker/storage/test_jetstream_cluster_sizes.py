@@ -33,8 +33,8 @@ from mq9_broker.storage.jetstream.sizes import (
 from mq9_broker.storage.mailbox_store import Mark
 from mq9_wire.nats_floor.jetstream.window import entry_most
 from mq9_wire.protocol import Priority
-from tests.support.jetstream_servers import close_store, open_store
-from tests.support.waiting import until
+from testbed.support.jetstream_servers import close_store, open_store
+from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow  # a nats-server process
 

@@ -7,7 +7,7 @@ decides in one step itself: a refusal at a bound changes nothing (nothing is res
 file for it), housekeeping falls due at the clock's exact second inside a call, the retention
 is stored, each written message is announced, and mypy holds it to ``MailboxStore``
 (tests/project/test_types.py, ``in_process._checked``). The whole conformance suites run over
-it with ``MQ9_TEST_STORE=process`` (tests/support/store_lane.py).
+it with ``MQ9_TEST_STORE=process`` (testbed/support/store_lane.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from mq9_broker.storage.request_log import RequestLog
 from mq9_broker.storage.sqlite import FOLD_EVERY
 from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
-from tests.support.devbroker_helpers import DevBroker
+from testbed.support.devbroker_helpers import DevBroker
 
 DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
@@ -511,7 +511,7 @@ async def test_the_cli_names_what_it_did_not_restore_and_the_payload_limit_in_ef
     with (
         start_nats_server(max_payload=4096) as server,
         # (the default --max-payload, 1 MiB, follows a server that carries less; one given
-        # above it is refused at start-up: tests/broker/storage/test_large_messages.py)
+        # above it is refused at start-up: tests/platform/broker/storage/test_large_messages.py)
         DevBroker("--nats", server.url, "--data", str(data.path)) as broker,
     ):
         broker.stop()

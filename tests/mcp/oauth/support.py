@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from testbed.ports import unclaimed_port
-from tests.support.waiting import until_sync
+from testbed.support.waiting import until_sync
 
 VERSION = "9.13.3"
 SERVER = Path(__file__).with_name("authorization_server.mjs")

@@ -5,7 +5,7 @@ Code acts on an error's class, never on its words: ``from_reply`` turns a broker
 into its class, once, where the client reads it; the client's own refusals and the transports'
 failures are raised as their class where they happen. The words on the wire stay RobustMQ's.
 ``WIRE_TEXTS`` holds every error text, with how the protocol writes it and the class it reads
-as; tests/protocol/test_error_texts.py runs it both ways. The classes, their attributes and the
+as; tests/integration/protocol/test_error_texts.py runs it both ways. The classes, their attributes and the
 texts each is read from: docs/protocol.md §10.1.
 """
 

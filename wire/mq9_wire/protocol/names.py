@@ -6,7 +6,7 @@ mailbox, a mailbox's wake rules and dead letters; and the bundled broker announc
 on a subject named after the mailbox. The client writes these names, the broker's ownership
 rules (``--credentials``) read them back to find whose they are, and the waker listens on
 them: a name that differed by one byte between them would orphan what is stored under it.
-``tests/protocol/test_derived_names.py`` holds them to literal strings.
+``tests/platform/protocol/test_derived_names.py`` holds them to literal strings.
 
 A digest stands for a name where the name must not show (an arrival, the wake index) or
 would not fit (a lease names a mailbox and a group, each up to the address limit).
