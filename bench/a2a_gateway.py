@@ -339,7 +339,7 @@ def run(cfg: Config, net: Any) -> Section:
         "restarting. The direct call makes no broker request; through the gateway a call makes "
         "those counted above, 8 of them one after the other (the request stored, fetched and "
         "leased, the task read, its state stored, then delivered, then read), so the added "
-        "time is about that many round trips (docs/a2a.md, the floor)."
+        "time is about that many round trips (docs/a2a-tck.md, the floor)."
     )
     return section
 

@@ -239,7 +239,7 @@ def add_transport_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_event_flags(parser: argparse.ArgumentParser) -> None:
-    """Where MCP Events may be POSTed (events/subscribe; docs/mcp.md, "MCP Events")."""
+    """Where MCP Events may be POSTed (events/subscribe; docs/mcp-events.md)."""
     group = parser.add_argument_group("MCP Events")
     group.add_argument(
         "--webhook-hosts",

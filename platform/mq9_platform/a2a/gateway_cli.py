@@ -1,4 +1,4 @@
-"""``mq9-a2a-gateway``: serve mq9 agents to HTTP A2A clients (docs/a2a.md, "The gateway").
+"""``mq9-a2a-gateway``: serve mq9 agents to HTTP A2A clients (docs/a2a-gateway.md, "The gateway").
 
     MQ9_GATEWAY_TOKENS_FILE=tokens.json mq9-a2a-gateway --server nats://127.0.0.1:4222 \\
         --agent agent.summarizer --listen 127.0.0.1:8300
