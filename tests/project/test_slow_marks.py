@@ -43,18 +43,21 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
+# The suite's plugin and the brokers' fixtures the tests folders import
+PLUGIN = ROOT / "testbed" / "pytest_plugin.py"
+FIXTURE_MODULES = (PLUGIN, ROOT / "testbed" / "brokers.py")
 SLOW = "pytest.mark.slow"
 # The fixtures that start a nats-server (or need one started): a test using any of them waits
 # on another process, so it is slow. Where each is defined is checked below, so a renamed one
 # fails here instead of letting its users join the fast run.
 SERVER_FIXTURES = frozenset(
     {
-        "nats_server",  # tests/conftest.py: the session's nats-server
-        "nats_broker",  # tests/conftest.py: the bundled broker on it
-        "restartable_nats",  # tests/conftest.py: a nats-server the test stops and starts
-        "jetstream_broker",  # tests/conftest.py: the bundled broker on the JetStream store
-        "shared_jetstream",  # tests/conftest.py: the session's JetStream nats-server
-        "shared_jetstream_cluster",  # tests/conftest.py: the session's 3 clustered ones
+        "nats_server",  # testbed/pytest_plugin.py: the session's nats-server
+        "nats_broker",  # testbed/brokers.py: the bundled broker on it
+        "restartable_nats",  # testbed/pytest_plugin.py: a nats-server the test stops and starts
+        "jetstream_broker",  # testbed/brokers.py: the bundled broker on the JetStream store
+        "shared_jetstream",  # testbed/pytest_plugin.py: the session's JetStream nats-server
+        "shared_jetstream_cluster",  # testbed/pytest_plugin.py: the session's 3 clustered ones
         "bare_nats",  # tests/platform/client/test_client_errors.py: a nats-server without a broker
         "guarded_nats",  # tests/platform/client/test_client_auth.py: a nats-server requiring logins
         # tests/integration/langchain/test_toolkit.py: one whose connections are counted
@@ -120,16 +123,30 @@ def _fixtures(path: Path) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
     }
 
 
+def _imported_fixture_modules(conftest: Path) -> list[Path]:
+    """The modules a conftest.py takes its fixtures from (``from testbed.brokers import
+    broker``): their fixtures are the conftest's."""
+    found = []
+    for node in _tree(conftest).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            source = ROOT.joinpath(*node.module.split(".")).with_suffix(".py")
+            if node.module.startswith(("testbed.", "tests.")) and source.is_file():
+                found.append(source)
+    return found
+
+
 def _levels(path: Path) -> list[Path]:
     """Where a test file's fixtures come from, nearest first: the file, then each conftest.py
-    from its folder up to tests/ (pytest's own order of look-up)."""
+    from its folder up to tests/ (pytest's own order of look-up) with the modules each imports
+    its fixtures from, then the suite's plugin (tests/conftest.py names it)."""
     levels = [path]
     folder = path.parent
     while True:
         if (folder / "conftest.py").is_file() and folder / "conftest.py" != path:
             levels.append(folder / "conftest.py")
+            levels += _imported_fixture_modules(folder / "conftest.py")
         if folder == TESTS:
-            return levels
+            return [*levels, PLUGIN]
         folder = folder.parent
 
 
@@ -227,7 +244,8 @@ def test_no_conftest_marks_a_test_slow_or_names_a_test_file():
 
 
 def test_every_server_fixture_is_defined_where_it_is_said_to_be():
-    defined = {name for path in _test_files() for name in _fixtures(path)}
+    sources = [*_test_files(), *FIXTURE_MODULES]
+    defined = {name for path in sources for name in _fixtures(path)}
     assert defined >= SERVER_FIXTURES, f"no fixture named {sorted(SERVER_FIXTURES - defined)}"
 
 
