@@ -38,8 +38,8 @@ FOLDERS = {
     ".": "langchain-mq9",
 }
 OURS = set(FOLDERS.values())
-# docs/protocol.md is the wire's specification (no install lines of ours); CHANGELOG.md is history
-DOC_PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "protocol.md")
+# docs/protocol*.md are the wire's specification (no install lines of ours); CHANGELOG.md is history
+DOC_PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if not p.name.startswith("protocol"))
 # each distribution's own README (its pyproject's readme: the page a wheel carries)
 OWN_READMES = [ROOT / folder / "README.md" for folder in FOLDERS if folder != "."]
 PAGES = [ROOT / "README.md", *DOC_PAGES, ROOT / "examples" / "README.md", *OWN_READMES]

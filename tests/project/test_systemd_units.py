@@ -205,7 +205,8 @@ def test_what_the_walk_through_writes_into_a_clone_is_ignored_by_git():
     """(#107) the files docs/deploy.md has an operator write in the clone's directory (the
     node files, their stores, the credentials, the state exported, the partitions' mapping)
     are ignored by git: a ``git add .`` commits no password."""
-    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    pages = ("deploy.md", "deploy-systemd.md")
+    deploy = "".join((ROOT / "docs" / page).read_text() for page in pages)
     files = set(re.findall(r"<!-- deploy-file: (\S+) -->", deploy))
     deploy = "".join(re.findall(r"^```\w*\n(.*?)^```", deploy, re.S | re.M))  # what is typed
     assert {"node1.conf", "accounts.conf"} <= files

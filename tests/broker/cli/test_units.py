@@ -36,7 +36,8 @@ from testbed.support.waiting import until_sync
 pytestmark = pytest.mark.slow  # runs systemd's tools and three nats-servers
 
 REPO = Path(__file__).resolve().parents[3]
-DEPLOY = REPO / "docs" / "deploy.md"
+DEPLOY = REPO / "docs" / "deploy.md"  # the node files; the walk-through is deploy-systemd.md
+WALKED = REPO / "docs" / "deploy-systemd.md"
 UNITS = REPO / "packaging" / "systemd"
 BIN = Path(sys.executable).parent
 NATS_UNIT = "nats-server@.service"
@@ -60,7 +61,8 @@ def _need(*programs: str) -> None:
 def _documented() -> tuple[dict[str, str], list[str]]:
     """deploy.md's node files and the walk-through's lines, each documented port a free one."""
     free = {port: str(unclaimed_port()) for port in PORTS}
-    text = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: free[m.group(1)], DEPLOY.read_text())
+    documented = DEPLOY.read_text() + WALKED.read_text()
+    text = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: free[m.group(1)], documented)
     files = {m.group("name"): m.group("body") for m in FILE_BLOCK.finditer(text)}
     assert set(files) == {"node1.conf", "node2.conf", "node3.conf", "accounts.conf"}, files
     at = text.index(WALKTHROUGH)

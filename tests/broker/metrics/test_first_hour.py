@@ -14,7 +14,9 @@ from mq9_broker.identities.kv_store import BUCKET_SUFFIX
 from mq9_broker.storage.jetstream import Layout
 
 ROOT = Path(__file__).resolve().parents[3]
-DEPLOY = (ROOT / "docs" / "deploy.md").read_text()
+# the deployment pages: the cluster, its units, what to watch
+PAGES = ("deploy.md", "deploy-systemd.md", "broker-watching.md")
+DEPLOY = "".join((ROOT / "docs" / page).read_text() for page in PAGES)
 LAYOUT = Layout(DEFAULTS.stream)
 
 

@@ -87,7 +87,8 @@ def test_the_scrape_config_scrapes_what_the_walk_through_installs():
     every = _jobs(every_server(shipped))
     assert {job: every[job] for job in optional} == optional
     assert every == PORTS
-    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    pages = ("deploy.md", "deploy-systemd.md")
+    deploy = "".join((ROOT / "docs" / page).read_text() for page in pages)
     for job, ports in PORTS.items():
         for port in ports:
             assert f"--metrics {port}" in deploy, f"deploy.md does not give {job} port {port}"

@@ -56,12 +56,12 @@ def _rules() -> dict[str, dict]:
 
 
 def test_every_alert_says_what_to_do():
-    deploy = (ROOT / "docs" / "deploy.md").read_text()
-    runbooks = deploy.split("\n### When an alert fires\n", 1)[1].split("\n## ", 1)[0]
+    watching = (ROOT / "docs" / "broker-watching.md").read_text()
+    runbooks = watching.split("\n## When an alert fires\n", 1)[1].split("\n## ", 1)[0]
     for name, rule in _rules().items():
         annotations = rule["annotations"]
         assert len(annotations.get("runbook", "")) > 40, name
-        assert f"**`{name}`**" in runbooks, f"docs/deploy.md has no runbook for {name}"
+        assert f"**`{name}`**" in runbooks, f"docs/broker-watching.md has no runbook for {name}"
         assert rule["labels"]["severity"] in ("critical", "warning"), name
 
 

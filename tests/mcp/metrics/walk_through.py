@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-DEPLOY = ROOT / "docs" / "deploy.md"
+DEPLOY = ROOT / "docs" / "deploy-systemd.md"
 UNITS = ROOT / "packaging" / "systemd"
 HEADING = "**The cluster under systemd, top to bottom**"
 BLOCK = re.compile(r"(?:<!--\s*(?P<note>[^>]*?)\s*-->\n)?```bash\n(?P<code>.*?)^```", re.S | re.M)

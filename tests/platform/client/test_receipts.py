@@ -94,7 +94,7 @@ async def test_a_fresh_client_learns_that_the_log_went_back(node):
         assert not await fresh.check_receipt(box, kept[0][0], kept[0][1])
         assert not await fresh.check_receipt(box, kept[2][0], kept[2][1])
         warning = fresh.warnings[box]
-        assert "receipt names msg_id" in warning and "docs/deploy.md" in warning
+        assert "receipt names msg_id" in warning and "docs/deploy-robustmq.md" in warning
         assert await fresh.check_receipt(box, 0, "after the loss")
 
 
