@@ -216,7 +216,7 @@ async def stop_broker(broker: Broker, handle) -> None:
 # What the store lane (MQ9_TEST_STORE=jetstream) answers otherwise, by test name: the servers
 # write a delayed message when their schedule ticks (about once a second), not before the
 # broker's next request as the in-process engine does, so a SEND answered meanwhile takes the
-# number first (docs/protocol.md §13). Not strict: a tick may come first.
+# number first (docs/protocol-differences.md §13). Not strict: a tick may come first.
 SCHEDULE_TICK = frozenset({"test_a_delay_of_zero_still_goes_through_the_delay_queue"})
 
 

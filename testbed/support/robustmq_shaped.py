@@ -22,7 +22,8 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
 10. with ``create_takes`` (seconds), a CREATE of a name is under way that long, and a second
    CREATE of a new name that comes meanwhile *crosses* it: both are answered as made, and the
    mailbox has no storage for good, every later command on it answered ``Shard <id>-0 does
-   not exist`` (8bd49dc checks, then writes the topic anew for each: docs/protocol.md §5.1).
+   not exist`` (8bd49dc checks, then writes the topic anew for each: docs/protocol-commands.md
+   §5.1).
 
 It speaks only what mq9 needs (no plain pub/sub between clients). Every point is also checked
 against a real RobustMQ in tests/robustmq/test_robustmq_shaped.py when ``MQ9_ROBUSTMQ_URL``

@@ -134,7 +134,7 @@ async def until_indexed(client: Any, card: str, *, present: bool = True) -> None
     """On RobustMQ's vector-search build, whose search index trails its registry, wait until
     a search finds the card named ``card`` (or, ``present=False``, finds it no more), as
     RobustMQ's own tests wait (they sleep): an UNREGISTER that comes before the insert landed
-    leaves the card in the index for good (docs/protocol.md §7.2). Nothing to wait for on a
+    leaves the card in the index for good (docs/protocol-commands.md §7.2). Nothing to wait for on a
     build without search. ``client``: a namespaced client of the shared RobustMQ."""
     from testbed.support.waiting import until
 

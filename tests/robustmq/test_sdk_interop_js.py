@@ -13,7 +13,7 @@ runs. An install that fails or takes over three minutes skips the module.
 broker nats_broker on a real nats-server and prints what each call returned or threw; the tests
 here assert on that and on the broker's state. Where the SDK is wrong against RobustMQ, the
 tests assert the breakage as it happens, so a fixed SDK (or a broker that drifted from
-RobustMQ) shows up here; docs/protocol.md §11 lists the same items:
+RobustMQ) shows up here; docs/protocol-differences.md §11 lists the same items:
 
 * Payloads: ``decodeBase64`` reads RobustMQ's plain-text ``payload`` as base64 and never
   fails: characters outside the base64 alphabet are dropped, decoding stops at the first

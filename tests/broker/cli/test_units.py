@@ -1,6 +1,6 @@
 """#99 item 2: the shipped units start the cluster docs/deploy.md describes, as an operator types
-it. The walk-through (deploy.md's "The cluster under systemd, top to bottom") runs as written
-into a directory standing for ``/`` (absolute paths put under it; ``systemd-sysusers`` and
+it. The walk-through (deploy-systemd.md's "The cluster under systemd, top to bottom") runs as
+written into a directory standing for ``/`` (absolute paths put under it; ``systemd-sysusers`` and
 ``systemd-tmpfiles`` given ``--root``; the ``systemctl`` lines are what this test does): the
 ``nats`` user and the directories are made, the node files and environment files land where
 the unit reads them. Every unit is verified as shipped there (``systemd-analyze verify

@@ -174,7 +174,7 @@ def test_off_by_default():
 
 
 async def test_discover_pages_split_the_standardised_order():
-    """A DISCOVER's pages (limit, page: docs/protocol.md §7.4) are slices of one ranking of
+    """A DISCOVER's pages (limit, page: docs/protocol-commands.md §7.4) are slices of one ranking of
     every card, so page 2 goes on where page 1 stopped, standardised or not."""
     engine = BrokerEngine()
     engine.search_index.ranker = AgentRegistry(embedder=_pair(), standardise=True)

@@ -223,7 +223,7 @@ def start_brokers(
     """deploy.md's broker lines, each with ``--metrics`` on its documented port's stand-in
     (9464, 9469), added to ``into`` as started (the caller kills them, also when this
     fails), then serving."""
-    # (#91) the servers' monitoring endpoints, as docs/deploy.md#watching-the-nats-servers
+    # (#91) the servers' monitoring endpoints, as docs/broker-watching.md#watching-the-nats-servers
     monitors = ",".join(f"http://127.0.0.1:{free[port]}" for port in ("8222", "8223", "8224"))
     for line, port in zip(lines, ("9464", "9469"), strict=True):
         argv = f"exec {line} --no-search --metrics 127.0.0.1:{free[port]} --nats-monitor {monitors}"

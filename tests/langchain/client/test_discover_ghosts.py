@@ -1,4 +1,5 @@
-"""Agent search that trails the registry (issue #40; docs/discovery.md, docs/protocol.md §7.4).
+"""Agent search that trails the registry (issue #40; docs/discovery.md, docs/protocol-commands.md
+§7.4).
 
 RobustMQ's vector-search build writes its search index in tasks of their own after REGISTER and
 UNREGISTER answer: a new card is missing from search for about 0.5 s, and a card unregistered

@@ -1,5 +1,5 @@
-"""docs/deploy.md's walk-through under systemd ("The cluster under systemd, top to bottom", #99,
-#107) as an operator reads it: the units each block installs (a block whose note says
+"""docs/deploy-systemd.md's walk-through under systemd ("The cluster under systemd, top to bottom",
+#99, #107) as an operator reads it: the units each block installs (a block whose note says
 ``optional`` installs servers run only by those who want them), the environment files it
 writes and the variables written into each, and the ports the installed units expose to
 Prometheus. What the shipped units and prometheus.yml are held to

@@ -95,7 +95,7 @@ async def test_a_claim_written_without_a_ttl_ends_for_a_worker_that_looks_often(
 async def test_a_worker_makes_the_records_mailbox_at_its_first_read(client):
     """(#100) Not on the first claims, which every worker of a group writes on the same
     arrival: on RobustMQ two CREATEs of a new name that cross lose the mailbox for good
-    (docs/protocol.md §5.1). The first worker to read makes it, before anything arrives."""
+    (docs/protocol-commands.md §5.1). The first worker to read makes it, before anything arrives."""
     box = await client.mailbox_create(name="lease.early")
     worker = GroupReader(client, box, "g", worker="w")
     assert await worker.fetch() == []

@@ -1,7 +1,7 @@
 """A broker on the cluster store started with ``--no-search`` loads no embedding model (#77
 item 9): nothing of it ranks, and the model is most of a broker's memory, which a SIGKILLed
-process frees before the kernel closes its sockets (docs/broker.md, "Several brokers at once":
-the requests NATS hands it meanwhile are lost). The listing still answers."""
+process frees before the kernel closes its sockets (docs/broker-jetstream.md, "Several brokers at
+once": the requests NATS hands it meanwhile are lost). The listing still answers."""
 
 from __future__ import annotations
 

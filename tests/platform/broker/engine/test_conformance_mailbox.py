@@ -102,7 +102,7 @@ async def test_generated_addresses_are_valid_unique_and_random(broker):
     if broker.transport == "robustmq":
         pytest.skip(
             "RobustMQ's generated addresses are xids, time-ordered, with about 11 "
-            "random bits in such a sample (docs/protocol.md §5.1): not secret there"
+            "random bits in such a sample (docs/protocol-commands.md §5.1): not secret there"
         )
     addresses = [await create(broker) for _ in range(120)]
     assert len(set(addresses)) == len(addresses)

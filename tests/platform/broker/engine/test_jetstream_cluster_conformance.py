@@ -5,7 +5,7 @@ own on a loopback JetStream nats-server.
 msg_ids are RobustMQ's here (each mailbox numbered from 0, docs/broker.md). Tests that need
 the injected clock are skipped before they start (the servers' clock writes create_times, TTLs
 and delays here), and so are those that read the in-memory engine, each saying so. The rest
-pass, except the one named below, for a difference docs/protocol.md §13 writes down.
+pass, except the one named below, for a difference docs/protocol-differences.md §13 writes down.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # a nats-server process
 
 # The servers write a delayed message when their schedule ticks (about once a second), not
 # before the broker's next request as the in-process engine does: a SEND answered meanwhile
-# takes the number first (docs/protocol.md §13). Not strict: a tick may come first.
+# takes the number first (docs/protocol-differences.md §13). Not strict: a tick may come first.
 SCHEDULE_TICK = frozenset({"test_a_delay_of_zero_still_goes_through_the_delay_queue"})
 
 

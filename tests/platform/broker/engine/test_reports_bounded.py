@@ -3,7 +3,7 @@
 Before, ``$mq9.AI.AGENT.REPORT`` kept any name's report, for good: 4,000 REPORTs of made-up
 names of 60,000 characters each grew an open broker's RSS from 357 to 596 MiB in 6 s, and a
 credentialed agent's 3,000 by 174 MiB. RobustMQ answers any name's REPORT and writes it to a
-topic no mq9 command reads (docs/protocol.md §7.3); the bundled broker answers it the same
+topic no mq9 command reads (docs/protocol-commands.md §7.3); the bundled broker answers it the same
 (``{"error": ""}``) and keeps a report only while its agent is registered (its UNREGISTER drops
 it), so the reports held are bounded by the registry's own bound (``--max-agents``).
 

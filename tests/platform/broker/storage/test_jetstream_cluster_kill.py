@@ -9,8 +9,8 @@ played for real:
   process's connection is answered by the other, and every SEND answered is stored once.
   (Those NATS handed the dying process before are its own: the kernel closes a killed
   process's sockets only once it has freed its memory, and nats-server reads that close a
-  moment later, docs/broker.md "Several brokers at once". So "dropped" is what NATS says, not
-  the process's exit: a CI run saw a SEND sent just after ``wait()`` returned go to the dead
+  moment later, docs/broker-jetstream.md "Several brokers at once". So "dropped" is what NATS says,
+  not the process's exit: a CI run saw a SEND sent just after ``wait()`` returned go to the dead
   broker.)
 """
 

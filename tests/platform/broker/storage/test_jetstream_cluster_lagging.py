@@ -2,8 +2,8 @@
 
 Direct gets are answered by any replica, and one behind the leader answers a lane's batch
 short without saying so (nats-server 2.12 on ignores ``min_last_seq``). A ``GroupReader``
-takes a lane of fewer messages than it asked for as read to its end (protocol.md §5.4), so a
-short lane beside a newer one from another replica moved the group's position past what the
+takes a lane of fewer messages than it asked for as read to its end (protocol-commands.md §5.4), so
+a short lane beside a newer one from another replica moved the group's position past what the
 lagging replica lacked: those messages were never handed out to the group again. The
 mailbox's head now says each lane's newest msg_id, decided with the write; a lane read short
 of it asks the leader what follows.
