@@ -66,7 +66,7 @@ meta_addrs = { $addrs }
 data_path = "$home/data"
 
 [runtime]
-# one partition a mailbox (docs/deploy.md: its template's 3 interleaves msg_ids)
+# one partition a mailbox (docs/deploy-robustmq.md: its template's 3 interleaves msg_ids)
 default_topic_partition_num = 1
 
 [storage_runtime]

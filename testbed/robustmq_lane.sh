@@ -124,7 +124,7 @@ for part in $parts; do
     ;;
   cluster)
     ok=1
-    for n in 1 2 3; do  # a few seconds apart (docs/deploy.md: nodes started at once may not join)
+    for n in 1 2 3; do  # a few seconds apart (docs/deploy-robustmq.md: nodes started at once may not join)
       start_node "$work/cluster/node-$n" "$n" 3 --model "$work/model" || { ok=0; break; }
     done
     if [ $ok = 1 ]; then

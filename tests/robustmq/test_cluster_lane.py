@@ -1,7 +1,7 @@
 """The cluster lane (issue #28, item 1): a running RobustMQ cluster, its nodes named by
 ``MQ9_ROBUSTMQ_CLUSTER_URLS`` (comma-separated NATS URLs, started by hand on loopback; see
-docs/deploy.md). Every operation is issued on one node and observed on another, and a client
-given the whole list works. Without the variable the module is skipped, saying how to run it.
+docs/deploy-robustmq.md). Every operation is issued on one node and observed on another, and a
+client given the whole list works. Without the variable the module is skipped, saying how to run it.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ async def test_sends_in_flight_at_once_answered_in_the_other_order_are_no_log_go
 
 class LogWentBack(BrokerEngine):
     """The bundled engine, but once ``lost`` is set, every msg_id is shown that much lower: the
-    shard's log started again at 0, its acknowledged messages gone (docs/deploy.md)."""
+    shard's log started again at 0, its acknowledged messages gone (docs/deploy-robustmq.md)."""
 
     def __init__(self) -> None:
         super().__init__(clock=ManualClock())

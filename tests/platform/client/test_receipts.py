@@ -1,8 +1,8 @@
 """Receipts (issue #45, item 3): a client started after a broker lost a mailbox's log finds out
 by checking a receipt the application kept — the msg_id a SEND answered and what was sent.
 
-The loss is made the way a client meets it after a RobustMQ node loss (docs/deploy.md): the
-mailbox's log starts again at msg_id 0 — here, the same address answered by a fresh engine.
+The loss is made the way a client meets it after a RobustMQ node loss (docs/deploy-robustmq.md):
+the mailbox's log starts again at msg_id 0 — here, the same address answered by a fresh engine.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ async def test_a_receipt_of_a_message_still_held_checks_out(broker, client):
     ]
 
 
-# What a RobustMQ node out of reach answers (docs/deploy.md): a retryable error.
+# What a RobustMQ node out of reach answers (docs/deploy-robustmq.md): a retryable error.
 NODE_AWAY = "Failed to send request to node 1 with error message :exceeded max retry times (10)"
 
 
@@ -113,8 +113,8 @@ async def test_a_receipt_for_a_missing_mailbox_is_an_error_not_a_false(client):
 
 
 async def test_a_sender_is_warned_when_the_log_went_back_under_higher_ids(node):
-    """Measured on a RobustMQ cluster with replica 3 (docs/deploy.md): after the node holding a
-    mailbox is lost, SENDs may go on under msg_ids above every one this client got, the
+    """Measured on a RobustMQ cluster with replica 3 (docs/deploy-robustmq.md): after the node
+    holding a mailbox is lost, SENDs may go on under msg_ids above every one this client got, the
     messages acknowledged before gone, so no SEND answer shows it. A SEND that succeeds after
     the broker was away for the mailbox makes the client look once at the last message it
     acknowledged."""
