@@ -1,6 +1,6 @@
 """``BrokerEngine``: the engine (engine.py) over the state held in this process
 (``ProcessStore``, storage/in_process.py), for ``memory://`` clients and a broker on one
-nats-server; a memory or SQLite ``Storage`` (storage/base.py) told of every change.
+nats-server; a memory or SQLite ``Storage`` (storage/persistence.py) told of every change.
 
 It answers as the engine answers over any store; what it adds is for code that embeds the
 bundled broker, and for its tests: the state itself to read (``mailboxes``, ``topics``,

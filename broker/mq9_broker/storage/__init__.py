@@ -1,8 +1,16 @@
-"""The engine's storage. One store protocol, ``mailbox_store.MailboxStore``, that the engine
-(engine/engine.py) runs over: ``jetstream.ClusterStore`` (the state kept in JetStream) and
-``in_process.ProcessStore`` (the state held in this process). Under the state held in this
-process, the ``Storage`` it tells of each change (base.py): ``MemoryStorage`` (keeps nothing)
-and ``SqliteStorage`` (one SQLite file). base.py tells the two interfaces' story."""
+"""The engine's storage: one store interface and the stores beside it.
+
+- ``mailbox_store.py``: ``MailboxStore``, the interface the engine (engine/engine.py) runs
+  over, and the values it speaks in. Every store implements it; it imports none of them.
+- ``jetstream/``: ``ClusterStore``, the state kept in JetStream (``--store jetstream``).
+- ``in_process.py``: ``ProcessStore``, the state held in this process (process_state.py, its
+  lock and clock; housekeeping.py, expiry, delays and retention on it), which tells each
+  change to a ``Storage`` (persistence.py): ``MemoryStorage`` keeps nothing (``memory://``),
+  ``SqliteStorage`` (sqlite.py, with its request log, request_log.py) one file (``--data``).
+- Helpers: sent_keys.py (the keyed SENDs answered in this process), key_parties.py (whose a
+  key is, both stores'), loop_thread.py (NATS asked from synchronous code: the identities'
+  bucket).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,8 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .base import Restorable, Storage
     from .mailbox_store import StorageError
-    from .memory import MemoryStorage
+    from .persistence import MemoryStorage, Restorable, Storage
     from .sqlite import (
         DEFAULT_FILE_NAME,
         SCHEMA_VERSION,
@@ -24,10 +31,10 @@ if TYPE_CHECKING:
 
 # name -> the module of this package that defines it
 _LAZY = {
-    "Restorable": "base",
-    "Storage": "base",
+    "Restorable": "persistence",
+    "Storage": "persistence",
     "StorageError": "mailbox_store",
-    "MemoryStorage": "memory",
+    "MemoryStorage": "persistence",
     "DEFAULT_FILE_NAME": "sqlite",
     "SCHEMA_VERSION": "sqlite",
     "SqliteStorage": "sqlite",

@@ -21,9 +21,9 @@ from mq9_wire.protocol import PRIORITY_ORDER
 from ..state.clock import Clock
 from ..state.mailbox import Mailbox, StoredMessage
 from ..state.registry import AgentRegistry
-from .base import Storage
 from .mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
 from .mailbox_store import StorageError
+from .persistence import Storage
 from .sent_keys import SentKeys
 
 log = logging.getLogger("mq9_broker")

@@ -10,7 +10,7 @@ is done at its exact second (mailboxes expired, delayed messages written, Robust
 retention), as ``BrokerEngine`` does before each request.
 
 The state, its lock, its housekeeping and its ``Storage`` are process_state.py's
-(``ProcessState``): the ``Storage`` it is given (base.py: memory or SQLite) is told of every
+(``ProcessState``): the ``Storage`` it is given (persistence.py: memory or SQLite) is told of every
 change inside the call that makes it, in a transaction per call and per piece of
 housekeeping; it restores the store when built, and again after a write that failed (the file
 is the truth). A stored

@@ -290,7 +290,7 @@ async def test_the_registry_and_its_search_index_survive(durable):
 
 
 async def test_a_search_index_row_that_is_no_card_is_refused_with_a_way_out(durable):
-    """The index restore both stores share (storage/base.py ``restore_agents``): a row of the
+    """The index restore both stores share (storage/persistence.py ``restore_agents``): a row of the
     search index whose agent_info reads as no A2A card is damage, said in words."""
     await durable.ok(p.AGENT_REGISTER, a2a_card("translator", "translates French"))
     durable.stop()

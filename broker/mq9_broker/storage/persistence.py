@@ -1,18 +1,14 @@
-"""The storage room's two interfaces, and what the in-process one tells: ``Storage``.
+"""``Storage``: how the state held in this process (a ``ProcessStore``'s, in_process.py, or a
+``BrokerEngine``'s) outlives the process. It is not the store interface: that is
+``MailboxStore`` (mailbox_store.py), which the engine runs over; ``Storage`` sits one level
+below, under the in-process store only (the JetStream store keeps its state in the servers).
 
-The engine (engine/engine.py, ``Engine``) runs over one store protocol,
-``MailboxStore`` (mailbox_store.py, its one home: the protocol and the values it speaks in,
-``StorageError`` among them). Two stores implement it, each importing it and never the
-other: ``ClusterStore`` (jetstream/, the state kept in JetStream) and ``ProcessStore``
-(in_process.py, the state held in this process).
-
-``Storage``, below, is what the state held in this process tells a store of its changes,
-so that it outlives the process: ``MemoryStorage`` (keeps nothing) and ``SqliteStorage``
-(one SQLite file). A ``Storage`` only *observes* that state: each change calls a hook below,
-under its owner's lock inside ``transaction()`` (``BrokerEngine``, and ``ProcessStore`` inside
-each of its calls); what the request changed is stored before its answer is sent.
-``restore`` rebuilds a fresh state from what is stored. The state never reads a ``Storage``
-otherwise, so a store is free in how it keeps it.
+Two implement it: ``MemoryStorage`` (below: keeps nothing, ``memory://``) and
+``SqliteStorage`` (sqlite.py: one SQLite file, ``--data``). A ``Storage`` only *observes* that
+state: each change calls a hook below, under its owner's lock inside ``transaction()``
+(``BrokerEngine``, and ``ProcessStore`` inside each of its calls); what the request changed is
+stored before its answer is sent. ``restore`` rebuilds a fresh state from what is stored. The
+state never reads a ``Storage`` otherwise, so an implementation is free in how it keeps it.
 
 A store writes a request's changes before ``transaction()`` returns (SQLite: one commit per
 request, which waits for it; memory: at once), so no answer promises, or shows, a change that
@@ -21,6 +17,7 @@ is not stored. A write that fails raises: the state restores itself from the sto
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -136,3 +133,60 @@ class Storage(Protocol):
         return None
 
     def close(self) -> None: ...
+
+
+class MemoryStorage(Storage):
+    """Every hook does nothing; a restore finds nothing."""
+
+    _NO_TRANSACTION: AbstractContextManager[object] = contextlib.nullcontext()
+
+    def restore(self, engine: Restorable) -> None:
+        pass
+
+    def transaction(self) -> AbstractContextManager[object]:
+        return self._NO_TRANSACTION
+
+    def mailbox_created(self, mailbox: Mailbox) -> None:
+        pass
+
+    def mailbox_expired(self, mailbox: Mailbox) -> None:
+        pass
+
+    def mailbox_removed(self, mailbox: Mailbox) -> None:
+        pass
+
+    def message_stored(self, mailbox: Mailbox, message: StoredMessage) -> None:
+        pass
+
+    def message_removed(self, mailbox: Mailbox, msg_id: int) -> None:
+        pass
+
+    def mailbox_start_moved(self, mailbox: Mailbox) -> None:
+        pass
+
+    def delayed_added(self, seq: int, due: int, address: str, message: StoredMessage) -> None:
+        pass
+
+    def delayed_released(self, seq: int) -> None:
+        pass
+
+    def offset_committed(self, lane: str, shard: str, offset: int) -> None:
+        pass
+
+    def offset_dropped(self, lane: str, shard: str) -> None:
+        pass
+
+    def agent_saved(self, entry: AgentEntry) -> None:
+        pass
+
+    def agent_removed(self, entry: AgentEntry) -> None:
+        pass
+
+    def index_saved(self, entry: AgentEntry) -> None:
+        pass
+
+    def index_removed(self, card_name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
