@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mq9_broker.serving.meter import LATENCY_BOUNDS, RequestMeter, reason_of
 from mq9_wire import protocol as p
 from mq9_wire.metrics import MetricsUnavailable, OperatorEndpoint, operator_address
-from mq9_wire.protocol.errors import err_mailbox_missing, err_message_too_large
+from mq9_wire.protocol.error_texts import err_mailbox_missing, err_message_too_large
 from testbed.support.waiting import until
 
 DEADLINE = 60.0  # a guard against hangs only

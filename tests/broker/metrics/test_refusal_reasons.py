@@ -8,7 +8,8 @@ import json
 
 from mq9_broker.serving.meter import reason_of
 from mq9_wire import protocol as p
-from mq9_wire.protocol.errors import NOT_YOURS_REFUSALS, from_reply
+from mq9_wire.protocol.error_texts import NOT_YOURS_REFUSALS
+from mq9_wire.protocol.errors import from_reply
 
 
 def _reply(text: str) -> bytes:

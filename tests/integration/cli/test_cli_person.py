@@ -22,7 +22,8 @@ from mq9_cli.connect import UNREACHABLE, failure
 from mq9_platform import Mq9Client
 from mq9_platform.operations.catalog import OPERATIONS
 from mq9_wire import protocol as p
-from mq9_wire.protocol.errors import STORE_OUTAGE, from_reply
+from mq9_wire.protocol.error_texts import STORE_OUTAGE
+from mq9_wire.protocol.errors import from_reply
 from testbed.support.jetstream_servers import FORMING, JetStreamCluster
 from tests.integration.cli.test_cli import mq9, served
 

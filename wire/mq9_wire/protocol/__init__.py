@@ -8,9 +8,10 @@ Nothing here does I/O, and nothing here imports beyond the standard library.
 One module per job: ``subjects`` (where requests go), ``limits`` (defaults and bounds),
 ``values`` (checking what a request carries), ``serde`` (JSON as serde_json reads it),
 ``shapes`` (the request and reply bodies), ``messages`` (headers, payloads, ``Message``),
-``cards`` and ``registration`` (A2A agent cards), ``errors`` (the classes, and each error
-text beside the pattern that reads it), ``quoting`` and ``hazards`` (what logs and errors
-quote and warn of), ``names`` (the names derived from a mailbox's, read as ``names.NAME``).
+``cards`` and ``registration`` (A2A agent cards), ``errors`` (the classes, drawn as a tree,
+and the table that reads a reply's text as its class), ``error_texts`` (the texts themselves),
+``quoting`` and ``hazards`` (what logs and errors quote and warn of), ``names`` (the names
+derived from a mailbox's, read as ``names.NAME``).
 This face re-exports what the package uses as ``protocol.NAME``.
 """
 
@@ -31,7 +32,7 @@ from .cards import (
     mq9_interface,
     normalize_agent,
 )
-from .errors import (
+from .error_texts import (
     ERR_AGENT_INFO_EMPTY,
     ERR_AGENT_NAME_EMPTY,
     ERR_NAME_CHARS,
@@ -42,11 +43,6 @@ from .errors import (
     LISTING_TOO_LARGE,
     SEARCH_NOT_BUILT,
     SEARCH_TABLE_MISSING,
-    InvalidAddress,
-    InvalidArgument,
-    MalformedReply,
-    Mq9Error,
-    WireError,
     err_ack_mailbox_missing,
     err_address_too_long,
     err_agent_limit,
@@ -73,6 +69,13 @@ from .errors import (
     err_stored_too_large,
     err_topic_missing,
     err_unknown_subject,
+)
+from .errors import (
+    InvalidAddress,
+    InvalidArgument,
+    MalformedReply,
+    Mq9Error,
+    WireError,
 )
 from .hazards import warn_log_went_back, warn_partitions, warn_receipt_missing
 from .limits import (

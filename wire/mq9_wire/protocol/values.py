@@ -7,16 +7,15 @@ import re
 import secrets
 from enum import Enum
 
-from .errors import (
+from .error_texts import (
     ERR_NAME_CHARS,
     ERR_NAME_EDGES,
     ERR_NAME_EMPTY,
-    InvalidAddress,
-    InvalidArgument,
     err_address_too_long,
     err_empty_segment,
     err_invalid_address,
 )
+from .errors import InvalidAddress, InvalidArgument
 from .limits import MAX_ADDRESS_LENGTH, MAX_GROUP_NAME, MAX_U64
 from .quoting import quoted
 from .serde import utf8
