@@ -1,6 +1,6 @@
 """mq9-mcp's open ``tasks/stream`` requests are bounded per client
 (``tasks.MAX_STREAMS_PER_CLIENT``) and in all (``MAX_STREAMS``), and the client's bound is the
-client's own (#106, docs/security.md "Whose bound it is"): mallory holding her streams open,
+client's own (#106, docs/security-broker.md "Whose bound it is"): mallory holding her streams open,
 under as many worker names as she likes, leaves bob's stream opened. Were the streams counted
 in all at her share, bob's would be refused.
 

@@ -1,5 +1,5 @@
 """mq9-mcp as an MCP Events source (#71, ``mq9_mcp/events.py``, ``webhooks.py``): a client that
-knows only the extension's shapes (docs/mcp.md, "MCP Events") gets mail arrivals by poll, by a
+knows only the extension's shapes (docs/mcp-events.md) gets mail arrivals by poll, by a
 stream and by webhook, over HTTP and stdio, resumes from its cursor after a disconnect with no gap
 and no duplicate, and a second client's subscriptions stay its own. Events consume nothing."""
 

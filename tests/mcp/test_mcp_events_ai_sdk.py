@@ -9,7 +9,7 @@ subscription's id, as the SDK's own client stores it; the second has that client
 list and subscribe itself (the same script's ``client`` way in), which it does only on a server
 declaring a top-level ``events`` capability (the design sketch's): mq9-mcp declares the
 extension as SEP-3415 Final has it, and the top-level one too under ``--events-capability``
-(docs/mcp.md's Events section says so). ``@tanstack/ai-mcp``, the client
+(docs/mcp-events.md says so). ``@tanstack/ai-mcp``, the client
 first meant here, ships no events module in its published versions. The package is installed
 once into ``~/.cache/langchain-mq9/`` (``$XDG_CACHE_HOME`` if set), as the OAuth tests cache
 oidc-provider; the test is skipped in one line where node or npm is missing."""

@@ -1,7 +1,7 @@
 """The MCP SDK's own client OAuth (``mcp.client.auth.OAuthClientProvider``, unchanged: only
 its documented extension points, a ``TokenStorage`` and the redirect and callback handlers, are
 the test's) against mq9-mcp and a real authorization server on loopback (oidc-provider,
-tests/mcp/oauth/, set up as docs/mcp.md "What the identity provider must allow" says; issues
+tests/mcp/oauth/, set up as docs/mcp-oauth.md "What the identity provider must allow" says; issues
 #112 and #117). From a bare 401 it discovers the Protected Resource Metadata, then the AS's
 metadata; it registers by a Client ID Metadata Document (MCP's preferred registration) or by
 RFC 7591 registration; it runs the authorization code grant with PKCE (the user's consent given

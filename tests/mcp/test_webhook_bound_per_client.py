@@ -2,7 +2,7 @@
 ``mq9_mcp/webhook_consent.py``): an
 address takes 10 verification POSTs a minute, a client 5 of them, so two clients at their shares
 filled it and a third client's verification there was refused for the minute, every minute
-(docs/security.md's bounds table: "another client's verification of it is made"). Now every
+(docs/security-broker.md's bounds table: "another client's verification of it is made"). Now every
 client gets ``VERIFY_EACH`` at an address whoever filled the rest; past that the address's bound
 holds for it too.
 

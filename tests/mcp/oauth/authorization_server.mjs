@@ -7,7 +7,7 @@
 // certificate by NODE_EXTRA_CA_CERTS). Consent is given headlessly: /interaction/* logs in the
 // login_hint (else "alice") and grants what is asked, as a user clicking "allow" would.
 //
-// What an operator must allow for MCP clients (docs/mcp.md "What the identity provider must
+// What an operator must allow for MCP clients (docs/mcp-oauth.md "What the identity provider must
 // allow"): the mq9 scopes and offline_access as scopes a client may register with and ask for
 // (without them a client's registration is refused "scope must only contain Authorization
 // Server supported scope values"), a client that registers itself may later ask for any mq9

@@ -1,5 +1,5 @@
-"""#106: the registry's bound is one agent's, not everyone's (docs/security.md, "Whose bound it
-is").
+"""#106: the registry's bound is one agent's, not everyone's (docs/security-broker.md,
+"Whose bound it is").
 
 Before, a ``--credentials`` broker bounded registrations in all only (``--max-agents``,
 10,000): mallory could register names until it was full, and every other agent's REGISTER of
