@@ -154,7 +154,7 @@ async def refuse_old_format(connection: NatsConnection, stream: str) -> None:
 def refused_for_good(exc: StorageError) -> bool:
     """Whether JetStream refused for good (a request it will never grant, such as more
     replicas than a lone server holds: err 10074), not for now (no leader, no peers yet)."""
-    # the cluster store's JetStreamError carries JetStream's code; the identities' bucket
+    # the cluster store's StorageJetStreamError carries JetStream's code; the identities' bucket
     # raises from the nats-py error that carries it
     code = err_code(exc) or (err_code(exc.__context__) if exc.__context__ else 0)
     return bool(code) and code not in (ErrorCode.NO_PEERS_YET, ErrorCode.JETSTREAM_UNAVAILABLE)

@@ -44,7 +44,7 @@ from ..storage.mailbox_store import (
     RETENTION_SECONDS,
     Full,
     KeyReused,
-    KeysFull,
+    KeyTableFull,
     MailboxRecord,
     MailboxStore,
     Mark,
@@ -352,7 +352,7 @@ class Engine(Carried, Generic[S]):
             assert key is not None
             window = self.limits.idempotency_window
             raise Mq9Error(p.err_idempotency_key_reused(key, address, window)) from None
-        except KeysFull as full:
+        except KeyTableFull as full:
             self.keys_refused += 1
             if full.why == PARTY_FULL and once is not None and once.party is not None:
                 # an open broker's client's own (not a carrier's, whose key is

@@ -37,7 +37,7 @@ from .mailbox_store import (
     AgentRow,
     Counted,
     Full,
-    KeysFull,
+    KeyTableFull,
     MailboxRecord,
     MailboxStore,
     Mark,
@@ -163,7 +163,7 @@ class ProcessStore(ProcessState):
         return None if kept is None else answered(once, *kept)
 
     def _key_room(self, once: Once) -> None:
-        """(under the lock) ``KeysFull`` when a new key of ``once``'s sender is past the
+        """(under the lock) ``KeyTableFull`` when a new key of ``once``'s sender is past the
         store's bounds, the keys whose windows ended dropped first: decided with the
         write, in its one step."""
         keys = self.sent_keys
@@ -173,7 +173,7 @@ class ProcessStore(ProcessState):
             self.storage.keys_expired(once.at_ms)
         full = keys.room(once.key, once.most, once.most_each, once.party)
         if full is not None:
-            raise KeysFull(full)
+            raise KeyTableFull(full)
 
     def _keep(self, mailbox: str, once: Once, msg_id: int) -> None:
         """(under the lock) ``once``'s key answered ``msg_id`` until its window ends; the

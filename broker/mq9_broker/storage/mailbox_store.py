@@ -32,7 +32,7 @@ __all__ = [
     "Counted",
     "Full",
     "KeyReused",
-    "KeysFull",
+    "KeyTableFull",
     "Lanes",
     "MailboxRecord",
     "MailboxStore",
@@ -148,9 +148,10 @@ class Once:
     party: str | None = None
 
 
-class KeysFull(Exception):
+class KeyTableFull(Exception):
     """A keyed SEND with a new key when the store holds as many as its bounds allow
-    (``why``: which one): refused, nothing stored."""
+    (``why``: which one): refused, nothing stored. The engine answers it with the wire's
+    ``KeysFull`` (mq9_wire.protocol), the error a client sees."""
 
     def __init__(self, why: str) -> None:
         super().__init__(why)
@@ -353,4 +354,3 @@ class MailboxStore(Protocol):
 
     async def close(self) -> None:
         """Let go of what the store holds open."""
-

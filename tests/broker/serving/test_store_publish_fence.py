@@ -14,7 +14,7 @@ import asyncio
 import nats
 import pytest
 
-from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_broker.storage.jetstream.requests import Requests, StorageWriteRefused
 from mq9_wire.nats_floor.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
 
 pytestmark = pytest.mark.slow  # a nats-server process
@@ -69,13 +69,14 @@ async def test_the_store_refuses_each_publish_the_server_cannot_take_and_stays_c
             ("a.b", b"x", {"bad name": "x"}, "that is no token"),
         ]
         for subject, data, headers, said in refused:
-            with pytest.raises(WriteRefused, match=r"refused a write before sending it: ") as e:
+            refused_before = r"refused a write before sending it: "
+            with pytest.raises(StorageWriteRefused, match=refused_before) as e:
                 await requests.publish(subject, data, headers)
             assert said in str(e.value) and "\n" not in str(e.value)
         # the atomic batches publish on the connection itself: fenced too
-        with pytest.raises(WriteRefused, match="control line"):
+        with pytest.raises(StorageWriteRefused, match="control line"):
             await connection.publish(LONG_SUBJECT, b"x", headers={"Nats-Batch-Id": "b"})
-        with pytest.raises(WriteRefused, match="control line"):
+        with pytest.raises(StorageWriteRefused, match="control line"):
             await requests.api("STREAM.INFO." + "S" * CONTROL_LINE, None)
         await connection.flush(timeout=5)  # the server still answers it
         assert connection.is_connected
@@ -102,7 +103,7 @@ async def test_a_fence_is_put_up_once_and_raises_what_its_owner_names(nats_serve
     connection = await nats.connect(nats_server.url)
     try:
         fence(connection)
-        fence(connection, WriteRefused)  # (the first stays)
+        fence(connection, StorageWriteRefused)  # (the first stays)
         with pytest.raises(PublishRefused):
             await connection.publish("a..b", b"x")
         await connection.publish("a.b", b"x")  # what fits goes out

@@ -19,7 +19,7 @@ import pytest
 
 from mq9_broker.storage.jetstream import Layout
 from mq9_broker.storage.jetstream.batches import Batches
-from mq9_broker.storage.jetstream.requests import Requests, WriteRefused
+from mq9_broker.storage.jetstream.requests import Requests, StorageWriteRefused
 from mq9_wire.nats_floor import fast_path
 from mq9_wire.nats_floor.fast_path import engage
 from mq9_wire.nats_floor.guard import protect
@@ -112,7 +112,7 @@ async def test_a_part_that_does_not_fit_fails_alone_never_its_batch(servers: lis
         parts = [[(f"{stream}.good.{n}", b"x", {})] for n in range(3)]
         parts.insert(1, [(f"{stream}." + ".".join(["deep"] * 1000), b"x", {})])
         done = await asyncio.gather(*(batches.write(p) for p in parts), return_exceptions=True)
-        assert isinstance(done[1], WriteRefused) and "control line" in str(done[1])
+        assert isinstance(done[1], StorageWriteRefused) and "control line" in str(done[1])
         assert sorted(n for i, n in enumerate(done) if i != 1) == [1, 2, 3]
         assert connection.is_connected
         await batches.stop()

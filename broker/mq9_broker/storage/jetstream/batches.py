@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..mailbox_store import StorageError
-from .requests import ENTRIES_MOST, Entry, JetStreamError
+from .requests import ENTRIES_MOST, Entry, StorageJetStreamError
 
 if TYPE_CHECKING:
     from .requests import Requests
@@ -55,10 +55,10 @@ class Batches:
 
     async def write(self, entries: list[Entry], stream: int = 0) -> int:
         """Store ``entries`` (at most ``ENTRIES_MOST``) together; the last one's sequence.
-        ``JetStreamError`` when the servers refused them; ``WriteRefused`` (nothing sent)
-        when one would not fit their limits, before it joins a batch: a part that does not
-        fit fails alone, never the other parts of its batch. ``stream``: the index of
-        the message stream its subjects are in."""
+        ``StorageJetStreamError`` when the servers refused them; ``StorageWriteRefused``
+        (nothing sent) when one would not fit their limits, before it joins a batch: a part
+        that does not fit fails alone, never the other parts of its batch. ``stream``: the
+        index of the message stream its subjects are in."""
         self.requests.check_batched(entries)
         loop = asyncio.get_running_loop()
         part = _Part(entries, loop.create_future(), stream)
@@ -111,7 +111,7 @@ class Batches:
         entries = [entry for part in group for entry in part.entries]
         try:
             last_seq = await self.requests.publish_batch(entries)
-        except JetStreamError as exc:  # refused: nothing of it stored
+        except StorageJetStreamError as exc:  # refused: nothing of it stored
             if len(group) == 1:
                 answer(group[0], exc)
             else:

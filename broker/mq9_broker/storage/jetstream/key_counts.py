@@ -9,7 +9,7 @@ lives at most until the slice's end and a window after it. A new keyed SEND adds
 party's current slice (``Nats-Incr: +1``: the servers add it and answer the new total in one
 step, whoever else adds at once), then reads the party's other slices still live, in one
 direct get (``multi_last``): past the bound, it takes its one back (``-1``) and is refused
-with the words the other stores say (``KeysFull``), unless its key lives, which answers it as
+with the words the other stores say (``KeyTableFull``), unless its key lives, which answers it as
 a duplicate. A SEND answered from its key, or whose write failed, takes its one back too. A
 slice no longer live is purged by the party's next SEND that sees it (a counter stream takes
 no ``Nats-TTL``, tried on nats-server 2.15), and the stream's ``max_age`` (the message
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mq9_wire.nats_floor.jetstream.api import NANOSECONDS
 
 from ..key_parties import CALLER_FULL, PARTY_FULL, key_sender, of_caller
-from ..mailbox_store import KeysFull, Once
+from ..mailbox_store import KeyTableFull, Once
 from .keyed import key_written
 from .mapping import RETENTION_SECONDS, Layout, token
 
@@ -125,7 +125,7 @@ class KeyCounts:
         self, mailbox: str, once: Once | None, write: Callable[[], Awaitable[T]]
     ) -> T | int:
         """``write`` (a SEND of ``mailbox``, keyed ``once``) once its new key is counted:
-        ``KeysFull`` past a bound, the key's answer when it lives; the one added taken back
+        ``KeyTableFull`` past a bound, the key's answer when it lives; the one added taken back
         when the write answered from the key (a duplicate) or failed."""
         if once is None:
             return await write()
@@ -142,7 +142,7 @@ class KeyCounts:
         return done
 
     async def take(self, mailbox: str, once: Once) -> Taken:
-        """One added to each count ``once``'s key goes in; ``KeysFull`` (each taken back)
+        """One added to each count ``once``'s key goes in; ``KeyTableFull`` (each taken back)
         when a count passes its bound, unless the key lives (``Taken.answer``)."""
         names = counted(once)
         if not names:
@@ -158,7 +158,7 @@ class KeyCounts:
                 await self.give_back(taken)
                 answer = await key_written(self.requests, self.layout, token(mailbox), once)
                 if answer is None:
-                    raise KeysFull(why)
+                    raise KeyTableFull(why)
                 return Taken([], answer)
         return taken
 

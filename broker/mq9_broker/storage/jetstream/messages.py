@@ -32,7 +32,7 @@ from .mapping import (
     token,
 )
 from .numbering import Numbering, Write
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 from .sizes import LISTED_FROM, SMALL_ENTRY, Held, largest_of
 from .window import sized
 
@@ -182,7 +182,7 @@ class Messages:
             await self.requests.api(
                 f"STREAM.MSG.DELETE.{stream}", {"seq": entry.seq, "no_erase": True}
             )
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if exc.code == 404 or exc.err_code == ErrorCode.MESSAGE_NOT_FOUND:
                 return False  # deleted meanwhile
             raise
@@ -208,7 +208,7 @@ class Messages:
                 seq = await self.requests.publish(
                     layout.head_subject(box), head.data, expecting(head.seq, said)
                 )
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 if not exc.wrong_last_sequence:
                     raise
                 found = await self._head(box)
@@ -234,7 +234,7 @@ class Messages:
         try:
             await self.requests.publish(entry.subject, b"", headers)
             return True
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if not exc.wrong_last_sequence:
                 raise
         return False

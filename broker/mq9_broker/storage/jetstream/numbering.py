@@ -65,7 +65,7 @@ from .mapping import (
     set_ttl,
 )
 from .queueing import Queues, Write
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 from .sizes import SMALL_ENTRY, TTL_MARGIN, Held, Sizes, stored_size
 from .window import sized
 
@@ -155,7 +155,7 @@ class Numbering:
                 last_seq, largest = await self._publish(
                     box, batch, expected, first_id, after, largest
                 )
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 duplicate = exc.err_code == ErrorCode.DUPLICATE_IN_BATCH
                 if duplicate and len(batch) == 1 and batch[0].staged:
                     # a delayed message numbered before, by a broker gone before it removed
@@ -369,7 +369,7 @@ class Numbering:
             try:
                 await self._records.update(box, encode_record(value), entry.seq, headers)
                 return
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 if not exc.wrong_last_sequence:
                     raise
 
@@ -378,7 +378,7 @@ class Numbering:
             await self.requests.api(
                 f"STREAM.MSG.DELETE.{self.layout.box_stream(box)}", {"seq": seq, "no_erase": True}
             )
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if exc.code != 404 and exc.err_code != ErrorCode.MESSAGE_NOT_FOUND:
                 raise
 

@@ -19,7 +19,7 @@ from ..mailbox_store import StorageError
 from .key_counts import counts_config, counts_stream
 from .leaders import spread_leaders
 from .mapping import ARRIVALS_PREFIX, RETENTION_SECONDS, STREAMS_KEY, Layout
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 from .staged import consumer_name
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class Opening:
         as the servers keep it."""
         try:
             info = await self.requests.api(f"STREAM.INFO.{stream}", None, again=self.try_again)
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if exc.code != 404:
                 raise
         else:
@@ -158,7 +158,7 @@ class Opening:
         try:
             # the same config twice: the second is answered as the first, or "name in use"
             made = await self.requests.api(f"STREAM.CREATE.{stream}", full, again=self.try_again)
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if exc.err_code != ErrorCode.STREAM_NAME_IN_USE:  # another broker made it meanwhile
                 raise
             made = await self.requests.api(f"STREAM.INFO.{stream}", None, again=self.try_again)

@@ -14,7 +14,7 @@ from mq9_wire.nats_floor.jetstream.bucket import Bucket, live
 from ..mailbox_store import Full, Position, StorageError
 from .batches import Batches
 from .mapping import Layout, decode_record, encode_record, token
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from ..mailbox_store import MailboxRecord
@@ -117,7 +117,7 @@ class Positions:
             try:
                 await self._counted.write(entries)
                 return True
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 if not exc.wrong_last_sequence:
                     raise
         raise StorageError(f"groups of {record.name!r}: written by others {COUNT_TRIES} times")
@@ -130,7 +130,7 @@ class Positions:
     async def _mark(self, group: str) -> int:
         try:
             return await self.bucket.update(self.layout.marker_key(group), b"", 0)
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if not exc.wrong_last_sequence:
                 raise
             return 0  # marked already, by this broker or another

@@ -20,7 +20,7 @@ from mq9_wire.protocol import Priority
 
 from ..mailbox_store import Once, StorageError
 from .batches import ENTRIES_MOST
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 
 BATCH_MOST = 256  # writes one atomic batch carries at most
 GATHER_SECONDS = 0.003  # the longest a batch waits for the last batch's senders to send again
@@ -119,7 +119,7 @@ class Queues:
                 size = len(batch)
                 try:
                     await self._write_batch(box, batch)
-                except JetStreamError:
+                except StorageJetStreamError:
                     if len(batch) == 1:
                         self._fail(batch, sys.exc_info()[1])
                         continue

@@ -13,7 +13,7 @@ from mq9_wire.nats_floor.jetstream.bucket import Bucket
 
 from ..mailbox_store import Full, MailboxRecord, StorageError
 from .mapping import RETENTION_SECONDS, Layout, decode_record, encode_record, set_ttl, token
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from .requests import Requests
@@ -60,7 +60,7 @@ class Mailboxes:
                 set_ttl(headers, ttl + RETENTION_SECONDS)
             try:
                 revision = await self.bucket.update(key, record_value(record), expected, headers)
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 if exc.err_code == ErrorCode.MAXIMUM_MESSAGES_EXCEEDED:  # a new key refused
                     raise Full(self._bound or 0) from exc
                 if not exc.wrong_last_sequence:

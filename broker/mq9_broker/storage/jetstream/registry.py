@@ -16,7 +16,7 @@ from .batches import Batches
 from .copies import COUNT_KEY, BucketCopy
 from .mapping import Layout, decode_record, encode_record, token
 from .positions import COUNT_TRIES
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from .requests import Requests
@@ -111,7 +111,7 @@ class Registry:
         ]
         try:
             await self._batches.write(entries)
-        except JetStreamError as exc:
+        except StorageJetStreamError as exc:
             if not exc.wrong_last_sequence:
                 raise
             return False

@@ -23,24 +23,24 @@ __all__ = [
     "ENTRIES_MOST",
     "Batch",
     "Entry",
-    "JetStreamError",
-    "NoAnswer",
     "Requests",
+    "StorageJetStreamError",
+    "StorageNoAnswer",
+    "StorageWriteRefused",
     "StoredEntry",
-    "WriteRefused",
     "parse_headers",
 ]
 
 
-class NoAnswer(floor.NoAnswer, StorageError):
+class StorageNoAnswer(floor.NoAnswer, StorageError):
     """JetStream did not answer the store in time (or could not be asked)."""
 
 
-class JetStreamError(floor.JetStreamError, StorageError):
+class StorageJetStreamError(floor.JetStreamError, StorageError):
     """A JetStream API error the store got: ``code`` and ``err_code``."""
 
 
-class WriteRefused(floor.WriteRefused, StorageError):
+class StorageWriteRefused(floor.WriteRefused, StorageError):
     """A write the servers could not take, refused by the store before it was sent."""
 
     WHO = "the cluster store"
@@ -49,6 +49,6 @@ class WriteRefused(floor.WriteRefused, StorageError):
 class Requests(floor.Requests):
     """The store's JetStream requests on ``connection`` (opened and closed by its owner)."""
 
-    no_answer = NoAnswer
-    api_error = JetStreamError
-    write_refused = WriteRefused
+    no_answer = StorageNoAnswer
+    api_error = StorageJetStreamError
+    write_refused = StorageWriteRefused

@@ -23,7 +23,7 @@ from .keyed import key_entry, key_written
 from .mapping import NO_KEY, TAGS, Layout, frame, schedule_id, set_ttl, token
 from .messages import distinct
 from .numbering import Numbering, Write
-from .requests import JetStreamError
+from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
@@ -79,7 +79,7 @@ class Staged:
             try:
                 await self.requests.publish_batch([key_entry(layout, box, once, -1), entry])
                 return
-            except JetStreamError as exc:
+            except StorageJetStreamError as exc:
                 if not exc.wrong_last_sequence:
                     raise
             if await key_written(self.requests, layout, box, once) is not None:
