@@ -97,7 +97,7 @@ def _counted(client: Any, timings: Timings) -> None:
 async def _agent_apart(url: str, name: str, pause: float) -> None:
     """The agent served in this process until stdin ends: ``python -m bench.a2a_gateway``."""
     from langchain_mq9 import Mq9Client
-    from mq9_platform.a2a.executor import serve_executor
+    from mq9_platform.a2a.sdk.executor import serve_executor
 
     async with Mq9Client(url) as client:
         agent = await serve_executor(_executor(pause), name=name, client=client, worker="w")
@@ -135,9 +135,9 @@ async def _timings(url: str, rounds: int, pause: float, *, apart: bool = False) 
     from starlette.applications import Starlette
 
     from langchain_mq9 import Mq9Client
-    from mq9_platform.a2a.executor import serve_executor
     from mq9_platform.a2a.gateway import Tenants, gateway_app
-    from mq9_platform.a2a.protojson import to_proto
+    from mq9_platform.a2a.sdk.executor import serve_executor
+    from mq9_platform.a2a.sdk.protojson import to_proto
     from testbed.ports import unclaimed_port
 
     token = secrets.token_hex(16)

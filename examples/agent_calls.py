@@ -32,7 +32,7 @@ from two_agents import REPORT, extractive_summary
 from langchain_mq9 import Mq9Client, Mq9Error, Mq9Toolkit
 from langchain_mq9.serving import serve_agent
 from langchain_mq9.testing import call, tool_result
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.store import TaskStore, tasks_in
 
 ORCHESTRATOR_PROMPT = """\

@@ -11,7 +11,7 @@ from langgraph.types import RetryPolicy
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.serving import AgentServer
 from langchain_mq9.testing import ScriptedChatModel, call, calls
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from testbed.support.a2a_support import text_graph
 from tests.langchain.test_sends_once import Crash, copies, crash_once, graph
 

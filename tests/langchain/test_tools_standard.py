@@ -10,7 +10,7 @@ from langchain_tests.unit_tests import ToolsUnitTests
 
 from langchain_mq9.tools import TOOL_CLASSES
 from mq9_broker import drop_memory_broker
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.store import deliver
 from mq9_platform.operations.catalog import OPERATIONS, ToolPolicy
 

@@ -30,7 +30,7 @@ OPTION = re.compile(r"`(--[a-z][a-z-]+)`")
 COMMANDS = [
     "broker/mq9_broker/cli/dev_broker.py",
     "mcp_server/mq9_mcp/cli.py",
-    "platform/mq9_platform/a2a/gateway_cli.py",
+    "platform/mq9_platform/a2a/gateway/cli.py",
     "platform/mq9_platform/wake/cli.py",
 ]
 

@@ -336,7 +336,7 @@ def test_importing_the_toolkit_loads_no_broker_module():
 
 FACES = """
 import mq9_platform, mq9_platform.operations.catalog, mq9_platform.a2a.server
-import mq9_platform.a2a.gateway_cli, mq9_platform.wake.cli, mq9_platform.wake.deliver
+import mq9_platform.a2a.gateway.cli, mq9_platform.wake.cli, mq9_platform.wake.deliver
 import mq9_mcp.server, mq9_mcp.stdio, mq9_cli.app, mq9_cli.console.app
 """
 

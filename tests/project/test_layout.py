@@ -35,7 +35,7 @@ SHIMS = tuple(
     f"langchain_mq9.{old}"
     for old in ("client", "groups", "operations", "a2a", "wake", "tracing", "_moved")
 )
-SHIMS = (*SHIMS, "mq9_wire._nats", "mq9_wire._cli")
+SHIMS = (*SHIMS, "mq9_wire._nats", "mq9_wire._cli", "mq9_platform.a2a._moved")
 # The one module outside the broker that imports it: the platform's __init__.py, at the first
 # memory:// client (_bundled_broker)
 BROKER_DOOR = "mq9_platform"

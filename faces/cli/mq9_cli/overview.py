@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.client.api import Mq9ClientLike
 from mq9_platform.client.client import Mq9Client
 from mq9_platform.groups.dead_letters import DeadLetter, dead_letter_address

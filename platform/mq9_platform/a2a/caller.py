@@ -1,11 +1,11 @@
 """``AgentCaller``: calls to A2A agents over mq9, that survive the callee being offline and the
 caller restarting.
 
-A call leaves an A2A SendMessage in the agent's mailbox (``wire``), and its record
+A call leaves an A2A SendMessage in the agent's mailbox (``mail``), and its record
 ``call.{id}`` (agent, mailbox, request) in the caller's reply mailbox, where the agent leaves
 each state of the task under ``task.{id}``: a restarted caller of the same name lists its
 calls and picks up their results. The reply mailbox lives under the reserved root ``mq9``
-(``wire.caller_address``), so no agent holding the tools can read it or plant a record.
+(``mail.caller_address``), so no agent holding the tools can read it or plant a record.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mq9_wire.protocol.errors import MailboxNotFound, TooLarge
 
 from .._http.hosts import HostPolicy
 from ..client.client import Mq9Client
-from . import wire as w
+from . import mail as w
 from .arrivals import Arrivals, Bell
 from .shapes import (
     CallRecord,
@@ -38,11 +38,11 @@ from .store import ensure_mailbox, keep, keyed, latest
 # How often a waiting check asks an HTTP agent again (GetTask), where a mailbox is read each
 # POLL_SECONDS: each look is a request the agent's server answers.
 HTTP_POLL_SECONDS = 0.5
-# Where the agent leaves its refusal of a request about a task (wire.py's answer keys)
+# Where the agent leaves its refusal of a request about a task (mail.py's answer keys)
 ERROR_KEY = "error."
 
 if TYPE_CHECKING:
-    from .http_caller import HttpAgent
+    from .http.caller import HttpAgent
 
 StateListener = Callable[["CallState"], Awaitable[None]]
 
@@ -70,7 +70,7 @@ class CallState:
     answer_pending: bool = False  # an answer was sent and the agent has not taken it yet
     cancel_pending: bool = False
     agent_error: str | None = None
-    transport: str = "mq9"  # or "http": an HTTP A2A agent (http_caller.py)
+    transport: str = "mq9"  # or "http": an HTTP A2A agent (http/caller.py)
 
     @property
     def stopped(self) -> bool:
@@ -105,7 +105,7 @@ class CallState:
 
 class AgentCaller:
     """Calls from one caller, whose replies and records live in its reply mailbox: the one
-    ``reply_mailbox`` names (``wire.caller_address``: a mailbox under the reserved root
+    ``reply_mailbox`` names (``mail.caller_address``: a mailbox under the reserved root
     ``mq9`` derived from it; give the same name to a restarted caller to find its calls).
 
     >>> caller = await AgentCaller(client, "agent.me.calls").open()
@@ -281,7 +281,7 @@ class AgentCaller:
         or its well-known URL). The call is kept as a call over mq9 is: ``check``,
         ``answer``, ``cancel`` and ``calls`` take its task id; an agent that cannot be reached
         leaves the task ``failed`` saying why."""
-        from .http_caller import HttpAgent
+        from .http.caller import HttpAgent
 
         if not isinstance(text, str) or not text.strip():
             raise CallError("the task text is empty: say what the agent should do")
@@ -322,7 +322,7 @@ class AgentCaller:
         """Send ``msg`` to an HTTP agent, keeping each state it reports under our task id, for
         ``wait`` seconds in all whatever the agent sends (0: until its first state, within
         ``REQUEST_TIMEOUT``). An agent that names no task by then leaves the task failed."""
-        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, kept
+        from .http.caller import REQUEST_TIMEOUT, AgentUnreachable, kept
 
         task_id = record["taskId"]
 
@@ -356,7 +356,7 @@ class AgentCaller:
         ``deadline`` (a loop time: the waiting call's) when it is ahead, else within
         ``REQUEST_TIMEOUT``. An answer cut by the caller's own deadline is no error of the
         agent's: the call returns the task as it stood."""
-        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
+        from .http.caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
 
         remote_id = record.get("remoteTaskId")
         if not _remote_id(remote_id):
@@ -408,7 +408,7 @@ class AgentCaller:
             raise CallError("the answer is empty")
         record = await self._record(task_id)
         if record.get("transport") == "http":
-            from .http_caller import HttpAgent
+            from .http.caller import HttpAgent
 
             msg = w.message(text, context_id=record["contextId"], task_id=record["remoteTaskId"])
             # Until the agent says otherwise, the question is answered: not ours to answer again
@@ -449,7 +449,7 @@ class AgentCaller:
         return await self.check(task_id, wait=wait, final_only=True)
 
     async def _http_cancel(self, record: CallRecord, wait: float) -> CallState:
-        from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
+        from .http.caller import REQUEST_TIMEOUT, AgentUnreachable, HttpAgent, kept
 
         task_id = record["taskId"]
         if not _remote_id(record.get("remoteTaskId")):
@@ -633,7 +633,7 @@ class AgentCaller:
         ``mailbox``, its answer to come to this caller's reply mailbox; a cancel goes first in
         the agent's queue. ``once``: keyed by the request's own messageId, so the same
         request sent again is stored once. Public because the a2a-sdk transport
-        (``transport.py``) sends its requests through the caller too, so both say the same of
+        (``sdk/transport.py``) sends its requests through the caller too, so both say the same of
         a mailbox never served."""
         headers = {
             w.HEADER_METHOD: method,

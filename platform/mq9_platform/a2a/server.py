@@ -34,7 +34,7 @@ from .. import tracing
 from ..client.client import Mq9Client
 from ..groups.reader import GroupReader
 from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
-from . import wire as w
+from . import mail as w
 from .arrivals import Arrivals, Bell
 from .push_auth import PUSH_JWT_EXTENSION, PushSigner
 from .shapes import ArtifactJson, CardJson, JsonObject, MessageJson, TaskJson
@@ -121,7 +121,7 @@ MAX_PUSH_CONFIGS = 8  # per task
 
 
 class StateFields(TypedDict, total=False):
-    """What a state of a task holds beside its state (``wire.task``'s keywords), and its
+    """What a state of a task holds beside its state (``mail.task``'s keywords), and its
     ``answer``: ``"message"`` where the agent answered with a Message (docs/a2a.md)."""
 
     status_text: str

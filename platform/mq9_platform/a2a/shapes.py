@@ -5,7 +5,7 @@ writes them) and the caller's own records are ``TypedDict``s: dicts at run time,
 sent and kept is the same JSON byte for byte, and a key misspelt in our code is a type error.
 What others wrote is read as it came: the keys are declared, yet a snapshot read back from a
 mailbox or an HTTP agent may lack any of them or hold another type, so readers keep checking
-with ``isinstance`` (``wire.task_state``...). What no one here shapes (a user's payload, a
+with ``isinstance`` (``mail.task_state``...). What no one here shapes (a user's payload, a
 part's data, metadata, an agent card's fields past the ones read) is ``JsonValue``.
 """
 
@@ -69,7 +69,7 @@ class ArtifactJson(TypedDict, total=False):
 
 
 class TaskJson(TypedDict, total=False):
-    """A2A's Task, as each state of it is kept and answered (``wire.task``)."""
+    """A2A's Task, as each state of it is kept and answered (``mail.task``)."""
 
     id: Required[str]
     contextId: Required[str]

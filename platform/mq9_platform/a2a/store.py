@@ -27,7 +27,7 @@ from typing import TypedDict, TypeGuard, cast
 from mq9_wire.protocol.errors import MailboxExists, MailboxNotFound
 
 from ..client.client import Mq9Client
-from . import wire as w
+from . import mail as w
 from .shapes import JsonObject, OwnerJson, TaskJson
 
 # Whether a client class's ``send`` takes ``idempotency_key``, by class (asked once each).
@@ -116,7 +116,7 @@ async def deliver(client: Mq9Client, mailbox: str, snapshot: TaskJson) -> None:
     its task's key: it replaces the older one. Sent with no idempotency key (a state is
     the agent's own bookkeeping, so no key its callers spent can refuse it); the same state
     sent again (a broker step tried again) replaces its twin, and readers take it once (each
-    state is numbered, ``wire.seq_of``: a number seen is skipped)."""
+    state is numbered, ``mail.seq_of``: a number seen is skipped)."""
     headers = w.event_headers(snapshot["id"], w.task_state(snapshot))
     key = w.TASK_KEY + snapshot["id"]
     await keep(client, mailbox, key, snapshot, tags=[w.TASK_TAG], headers=headers)
@@ -266,7 +266,7 @@ def _cancel_key(task_id: str, by: Asker) -> str:
 
 
 class TaskStore:
-    """The task states of the agent served at ``agent_mailbox`` (``wire.store_address``).
+    """The task states of the agent served at ``agent_mailbox`` (``mail.store_address``).
 
     A task is looked up as its asker's (``Asker.scope``): where the broker vouches for
     senders, under the asker's own keys, then (a task kept before task ids were their owner's)

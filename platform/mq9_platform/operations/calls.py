@@ -17,7 +17,7 @@ from pydantic import Field
 from mq9_wire.protocol import clipped
 from mq9_wire.protocol.names import caller_name
 
-from ..a2a import wire as w
+from ..a2a import mail as w
 from ..a2a.caller import AgentCaller, CallState
 from ..a2a.shapes import CallView, CardJson
 from ..client.client import Mq9Client
@@ -167,7 +167,7 @@ async def _resolve(ctx: CallContext, agent: str, wait: float = 0) -> CardJson:
     says so: ``a2a_wire.serves_tasks``) or over HTTP (an HTTP A2A interface); one registered
     only for its mailbox would never answer."""
     if agent.startswith(("http://", "https://")):
-        from ..a2a.http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
+        from ..a2a.http.caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
         try:  # through the caller's allow-list; within the call's wait, else 30 s
             return await fetch_card(agent, _caller(ctx).hosts, timeout=wait or REQUEST_TIMEOUT)

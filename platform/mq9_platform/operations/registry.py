@@ -9,8 +9,8 @@ from typing import TypedDict, Unpack, cast
 from mq9_wire.protocol import agent_card, check_address, normalize_agent
 from mq9_wire.protocol.errors import ListingTooLarge, MailboxExists
 
+from ..a2a.mail import http_interface, transport_of
 from ..a2a.shapes import CardJson
-from ..a2a.wire import http_interface, transport_of
 from ..client.api import Mq9ClientLike
 from ..client.client import Agents
 from .context import CallContext

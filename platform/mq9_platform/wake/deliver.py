@@ -145,7 +145,7 @@ def push_headers(
     body: bytes,
     sign: Callable[[dict[str, Any], bytes], Mapping[str, str]] | None = None,
 ) -> dict[str, str]:
-    """The headers of an A2A push notification POST (a2a/server.py, a2a/gateway_push.py): the
+    """The headers of an A2A push notification POST (a2a/server.py, a2a/gateway/push.py): the
     config's token, as a2a-sdk's sender sends it (the receiver matches it to its config: it
     signs nothing, since the push carries it in clear), ``Authorization`` from its
     ``authentication``, and what ``sign`` adds for ``config`` and ``body``: the sender's JWT,

@@ -19,7 +19,7 @@ from mq9_broker.cli.metrics import broker_endpoint, broker_meter
 from mq9_broker.config import BrokerConfig
 from mq9_cli.console.metrics import ConsoleMetrics
 from mq9_platform import Mq9Client
-from mq9_platform.a2a.gateway_metrics import gateway_metrics
+from mq9_platform.a2a.gateway.metrics import gateway_metrics
 from mq9_wire.metrics.probe import PROBE_MAILBOX, broker_answers
 from testbed.support.jetstream_servers import FORMING, JetStreamCluster
 from testbed.support.waiting import until

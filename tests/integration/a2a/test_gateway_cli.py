@@ -27,7 +27,7 @@ from tests.langchain.a2a.test_gateway import until_stopped
 
 pytestmark = pytest.mark.slow  # the gateway's process per test
 
-GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]
+GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway.cli"]
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:

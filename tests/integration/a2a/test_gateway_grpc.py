@@ -22,7 +22,7 @@ from a2a.utils.errors import A2AError
 
 from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.gateway import Tenants, gateway_app
-from mq9_platform.a2a.gateway_grpc import serve_grpc
+from mq9_platform.a2a.gateway.grpc import serve_grpc
 from testbed.ports import unclaimed_port
 from testbed.support.a2a_support import text_graph
 from tests.integration.a2a.test_gateway_cli import start

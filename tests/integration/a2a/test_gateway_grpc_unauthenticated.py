@@ -22,7 +22,7 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.types.a2a_pb2 import SendMessageResponse, TaskState
 
 from mq9_platform.a2a.gateway import MAX_BODY_BYTES
-from mq9_platform.a2a.gateway_grpc import MAX_STREAMS
+from mq9_platform.a2a.gateway.grpc import MAX_STREAMS
 from tests.integration.a2a.test_gateway_grpc import grpc_gateway
 from tests.langchain.a2a.test_gateway import ALICE
 from tests.platform.a2a.grpc_flood import SEND, flood, gateway_process, memory_kib, send_body

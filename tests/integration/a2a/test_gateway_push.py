@@ -23,8 +23,8 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 
 from mq9_platform._http.tokens_file import digest_line
-from mq9_platform.a2a import wire as w
-from mq9_platform.a2a.gateway_push import GatewayPush
+from mq9_platform.a2a import mail as w
+from mq9_platform.a2a.gateway.push import GatewayPush
 from mq9_platform.wake import Destinations
 from testbed.ports import unclaimed_port
 from testbed.support.a2a_support import text_graph

@@ -23,7 +23,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from testbed.support.a2a_support import text_graph
 from tests.integration.a2a.test_gateway_grpc import _StreamBearer, _UnaryBearer, grpc_gateway
 from tests.langchain.a2a.test_gateway import AGENT, ALICE, BOB, served, until_stopped

@@ -27,9 +27,9 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError
 
-from mq9_platform.a2a import wire as w
-from mq9_platform.a2a.executor import ExecutorServer
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.gateway import GATEWAY, reply_mailbox
+from mq9_platform.a2a.sdk.executor import ExecutorServer
 from testbed.support.waiting import until
 from tests.integration.a2a.test_gateway_grpc import _StreamBearer, _UnaryBearer, grpc_gateway
 from tests.langchain.a2a.test_gateway import AGENT, ALICE, BOB, until_stopped
@@ -205,7 +205,7 @@ async def test_sse_events_carry_their_number_as_id_and_the_card_says_so(client):
 async def test_the_mq9_binding_resumes_after_a_service_parameter_cursor(client):
     """An a2a-sdk client over the mq9 binding (no gateway): the same cursor and key, given as
     its call's service parameters."""
-    from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
+    from mq9_platform.a2a.sdk.transport import mq9_agent_card, register_mq9
 
     executor = Steps()
     async with ExecutorServer(executor, name=AGENT, client=client, worker="w1"):
@@ -254,7 +254,7 @@ async def test_events_past_their_time_are_a_gap_and_later_ones_replay(broker, cl
 async def test_a_cursor_too_far_behind_is_a_gap_not_a_thousand_reads(client, monkeypatch):
     """A resubscribe replays at most ``MAX_REPLAY`` events (each a read of the reply mailbox):
     a cursor further behind is answered with the task and a said gap (here the bound is 3)."""
-    from mq9_platform.a2a import transport
+    from mq9_platform.a2a.sdk import transport
 
     monkeypatch.setattr(transport, "MAX_REPLAY", 3)
     executor = Steps()

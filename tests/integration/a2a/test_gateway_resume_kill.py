@@ -18,7 +18,7 @@ import pytest
 from a2a.client.card_resolver import A2ACardResolver
 
 from mq9_platform._http.tokens_file import digest_line
-from mq9_platform.a2a.executor import ExecutorServer
+from mq9_platform.a2a.sdk.executor import ExecutorServer
 from testbed.ports import unclaimed_port
 from testbed.support.waiting import until
 from tests.integration.a2a.test_gateway_cli import start

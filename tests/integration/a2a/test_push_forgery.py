@@ -22,7 +22,7 @@ import jwt as pyjwt
 import pytest
 from a2a.types.a2a_pb2 import TaskPushNotificationConfig
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.push_auth import (
     PUSH_JWT_EXTENSION,
     PUSH_JWT_HEADER,

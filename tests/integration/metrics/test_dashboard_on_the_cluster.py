@@ -201,7 +201,7 @@ def _start_the_others(url: str, metrics: dict[str, str], tmp: Path, into: list[S
     into += [
         Server([*WAKE, "--server", url, "--poll", "0.1", "--allow-command", TRUE,
                 "--metrics", metrics["9465"]]),
-        Server([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", url,
+        Server([sys.executable, "-m", "mq9_platform.a2a.gateway.cli", "--server", url,
                 "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway}", "--tokens-file",
                 str(tmp / "tokens.json"), "--send-wait", "0.5", "--metrics", metrics["9466"]]),
         Server([sys.executable, "-m", "mq9_mcp", "--server", url, "--transport", "http",

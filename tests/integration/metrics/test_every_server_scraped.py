@@ -109,7 +109,7 @@ def test_one_prometheus_scrapes_every_server_and_the_dashboard_names_what_they_e
         token = secrets.token_hex(16)
         (tmp_path / "tokens.json").write_text(json.dumps({"app": token}))
         gateway_port = unclaimed_port()
-        gateway = Server([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", nats,
+        gateway = Server([sys.executable, "-m", "mq9_platform.a2a.gateway.cli", "--server", nats,
                           "--agent", "agent.echo", "--listen", f"127.0.0.1:{gateway_port}",
                           "--tokens-file", str(tmp_path / "tokens.json"), "--send-wait", "0.5",
                           "--metrics", "127.0.0.1:0"])  # fmt: skip
@@ -190,7 +190,7 @@ def test_every_dashboard_query_names_an_mq9_metric():
 @pytest.mark.parametrize(
     "argv, said",
     [
-        ([sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", "nats://127.0.0.1:1",
+        ([sys.executable, "-m", "mq9_platform.a2a.gateway.cli", "--server", "nats://127.0.0.1:1",
           "--agent", "a", "--metrics", "nohost:"], "mq9-a2a-gateway: --metrics 'nohost:'"),
         ([sys.executable, "-m", "mq9_mcp", "--server", "nats://127.0.0.1:1", "--transport",
           "http", "--port", str(unclaimed_port()), "--metrics", "1:99999"],

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from mq9_platform._http.hosts import HostPolicy
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.gateway import MAX_BODY_BYTES
 from mq9_platform.a2a.server import AgentServer

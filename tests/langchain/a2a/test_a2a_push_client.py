@@ -29,9 +29,9 @@ from a2a.utils.errors import (
     TaskNotFoundError,
 )
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
+from mq9_platform.a2a.sdk.transport import mq9_agent_card, register_mq9
 from mq9_platform.a2a.server import AgentServer
-from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
 from mq9_platform.wake import Destinations
 from testbed.support.a2a_support import text_graph, text_io
 from tests.platform.a2a.push_support import Receiver, registered_jwks

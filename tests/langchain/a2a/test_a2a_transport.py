@@ -19,8 +19,8 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
+from mq9_platform.a2a.sdk.transport import mq9_agent_card, register_mq9
 from mq9_platform.a2a.server import AgentServer
-from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
 from testbed.support.a2a_support import asking, text_graph, text_io
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from langchain.agents import create_agent
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.serving import AgentServer
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.store import TaskStore
 from mq9_wire.protocol.errors import ConnectionLost

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.runnables import RunnableLambda
 
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer, backoff
 from mq9_platform.a2a.store import latest

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer, serve_agent
 from testbed.support.a2a_support import asking, text_graph, text_io

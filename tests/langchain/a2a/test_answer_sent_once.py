@@ -9,7 +9,7 @@ holds its answer once: what it receives is checked, on every broker (#111)."""
 
 from __future__ import annotations
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from testbed.support.a2a_support import text_graph, text_io

@@ -1,5 +1,5 @@
 """A served agent's graphs running at once (``max_concurrency``) are the agent's, in all
-(docs/security.md "Whose bound it is", #106): one caller's long task holding every slot
+(docs/security-broker.md "Whose bound it is", #106): one caller's long task holding every slot
 leaves another caller's call waiting its turn in the agent's mailbox, never refused, its
 state answered meanwhile, and completed once a slot frees. On memory:// and a real
 nats-server (the ``client`` fixture)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from testbed.support.a2a_support import text_graph, text_io

@@ -15,9 +15,9 @@ from starlette.routing import Route
 
 from langchain_mq9 import Mq9Toolkit
 from mq9_platform._http.hosts import HostPolicy
-from mq9_platform.a2a import wire as w
-from mq9_platform.a2a.cards_import import CardImporter, ImportRefused, import_card
-from mq9_platform.a2a.http_caller import AgentUnreachable
+from mq9_platform.a2a import mail as w
+from mq9_platform.a2a.http.caller import AgentUnreachable
+from mq9_platform.a2a.http.cards import CardImporter, ImportRefused, import_card
 from mq9_platform.a2a.server import AgentServer
 from testbed.support.a2a_support import text_graph, text_io
 from tests.platform.a2a.http_agents import a2a_http_agent, serve_http, shouter_card

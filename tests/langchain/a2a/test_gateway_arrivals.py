@@ -26,8 +26,8 @@ from mq9_broker import (
 )
 from mq9_platform import Mq9Client
 from mq9_platform.a2a import arrivals as arrivals_module
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a import server as server_module
-from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.arrivals import Arrivals
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer

@@ -16,7 +16,7 @@ from langchain_core.messages import ToolMessage
 
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from mq9_platform.a2a.store import TaskStore, deliver, keep

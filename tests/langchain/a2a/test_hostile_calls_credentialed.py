@@ -23,7 +23,7 @@ from nats.aio.client import Client as NatsConnection
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer, serve_agent
 from mq9_wire import protocol as p

@@ -13,11 +13,11 @@ import re
 import pytest
 
 from mq9_platform._http.hosts import HostPolicy
-from mq9_platform.a2a import http_caller
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.cards_import import CardImporter
-from mq9_platform.a2a.http_caller import AgentUnreachable, fetch_card
+from mq9_platform.a2a.http import caller as http_caller
+from mq9_platform.a2a.http.caller import AgentUnreachable, fetch_card
+from mq9_platform.a2a.http.cards import CardImporter
 from tests.platform.a2a.http_agents import a2a_http_agent
 from tests.platform.a2a.slow_peers import card_of, dripping
 

@@ -12,10 +12,10 @@ import pytest
 
 from langchain_mq9 import Mq9Toolkit
 from mq9_platform._http.hosts import HostPolicy
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.cards_import import import_card
-from mq9_platform.a2a.http_caller import fetch_card
+from mq9_platform.a2a.http.caller import fetch_card
+from mq9_platform.a2a.http.cards import import_card
 from testbed.support.agent_server import ECHO_GRAPH, AgentServer, langgraph_command
 
 # slow: LangGraph imported and an assistant served, 1.7 to 6.7 s a test on a quiet machine

@@ -33,10 +33,10 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import A2AError
 
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.gateway import Tenants, gateway_app, reply_mailbox
+from mq9_platform.a2a.sdk.transport import mq9_agent_card, register_mq9
 from mq9_platform.a2a.store import latest
-from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import InvalidAddress
 from testbed.ports import unclaimed_port

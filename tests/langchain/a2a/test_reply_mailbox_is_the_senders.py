@@ -22,7 +22,7 @@ import json
 import pytest
 from nats.aio.client import Client as NatsConnection
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_wire import protocol as p
 from testbed.support.a2a_support import Counting
 from testbed.support.credentials_support import ask, ok

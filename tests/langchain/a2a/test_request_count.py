@@ -18,8 +18,8 @@ from nats.aio.msg import Msg
 
 from mq9_broker import BrokerEngine, serve_on_nats
 from mq9_platform import Mq9Client
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a import server as server_module
-from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_wire import protocol as p
 from tests.langchain.a2a.test_gateway import AGENT, gateway

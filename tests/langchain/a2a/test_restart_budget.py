@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from mq9_platform.groups.dead_letters import DEFAULT_MAX_DELIVERIES

@@ -15,8 +15,8 @@ from langgraph.types import Command, interrupt
 
 import langchain_mq9
 from langchain_mq9 import serving
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a import server as platform
-from mq9_platform.a2a import wire as w
 from mq9_platform.a2a.caller import AgentCaller
 
 AGENT = "agent.plain"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.store import Asker, deliver
 from mq9_wire import protocol as p
 from testbed.support.credentials_support import ask, ok

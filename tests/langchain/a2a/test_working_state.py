@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import WORKING_AFTER, AgentServer
 from testbed.support.a2a_support import text_graph, text_io

@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client as NatsConnection
 
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.a2a.server import AgentServer
 from mq9_platform.wake import Destinations

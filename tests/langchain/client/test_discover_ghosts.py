@@ -19,7 +19,7 @@ import pytest
 
 from langchain_mq9 import Mq9Toolkit
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import SearchIndexEmpty, from_reply
 from testbed.support.robustmq_shaped import RobustMQShapedListener, SettledClock, lagging_engine

@@ -13,7 +13,7 @@ from langchain.agents import create_agent
 from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.testing import ScriptedChatModel, call, tool_result
 from mq9_platform import GroupReader
-from mq9_platform.a2a import wire
+from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import DeadLetter
 from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_platform.groups.leases import lease_address

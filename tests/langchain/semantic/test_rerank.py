@@ -125,7 +125,7 @@ async def test_the_toolkit_option_reranks_and_the_note_says_so(robustmq_url):
 async def test_call_agent_by_capability_reranks_as_configured(robustmq_url):
     """call_agent picks the best match for a capability with the toolkit's discovery settings:
     ``discover_rerank`` too (``operations.registry.search_of``)."""
-    from mq9_platform.a2a.wire import tasks_capability
+    from mq9_platform.a2a.mail import tasks_capability
     from mq9_platform.operations.calls import _resolve
     from mq9_platform.operations.context import CallContext
     from mq9_platform.operations.policy import ToolPolicy

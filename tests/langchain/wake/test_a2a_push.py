@@ -12,7 +12,7 @@ import json
 import pytest
 
 from langchain_mq9.serving import AgentServer
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from mq9_platform.wake import Destinations
 from testbed.support.waiting import until

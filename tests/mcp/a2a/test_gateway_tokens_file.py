@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from mq9_mcp.http.tokens_file import TokensFile, read_tokens
 from mq9_platform._http.tokens_file import digest_line
 from mq9_platform.a2a.gateway import API_KEY, API_KEY_HEADER
-from mq9_platform.a2a.gateway_tokens import DEPRECATED_JSON, read_tenants
+from mq9_platform.a2a.gateway.tokens import DEPRECATED_JSON, read_tenants
 
 ROOT = Path(__file__).resolve().parents[3]
 

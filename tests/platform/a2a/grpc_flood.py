@@ -27,7 +27,7 @@ from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 from mq9_platform._http.tokens_file import digest_line
 from testbed.ports import unclaimed_port
 
-GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway_cli"]
+GATEWAY = [sys.executable, "-m", "mq9_platform.a2a.gateway.cli"]
 SEND = "/lf.a2a.v1.A2AService/SendMessage"
 AGENT = "agent.flooded"
 
@@ -131,7 +131,7 @@ async def nats_with_broker() -> AsyncIterator[str]:
     import nats
 
     from mq9_broker import BrokerEngine, serve_on_nats
-    from mq9_broker.nats_servers.processes import start_nats_server
+    from mq9_wire.nats_floor.server_process import start_nats_server
 
     with start_nats_server() as server:
         connection = await nats.connect(server.url)

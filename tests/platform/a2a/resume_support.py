@@ -16,7 +16,7 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.server.tasks import TaskUpdater
 from a2a.types.a2a_pb2 import Part, SubscribeToTaskRequest, Task, TaskState
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 
 FINAL = (
     TaskState.TASK_STATE_COMPLETED,

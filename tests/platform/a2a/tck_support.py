@@ -76,7 +76,7 @@ def token_context(tenants: Any, token: str = TOKEN) -> Any:
     TCK sends none), as a proxy in front of the gateway's gRPC port would add it."""
     from starlette.datastructures import Headers
 
-    from mq9_platform.a2a.gateway_grpc import TenantContext
+    from mq9_platform.a2a.gateway.grpc import TenantContext
 
     class WithToken(TenantContext):
         def headers(self, context: Any) -> Headers:
@@ -112,9 +112,9 @@ async def gateway_sut(
 
     from mq9_broker import BrokerEngine, drop_memory_broker, install_memory_broker
     from mq9_platform import Mq9Client
-    from mq9_platform.a2a.executor import serve_executor
     from mq9_platform.a2a.gateway import Tenants, gateway_app
-    from mq9_platform.a2a.gateway_push import GatewayPush
+    from mq9_platform.a2a.gateway.push import GatewayPush
+    from mq9_platform.a2a.sdk.executor import serve_executor
     from mq9_platform.wake.deliver import Destinations
     from testbed.ports import unclaimed_port
 
@@ -148,7 +148,7 @@ async def gateway_sut(
                 )
                 server = None
                 if grpc:
-                    from mq9_platform.a2a.gateway_grpc import serve_grpc
+                    from mq9_platform.a2a.gateway.grpc import serve_grpc
 
                     server = await serve_grpc(
                         app.handlers,

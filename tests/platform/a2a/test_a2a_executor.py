@@ -11,10 +11,10 @@ from a2a.server.agent_execution import AgentExecutor
 from a2a.server.tasks import TaskUpdater
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, TaskState
 
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
-from mq9_platform.a2a.executor import ExecutorServer
-from mq9_platform.a2a.transport import mq9_agent_card, register_mq9
+from mq9_platform.a2a.sdk.executor import ExecutorServer
+from mq9_platform.a2a.sdk.transport import mq9_agent_card, register_mq9
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mq9_platform import GroupReader
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
 from testbed.support.mcp_support import end_process
 from testbed.support.waiting import until

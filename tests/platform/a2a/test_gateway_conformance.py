@@ -34,9 +34,9 @@ from google.protobuf.struct_pb2 import Value
 from http_agents import serve_http
 
 from mq9_platform._http.tokens_file import digest_line
-from mq9_platform.a2a.executor import serve_executor
 from mq9_platform.a2a.gateway import Tenants, gateway_app
-from mq9_platform.a2a.gateway_push import GatewayPush
+from mq9_platform.a2a.gateway.push import GatewayPush
+from mq9_platform.a2a.sdk.executor import serve_executor
 from mq9_platform.wake.deliver import Destinations
 from testbed.ports import unclaimed_port
 
@@ -332,7 +332,7 @@ async def test_both_bindings_are_on_the_card_and_a_trailing_slash_is_the_same_en
 
 
 def test_raw_parts_are_named_in_the_text_a_graph_reads():
-    from mq9_platform.a2a import wire as w
+    from mq9_platform.a2a import mail as w
 
     raw = base64.b64encode(b"%PDF").decode()
     parts = [{"raw": raw, "filename": "a.pdf", "mediaType": "application/pdf"}]
@@ -352,7 +352,7 @@ async def test_the_gateway_process_exits_on_sigterm_with_a_subscription_open(nat
     port = unclaimed_port()
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "mq9_platform.a2a.gateway_cli", "--server", nats_broker.url,
+            sys.executable, "-m", "mq9_platform.a2a.gateway.cli", "--server", nats_broker.url,
             "--agent", AGENT, "--listen", f"127.0.0.1:{port}", "--tokens-file", str(tokens),
         ],
         stdout=subprocess.DEVNULL,

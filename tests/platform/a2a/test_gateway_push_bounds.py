@@ -1,6 +1,6 @@
 """The gateway's push configs are bounded per task and per tenant (``gateway_push``:
 ``MAX_CONFIGS`` a task, ``MAX_TASKS`` tasks with configs a tenant), and a bound is the party's
-own (#106, docs/security.md "Whose bound it is"): mallory filling hers leaves bob's config
+own (#106, docs/security-broker.md "Whose bound it is"): mallory filling hers leaves bob's config
 made. Were the tasks counted over every tenant, bob's first config would be refused.
 
 Played on ``GatewayPush`` itself with a stand-in for each tenant's transport (its reply
@@ -17,8 +17,8 @@ import pytest
 from a2a.types.a2a_pb2 import TaskPushNotificationConfig
 from a2a.utils.errors import InvalidParamsError
 
-from mq9_platform.a2a.gateway_push import MAX_CONFIGS, MAX_TASKS, GatewayPush
-from mq9_platform.a2a.transport import Mq9Transport
+from mq9_platform.a2a.gateway.push import MAX_CONFIGS, MAX_TASKS, GatewayPush
+from mq9_platform.a2a.sdk.transport import Mq9Transport
 from mq9_platform.wake.deliver import Destinations
 
 URL = "http://127.0.0.1:9/hook"  # never POSTed to: no task here ever moves

@@ -10,9 +10,9 @@ import pytest
 from http_agents import a2a_http_agent
 
 from mq9_platform._http.hosts import HostPolicy
-from mq9_platform.a2a import wire as w
+from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller, CallError
-from mq9_platform.a2a.http_caller import fetch_card
+from mq9_platform.a2a.http.caller import fetch_card
 
 LOOPBACK = HostPolicy(["127.0.0.1"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mq9_platform._http.ssrf import HostRefused
-from mq9_platform.a2a.gateway_cli import _parser, _push
+from mq9_platform.a2a.gateway.cli import _parser, _push
 
 
 async def test_a_push_host_not_allowed_names_the_gateways_option() -> None:

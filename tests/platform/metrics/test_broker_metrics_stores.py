@@ -14,7 +14,7 @@ from mq9_broker import Broker
 from mq9_broker.cli.metrics import broker_meter
 from mq9_broker.config import BrokerConfig
 from mq9_platform import Mq9Client
-from mq9_platform.a2a.wire import HEADER_REPLY_TO
+from mq9_platform.a2a.mail import HEADER_REPLY_TO
 from mq9_wire.protocol.errors import MailboxNotFound, NotOwner
 from testbed.support.credentials_support import issue
 from testbed.support.jetstream_servers import JetStreamCluster

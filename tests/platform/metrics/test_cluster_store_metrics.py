@@ -18,7 +18,7 @@ from mq9_broker.cli.metrics import broker_endpoint
 from mq9_broker.config import BrokerConfig
 from mq9_broker.storage.jetstream import survey_state
 from mq9_platform import Mq9Client
-from mq9_platform.a2a.gateway_metrics import gateway_metrics
+from mq9_platform.a2a.gateway.metrics import gateway_metrics
 from mq9_platform.groups.dead_letters import dead_letter_address
 from mq9_wire.metrics.probe import broker_answers
 from testbed.support.jetstream_servers import FORMING, JetStreamCluster

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mq9_broker.identities import ownership
-from mq9_platform.a2a import wire
+from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, leases
 from mq9_platform.wake import rules
 from mq9_wire import protocol as p

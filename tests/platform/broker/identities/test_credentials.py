@@ -34,7 +34,7 @@ from mq9_broker.identities.store import (
     CredentialError,
     IdentityStore,
 )
-from mq9_platform.a2a import wire
+from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, leases
 from mq9_wire import protocol as p
 from mq9_wire.protocol import names

@@ -16,7 +16,7 @@ import pytest
 
 from mq9_broker.identities.ownership import MARKER, WAKE_FAILED, digest
 from mq9_broker.identities.store import IdentityStore, identities_file
-from mq9_platform.a2a import wire
+from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, leases
 from mq9_wire import protocol as p
 from mq9_wire.nats_floor.guard import flush_in_order

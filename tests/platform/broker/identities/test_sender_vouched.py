@@ -30,7 +30,7 @@ from mq9_broker.identities.store import IdentityStore
 from mq9_broker.storage import SqliteStorage
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_platform import Mq9Client
-from mq9_platform.a2a import wire
+from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, replay
 from mq9_wire import protocol as p
 from mq9_wire.protocol.errors import Mq9Error

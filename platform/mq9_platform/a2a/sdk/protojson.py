@@ -11,7 +11,7 @@ from a2a.types.a2a_pb2 import Artifact, Message, SendMessageRequest, Task, TaskS
 # (the ignore: protobuf ships no type hints; types-protobuf would be one more dependency)
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
-from .shapes import ArtifactJson, JsonObject, MessageJson, SendRequestJson, StatusJson, TaskJson
+from ..shapes import ArtifactJson, JsonObject, MessageJson, SendRequestJson, StatusJson, TaskJson
 
 Proto = TypeVar("Proto")  # an a2a-sdk protobuf message class
 

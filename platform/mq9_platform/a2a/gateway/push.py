@@ -31,12 +31,12 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidParamsError
 
-from ..wake.deliver import Deliverer, Destinations, Refused, push_headers
-from . import wire as w
-from .protojson import json_object, to_proto
-from .push_auth import PushSigner
-from .shapes import JsonObject
-from .transport import Mq9Transport
+from ...wake.deliver import Deliverer, Destinations, Refused, push_headers
+from .. import mail as w
+from ..push_auth import PushSigner
+from ..sdk.protojson import json_object, to_proto
+from ..sdk.transport import Mq9Transport
+from ..shapes import JsonObject
 
 MAX_CONFIGS = 8  # per task, as the served agent keeps (server.py)
 MAX_TASKS = 100  # tasks with configs, per tenant: a tenant cannot make the gateway watch more

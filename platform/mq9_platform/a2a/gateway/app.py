@@ -78,29 +78,29 @@ from starlette.types import Message as AsgiMessage
 from mq9_wire.protocol import card_mailbox, check_address
 from mq9_wire.protocol.errors import KeysFull, Mq9Error
 
-from ..client.client import Mq9Client
-from ..client.key_shares import (
+from ...client.client import Mq9Client
+from ...client.key_shares import (
     IDENTITY_KEYS,
     CallerKeys,
     KeyShares,
     KeysRefused,
     callers_total,
 )
-from ..wake.deliver import Refused
-from . import wire as w
-from .arrivals import Arrivals
-from .gateway_push import GatewayPush
-from .protojson import to_proto
-from .push_auth import JWKS_PATH, PUSH_JWT_EXTENSION
-from .shapes import CardJson, JsonObject, JsonValue
-from .store import ensure_mailbox
-from .transport import (
+from ...wake.deliver import Refused
+from .. import mail as w
+from ..arrivals import Arrivals
+from ..push_auth import JWKS_PATH, PUSH_JWT_EXTENSION
+from ..sdk.protojson import to_proto
+from ..sdk.transport import (
     IDEMPOTENCY_KEY,
     LAST_EVENT_ID,
     Mq9Transport,
     cursor_value,
     key_value,
 )
+from ..shapes import CardJson, JsonObject, JsonValue
+from ..store import ensure_mailbox
+from .push import GatewayPush
 
 BEARER = "bearer"
 API_KEY = "api-key"
@@ -535,7 +535,7 @@ class GatewayHandler(RequestHandler):
 
 
 # A closing stream's last read of its task is bounded well inside the gateway's shutdown
-# window (gateway_cli.SHUTDOWN_WAIT, 5 s): past it the stream ends with the state it showed last.
+# window (cli.SHUTDOWN_WAIT, 5 s): past it the stream ends with the state it showed last.
 CLOSING_READ_SECONDS = 2.0
 
 
@@ -903,7 +903,7 @@ async def gateway_app(
     ``tenant_key_shares(tenants)``, None: not bounded here).
     The client hears the broker's arrival announcements from here on, where it makes them
     (arrivals.py). ``grpc_url``: where the gateway's gRPC server is reached (``host:port``),
-    listed in every card; serve it with ``gateway_grpc.serve_grpc(app.handlers, ...)``."""
+    listed in every card; serve it with ``grpc.serve_grpc(app.handlers, ...)``."""
     if not agents:
         raise ValueError("name at least one mq9 agent to serve")
     if "key_shares" not in options:
@@ -956,8 +956,8 @@ async def gateway_app(
             routes.append(_jwks_route(push, path + JWKS_PATH))
     await arrivals.start()
     app = _Authenticated(_Conventions(Starlette(routes=routes)), tenants)
-    app.handlers = handlers  # for the gRPC binding (gateway_grpc.serve_grpc)
-    app.key_shares = options["key_shares"]  # for the metrics (gateway_metrics)
+    app.handlers = handlers  # for the gRPC binding (grpc.serve_grpc)
+    app.key_shares = options["key_shares"]  # for the metrics (metrics.py)
     return app
 
 

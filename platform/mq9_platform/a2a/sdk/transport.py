@@ -1,5 +1,5 @@
 """An a2a-sdk ``ClientTransport`` for the ``mq9`` protocol binding: any A2A client code reaches an
-agent served over mq9 (``serve_agent``, or anything that speaks ``wire``) unchanged.
+agent served over mq9 (``serve_agent``, or anything that speaks ``a2a/mail.py``) unchanged.
 
     factory = ClientFactory(ClientConfig(supported_protocol_bindings=["mq9"]))
     register_mq9(factory, mq9_client)                  # once per factory
@@ -55,13 +55,13 @@ from a2a.utils.errors import (
 from mq9_wire.protocol import MQ9_URL_SCHEME, Message
 from mq9_wire.protocol.errors import MailboxNotFound, Mq9Error
 
-from ..client.client import Mq9Client
-from . import wire as w
-from .arrivals import NO_ANNOUNCEMENTS, Arrivals
-from .caller import AgentCaller, CallError, CallState, _user_turns
+from ...client.client import Mq9Client
+from .. import mail as w
+from ..arrivals import NO_ANNOUNCEMENTS, Arrivals
+from ..caller import AgentCaller, CallError, CallState, _user_turns
+from ..shapes import JsonObject, MessageJson, SendRequestJson, TaskJson
+from ..store import events, keep, latest, tasks_in
 from .protojson import json_object, request_json, to_proto
-from .shapes import JsonObject, MessageJson, SendRequestJson, TaskJson
-from .store import events, keep, latest, tasks_in
 
 BINDING = "mq9"
 # How long a blocking send or cancel waits for the task to stop when the call gives no timeout.
@@ -302,7 +302,7 @@ class Mq9Transport(ClientTransport):
     async def _snapshot(self, task_id: str) -> TaskJson | None:
         """The newest state of the task, as the agent left it in the reply mailbox."""
         found = await latest(self.client, self._caller.reply_mailbox, w.TASK_KEY + task_id)
-        return cast(TaskJson | None, found)  # read with care all the same (wire.task_state)
+        return cast(TaskJson | None, found)  # read with care all the same (mail.task_state)
 
     async def _snapshots(
         self,
@@ -619,7 +619,7 @@ def _answer(kind: str | None, payload: bytes, method: str) -> JsonObject:
     return body
 
 
-# An agent's Error answer, by its code (wire.error_reply)
+# An agent's Error answer, by its code (mail.error_reply)
 _BY_CODE = {
     w.TASK_NOT_FOUND: TaskNotFoundError,
     w.PUSH_NOT_SUPPORTED: PushNotificationNotSupportedError,

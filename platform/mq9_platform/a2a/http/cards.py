@@ -23,10 +23,10 @@ from typing import Any
 
 from mq9_wire.protocol import card_skills, clipped
 
-from .._http.hosts import HostPolicy, HostRefused
-from ..client.client import Mq9Client
-from . import wire as w
-from .http_caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
+from ..._http.hosts import HostPolicy, HostRefused
+from ...client.client import Mq9Client
+from .. import mail as w
+from .caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
 log = logging.getLogger("mq9_platform.a2a.cards_import")
 

@@ -42,7 +42,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from starlette.authentication import SimpleUser
 from starlette.datastructures import Headers
 
-from .gateway import MAX_BODY_BYTES, GatewayHandler, Tenants
+from .app import MAX_BODY_BYTES, GatewayHandler, Tenants
 
 UNARY = (
     "SendMessage",

@@ -12,8 +12,8 @@ from mq9_wire.metrics import OperatorEndpoint, need_prometheus
 from mq9_wire.metrics.http import ASGIApp, HttpMetrics
 from mq9_wire.metrics.probe import answering
 
-from ..client.client import Mq9Client
-from ..client.key_shares import KeyShares, KeySharesCollector
+from ...client.client import Mq9Client
+from ...client.key_shares import KeyShares, KeySharesCollector
 
 PREFIX = "mq9_gateway"
 # A2A 1.0's JSON-RPC methods (a2a-sdk's dispatcher): counted by name, anything else as other

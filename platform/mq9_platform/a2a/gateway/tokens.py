@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._http.tokens_file import read_digests
-from .gateway import Tenants
+from ..._http.tokens_file import read_digests
+from .app import Tenants
 
 DEPRECATED_JSON = (
     "mq9-a2a-gateway: warning: {path} holds raw tokens as JSON, read for this release only: "

@@ -4,11 +4,11 @@
         --agent agent.summarizer --listen 127.0.0.1:8300
 
 The tokens file holds a ``name: sha256-of-token`` line a tenant, as ``mq9-mcp --tokens-file``
-(``gateway_tokens.py``; or ``MQ9_GATEWAY_TOKENS``, JSON ``{"<tenant>": "<token>", ...}``): secrets
+(``tokens.py``; or ``MQ9_GATEWAY_TOKENS``, JSON ``{"<tenant>": "<token>", ...}``): secrets
 never on the command line, where any local user's ``ps`` reads them.
-``--import-card URL`` also keeps HTTP A2A cards in the registry (``cards_import.py``).
+``--import-card URL`` also keeps HTTP A2A cards in the registry (``a2a/http/cards.py``).
 ``--allow-push-host`` turns push notifications on, to URLs on the hosts it names
-(``gateway_push.py``).
+(``push.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from .shapes import JsonObject
+from ..shapes import JsonObject
 
 TOKENS_ENV = "MQ9_GATEWAY_TOKENS"
 TOKENS_FILE_ENV = "MQ9_GATEWAY_TOKENS_FILE"
@@ -141,8 +141,8 @@ def _positive(text: str) -> int:
 
 def _tenants(path: str | None, scheme: str) -> Any:
     """The tenants of ``--tokens-file`` (or its variable), else of ``MQ9_GATEWAY_TOKENS``."""
-    from .gateway import Tenants
-    from .gateway_tokens import read_tenants
+    from .app import Tenants
+    from .tokens import read_tenants
 
     path = path or os.environ.get(TOKENS_FILE_ENV)
     if path:
@@ -165,7 +165,7 @@ def _credential(path: str | None) -> JsonObject:
         return {}
     from mq9_wire.protocol.errors import Mq9Error
 
-    from ..client.auth import read_credential_file
+    from ...client.auth import read_credential_file
 
     try:
         return {"credential": ":".join(read_credential_file(path))}
@@ -208,10 +208,10 @@ def _server(config: Any, closing: asyncio.Event) -> Any:
 async def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .._http.hosts import HostPolicy
-    from ..client.client import Mq9Client
-    from .cards_import import CardImporter
-    from .gateway import gateway_app
+    from ..._http.hosts import HostPolicy
+    from ...client.client import Mq9Client
+    from ..http.cards import CardImporter
+    from .app import gateway_app
 
     host, _, port = args.listen.rpartition(":")
     metrics = None
@@ -250,7 +250,7 @@ async def _run(args: argparse.Namespace) -> None:
             grpc_server = await _serve_grpc(app.handlers, tenants, args.grpc_listen)
         served: Any = None  # uvicorn's server, once made: /readyz asks whether it started
         if metrics is not None:
-            from .gateway_metrics import gateway_metrics
+            from .metrics import gateway_metrics
 
             serving = lambda: bool(served and served.started)  # noqa: E731
             wrap, endpoint = gateway_metrics(client, *metrics, serving, app.key_shares)
@@ -285,7 +285,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def _key_shares(args: argparse.Namespace, tenants: Any) -> Any:
     """The ledger of the tenants' keys the options ask for (``tenant_key_shares``)."""
-    from .gateway import tenant_key_shares
+    from .app import tenant_key_shares
 
     share, identity = args.keys_per_tenant, args.identity_keys
     return tenant_key_shares(tenants, share, identity, window=args.key_window)
@@ -295,9 +295,9 @@ def _push(args: argparse.Namespace) -> Any:
     """The tenants' push configs and their deliveries, where ``--allow-push-host`` asks."""
     if not args.allow_push_host:
         return None
-    from ..wake.deliver import Destinations
-    from .gateway_push import GatewayPush
-    from .push_auth import PushSigner
+    from ...wake.deliver import Destinations
+    from ..push_auth import PushSigner
+    from .push import GatewayPush
 
     signer = PushSigner.load(args.push_key) if args.push_key else None
     destinations = Destinations(args.allow_push_host, knob="the gateway's --allow-push-host")
@@ -306,7 +306,7 @@ def _push(args: argparse.Namespace) -> Any:
 
 async def _serve_grpc(handlers: Any, tenants: Any, address: str) -> Any:
     """The gRPC binding's server at ``address``, started; a port it cannot take is one line."""
-    from .gateway_grpc import serve_grpc
+    from .grpc import serve_grpc
 
     try:
         server = await serve_grpc(handlers, tenants, address)

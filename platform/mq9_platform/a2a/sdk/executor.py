@@ -27,11 +27,11 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
-from ..client.client import Mq9Client
-from . import wire as w
+from ...client.client import Mq9Client
+from .. import mail as w
+from ..server import AgentServer, StateFields, Turn
+from ..shapes import ArtifactJson, MessageJson
 from .protojson import artifact_json, json_object, message_json, to_proto
-from .server import AgentServer, StateFields, Turn
-from .shapes import ArtifactJson, MessageJson
 
 
 class ExecutorFailed(Exception):

@@ -31,10 +31,10 @@ from a2a.types.a2a_pb2 import (
 
 from mq9_wire.protocol import clipped
 
-from .._http.hosts import HostPolicy, HostRefused
-from .._http.ssrf import ResponseTooLarge, guarded_client
-from . import wire as w
-from .protojson import (
+from ..._http.hosts import HostPolicy, HostRefused
+from ..._http.ssrf import ResponseTooLarge, guarded_client
+from .. import mail as w
+from ..sdk.protojson import (
     artifact_json,
     json_object,
     message_json,
@@ -42,7 +42,7 @@ from .protojson import (
     task_json,
     to_proto,
 )
-from .shapes import CallRecord, CardJson, MessageJson, TaskJson
+from ..shapes import CallRecord, CardJson, MessageJson, TaskJson
 
 # How long one HTTP request may take in all (connecting, headers, body, a stream's first
 # event), however slowly the agent sends: never per read, which a peer sending a byte at a
