@@ -6,8 +6,9 @@ docs/broker.md, "The JetStream store kept in the cluster").
 ``Engine.handle(subject, headers, body)`` takes a request as it arrives on the wire and returns
 the reply bytes; the in-process transport and ``serve_on_nats`` both call it. Every rule
 follows RobustMQ at the pinned commit (``docs/protocol.md`` names the RobustMQ file behind
-each); the commands' table, the bodies' reading, the checks and the answers' texts are
-``rules.py``'s. Nothing is held between requests but what the store may drop, so any number
+each); an entry of the commands' table is ``rules.py``'s ``Command``, the bodies' reading and
+the checks ``bodies.py``'s, the answers' bytes ``answers.py``'s, a SEND's headers
+``sending.py``'s. Nothing is held between requests but what the store may drop, so any number
 of engines on one shared store answer as one broker (each served by ``serve.py`` in the queue
 group ``serving/queue_group.QUEUE``): each decision two engines could make differently (a name
 created once, a bounded write refused with ``Full``) is the store's, in one step. Time comes
@@ -51,27 +52,15 @@ from ..storage.mailbox_store import (
     Once,
 )
 from ..storage.sent_keys import PARTY_FULL, key_sender, scoped_key
+from . import answers, bodies, rules, sending
 from . import owned as owning
-from . import rules
-from .answers import capped, cut_answer
-from .limits import BrokerLimits
+from .answers import OK, capped, cut_answer
+from .bodies import Creation, Fetch, wrap_u64
+from .limits import BrokerLimits, Carried
 from .owned import Named, Requester, Undo, kept, succeeded
-from .rules import (
-    LARGE_BODY,
-    OK,
-    Carried,
-    Command,
-    Creation,
-    Fetch,
-    FromClient,
-    Headers,
-    Vouched,
-    as_is,
-    stored_headers,
-    wrap_u64,
-)
+from .rules import LARGE_BODY, Command, as_is
 from .searching import SearchIndex
-from .sending import carried_caller, read_send
+from .sending import FromClient, Headers, Vouched, carried_caller, read_send, stored_headers
 from .worker import TEXT_PAUSE, WORKER_NICENESS, after, off_loop
 
 # Imported from here by the broker's other parts and the tests
@@ -252,9 +241,9 @@ class Engine(Carried, Generic[S]):
                 answer = await _claimed(answering, undo)
                 return await kept(answer, owned.recorded(requester, named, headers, body, answer))
         except Mq9Error as exc:
-            return rules.error_answer(str(exc))
+            return answers.error_answer(str(exc))
         except Exception as exc:
-            return rules.failure_answer(subject, exc)
+            return answers.failure_answer(subject, exc)
 
     def _answer(
         self, command: Command[Engine[Any], Any], target: str, headers: Headers, body: bytes
@@ -314,7 +303,7 @@ class Engine(Carried, Generic[S]):
             raise Mq9Error(p.err_mailbox_limit(limit or 0)) from None
         if made is None:
             raise Mq9Error(p.err_mailbox_exists(address))
-        return rules.created(address)
+        return answers.created(address)
 
     # -- SEND ------------------------------------------------------------------------------
 
@@ -325,11 +314,11 @@ class Engine(Carried, Generic[S]):
             raise Mq9Error(p.err_mailbox_missing(address))
         # an idempotency key is the broker's: taken out, never stored with the message
         client = headers.client if isinstance(headers, FromClient) else None
-        key, headers = rules.idempotency_key(headers)
+        key, headers = sending.idempotency_key(headers)
         # a client's own mq9-sender is not kept: only a credentialed broker's stands
         sent = read_send(stored_headers(headers), body, now, self.sending, keyed=key is not None)
         message = sent.message
-        rules.check_fits(message, *self.sending.bound(self.message_bound(self.sending.entry_room)))
+        bodies.check_fits(message, *self.sending.bound(self.message_bound(self.sending.entry_room)))
         room = self.limits.max_messages_per_mailbox
         once = None
         if key is not None:  # stored once per mailbox and key, decided in the write's own step
@@ -341,7 +330,7 @@ class Engine(Carried, Generic[S]):
                 if room is not None and await self.store.count(address) >= room:
                     raise Mq9Error(p.err_mailbox_full(address, room))
                 await self.store.hold(address, message, due=sent.due, now=now, once=once)
-                return rules.DELAYED if once is None else rules.sent_once(-1, once.duplicate)
+                return answers.DELAYED if once is None else answers.sent_once(-1, once.duplicate)
             # the room decided with the write itself: counted as of the head it expects
             # (numbering.py), so no number of brokers or SENDs at once passes it
             msg_id = await self.store.append(address, message, now=now, room=room, once=once)
@@ -360,7 +349,7 @@ class Engine(Carried, Generic[S]):
                 self.keys_refused_per_address += key_sender(once.key) is None
             window = self.limits.idempotency_window
             raise Mq9Error(p.err_idempotency_keys_full(full.why, window)) from None
-        return rules.SENT % msg_id if once is None else rules.sent_once(msg_id, once.duplicate)
+        return answers.SENT % msg_id if once is None else answers.sent_once(msg_id, once.duplicate)
 
     def _once(
         self,
@@ -376,7 +365,7 @@ class Engine(Carried, Generic[S]):
         window, and the bounds its new key must fit."""
         mq9_key = headers.get(p.HEADER_KEY) if headers else None
         delay = -1 if due is None else due - now
-        print_ = rules.fingerprint(message, mq9_key, delay, body)
+        print_ = sending.fingerprint(message, mq9_key, delay, body)
         limits = self.limits
         party = None
         # a key is its sender's where the broker vouches for one: no other identity
@@ -402,7 +391,7 @@ class Engine(Carried, Generic[S]):
             lambda: self._topic(address), lambda: self.store.last(address)
         )
         lanes = await self._read_group(record, last, request, num_msgs)
-        return await rules.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
+        return await answers.fetch_answer(self, lanes, request, num_msgs, max_wait_ms)
 
     async def _read_group(
         self, record: MailboxRecord, last: Mark | None, request: dict[str, Any], num_msgs: int
@@ -426,7 +415,7 @@ class Engine(Carried, Generic[S]):
                 start = await self._initial(record, last, request)
         if last is None or num_msgs <= 0:
             return []
-        skips = rules.lane_skips(request) if group is not None else None
+        skips = bodies.lane_skips(request) if group is not None else None
         read = await self.store.read_lanes(
             record.name,
             start,
@@ -510,7 +499,7 @@ class Engine(Carried, Generic[S]):
         if record is None:  # the log, even of an expired mailbox
             raise Mq9Error(p.err_ack_mailbox_missing(address))
         group = request["group_name"]
-        rules.check_group_name(group)
+        bodies.check_group_name(group)
         msg_id = request["msg_id"]
         # where reads from past msg_id start: its sequence (cached, or the leader's)
         seq = await self.store.seq_for(record.name, msg_id)
@@ -536,7 +525,7 @@ class Engine(Carried, Generic[S]):
     # -- QUERY and DELETE ------------------------------------------------------------------
 
     async def _query(self, address: str, _headers: Headers, request: dict[str, Any]) -> bytes:
-        limit = rules.query_limit(request)
+        limit = bodies.query_limit(request)
         record = await self._topic(address)
         now = self.now_second()
         # One filter only, in this order of precedence (RobustMQ)
@@ -576,29 +565,29 @@ class Engine(Carried, Generic[S]):
         for start in range(0, len(tags), QUERY_TAGS_AT_ONCE):
             if start:
                 await asyncio.sleep(QUERY_PAUSE)
-            answers = await self.store.by_tags(
+            tagged = await self.store.by_tags(
                 record.name,
                 tags[start : start + QUERY_TAGS_AT_ONCE],
                 limit,
                 upto=last.seq,
                 now=self.now_second(),
             )
-            for found in answers:
+            for found in tagged:
                 for message in capped(found):
                     by_id.setdefault(message.msg_id, message)
         return list(by_id.values())
 
     async def _delete(self, target: str, _headers: Headers, _body: bytes) -> bytes:
-        address, msg_id = rules.delete_target(target)
+        address, msg_id = bodies.delete_target(target)
         record = await self._topic(address)
         await self.store.delete(record.name, msg_id)  # not there: "deleted" all the same
-        return rules.DELETED
+        return answers.DELETED
 
     # -- agent registry --------------------------------------------------------------------
 
     async def _register(self, _target: str, _headers: Headers, entry: AgentEntry) -> bytes:
-        rules.check_unreserved("REGISTER", entry.name)
-        rules.check_entry_fits(entry, self._message_limit())
+        bodies.check_unreserved("REGISTER", entry.name)
+        bodies.check_entry_fits(entry, self._message_limit())
         entry.create_time = self.now_second()
         if self.search and entry.card is not None:
             await self._model_loaded()
@@ -626,7 +615,7 @@ class Engine(Carried, Generic[S]):
 
     async def _unregister(self, _target: str, _headers: Headers, request: dict[str, Any]) -> bytes:
         name = request["name"]
-        rules.check_unreserved("UNREGISTER", name)
+        bodies.check_unreserved("UNREGISTER", name)
         if not await self.store.unregister(name):
             # an unknown name succeeds all the same (RobustMQ), its record giving back no
             # share: the store's purge, expecting the registration's sequence, said nothing
@@ -643,7 +632,7 @@ class Engine(Carried, Generic[S]):
         until it unregisters: a name no registration holds keeps nothing (reports under
         made-up names had grown an open broker's memory without bound, for good), so the
         reports held are bounded by the registry's own bounds (--max-agents)."""
-        rules.check_unreserved("REPORT", request["name"])
+        bodies.check_unreserved("REPORT", request["name"])
         info, now = request["report_info"] or "", self.now_second()
         if not await self.store.report(request["name"], info, now):
             self.reports_unkept += 1
@@ -666,15 +655,15 @@ class Engine(Carried, Generic[S]):
 # waits or costs, its part in ownership (owned.py), and its handler, given what was read. The
 # engine answers through this table alone, and serve.py routes by it.
 _ENTRIES: tuple[Command[Engine[Any], Any], ...] = (
-    Command(p.MAILBOX_CREATE, Engine._create, rules.read_create, owned=owning.CREATE),
+    Command(p.MAILBOX_CREATE, Engine._create, bodies.read_create, owned=owning.CREATE),
     Command(p.MSG_SEND, Engine._send, as_is, rules.own_rule, owned=owning.SEND),
-    Command(p.MSG_FETCH, Engine._fetch, rules.read_fetch, waits=True, owned=owning.FETCH),
-    Command(p.MSG_ACK, Engine._ack, rules.read_ack, owned=owning.ACK),
+    Command(p.MSG_FETCH, Engine._fetch, bodies.read_fetch, waits=True, owned=owning.FETCH),
+    Command(p.MSG_ACK, Engine._ack, bodies.read_ack, owned=owning.ACK),
     # a group reader's claim lookup by key costs nothing
     Command(
         p.MSG_QUERY,
         Engine._query,
-        rules.read_query,
+        bodies.read_query,
         waits=True,
         costly=rules.large_body,
         owned=owning.QUERY,
@@ -683,20 +672,20 @@ _ENTRIES: tuple[Command[Engine[Any], Any], ...] = (
     Command(
         p.AGENT_REGISTER,
         Engine._register,
-        rules.read_registration,
+        bodies.read_registration,
         rules.card_body,
         waits=True,
         costly=rules.always_costly,
         owned=owning.REGISTER,
     ),
     Command(
-        p.AGENT_UNREGISTER, Engine._unregister, rules.read_unregister, owned=owning.UNREGISTER
+        p.AGENT_UNREGISTER, Engine._unregister, bodies.read_unregister, owned=owning.UNREGISTER
     ),
-    Command(p.AGENT_REPORT, Engine._report, rules.read_report, owned=owning.REPORT),
+    Command(p.AGENT_REPORT, Engine._report, bodies.read_report, owned=owning.REPORT),
     Command(
         p.AGENT_DISCOVER,
         Engine._discover,
-        rules.read_discover,
+        bodies.read_discover,
         waits=True,
         costly=rules.always_costly,
     ),

@@ -1,11 +1,13 @@
 """What one broker will hold: ``BrokerLimits``, the bounds the engine enforces (our choice:
-RobustMQ has none)."""
+RobustMQ has none), and ``Carried``, the answer limit they and the transports serving the engine
+set together."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mq9_wire import protocol as p
+from mq9_wire.nats_floor.fits import MAX_PENDING, PENDING_SHARE
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,61 @@ class BrokerLimits:
     # client filling its keys leaves the other half to everyone else, and a served agent taking
     # 10 tasks a second (6 keys each, 36,000 in the window) fits
     max_keys_per_address: int | None = 50_000
+
+
+# -- what a transport carries ---------------------------------------------------------------
+
+
+class Carried:
+    """The answer limit of an engine served by transports: the smallest of
+    ``limits.max_answer`` and every serving transport's largest reply (``carry``)."""
+
+    limits: BrokerLimits
+
+    def __init__(self) -> None:
+        # Each serving transport's largest reply (replaced whole: read without a lock)
+        self._carriers: dict[object, int] = {}
+
+    def carry(self, carrier: object, max_bytes: int | None) -> None:
+        """``carrier``, a transport serving the engine, carries replies of at most
+        ``max_bytes``; None: it serves no more."""
+        carriers = dict(self._carriers)
+        if max_bytes is None:
+            carriers.pop(carrier, None)
+        else:
+            carriers[carrier] = max_bytes
+        self._carriers = carriers
+
+    @property
+    def answer_limit(self) -> int | None:
+        """The smallest of ``limits.max_answer`` and every transport's largest reply, which is
+        at most ``PENDING_SHARE`` (half of what nats-server queues for a connection
+        before it closes it as a slow consumer); None: no limit."""
+        bounds = [min(carried, PENDING_SHARE) for carried in self._carriers.values()]
+        if self.limits.max_answer is not None:
+            bounds.append(self.limits.max_answer)
+        return min(bounds, default=None)
+
+    def message_bound(self, room: int = 0) -> tuple[int, str]:
+        """The most bytes one message may take in a FETCH answer, and what sets it (as a
+        refusal names it). ``room``: what a store writes beside a message's answer bytes
+        within the servers' limits (``SendLimits.entry_room``)."""
+        bounds = [(self.limits.max_payload, "this broker's --max-payload")]
+        if self.limits.max_answer is not None:
+            bounds.append((self.limits.max_answer, "this broker's largest answer (max_answer)"))
+        beside = f", less {room} for the subject and headers its store adds" if room else ""
+        for carried in self._carriers.values():
+            if carried > PENDING_SHARE:
+                why = (
+                    f"half the {MAX_PENDING} bytes nats-server queues for a connection by "
+                    f"default, its max_pending{beside}"
+                )
+                bounds.append((PENDING_SHARE - room, why))
+            else:
+                bounds.append((carried - room, f"the servers' max_payload of {carried}{beside}"))
+        return min(bounds, key=lambda bound: bound[0])
+
+    def _message_limit(self) -> int:
+        """The most room a message, a registry entry or a DISCOVER search answer may take."""
+        limit = self.answer_limit
+        return self.limits.max_payload if limit is None else min(self.limits.max_payload, limit)

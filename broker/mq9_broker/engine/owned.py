@@ -153,7 +153,7 @@ class Owned:
     ``claim``: what a store shared by several brokers decides in one step before the
     command is done (a CREATE's owner record: one requester wins; the engine asks it
     over every store); ``vouched``: its message carries the sender the broker
-    authenticated (``rules.Vouched``)."""
+    authenticated (``sending.Vouched``)."""
 
     mailbox: Callable[[str, bytes], Any] = _no_mailbox
     agent: Callable[[bytes], Any] | None = None

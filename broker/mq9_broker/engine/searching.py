@@ -18,7 +18,7 @@ from mq9_wire.semantic.ranking import AgentEntry
 
 from ..state.registry import AgentRegistry
 from ..storage.mailbox_store import AgentRow
-from . import rules
+from . import answers, bodies
 from .worker import paced_words
 
 
@@ -85,7 +85,7 @@ class SearchIndex:
             hits = ranker.search_semantic(request["semantic"], indexed)
         else:
             hits = ranker.search_words(paced_words(request["text"]), indexed)
-        return rules.search_answer(hits[rules.search_page(request)], message_limit)
+        return answers.search_answer(hits[bodies.search_page(request)], message_limit)
 
     def _take_rows(self, rows: list[AgentRow]) -> None:
         """The registrations as ``rows`` hold them: an entry made only for a row not seen."""
@@ -134,7 +134,7 @@ class SearchIndex:
         ranker, kept = self.ranker, self._listed
         if kept is not None and kept[:2] == (ranker.changes, limit):
             return kept[2]
-        answer = rules.listing_answer(ranker.listing(), ranker.listed, limit)
+        answer = answers.listing_answer(ranker.listing(), ranker.listed, limit)
         self._listed = (ranker.changes, limit, answer)
         return answer
 

@@ -8,10 +8,15 @@ not a u64 is ignored) and ours on top of them: a header is one line, a delay or 
 ``MOST_SECONDS``, and a store may bound tags, keys and delays: each store declares what it takes
 (``SendLimits``, its ``send_limits``: the cluster store writes each tag into a subject, which
 nats-server bounds), and the engine refuses the rest here, before the store is asked.
+
+The rest of a SEND's headers are read here too: the sender a broker vouches for (``Vouched``)
+or the client an open broker told apart (``FromClient``), the idempotency key taken out of the
+headers (``idempotency_key``) and what makes two keyed SENDs the same (``fingerprint``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -197,3 +202,90 @@ def _check_keyed_tags(tags: tuple[str, ...], limits: SendLimits) -> None:
             f"SEND refused: a message with {len(set(tags))} distinct tags: this broker's "
             f"{limits.store} takes at most {most} with an idempotency key"
         )
+
+
+# -- the senders a broker vouches for --------------------------------------------------------
+
+
+class Vouched(dict[str, str]):
+    """A SEND's headers with the sender the broker authenticated: what an enforcing
+    broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
+    any case or spacing, replaced by ``sender``. Built only in this process: a request off
+    the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``stored_headers``)."""
+
+    def __init__(self, headers: Headers, sender: str) -> None:
+        super().__init__(_without_sender(headers) or {})
+        self[p.HEADER_SENDER] = sender
+        self.sender = sender
+
+
+class FromClient(dict[str, str]):
+    """A keyed SEND's headers on an open broker, with the client its serving told
+    apart (``client``: the address nats-server vouches for, else the reply inbox, serve.py):
+    whose bound its new key counts against, so that one client filling its keys leaves room
+    to the others. Built only in this process, as ``Vouched``."""
+
+    def __init__(self, headers: Headers, client: str) -> None:
+        super().__init__(headers or {})
+        self.client = client
+
+
+def _is_sender(name: str) -> bool:
+    # stripped as parse_header_block strips a name, and in any case: no reader may take a
+    # client's "MQ9-Sender " for the broker's
+    return name.strip().lower() == p.HEADER_SENDER
+
+
+def _without_sender(headers: Headers) -> Headers:
+    if headers and any(_is_sender(name) for name in headers):
+        return {name: value for name, value in headers.items() if not _is_sender(name)}
+    return headers
+
+
+def idempotency_key(headers: Headers) -> tuple[str | None, Headers]:
+    """A SEND's idempotency key (None: none), and its headers without it: the key is the
+    broker's, never stored with the message nor shown to its readers."""
+    if not headers or p.HEADER_IDEMPOTENCY_KEY not in headers:
+        return None, headers
+    key = headers[p.HEADER_IDEMPOTENCY_KEY].strip()
+    size = len(key) if key.isascii() else len(key.encode(errors="surrogatepass"))
+    if not 0 < size <= p.MAX_IDEMPOTENCY_KEY:
+        raise Mq9Error(p.err_idempotency_key_size(size))
+    if isinstance(headers, Vouched):
+        rest = {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
+        return key, Vouched(rest, headers.sender)
+    if len(headers) == 1:  # the key alone (most keyed SENDs): no headers to store
+        return key, None
+    return key, {name: value for name, value in headers.items() if name != p.HEADER_IDEMPOTENCY_KEY}
+
+
+def fingerprint(message: StoredMessage, mq9_key: str | None, delay: int, body: bytes) -> bytes:
+    """What makes two keyed SENDs "the same SEND": the payload, priority, mq9-key, tags,
+    delay and TTL (seconds from the SEND; -1: none), not the other headers (a trace context
+    differs from one try to the next). 16 bytes of BLAKE2b."""
+    ttl = message.expire_at - message.create_time if message.expire_at else -1
+    if mq9_key is None and not message.tags and delay == ttl == -1:  # (most: one lane's mark)
+        head = _PLAIN_HEADS[message.priority]
+    else:
+        text = f"{message.priority.value}\n{mq9_key}\n{','.join(message.tags)}\n{delay}\n{ttl}\n"
+        head = text.encode(errors="surrogatepass")
+    digest = _FINGERPRINT.copy()
+    digest.update(head)
+    digest.update(body)
+    return digest.digest()
+
+
+# fingerprint's hash, copied for each: blake2b's own keyword arguments, read on each
+# call, cost it more than its hashing
+_FINGERPRINT = hashlib.blake2b(digest_size=16)
+
+
+# fingerprint's head of a SEND with a priority and nothing else
+_PLAIN_HEADS = {lane: f"{lane.value}\nNone\n\n-1\n-1\n".encode() for lane in p.Priority}
+
+
+def stored_headers(headers: Headers) -> Headers:
+    """The headers a SEND's message is stored with: ``Vouched`` ones as they are, any other
+    without a ``mq9-sender`` (our choice: on this broker the header always means vouched;
+    RobustMQ stores what the client wrote)."""
+    return headers if isinstance(headers, Vouched) else _without_sender(headers)

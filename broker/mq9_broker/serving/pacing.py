@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from mq9_wire.protocol import HEADER_IDEMPOTENCY_KEY
 
-from ..engine.rules import FromClient
+from ..engine.sending import FromClient
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg

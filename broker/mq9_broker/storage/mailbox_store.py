@@ -128,7 +128,7 @@ class Full(StorageError):
 @dataclass(slots=True)
 class Once:
     """A SEND to be stored once per mailbox and ``key`` within ``window`` seconds.
-    ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/rules.py), compared
+    ``fingerprint``: what the SEND is (its payload and mq9 headers, engine/sending.py), compared
     with the first's. The store sets ``duplicate`` when it answered from the key (nothing
     stored), and raises ``KeyReused`` when the key's first SEND was another."""
 

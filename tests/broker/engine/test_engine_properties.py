@@ -27,7 +27,7 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import mq9_broker.engine.rules as rules
+import mq9_broker.engine.answers as answers
 import mq9_broker.state.mailbox as mailbox_module
 from mq9_broker import BrokerEngine, ManualClock
 from mq9_wire import protocol as p
@@ -375,6 +375,6 @@ def test_a_messages_size_is_known_without_writing_it(payload, header, msg_id):
 
 @given(msg_id=st.integers(min_value=-1, max_value=2**64 - 1))
 def test_a_sends_answer_written_by_hand_is_the_encoders(msg_id):
-    """The SEND answer the engine writes without the encoder (``rules.SENT``) is byte for
+    """The SEND answer the engine writes without the encoder (``answers.SENT``) is byte for
     byte what ``p.SEND_REPLY`` encodes."""
-    assert rules.SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))
+    assert answers.SENT % msg_id == p.encode(p.SEND_REPLY.write(error="", msg_id=msg_id))

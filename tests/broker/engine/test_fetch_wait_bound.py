@@ -11,7 +11,7 @@ import types
 import pytest
 
 from mq9_broker import BrokerEngine
-from mq9_broker.engine import rules as rules_module
+from mq9_broker.engine import answers as answers_module
 from mq9_broker.engine.answers import empty_wait
 from mq9_wire import protocol as p
 
@@ -33,7 +33,7 @@ async def test_an_empty_fetch_asking_for_ever_sleeps_ten_minutes_at_most(monkeyp
 
     fake = types.SimpleNamespace(**{k: getattr(asyncio, k) for k in dir(asyncio) if k[0] != "_"})
     fake.sleep = sleep
-    monkeypatch.setattr(rules_module, "asyncio", fake)
+    monkeypatch.setattr(answers_module, "asyncio", fake)
     engine = BrokerEngine()
     made = json.loads(await engine.handle(p.MAILBOX_CREATE, None, b'{"name":"quiet"}'))
     assert made["error"] == ""

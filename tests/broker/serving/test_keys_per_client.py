@@ -25,7 +25,7 @@ import pytest
 
 from mq9_broker import BrokerEngine, ManualClock
 from mq9_broker.engine.limits import BrokerLimits
-from mq9_broker.engine.rules import FromClient
+from mq9_broker.engine.sending import FromClient
 from mq9_broker.serving.pacing import REQUEST_INFO, party_of
 from mq9_broker.serving.serve import NatsService
 from mq9_wire import protocol as p
