@@ -68,16 +68,21 @@ SHIMS = (
     "wire/mq9_wire/_nats/",
     "wire/mq9_wire/_cli.py",
     "mcp_server/mcp_server/",
+    "platform/mq9_platform/a2a/_moved.py",
 )
 MOVED = ("client", "groups", "operations", "a2a", "wake", "tracing")
 SHIM_FOLDERS = tuple(f"langchain_mq9/{part}/" for part in MOVED)
 # What a 0.4 user types through them, tested (#112)
 OLD_PATHS_TESTED = ROOT / "tests" / "project" / "test_user_paths.py"
+# The a2a modules that moved into its sub-folders (a2a/_moved.py), besides its gateway_*.py
+A2A_MOVED = "transport|executor|protojson|http_caller|cards_import|wire"
 # An old path imported or run: from/import, python -m, or a subprocess's "-m", "..."
 OLD_PATH = re.compile(
     r'(?:\bfrom\s+|\bimport\s+|-m\s+|"-m",\s*")(?:langchain_mq9\.'
     r"(?:broker|protocol|client|groups|operations|a2a|wake|tracing|_http)\b"
-    r"|mcp_server\b|mq9_wire\._nats\b|mq9_wire\._cli\b)"
+    r"|mcp_server\b|mq9_wire\._nats\b|mq9_wire\._cli\b"
+    rf"|mq9_platform\.a2a\.(?:gateway_\w+|{A2A_MOVED})\b"
+    rf"|mq9_platform\.a2a import (?:{A2A_MOVED})\b)"
 )
 
 

@@ -84,6 +84,16 @@ def default_output(result: Any) -> Any:
     return result if isinstance(result, str) else json.loads(json.dumps(result, default=str))
 
 
+@dataclass(frozen=True)
+class PushConfigs:
+    """A task's push notification configs, as kept, that its owner's request is about."""
+
+    task_id: str
+    asker: Asker
+    configs: dict[str, JsonObject]
+    config_id: str  # the config the request names ("" where it names none)
+
+
 class CannotResume(Exception):
     """An answer to an input-required task of a server given no ``to_resume``: its task fails
     with these words (a traceback would tell its caller nothing it can act on)."""
@@ -410,16 +420,7 @@ class AgentServer:
         except w.Rejection as exc:
             await self._reject(_asker(msg), exc)
             return
-        if request.method == w.SEND:
-            await self._send_message(request, msg.msg_id)
-        elif request.method == w.GET_TASK:
-            await self._get_task(request)
-        elif request.method == w.LIST_TASKS:
-            await self._list_tasks(request)
-        elif request.method in w.PUSH_METHODS:
-            await self._push_config(request)
-        else:
-            await self._cancel_task(request)
+        await ANSWERS[request.method](self, request, msg.msg_id)  # read_request: one of them
 
     async def _reject(self, asker: Asker, exc: w.Rejection) -> None:
         """A request that is no A2A request gets a rejected task saying why (under a new id
@@ -805,13 +806,14 @@ class AgentServer:
             except Exception as exc:  # set aside: the caller still has its reply mailbox
                 log.warning("agent %s: %s failed: %s", self.name, what, type(exc).__name__)
 
-    async def _push_config(self, request: w.Request) -> None:
-        """Create, get, list or delete a task's push notification configs: its owner's only."""
+    async def _push_configs(self, request: w.Request) -> PushConfigs | None:
+        """The task's push notification configs a request is about, where it names a task of
+        its sender's and this agent sends pushes; None when it is answered already."""
         body, reply_to = request.body, request.reply_to
         task_id = body.get("taskId") or request.task_id
         if not w.is_valid_id(task_id):
             await self._error(reply_to, w.new_id(), f"an A2A {request.method}Request needs taskId")
-            return
+            return None
         if self.push is None:
             await self._error(
                 reply_to,
@@ -820,56 +822,72 @@ class AgentServer:
                 "operator allows them with push_destinations); results wait in your reply mailbox",
                 w.PUSH_NOT_SUPPORTED,
             )
-            return
+            return None
         asker = Asker(reply_to, request.sender)
         snapshot = await self._stored(task_id, asker)
         if not asker.owns(snapshot):
             await self._not_found(asker, task_id, snapshot)
-            return
+            return None
         configs = await self._persist(
             "reading push configs", lambda: self.store.push_configs(task_id, asker)
         )
         given = body.get("id")
-        config_id: str = given if isinstance(given, str) else ""
-        if request.method == w.CREATE_PUSH:
-            url = body.get("url")
-            if not isinstance(url, str) or len(url) > 2048:
-                await self._error(reply_to, task_id, "a push notification config needs a url")
-                return
-            try:
-                await self.push.destinations.check_url(url)
-            except Refused as exc:
-                await self._error(reply_to, task_id, f"push notification url refused: {exc}")
-                return
-            config_id = config_id if w.is_valid_id(config_id) else w.new_id()
-            config: JsonObject = {
-                k: body[k] for k in ("url", "token", "authentication") if k in body
-            }
-            config.update(id=config_id, taskId=task_id)
-            configs[config_id] = config
-            if len(configs) > MAX_PUSH_CONFIGS:
-                await self._error(reply_to, task_id, f"at most {MAX_PUSH_CONFIGS} push configs")
-                return
-            await self._persist(
-                "keeping push configs",
-                lambda: self.store.keep_push_configs(task_id, asker, configs),
-            )
-            await self._answer(reply_to, task_id, "TaskPushNotificationConfig", config)
-        elif request.method == w.GET_PUSH:
-            if config_id not in configs:
-                await self._error(reply_to, task_id, f"push config {config_id!r} not found")
-                return
-            await self._answer(reply_to, task_id, "TaskPushNotificationConfig", configs[config_id])
-        elif request.method == w.LIST_PUSH:
-            listed = {"configs": list(configs.values()), "nextPageToken": ""}
-            await self._answer(reply_to, task_id, "ListTaskPushNotificationConfigsResponse", listed)
-        else:
-            configs.pop(config_id, None)
-            await self._persist(
-                "keeping push configs",
-                lambda: self.store.keep_push_configs(task_id, asker, configs),
-            )
-            await self._answer(reply_to, task_id, "Empty", {})
+        return PushConfigs(task_id, asker, configs, given if isinstance(given, str) else "")
+
+    async def _keep_push_configs(self, found: PushConfigs) -> None:
+        await self._persist(
+            "keeping push configs",
+            lambda: self.store.keep_push_configs(found.task_id, found.asker, found.configs),
+        )
+
+    async def _create_push(self, request: w.Request, _msg_id: int) -> None:
+        push = self.push  # None: _push_configs answered so
+        if (found := await self._push_configs(request)) is None or push is None:
+            return
+        reply_to, task_id, configs = request.reply_to, found.task_id, found.configs
+        body = request.body
+        url = body.get("url")
+        if not isinstance(url, str) or len(url) > 2048:
+            await self._error(reply_to, task_id, "a push notification config needs a url")
+            return
+        try:
+            await push.destinations.check_url(url)
+        except Refused as exc:
+            await self._error(reply_to, task_id, f"push notification url refused: {exc}")
+            return
+        config_id = found.config_id if w.is_valid_id(found.config_id) else w.new_id()
+        config: JsonObject = {k: body[k] for k in ("url", "token", "authentication") if k in body}
+        config.update(id=config_id, taskId=task_id)
+        configs[config_id] = config
+        if len(configs) > MAX_PUSH_CONFIGS:
+            await self._error(reply_to, task_id, f"at most {MAX_PUSH_CONFIGS} push configs")
+            return
+        await self._keep_push_configs(found)
+        await self._answer(reply_to, task_id, "TaskPushNotificationConfig", config)
+
+    async def _get_push(self, request: w.Request, _msg_id: int) -> None:
+        if (found := await self._push_configs(request)) is None:
+            return
+        if found.config_id not in found.configs:
+            why = f"push config {found.config_id!r} not found"
+            await self._error(request.reply_to, found.task_id, why)
+            return
+        config = found.configs[found.config_id]
+        await self._answer(request.reply_to, found.task_id, "TaskPushNotificationConfig", config)
+
+    async def _list_push(self, request: w.Request, _msg_id: int) -> None:
+        if (found := await self._push_configs(request)) is None:
+            return
+        listed = {"configs": list(found.configs.values()), "nextPageToken": ""}
+        kind = "ListTaskPushNotificationConfigsResponse"
+        await self._answer(request.reply_to, found.task_id, kind, listed)
+
+    async def _delete_push(self, request: w.Request, _msg_id: int) -> None:
+        if (found := await self._push_configs(request)) is None:
+            return
+        found.configs.pop(found.config_id, None)
+        await self._keep_push_configs(found)
+        await self._answer(request.reply_to, found.task_id, "Empty", {})
 
     async def _answer(
         self, reply_to: str | None, task_id: str, kind: str, body: JsonObject
@@ -907,7 +925,7 @@ class AgentServer:
     # -- GetTask, ListTasks, CancelTask -----------------------------------------------------
     # Each answers the task's owner only: to anyone else a task is "not found".
 
-    async def _get_task(self, request: w.Request) -> None:
+    async def _get_task(self, request: w.Request, _msg_id: int) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         snapshot = await self._stored(task_id, asker)
@@ -930,7 +948,7 @@ class AgentServer:
             return
         await self._error(asker.reply_to, task_id, f"task {task_id} not found", w.TASK_NOT_FOUND)
 
-    async def _list_tasks(self, request: w.Request) -> None:
+    async def _list_tasks(self, request: w.Request, _msg_id: int) -> None:
         reply_to = request.reply_to
         if reply_to is None:
             return
@@ -948,7 +966,7 @@ class AgentServer:
 
         await self._to_caller(reply_to, "answering ListTasks", send)
 
-    async def _cancel_task(self, request: w.Request) -> None:
+    async def _cancel_task(self, request: w.Request, _msg_id: int) -> None:
         task_id = request.named_task()
         asker = Asker(request.reply_to, request.sender)
         async with self._one_task.hold((asker.scope, task_id)):
@@ -997,6 +1015,22 @@ class AgentServer:
                         run.cancel()
                 except Mq9Error as exc:
                     log.warning("agent %s: cancel check failed: %s", self.name, exc)
+
+
+# Each A2A method an agent answers and its handler, as the broker's command table
+# (``mq9_broker.engine``'s ``COMMANDS``): ``handler(server, request, msg_id)``, ``msg_id`` the
+# request's message in the agent's mailbox. ``mail.read_request`` refuses any other method.
+Handler = Callable[[AgentServer, w.Request, int], Awaitable[None]]
+ANSWERS: dict[str, Handler] = {
+    w.SEND: AgentServer._send_message,
+    w.GET_TASK: AgentServer._get_task,
+    w.LIST_TASKS: AgentServer._list_tasks,
+    w.CANCEL_TASK: AgentServer._cancel_task,
+    w.CREATE_PUSH: AgentServer._create_push,
+    w.GET_PUSH: AgentServer._get_push,
+    w.LIST_PUSH: AgentServer._list_push,
+    w.DELETE_PUSH: AgentServer._delete_push,
+}
 
 
 def _asker(msg: Message) -> Asker:
