@@ -184,7 +184,7 @@ def serves_tasks(card: CardJson) -> bool:
 # speaks over HTTP (gRPC needs grpcio: not an extra of ours).
 HTTP_BINDINGS = ("JSONRPC", "HTTP+JSON")
 # The card of an HTTP agent imported into the registry carries this extension, its
-# description the URL the card was read from (cards_import.py).
+# description the URL the card was read from (http/cards.py).
 IMPORTED_EXTENSION = "urn:langchain-mq9:a2a-imported-card"
 
 

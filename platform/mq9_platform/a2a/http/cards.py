@@ -28,6 +28,7 @@ from ...client.client import Mq9Client
 from .. import mail as w
 from .caller import REQUEST_TIMEOUT, AgentUnreachable, fetch_card
 
+# the name it had beside the core, which operators' logging configs may name
 log = logging.getLogger("mq9_platform.a2a.cards_import")
 
 GONE = (404, 410)  # the answers that say a card is gone for good
