@@ -26,7 +26,8 @@ from mq9_wire.protocol.subjects import MSG_COUNT
 
 from . import owned as owning
 from .engine import COMMANDS, Engine
-from .rules import Command, Headers, as_is
+from .rules import Command, as_is
+from .sending import Headers
 
 
 async def count(engine: Engine[Any], address: str, _headers: Headers, _body: bytes) -> bytes:
