@@ -45,8 +45,8 @@ from .engine.engine import Engine
 from .engine.process import BrokerEngine
 from .forming import await_cluster, placed, refuse_old_format, refused_for_good
 from .identities.callout import BROKER_USER, LOGIN_QUEUE, SETUP_FILE, Issuer, broker_urls
+from .identities.gate import Identities, Logins
 from .identities.kv_store import KvIdentityStore
-from .identities.ownership import Identities, Logins
 from .identities.store import CredentialError, IdentityStore
 from .nats_servers.processes import (
     LARGEST_MAX_PAYLOAD,

@@ -1,8 +1,9 @@
 """Ownership is the engine's own (#74): each command's entry in the engine's table names the
 ownership check and record it needs (``Command.owned``, engine/owned.py), and the engine makes
-them as part of answering. ``identities/ownership.py`` keeps the policy (who may do what) and
-the logins: it finds no request's command again (no ``command_for``) and branches on no
-command (no ``verb == ...`` chain, no comparison with a command's subject).
+them as part of answering. ``identities/`` keeps the gate and the logins (gate.py) and the
+policy (who may do what: ownership.py, over owners.py and agent_shares.py): it finds no
+request's command again (no ``command_for``) and branches on no command (no ``verb == ...``
+chain, no comparison with a command's subject).
 
 Read from the source (``ast``), as the rule is about how the code is written.
 """
@@ -17,13 +18,20 @@ from mq9_broker.engine.engine import COMMANDS
 from mq9_wire import protocol as p
 
 ROOT = Path(__file__).resolve().parents[2]
-OWNERSHIP = ROOT / "broker" / "mq9_broker" / "identities" / "ownership.py"
+IDENTITIES = ROOT / "broker" / "mq9_broker" / "identities"
+OWNERSHIP = tuple(
+    IDENTITIES / f"{name}.py" for name in ("gate", "ownership", "owners", "agent_shares")
+)
 # The protocol's names of the commands' subjects (p.MSG_SEND, p.AGENT_REGISTER, ...)
 SUBJECT_PREFIXES = ("MSG_", "MAILBOX_", "AGENT_")
 
 
 def _tree() -> ast.Module:
-    return ast.parse(OWNERSHIP.read_text(encoding="utf-8"), filename=str(OWNERSHIP))
+    """The gate's and the policy's modules, read as one."""
+    body: list[ast.stmt] = []
+    for path in OWNERSHIP:
+        body += ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body
+    return ast.Module(body=body, type_ignores=[])
 
 
 def _names_a_command(node: ast.expr) -> bool:
@@ -59,7 +67,7 @@ def test_ownership_branches_on_no_command():
         if isinstance(node, ast.Compare)
         and any(_names_a_command(side) for side in [node.left, *node.comparators])
     ]
-    assert branches == [], "ownership.py branches on a command: say it in its table entry"
+    assert branches == [], "identities/ branches on a command: say it in its table entry"
 
 
 def test_every_command_that_touches_what_an_agent_owns_names_its_part():

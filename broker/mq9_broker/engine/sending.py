@@ -209,7 +209,7 @@ def _check_keyed_tags(tags: tuple[str, ...], limits: SendLimits) -> None:
 
 class Vouched(dict[str, str]):
     """A SEND's headers with the sender the broker authenticated: what an enforcing
-    broker hands the engine (identities/ownership.py), the client's own ``mq9-sender``, in
+    broker hands the engine (identities/gate.py), the client's own ``mq9-sender``, in
     any case or spacing, replaced by ``sender``. Built only in this process: a request off
     the wire is a plain mapping, whose ``mq9-sender`` the engine removes (``stored_headers``)."""
 

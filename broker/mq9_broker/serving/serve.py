@@ -41,7 +41,7 @@ from .partitions import Partitions
 from .waiting_room import RoomFull, WaitingRoom
 
 if TYPE_CHECKING:
-    from ..identities.ownership import Identities
+    from ..identities.gate import Identities
     from .meter import RequestMeter
 
 # with metrics, what a request is counted by (its command's key) and when it was read

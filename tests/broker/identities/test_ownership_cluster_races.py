@@ -27,8 +27,8 @@ from nats.aio.msg import Msg
 
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.identities.gate import Identities
 from mq9_broker.identities.kv_store import KvIdentityStore
-from mq9_broker.identities.ownership import Identities
 from mq9_broker.storage.jetstream import ClusterStore
 from mq9_wire import protocol as p
 from mq9_wire.protocol import names

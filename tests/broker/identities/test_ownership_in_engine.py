@@ -23,8 +23,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from mq9_broker import BrokerEngine
+from mq9_broker.identities.gate import Identities
 from mq9_broker.identities.kv_store import KvIdentityStore
-from mq9_broker.identities.ownership import Identities
 from mq9_broker.identities.store import BaseIdentityStore, IdentityStore
 from mq9_wire import protocol as p
 from testbed.support.jetstream_servers import JetStreamCluster

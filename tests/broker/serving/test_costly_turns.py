@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from mq9_broker import BrokerEngine
-from mq9_broker.identities.ownership import Identities
+from mq9_broker.identities.gate import Identities
 from mq9_broker.identities.store import IdentityStore
 from mq9_broker.serving.serve import NatsService
 from mq9_wire import protocol as p

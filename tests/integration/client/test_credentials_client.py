@@ -26,7 +26,7 @@ from langchain_mq9 import Mq9Toolkit
 from langchain_mq9.serving import serve_agent
 from langchain_mq9.testing import ScriptedChatModel, call
 from mq9_broker import BrokerEngine, serve_on_nats
-from mq9_broker.identities.ownership import PLAIN_REFUSAL
+from mq9_broker.identities.gate import PLAIN_REFUSAL
 from mq9_platform import Mq9Client
 from mq9_platform.client.auth import (
     CREDENTIAL_ENV,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mq9_broker.identities import ownership
+from mq9_broker.identities import owners, ownership
 from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, leases
 from mq9_platform.wake import rules
@@ -127,16 +127,16 @@ def test_every_side_takes_them_from_the_one_module() -> None:
     assert wire.digest is rules.digest is ownership.digest is names.digest
     assert wire.store_address is names.task_store_address
     assert wire.caller_address is names.caller_address
-    assert wire.TASKS_ROOT is ownership.TASKS_ROOT is names.TASKS_ROOT
+    assert wire.TASKS_ROOT is owners.TASKS_ROOT is names.TASKS_ROOT
     assert wire.CALLS_ROOT is ownership.CALLS_ROOT is names.CALLS_ROOT
     assert leases.lease_address is names.lease_address
     assert leases.is_reserved is ownership.is_reserved is names.is_reserved
     assert leases.RESERVED_ROOT is rules.RESERVED_ROOT is ownership.RESERVED_ROOT
     assert dead_letters.dead_letter_address is names.dead_letter_address
-    assert dead_letters.DEAD_LETTER_SUFFIX is ownership.DEAD_LETTER_SUFFIX
+    assert dead_letters.DEAD_LETTER_SUFFIX is owners.DEAD_LETTER_SUFFIX
     assert rules.rules_address is names.wake_rules_address
     assert rules.failed_address is names.wake_failed_address
-    assert rules.RULES_ROOT is ownership.WAKE_ROOT is names.WAKE_ROOT
+    assert rules.RULES_ROOT is owners.WAKE_ROOT is names.WAKE_ROOT
     assert rules.INDEX_ADDRESS is ownership.WAKE_INDEX is names.WAKE_INDEX
     assert rules.FAILED_ADDRESS is ownership.WAKE_FAILED is names.WAKE_FAILED
-    assert ownership.LEASE_ROOT is names.LEASE_ROOT
+    assert owners.LEASE_ROOT is names.LEASE_ROOT

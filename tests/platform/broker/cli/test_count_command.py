@@ -49,7 +49,7 @@ async def test_a_count_is_each_lanes_live_messages_and_the_newest_id():
 
 async def test_on_an_enforcing_broker_a_count_is_its_owners(tmp_path):
     pytest.importorskip("nkeys")  # the credentials extra
-    from mq9_broker.identities.ownership import Identities
+    from mq9_broker.identities.gate import Identities
     from mq9_broker.identities.store import IdentityStore
 
     store = IdentityStore(tmp_path / "mq9-identities.sqlite3")

@@ -16,6 +16,8 @@ import uuid
 import pytest
 from nats.aio.msg import Msg
 
+import mq9_broker.identities.gate as gate
+import mq9_broker.identities.owners as owners
 import mq9_broker.identities.ownership as ids
 from mq9_broker import BrokerEngine
 from mq9_broker.identities.callout import (
@@ -25,9 +27,9 @@ from mq9_broker.identities.callout import (
     claims_of,
     login_name,
 )
+from mq9_broker.identities.gate import Identities
 from mq9_broker.identities.kv_store import KvIdentityStore
 from mq9_broker.identities.kv_store import _keyed as ids_kv_key
-from mq9_broker.identities.ownership import Identities
 from mq9_broker.identities.store import (
     LOOK_EVERY,
     BaseIdentityStore,
@@ -332,19 +334,19 @@ def test_the_derived_names_are_the_librarys():
     """The broker reads back the names the client derives from the module both import (their
     strings: tests/platform/protocol/test_derived_names.py); the reply-to header is the A2A
     wire's."""
-    assert ids.HEADER_REPLY_TO == wire.HEADER_REPLY_TO
-    assert ids.digest is names.digest and ids.TASKS_ROOT is names.TASKS_ROOT
+    assert owners.HEADER_REPLY_TO == wire.HEADER_REPLY_TO
+    assert ids.digest is names.digest and owners.TASKS_ROOT is names.TASKS_ROOT
     long = "a" * (p.MAX_ADDRESS_LENGTH - 2)
     assert dead_letters.dead_letter_address(long).endswith(".dlq." + ids.digest(long))
 
 
 def test_the_principal_comes_from_the_subject_and_the_reply_must_be_its_inbox():
-    assert ids.principal_of("$mq9.U.alice.AI.MSG.SEND.box") == ("alice", "$mq9.AI.MSG.SEND.box")
-    assert ids.principal_of("$mq9.U.alice") is None
-    assert ids.principal_of("$mq9.AI.MSG.SEND.box") is None
-    assert ids.answers_to("_INBOX.alice.x.1") == "alice"
-    assert ids.answers_to("_INBOX.alice") is None
-    assert ids.answers_to("_R_.abc.x") is None
+    assert gate.principal_of("$mq9.U.alice.AI.MSG.SEND.box") == ("alice", "$mq9.AI.MSG.SEND.box")
+    assert gate.principal_of("$mq9.U.alice") is None
+    assert gate.principal_of("$mq9.AI.MSG.SEND.box") is None
+    assert gate.answers_to("_INBOX.alice.x.1") == "alice"
+    assert gate.answers_to("_INBOX.alice") is None
+    assert gate.answers_to("_R_.abc.x") is None
 
 
 # -- ownership on a real engine -------------------------------------------------------------------
@@ -552,11 +554,11 @@ async def test_the_gate_drops_a_reply_aimed_at_another_inbox(store):
 
 def test_the_refusals_are_the_contracts_words():
     """The wire contract of #53: the client side matches on these words."""
-    assert json.loads(ids.PLAIN_REFUSAL) == {
+    assert json.loads(gate.PLAIN_REFUSAL) == {
         "error": "mq9 identities: this broker serves credentialed agents on "
         "$mq9.U.<id>.<subject without $mq9.>; connect with a credential (docs/security.md)"
     }
-    assert json.loads(ids.REVOKED) == {
+    assert json.loads(gate.REVOKED) == {
         "error": "credential revoked: ask the broker's operator for a new one"
     }
 

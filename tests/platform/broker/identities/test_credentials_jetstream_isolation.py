@@ -33,8 +33,8 @@ from mq9_broker.identities.callout import (
     Issuer,
     broker_urls,
 )
+from mq9_broker.identities.gate import MARKER, PRINCIPAL_WILDCARD
 from mq9_broker.identities.kv_store import identities_bucket
-from mq9_broker.identities.ownership import MARKER, PRINCIPAL_WILDCARD
 from mq9_broker.storage.jetstream import DEFAULT_NAME, Layout, token
 from mq9_wire import protocol as p
 from mq9_wire.protocol import names

@@ -14,7 +14,8 @@ import json
 import nats
 import pytest
 
-from mq9_broker.identities.ownership import MARKER, WAKE_FAILED, digest
+from mq9_broker.identities.gate import MARKER
+from mq9_broker.identities.ownership import WAKE_FAILED, digest
 from mq9_broker.identities.store import IdentityStore, identities_file
 from mq9_platform.a2a import mail as wire
 from mq9_platform.groups import dead_letters, leases

@@ -14,7 +14,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from mq9_broker import BrokerEngine
-from mq9_broker.identities.ownership import FETCH_BODY_REMEMBERED, Identities
+from mq9_broker.identities.gate import Identities
+from mq9_broker.identities.owners import FETCH_BODY_REMEMBERED
 from mq9_broker.identities.store import IdentityStore
 from mq9_platform.groups import leases
 from mq9_wire import protocol as p

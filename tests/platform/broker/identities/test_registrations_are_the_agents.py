@@ -27,8 +27,8 @@ from mq9_broker.cli.metrics import broker_endpoint
 from mq9_broker.config import BrokerConfig
 from mq9_broker.engine.engine import Engine
 from mq9_broker.engine.limits import BrokerLimits
+from mq9_broker.identities.gate import Identities
 from mq9_broker.identities.kv_store import KvIdentityStore
-from mq9_broker.identities.ownership import Identities
 from mq9_broker.identities.store import IdentityStore
 from mq9_platform import Mq9Client
 from mq9_wire import protocol as p

@@ -25,7 +25,8 @@ from nats.aio.msg import Msg
 
 from mq9_broker import Broker, BrokerConfig, BrokerEngine
 from mq9_broker.engine.engine import Engine
-from mq9_broker.identities.ownership import WAKE_FAILED, Identities, digest
+from mq9_broker.identities.gate import Identities
+from mq9_broker.identities.ownership import WAKE_FAILED, digest
 from mq9_broker.identities.store import IdentityStore
 from mq9_broker.storage import SqliteStorage
 from mq9_broker.storage.jetstream import ClusterStore
