@@ -261,7 +261,7 @@ def on_bundled_broker(**options) -> dict[str, int]:
     import nats
 
     from mq9_broker import BrokerEngine, serve_on_nats
-    from mq9_broker.nats_servers.processes import start_nats_server
+    from mq9_wire.nats_floor.server_process import start_nats_server
 
     async def serving(url: str) -> dict[str, int]:
         connection = await nats.connect(url)

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import NatsProcess, start_nats_server
+from mq9_wire.nats_floor.server_process import NatsProcess, start_nats_server
 from testbed.ports import unclaimed_port
 
 from .responders import CONTROL

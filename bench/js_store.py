@@ -47,7 +47,7 @@ from typing import Any
 import nats
 
 from bench.js_cluster import JetStreamCluster
-from langchain_mq9 import Mq9Client
+from mq9_platform import Mq9Client
 from mq9_broker.storage.jetstream import ClusterStore, Layout, token
 from mq9_broker.storage.jetstream.mapping import NO_KEY, frame
 from mq9_broker.storage.jetstream.requests import Requests

@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import find_nats_server
+from mq9_wire.nats_floor.server_process import find_nats_server
 
 from .results import Check, Section
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from mq9_broker.nats_servers.processes import spawn_env
+from mq9_wire.nats_floor.server_process import spawn_env
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 READY = "mq9 dev broker ready on "

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import find_nats_server, spawn_env
+from mq9_wire.nats_floor.server_process import find_nats_server, spawn_env
 from testbed.ports import ServerExited, read_ports, unclaimed_port
 
 START_TIMEOUT = 30.0  # a busy 2-core machine

@@ -1,5 +1,5 @@
 """A plain nats-server on loopback on the port the system gives it: ``start_nats_server`` as
-``mq9_broker.nats_servers.processes`` has it (the same arguments, the same
+``mq9_wire.nats_floor.server_process`` has it (the same arguments, the same
 ``NatsProcess``), less the race of a port asked of the system first and bound later."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import (
+from mq9_wire.nats_floor.server_process import (
     LARGEST_MAX_PAYLOAD,
     NatsProcess,
     find_nats_server,

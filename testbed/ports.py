@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mq9_broker.nats_servers.processes import listed_ports
+from mq9_wire.nats_floor.server_process import listed_ports
 
 
 class ServerExited(RuntimeError):

@@ -97,7 +97,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("broker/mq9_broker/cli/dev_broker.py", "_ArgumentGroup"): (
         "the type add_argument_group returns: argparse names no public one"
     ),
-    ("broker/mq9_broker/nats_servers/processes.py", "_exit"): (
+    ("wire/mq9_wire/nats_floor/server_process.py", "_exit"): (
         "os._exit, documented: a forked child leaves without running the parent's cleanup"
     ),
 }

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from mq9_broker.nats_servers.processes import spawn_env
+from mq9_wire.nats_floor.server_process import spawn_env
 
 STARTS = 150  # each of three threads: enough that a bare env=None fails many here
 

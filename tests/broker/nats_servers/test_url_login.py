@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mq9_broker.nats_servers.processes import server_urls, url_login
+from mq9_wire.nats_floor.server_process import server_urls, url_login
 
 LOGGED = "nats://mq9-broker:mq9-3fa0@h1:4222,nats://mq9-broker:mq9-3fa0@h2:4222"
 

@@ -20,7 +20,7 @@ from console_world import TOKEN, World, browser, shoot
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.limits import BrokerLimits
-from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES
+from mq9_cli.console.pages import MESSAGE_PREVIEW_BYTES
 from mq9_platform import Mq9Client
 from mq9_platform.client.transport import MemoryTransport
 

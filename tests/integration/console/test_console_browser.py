@@ -10,7 +10,7 @@ from langgraph.types import interrupt
 
 from langchain_mq9 import serve_agent
 from mq9_cli import overview
-from mq9_cli.console.app import MESSAGE_PREVIEW_BYTES
+from mq9_cli.console.pages import MESSAGE_PREVIEW_BYTES
 from mq9_platform import AgentCaller
 from mq9_platform.groups.reader import GroupReader
 from testbed.support.a2a_support import text_graph, text_io

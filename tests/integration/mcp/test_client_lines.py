@@ -284,7 +284,7 @@ def test_a_busy_http_port_says_what_to_do():
 
 
 def test_nats_server_missing_advice_works_outside_a_clone(tmp_path, monkeypatch):
-    import mq9_broker.nats_servers.processes as nats_process
+    import mq9_wire.nats_floor.server_process as nats_process
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)

@@ -5,7 +5,7 @@ embeds a user-defined model (wire/mq9_wire/semantic/model_dir.py says how).
 The directory used here is all-MiniLM-L6-v2 laid out that way (bench/discovery.py's
 ``minilm_directory``: the semantic extra's ONNX file and a tokenizer.json built from its
 vocabulary): the model we can check every step against. The tests that load it and embed with
-it are slow: tests/wire/semantic/test_model_dir_loaded.py (#78).
+it are slow: tests/broker/semantic/test_model_dir_loaded.py (#78).
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from mq9_broker.nats_servers.processes import LARGEST_MAX_PAYLOAD
 from mq9_platform import Mq9Client
 from mq9_wire import protocol as p
+from mq9_wire.nats_floor.server_process import LARGEST_MAX_PAYLOAD
 from testbed.ports import unclaimed_port
 from testbed.support.devbroker_helpers import DevBroker, port_open, process_alive, wait_until
 from testbed.support.raw_nats import CRLF, RawPeer, frame

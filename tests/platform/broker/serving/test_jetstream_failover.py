@@ -6,7 +6,7 @@ changes) is refused at start in clear words, until 'state import' moved it
 (tests/platform/broker/cli/test_jetstream_history.py moves one). The chaos lane of the cluster
 store (nodes
 and brokers SIGKILLed under writers and competing readers) is bench/js_chaos.py's
-(tests/broker/serving/test_jetstream_cluster_chaos_count.py).
+(tests/platform/broker/serving/test_jetstream_cluster_chaos_count.py).
 """
 
 from __future__ import annotations

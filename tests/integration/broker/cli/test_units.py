@@ -35,7 +35,7 @@ from testbed.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow  # runs systemd's tools and three nats-servers
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DEPLOY = REPO / "docs" / "deploy.md"  # the node files; the walk-through is deploy-systemd.md
 WALKED = REPO / "docs" / "deploy-systemd.md"
 UNITS = REPO / "packaging" / "systemd"
@@ -43,7 +43,7 @@ BIN = Path(sys.executable).parent
 NATS_UNIT = "nats-server@.service"
 NODES = ("node1", "node2", "node3")
 PORTS = ("4222", "4223", "4224", "6222", "6223", "6224", "8222", "8223", "8224")
-WALKTHROUGH = "tests/broker/cli/test_units.py runs it"
+WALKTHROUGH = "tests/integration/broker/cli/test_units.py runs it"
 FILE_BLOCK = re.compile(
     r"<!-- deploy-file: (?P<name>\S+) -->\n```\w*\n(?P<body>.*?)^```", re.S | re.M
 )
