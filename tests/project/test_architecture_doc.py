@@ -93,7 +93,7 @@ def layout() -> ModuleType:
 
 @cache
 def cli_layout() -> ModuleType:
-    return _load(ROOT / "tests" / "cli" / "test_cli_layout.py")
+    return _load(ROOT / "tests" / "integration" / "cli" / "test_cli_layout.py")
 
 
 @cache

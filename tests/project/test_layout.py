@@ -2,7 +2,7 @@
 circle, the protocol imports nothing above it, and each part imports only the parts below it,
 across the distributions too (mq9-wire at the bottom; mq9-broker and mq9-platform on it; the
 faces, langchain-mq9 and mq9-mcp, on the platform: tests/project/test_distributions.py holds
-the distributions one-way). mq9-cli's ``mq9_cli`` is held by tests/cli/test_cli_layout.py.
+the distributions one-way). mq9-cli's ``mq9_cli`` is held by tests/integration/cli/test_cli_layout.py.
 
 Every import counts, wherever it stands (inside a function, under ``TYPE_CHECKING``): a lazy
 import is still a dependency a reader must follow. ``python tests/project/test_layout.py``

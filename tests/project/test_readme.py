@@ -24,7 +24,7 @@ def command_after(marker: str) -> str:
 
 def test_ci_runs_the_readme_test_command():
     command = command_after("test-command")
-    assert command.endswith("python -m pytest -q")
+    assert command.endswith("python -m testbed.suite")
     assert "test-command" in (ROOT / ".ci" / "run").read_text()
 
 
