@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The distributions' folders: mq9-wire, mq9-broker, mq9-platform, mq9-mcp and mq9-cli (faces/),
+# The distributions' folders: mq9-wire, mq9-broker, mq9-platform, mq9-mcp (mcp_server/), mq9-cli (faces/),
 # and langchain-mq9's package (its pyproject.toml is the root's)
-FOLDERS = ("wire", "broker", "platform", "faces", "langchain_mq9")
+FOLDERS = ("wire", "broker", "platform", "mcp_server", "faces", "langchain_mq9")
 ISSUE_NUMBER = re.compile(r"#[0-9]{2,3}\b")
 # Build outputs and caches beside the sources are no one's code
 SKIPPED = {"__pycache__", "build", "dist", "node_modules"}
