@@ -1,4 +1,4 @@
-"""The A2A gateway (issue #63): an HTTP A2A call through ``mq9-a2a-gateway`` to an mq9 agent,
+"""The A2A gateway: an HTTP A2A call through ``mq9-a2a-gateway`` to an mq9 agent,
 against the same call made directly to an HTTP A2A agent, both on loopback.
 
 The agent is one a2a-sdk ``AgentExecutor`` (it answers the text in capitals) served two ways:
@@ -8,9 +8,9 @@ gateway, with the dev broker's engine on a real nats-server, announcing arrivals
 the same a2a-sdk client, a blocking SendMessage each round, rounds interleaved. 16a has the
 agent answer at once (the gateway's whole cost); 16b gives it 1 s of work, as an agent that
 calls a model takes. 16c is the spread of 16a's calls with the agent in a process of its own
-(as deployed): their p99 against their p50 over 200 calls (issue #70: before the gateway
-listened from before each send, an answer announced while its send had not returned was heard
-by no one, and that call waited the 1 s sweep). A figure gives 16a without announcements (both
+(as deployed): their p99 against their p50 over 200 calls (the gateway listens from before
+each send: else an answer announced while its send had not returned would be heard by no one,
+and that call would wait the 1 s sweep). A figure gives 16a without announcements (both
 sides poll: RobustMQ's way).
 """
 

@@ -1,4 +1,4 @@
-"""Agent calls (issue #24): LLM steps per delegation, and the time from a call to its result.
+"""Agent calls: LLM steps per delegation, and the time from a call to its result.
 
 10a counts the tool calls (each one an LLM step) the delegation of ``examples/two_agents.py``
 takes: on the raw mailbox tools, as that example runs (both agents), against the call tools
@@ -124,7 +124,7 @@ async def _timings(url: str, rounds: int) -> tuple[list[float], list[float]]:
     tag = str(time.time_ns())
     raw_box, reply_box = f"bench.raw.{tag}", f"bench.raw.{tag}.replies"
     # a bound, not a figure (the figures are the calls' medians): a clean-clone run at load
-    # left an agent's registration unanswered past the client's 5 s (session 34)
+    # left an agent's registration unanswered past the client's 5 s
     async with (
         Mq9Client(url, request_timeout=SETUP_TIMEOUT) as callee,
         Mq9Client(url, request_timeout=SETUP_TIMEOUT) as caller_client,

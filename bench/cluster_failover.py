@@ -1,4 +1,4 @@
-"""The cluster failover runs (issues #28, #45): SENDs to a mailbox of a running RobustMQ
+"""The cluster failover runs: SENDs to a mailbox of a running RobustMQ
 cluster, **the node that holds the mailbox's shard** killed part-way and started again, then
 every message the broker acknowledged looked for on every node. Nothing here starts or builds
 RobustMQ: start the cluster by hand (docs/deploy-robustmq.md) and say how to kill and start a

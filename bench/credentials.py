@@ -1,4 +1,4 @@
-"""Per-agent credentials (issue #53): what an agent's SEND and FETCH cost on a dev broker that
+"""Per-agent credentials: what an agent's SEND and FETCH cost on a dev broker that
 enforces them, against the open dev broker.
 
 Two ``mq9-dev-broker`` processes run side by side, each with its own nats-server: the open one

@@ -1,11 +1,11 @@
-"""Target 11: agent discovery by meaning (issues #25, #39, #65).
+"""Target 11: agent discovery by meaning.
 
 Retrieval quality on the labeled set ``tests/data/discovery_set.json`` (50 A2A cards, 150
 queries: keywords, paraphrases that share no word stem with their card, and the skill's name
 in another language), on set B (``discovery_set_b.json``, 24 cards, 72 queries) and on the
 development set (``discovery_dev.json``: 65 cards of other roles, 325 queries of the held-out
 set's kinds), the three the ranking is chosen on, and on the held-out set
-(``discovery_heldout.json``, issue #65: 63 cards of 16 fields, 300 queries, a third in other
+(``discovery_heldout.json``: 63 cards of 16 fields, 300 queries, a third in other
 languages and a third in a field's jargon; scored, never tuned on): recall@1 and mean
 reciprocal rank of each ranking shipped: lexical (no extra), the default ``semantic``
 extra's two models together, each of them alone (its multilingual model; all-MiniLM-L6-v2,
@@ -15,8 +15,8 @@ embeddings cost: CPU to register a card (embedded once, at REGISTER) and a ``sem
 DISCOVER over 10,000 agents. What checking search answers against the listing costs on
 RobustMQ (11f, 11g: ``bench/ghost_check.py``). What the client's re-rank gains and costs
 (``rerank_gain(url, set)``: a RobustMQ at ``MQ9_ROBUSTMQ_URL``, else in process). What
-standardising each model's cosines per query does to the default pair (issue #107:
-``standardisation``; ``python -m bench.discovery`` prints it alone, the held-out set only
+standardising each model's cosines per query does to the default pair
+(``standardisation``; ``python -m bench.discovery`` prints it alone, the held-out set only
 with ``--held-out``).
 
 ``tests/wire/semantic/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
@@ -44,12 +44,12 @@ from mq9_wire.semantic.pair import PairEmbedder
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SET_FILE = DATA / "discovery_set.json"
-# The second set (issue #39): written before any ranking ran on it; tuned on since #65
+# The second set: written before any ranking ran on it; tuned on since the held-out set came
 SET_B_FILE = DATA / "discovery_set_b.json"
-# The held-out set (issue #65): written after the ranking, by another method than the two
+# The held-out set: written after the ranking, by another method than the two
 # above, and never tuned on: nothing in the ranking may be chosen by its figures
 HELDOUT_FILE = DATA / "discovery_heldout.json"
-# The development set (issue #65): cards of roles in none of the sets above and queries of the
+# The development set: cards of roles in none of the sets above and queries of the
 # held-out set's four kinds, written without reading the held-out queries; tuned on
 DEV_FILE = DATA / "discovery_dev.json"
 TUNING_FILES = (SET_FILE, SET_B_FILE, DEV_FILE)  # what the ranking may be chosen by
@@ -80,7 +80,7 @@ def registry_of(
 ) -> AgentRegistry:
     """A registry holding ``cards``, ranking with ``embedder`` (None: lexically), fusing in
     shared words unless ``hybrid`` is off (the cosine alone, as RobustMQ ranks), each model
-    of the default pair standardised per query when ``standardise`` is on (issue #107)."""
+    of the default pair standardised per query when ``standardise`` is on."""
     registry = AgentRegistry(embedder=embedder, hybrid=hybrid, standardise=standardise)
     for card in cards:
         registry.register(AgentEntry.make(card["name"], p.encode(card).decode(), 0))
@@ -240,7 +240,7 @@ SETS = {"project set": SET_FILE, "set B": SET_B_FILE, "dev set": DEV_FILE}
 
 
 def standardisation(model: Any, held_out: bool = False) -> dict[str, dict[str, Scores]]:
-    """Issue #107: the default pair (``model``) with and without each model's cosines
+    """The default pair (``model``) with and without each model's cosines
     standardised per query (``AgentIndex.standardise``), hybrid and by the cosine alone, on
     the three sets tuned on (what keeps or drops it), and the held-out set when ``held_out``
     (scored, never chosen by). By set, then label."""
@@ -257,14 +257,14 @@ def standardisation(model: Any, held_out: bool = False) -> dict[str, dict[str, S
             for standardise in (False, True)
         }
         registry = registry_of(cards, model)
-        found[name]["z-scores averaged, the word share added to them (as the issue put it)"] = (
+        found[name]["z-scores averaged, the word share added to them (not shipped)"] = (
             evaluate(lambda q, r=registry: _zscores_plus_share(r, model, q), data["queries"])
         )
     return found
 
 
 def _zscores_plus_share(registry: AgentRegistry, model: PairEmbedder, query: str) -> list[str]:
-    """The issue's form of the standardisation (not shipped): the mean of the two models'
+    """A second form of the standardisation, not shipped: the mean of the two models'
     z-scores, plus HYBRID_WEIGHT times the word share as it stands, a share of a z-score rather
     than of a cosine. A query the English model is not asked for: the multilingual model's
     z-score. Card names, best first (registration order on ties)."""
@@ -772,7 +772,7 @@ def run(cfg: Any) -> Any:
             ratio_label="recall / target",
             why=no_other,
         )
-    # issue #107: standardised per query, or not (a minute of CPU: not in a quick run)
+    # standardised per query, or not (a minute of CPU: not in a quick run)
     if isinstance(other_model, PairEmbedder) and not cfg.quick:
         section.figures += standardisation_figures(other_model, held_out=True)
     _rerank_figures(section, cfg, data_b, other is not None)
@@ -828,10 +828,10 @@ NOTE = (
     "Portuguese, Chinese, Japanese or Korean), set B (tests/data/discovery_set_b.json, 24 "
     "cards of other domains, 72 queries: keywords and jargon, paraphrases in the user's own "
     "words, requests in another language; written before any ranking ran on it), and the "
-    "development set (tests/data/discovery_dev.json, issue #65: 65 cards of roles in none of "
+    "development set (tests/data/discovery_dev.json: 65 cards of roles in none of "
     "the other sets, 325 queries of the held-out set's four kinds, written without reading its "
     "queries), and the "
-    "held-out set (tests/data/discovery_heldout.json, issue #65: 63 cards of 16 fields, 300 "
+    "held-out set (tests/data/discovery_heldout.json: 63 cards of 16 fields, 300 "
     "queries: 50 keywords, 50 paraphrases, 100 in another language than the card (Chinese, "
     "Spanish, German, French, Japanese, Portuguese, Italian, Korean), 100 in a field's jargon; "
     "cards written from role descriptions, queries later from task scenarios; never tuned "
@@ -858,8 +858,8 @@ NOTE = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.discovery [--held-out]``: issue #107's measurement alone, the default
-    pair with and without its cosines standardised per query, in seconds of CPU."""
+    """``python -m bench.discovery [--held-out]``: the standardisation's measurement alone,
+    the default pair with and without its cosines standardised per query, in seconds of CPU."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.discovery", description=main.__doc__)

@@ -1,4 +1,4 @@
-"""Targets 11f and 11g: what checking search answers against the listing costs (issue #40).
+"""Targets 11f and 11g: what checking search answers against the listing costs.
 
 On RobustMQ the client keeps a search hit only if the registry's listing names it
 (``platform/mq9_platform/client/live_search.py``). The listing is read at most once per

@@ -1,4 +1,4 @@
-"""Target 9: what one hostile client costs the honest ones (issue #12's load items).
+"""Target 9: what one hostile client costs the honest ones.
 
 Each measure is a module of its own with ``measure(quick) -> (checks, figures, notes)``; every
 ratio is the honest client's figure with the hostile one beside it against without, taken side

@@ -1,4 +1,4 @@
-"""9i (issue #106, item 3): another client's SEND while one client keeps COUNTs of a large
+"""9i: another client's SEND while one client keeps COUNTs of a large
 mailbox in flight, on ``mq9-dev-broker`` (a process, on its nats-server, the memory store).
 
 A COUNT (``$mq9.AI.MSG.COUNT.<mailbox>``, the console's count of a mailbox's lanes, which it
@@ -217,7 +217,7 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     ]
     notes = [
         f"9i: a client keeps {IN_FLIGHT} COUNTs of one {messages:,}-message mailbox in flight "
-        "(issue #106: before, each walked the mailbox in the broker's read loop); beside it, "
+        "(none may walk the mailbox in the broker's read loop); beside it, "
         "for the figure, another keeps as many QUERYs of one message in flight."
     ]
     return [check], figures, notes

@@ -1,4 +1,4 @@
-"""9d: no request holds the dev broker's loop (issue #35).
+"""9d: no request holds the dev broker's loop.
 
 ``mq9-dev-broker`` (a process, on its nats-server) serves an honest client that SENDs to its
 own mailbox, back to back, and times each SEND; a second process sends the heaviest valid
@@ -8,10 +8,10 @@ DISCOVER with a query as large as the broker takes (64 KiB), the listing of a re
 REGISTRY agents, and a QUERY of 64 KiB of tags on a mailbox of TAGGED messages. The variants
 take turns in blocks (``measure.interleave_async_blocks``); the figure is the honest SEND's p99
 under each kind against with nothing else running, and the check is the worst kind: target
-<= 2x. Before #35 one 12 MB semantic query held the loop 36.6 s and a REGISTER embedded its
-card there.
+<= 2x: neither a large semantic query nor a REGISTER's embedding of its card may run on the
+loop.
 
-9e (issue #52): the same honest SEND under a rotating-inbox flood: a client publishing
+9e: the same honest SEND under a rotating-inbox flood: a client publishing
 FLOOD_BURST QUERYs of 16 KiB of tags at once, each under a reply inbox of its own (a requester
 of its own for the broker's turns), awaiting every answer, again and again. Target <= 2x idle.
 """
@@ -42,7 +42,7 @@ TARGET = 2.0
 QUERY_BYTES = 64 * 1024 - 64  # a query as large as a DISCOVER body may be, with its JSON
 CARD_BYTES = 64 * 1024 - 512  # a card as large as the broker keeps
 KINDS = ("register", "semantic", "text", "listing", "query")
-# Issue #52's flood: costly requests published at once, each under a new reply inbox. Each a
+# The flood: costly requests published at once, each under a new reply inbox. Each a
 # QUERY of 16 KiB of tags (costly above 4 KiB): a burst of 1,000 of 64 KiB would be 64 MB in
 # flight to the broker's one connection, nats-server's max_pending for it (a flood of bytes,
 # which would hold any request behind it, not of work)
@@ -111,7 +111,7 @@ async def _paused(running: threading.Event, quiet: threading.Event) -> bool:
 
 
 async def _flood(nc, burst: int, running: threading.Event, quiet: threading.Event) -> None:
-    """Issue #52's flooder: while ``running``, ``burst`` QUERYs of 16 KiB of tags published at
+    """The flooder: while ``running``, ``burst`` QUERYs of 16 KiB of tags published at
     once, each under a reply inbox of its own, then every answer awaited; "off" once the burst
     under way is answered. Counts what was refused, on stderr at the end."""
     await _tagged_mailbox(nc, FLOOD_BOX)
@@ -385,7 +385,8 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     notes.append(
         f"9e: the flooder publishes {burst} QUERYs of 16 KiB of tags at once on a "
         f"mailbox of {TAGGED:,} messages, each under a reply inbox of its own, and awaits every "
-        "answer before the next burst (issue #52: before the bound in all, each ran at once)."
+        "answer before the next burst (the broker bounds costly requests in all, so a burst waits "
+        "its turn rather than each running at once)."
     )
     return [check, flood_check], figures, notes
 

@@ -1,4 +1,4 @@
-"""9a, 9c: what one hostile client can do to everyone else on the bundled broker (issue #12).
+"""9a, 9c: what one hostile client can do to everyone else on the bundled broker.
 
 The engine answers every request on one loop, so a request that costs a lot stalls every
 client queued behind it. Both checks run the engine in process (``BrokerEngine.handle``) and
@@ -177,7 +177,7 @@ def measure(quick: bool) -> tuple[list[Check], list[tuple[str, str]], list[str]]
     notes = [
         "9a: the honest client's SEND goes to its own mailbox; the hostile QUERYs find "
         "nothing, by tags that no message carries and over messages whose TTL ended.",
-        "9c: before #12 a card just under 1 MiB made every default DISCOVER fail; now a card "
+        "9c: a card just under 1 MiB would make every default DISCOVER fail; a card "
         "is at most max_card_bytes (64 KiB) and an answer holds the agents that fit.",
     ]
     return [send, discover], send_figures + discover_figures, notes

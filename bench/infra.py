@@ -23,8 +23,8 @@ from .responders import CONTROL
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 # a responder's set-up command (command): a bound, not a speed; a JetStream store's first
-# set-up on a cluster just formed took over 120 s once, a clean-clone suite at load on 2 cores
-# (session 41), within the smoke run's 600 s
+# set-up on a cluster just formed took over 120 s once, a clean-clone suite at load on 2 cores,
+# within the smoke run's 600 s
 SWITCH_TIMEOUT = 240.0
 
 

@@ -1,4 +1,4 @@
-"""A broker on the cluster store, as a process (issue #72): ``Engine`` answering mq9
+"""A broker on the cluster store, as a process: ``Engine`` answering mq9
 requests on ``$mq9.AI.>`` in the queue group ``mq9-brokers``, so any number of them serve one
 layout at once and NATS hands each request to one. For the tests and the bench until the
 cluster store is ``mq9-dev-broker --store jetstream`` (docs/broker.md, the design's status).
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--served", action="store_true", help="through serve_on_nats")
     parser.add_argument("--count", action="store_true", help="count the head reads")
     parser.add_argument("--uvloop", action="store_true", help="on uvloop's event loop")
-    parser.add_argument("--streams", type=int, help="the layout's message streams (#81)")
+    parser.add_argument("--streams", type=int, help="the layout's message streams")
     args = parser.parse_args(argv)
 
     async def run() -> None:

@@ -1,4 +1,4 @@
-"""The chaos lane of the cluster store (issue #72): SIGKILLs of servers and brokers while two
+"""The chaos lane of the cluster store: SIGKILLs of servers and brokers while two
 brokers serve one mailbox to writers and competing readers.
 
 Three JetStream nats-servers on loopback, one R3 layout, two broker processes
@@ -19,16 +19,16 @@ writers and readers go on while a process starts.
 
     python -m bench.js_chaos --rounds 30 --readers 2 --out js_chaos.json
 
-``--streams N``: the layout's mailboxes over N message streams (#81); the lane's mailbox is in
+``--streams N``: the layout's mailboxes over N message streams; the lane's mailbox is in
 one of them, the kills hit every stream's replicas.
 
-``--keys`` (#90): each SEND carries an idempotency key (its payload), and a SEND that raised
+``--keys``: each SEND carries an idempotency key (its payload), and a SEND that raised
 is sent again with its key until it is answered, as a caller who must not lose it would: the
 lane then counts payloads stored twice (handed out under two msg_ids) beside those lost.
 
-``--group`` (#98, item 9): the readers are ``GroupReader``s of the group WITHOUT worker names,
+``--group``: the readers are ``GroupReader``s of the group WITHOUT worker names,
 all on ONE client (docs/groups.md's invariant 9: a returned ``done`` holds for every reader of
-the client), with ``--writers`` writers (the issue's lane: 4 and 4). The client records every
+the client), with ``--writers`` writers (4 and 4 make the lane). The client records every
 ACK it sends and how it ended (``acks``: sent, unanswered, sent below one sent before) and
 every FETCH answer holding a message at or below the highest ACK its readers had answered when
 the FETCH was sent (``answers_behind_an_answered_ack``: the group's position as a broker read
@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with JetStreamCluster(3) as cluster:
         urls = cluster.urls
         stream = f"X{uuid.uuid4().hex[:8]}"
-        # (--streams: the layout's message streams, #81; the brokers, restarted too, adopt it)
+        # (--streams: the layout's message streams; the brokers, restarted too, adopt it)
         setup = await open_layout(urls, stream, args.streams)
         await setup.close()
         brokers = [BrokerProcess(urls, stream, 3), BrokerProcess(urls, stream, 3)]

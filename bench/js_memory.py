@@ -1,4 +1,4 @@
-"""A broker's memory and start time against the messages its cluster store holds (issue #72),
+"""A broker's memory and start time against the messages its cluster store holds,
 side by side in one run.
 
 Three JetStream nats-servers clustered on loopback (each store in a temporary directory), two

@@ -1,4 +1,4 @@
-"""A FETCH's reads against the size of its mailbox: what they cost the servers (session 29).
+"""A FETCH's reads against the size of its mailbox: what they cost the servers.
 
 One JetStream nats-server on loopback, one cluster store on it, one mailbox filled to each of
 ``--sizes`` messages in turn (200 bytes each, every 50th critical, the rest normal). At each
@@ -17,8 +17,8 @@ grows with its mailbox walks or counts every message of it (docs/broker.md, "A r
 backlog"), one that does not finds what it reads in the servers' subject index.
 
 ``--against DIR``: DIR's checkout measured the same way, in a process of its own on a server of
-its own, after this one's (its ``read_lanes`` took the mailbox's last sequence before session
-29, its mark since: either is called as it asks).
+its own, after this one's (an older ``read_lanes`` takes the mailbox's last sequence, a newer
+one its mark: either is called as it asks).
 
     python -m bench.js_reads --sizes 1000,16000,64000 --rounds 200
     python -m bench.js_reads --against /tmp/base --out /tmp/js_reads.json
@@ -60,7 +60,7 @@ async def _measure(sizes: list[int], rounds: int) -> dict[str, dict[str, dict[st
     from mq9_broker.storage.mailbox_store import Mark
     from mq9_wire.protocol import Priority
 
-    # a checkout before session 29 reads its lanes as of a sequence, one since as of a mark
+    # an older checkout reads its lanes as of a sequence, a newer one as of a mark
     by_mark = inspect.signature(ClusterStore.read_lanes).parameters["upto"].annotation == "Mark"
     results: dict[str, dict[str, dict[str, float]]] = {}
     with JetStreamCluster(1) as cluster:

@@ -1,4 +1,4 @@
-"""Brokers that add up (issue #81): the cluster store's SEND, FETCH and ACK through 1, 2 and 4
+"""Brokers that add up: the cluster store's SEND, FETCH and ACK through 1, 2 and 4
 brokers at once, and what each operation costs every process.
 
 Three JetStream nats-servers clustered on loopback, one R3 layout, ``--brokers`` broker
@@ -28,7 +28,7 @@ under cProfile, its figures in ``FILE.<n>.prof`` (n from 0, in the order started
 checkout of the project, its ``.venv``) alternated N times an operation on one cluster: two
 versions' CPU an operation side by side, on a machine whose load moves (``--against
 uvloop``: this checkout's broker on asyncio's loop against it on uvloop's). ``--credentials``:
-the credentialed path against the open one (#81's 1.1x): two clusters, one configured as
+the credentialed path against the open one: two clusters, one configured as
 ``mq9-dev-broker credentials setup`` says, each served by ``mq9-dev-broker --store jetstream``
 (``--credentials DIR`` on the second), the clients logged in with one agent's credential there,
 the two sides alternated ``--rounds`` times an operation for each ``--brokers`` count
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="another checkout: its broker alternated")
     parser.add_argument("--rounds", type=int, default=4, help="with --against: pairs an op")
     parser.add_argument(
-        "--streams", type=int, help="the layout's message streams (#81; default: 1)"
+        "--streams", type=int, help="the layout's message streams (default: 1)"
     )
     parser.add_argument(
         "--credentials", action="store_true", help="open against enforcing dev brokers"

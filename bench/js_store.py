@@ -1,4 +1,4 @@
-"""The cluster store against raw JetStream, side by side in one run (issue #72).
+"""The cluster store against raw JetStream, side by side in one run.
 
 Three JetStream nats-servers clustered on loopback, one R3 layout (``ClusterStore``), one
 broker process on it (``bench.js_broker``). Alternating, for ``--seconds`` each, with
@@ -136,8 +136,8 @@ def mailbox_names(count: int) -> list[str]:
 
 
 async def open_layout(urls: list[str], stream: str, streams: int | None = None) -> nats.NATS:
-    """A connection to the cluster once the store's streams (``streams`` message streams:
-    #81) and buckets (R3) are made there, tried again while the forming cluster elects its
+    """A connection to the cluster once the store's streams (``streams`` message
+    streams) and buckets (R3) are made there, tried again while the forming cluster elects its
     JetStream leader (up to 120 s); the js_* benches share it."""
     setup = await nats.connect(urls)
     deadline = time.monotonic() + 120
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stored", type=int, default=0)
     parser.add_argument(
-        "--streams", type=int, default=1, help="the layout's message streams (#81), 1 to 64"
+        "--streams", type=int, default=1, help="the layout's message streams, 1 to 64"
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="cProfile the broker into this file")

@@ -1,4 +1,4 @@
-"""What an idempotency key costs the broker (issue #90): the CPU seconds of SENDs with a key
+"""What an idempotency key costs the broker: the CPU seconds of SENDs with a key
 against the same SENDs without, answered by one engine in this process (the bench process is
 the broker: ``engine.handle`` straight, no client), on the memory store and on the cluster
 store (a one-node JetStream nats-server on loopback, whose own CPU is not counted: the

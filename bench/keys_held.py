@@ -1,7 +1,7 @@
-"""What a flood of idempotency keys costs a dev broker (issue #98 item 6): its resident memory as
+"""What a flood of idempotency keys costs a dev broker: its resident memory as
 one client sends keyed SENDs, each with a new key, to one mailbox that holds one message (an
-``mq9-key`` compacts it, so only the keys grow). Before #98 nothing bounded them: 100,000 took
-the broker from 356 to 431 MiB and kept it. Now ``--max-keys`` caps them; a key new past the cap
+``mq9-key`` compacts it, so only the keys grow). Unbounded, the keys would hold
+the broker's memory for good: ``--max-keys`` caps them; a key new past the cap
 is refused in one line, and the memory stops growing there.
 
     python -m bench.keys_held --sends 60000 --max-keys 20000

@@ -1,4 +1,4 @@
-"""9h: one local client against mq9-mcp's HTTP server (#35): another client's p99 latency while
+"""9h: one local client against mq9-mcp's HTTP server: another client's p99 latency while
 one client holds 300 connections that never finish their headers and keeps posting 150 MB
 bodies to a wrong Host, against the same client alone. Target <= 2x.
 

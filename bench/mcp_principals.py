@@ -1,4 +1,4 @@
-"""mq9-mcp's memory with many principals seen (issue #116): its resident memory as N principals
+"""mq9-mcp's memory with many principals seen: its resident memory as N principals
 of an identity provider, each a user signing in through a client of its own (what open
 registration lets anyone make), each with a broker credential file of its own, open a session
 and make one keyed ``send_message``. What a principal leaves behind is bounded: the owners

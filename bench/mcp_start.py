@@ -1,4 +1,4 @@
-"""mq9-mcp's start over stdio (#108): from the process's start to its first ``tools/list``
+"""mq9-mcp's start over stdio: from the process's start to its first ``tools/list``
 answer, as Claude Desktop, Cursor or any MCP client pays it each time it opens.
 
 Each run starts the ``mq9-mcp`` command afresh as a child of one MCP ``ClientSession`` (the

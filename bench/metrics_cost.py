@@ -1,4 +1,4 @@
-"""Issue #73: what ``--metrics`` costs a SEND, target at most 1.05x.
+"""What ``--metrics`` costs a SEND, target at most 1.05x.
 
 Two ``mq9-dev-broker`` processes, each on a nats-server of its own, the same but for
 ``--metrics 127.0.0.1:0`` on one; one client sends the same raw nats-py request (a SEND of 200

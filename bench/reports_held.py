@@ -1,7 +1,7 @@
-"""What a flood of REPORTs of made-up names costs a dev broker (issue #106 item 5): its resident
+"""What a flood of REPORTs of made-up names costs a dev broker: its resident
 memory before and after one client's REPORTs, each of a new name and a long ``report_info``,
-then one registered agent's REPORT. Before #106 each was kept for good: 4,000 of 60,000
-characters took the broker from 358 to 588 MiB. Now a report is kept only while its agent is
+then one registered agent's REPORT. Were each kept for good, the
+broker's memory would only grow: a report is kept only while its agent is
 registered, and the memory stays where it was.
 
     python -m bench.reports_held --reports 4000 --size 60000

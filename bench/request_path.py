@@ -1,4 +1,4 @@
-"""Target 14a (issue #55 item 6): one dev-broker request against a trivial NATS responder.
+"""Target 14a: one dev-broker request against a trivial NATS responder.
 
 The same raw nats-py request (a SEND of 200 bytes, no headers) goes to the canned responder
 (``bench.responders``: a fixed answer, no work) and to the dev broker as ``mq9-dev-broker

@@ -129,7 +129,7 @@ class Engine:
     async def on(self, options: dict) -> None:
         from mq9_broker import serve_on_nats
 
-        announce = bool(options.get("announce", False))  # arrivals on $mq9.WAKE.* (#62)
+        announce = bool(options.get("announce", False))  # arrivals on $mq9.WAKE.*
         if self.service is not None and self.service.announce != announce:
             await self.off()
         if self.service is None:

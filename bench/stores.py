@@ -1,9 +1,9 @@
-"""Target 14 (issue #55): the dev broker's request path and its stores.
+"""Target 14: the dev broker's request path and its stores.
 
 14a: one dev-broker request (SQLite store) against a trivial responder (``request_path``).
 
 14b: SEND latency under load on the JetStream store (``--store jetstream``: the cluster store,
-``Engine`` over a stream and buckets, issue #72), replicated 3 times on a 3-node
+``Engine`` over a stream and buckets), replicated 3 times on a 3-node
 JetStream cluster on loopback, against the SQLite store, both on this machine. The load:
 ``SENDERS`` raw nats-py SENDs of 200 bytes in flight at all times (each sender sends its next
 as soon as its last is answered) on one connection to the cluster's first server, which

@@ -29,13 +29,13 @@ from .results import Check, Section
 
 TITLE = "What the model reads: tool tokens (o200k) and strict-mode safety (target 8)"
 UPSTREAM_FIXTURE = Path(__file__).with_name("fixtures") / "upstream_langchain_mq9_tools.json"
-# Tokens for the eight default tools' OpenAI block (1,000 before issue #54; 700 before #90,
-# which gave send_message its idempotency_key: 9 tokens, the name alone, no words)
+# Tokens for the eight default tools' OpenAI block (send_message's idempotency_key takes 9 of
+# them: the name alone, no words)
 BUDGET = 710
 # mq9-mcp's tools/list of the same eight (outputSchema and annotations too): within 10% of
 # its own budget, the first one of the OpenAI block
 MCP_BUDGET, MCP_SLACK = 1000, 1.10
-# Measured the same way at commit ed9837f, before issue #13: the figures this replaced.
+# Measured the same way at commit ed9837f: the figures the tools' present shape replaced.
 BEFORE = {"openai": 2092, "mcp": 2613}
 
 
@@ -224,7 +224,7 @@ def run(cfg: Config) -> Section:
         "`convert_to_openai_tool` (and so `bind_tools`) makes of `Mq9Toolkit(...).get_tools()`; "
         "upstream's is its eight tools converted the same way, stored with its source in "
         f"`bench/fixtures/{UPSTREAM_FIXTURE.name}` ({source['repository']}, "
-        f"`{source['path']}` at {source['commit'][:12]}). Before issue #13 (commit ed9837f) "
+        f"`{source['path']}` at {source['commit'][:12]}). At commit ed9837f "
         f"the same counts were {BEFORE['openai']:,} (OpenAI) and {BEFORE['mcp']:,} "
         "(tools/list of the eight)."
     )
@@ -250,8 +250,9 @@ def run(cfg: Config) -> Section:
         "Answers (8d-8f) are counted the same way, on `memory://`, with default arguments and "
         f"settings (max_answer_chars {_default('max_answer_chars'):,}); payloads are JSON "
         "objects of plain English words, and a private "
-        "mailbox's random address is counted as one drawn address. Before issue #43 (commit "
-        f"ae3a006): {ANSWERS_BEFORE['200 B']} at 200 B; {ANSWERS_BEFORE['1000 B']} at 1 KB."
+        "mailbox's random address is counted as one drawn address. Before the answers' bounds "
+        f"and pages (commit ae3a006): {ANSWERS_BEFORE['200 B']} at 200 B; "
+        f"{ANSWERS_BEFORE['1000 B']} at 1 KB."
     )
     return section
 
@@ -262,7 +263,7 @@ ANSWER_BUDGET = 2000  # tokens: each default tool's answer, with default argumen
 BIG_FETCH_BUDGET = 6000  # tokens: a fetch of ten 4,000-character messages
 MAILBOX_MESSAGES = 150
 PAYLOAD_BYTES = (200, 1000)
-# Measured the same way before issue #43 (commit ae3a006): what the bounds and pages replaced.
+# Measured the same way at commit ae3a006: what the answers' bounds and pages replaced.
 ANSWERS_BEFORE = {
     "big fetch": 8308,
     "two_agents": 1138,
@@ -427,7 +428,7 @@ def answer_checks(enc: Any) -> tuple[list[Check], list[tuple[str, str]]]:
         Check(
             key="8e",
             title="fetch_messages of ten 4,000-character messages vs the budget — before "
-            f"issue #43: {ANSWERS_BEFORE['big fetch']:,}",
+            f"the bounds and pages: {ANSWERS_BEFORE['big fetch']:,}",
             ours_label="answer",
             ours=f"{big:,} tokens",
             baseline_label="budget",
@@ -439,7 +440,7 @@ def answer_checks(enc: Any) -> tuple[list[Check], list[tuple[str, str]]]:
         Check(
             key="8f",
             title="the whole tool traffic of examples/two_agents.py (calls and answers) vs "
-            "before issue #43",
+            "before the bounds and pages",
             ours_label="now",
             ours=f"{example:,} tokens",
             baseline_label="before",

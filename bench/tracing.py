@@ -1,4 +1,4 @@
-"""One trace across agents (issue #44): what carrying a trace costs the client's SEND and FETCH.
+"""One trace across agents: what carrying a trace costs the client's SEND and FETCH.
 
 Three variants of the same calls on the dev broker (the engine in its own process on a
 nats-server), rounds interleaved, and for the figures on ``memory://`` too (no network: the

@@ -1,4 +1,4 @@
-"""Mail that wakes its agent (issue #62, target 17): how long from a SEND to the webhook's
+"""Mail that wakes its agent (target 17): how long from a SEND to the webhook's
 POST, and what one waker costs watching many mailboxes.
 
 The broker is ``mq9-dev-broker`` (a process, on its nats-server), with ``--announce`` for the
@@ -290,7 +290,7 @@ def run(cfg: Config, network: object = None) -> Section:
         "A wake is a FETCH (has anything arrived?), a claim (SEND), the rules, claims and "
         "state read at once (QUERY: a removed rule wakes nothing), the count of what waits "
         "(a FETCH per 500 messages a lane), the POST, and the state written, which releases "
-        "the claim: 5 broker round trips (9 before #74) and one HTTP request. With "
+        "the claim: 5 broker round trips and one HTTP request. With "
         "polling, a mailbox costs one FETCH per interval whether mail came or not; with "
         "announcements, nothing until it does "
         "(and one FETCH per mailbox per 30 s sweep)."
