@@ -54,7 +54,7 @@ class Broker:
     @property
     def keeps_keys(self) -> bool:
         """Whether a SEND's idempotency key is kept (the bundled broker, every store): RobustMQ
-        keeps none, so there a replayed or retried send is stored again (#100, as the docs
+        keeps none, so there a replayed or retried send is stored again (as the docs
         say); a test of exactly once asserts what its broker does."""
         return self.transport != "robustmq"
 
@@ -68,7 +68,7 @@ class Broker:
 
     def copies(self, sends: int = 2) -> int:
         """What ``sends`` SENDs under one key store: one on a broker that keeps keys, each of
-        them on RobustMQ (#100)."""
+        them on RobustMQ."""
         return 1 if self.keeps_keys else sends
 
     @property
@@ -152,7 +152,7 @@ async def start_broker(
         return await _start_on_cluster(transport, nats_url, BrokerLimits(**limits))
     clock = ManualClock()
     engine = BrokerEngine(clock=clock, limits=BrokerLimits(**limits))
-    # loaded before it answers, as ``Broker`` loads it before it says ready (#54): else the
+    # loaded before it answers, as ``Broker`` loads it before it says ready: else the
     # first REGISTER loads it on the engine's worker thread (nice 10), which beside busy
     # processes on 2 cores took longer than the client's 5 s (once per process: cached)
     await asyncio.wrap_future(engine.load_model_soon())

@@ -36,7 +36,7 @@ class JetStreamServer:
     cluster_port: int | None = None
     routes: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
-    extra_config: str = ""  # appended to the config (the #53 tests: accounts, auth callout)
+    extra_config: str = ""  # appended to the config (the credentials tests: accounts, auth callout)
     # a name of this cluster's own: a route port of another cluster's, taken between ask and
     # bind (by a parallel worker), is refused by name instead of merging the two clusters
     cluster_name: str = "mq9js"

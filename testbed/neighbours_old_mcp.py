@@ -1,4 +1,4 @@
-"""mq9-mcp through the frameworks whose MCP clients need the MCP SDK 1.x (issue #107):
+"""mq9-mcp through the frameworks whose MCP clients need the MCP SDK 1.x:
 smolagents (``ToolCollection.from_mcp``, on mcpadapt) and crewai-tools (``MCPServerAdapter``, on
 mcpadapt too). They cannot share a virtualenv with mq9-mcp's ``mcp>=2.3``, so each runs from
 one of its own, as a user runs them, and this script drives them there (it imports nothing of

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # No property test fails for its pace: on a busy 2-core machine one example took 266 ms against
-# Hypothesis's default 200 ms deadline (#78); timing is never what these tests check. Loaded
+# Hypothesis's default 200 ms deadline; timing is never what these tests check. Loaded
 # here, before any test module is imported: a test's own @settings(...) copies it then.
 settings.register_profile("mq9", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("MQ9_HYPOTHESIS_PROFILE", "mq9"))
@@ -53,7 +53,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     ``-s``, runs in this process (0): workers started for nothing cost a shared machine their
     imports. The quick lane (``-m "not slow"``) takes one a core: its tests wait on nothing
     but this process's CPU, and each worker collects the lane again (on 2 cores at load 8-10,
-    2 workers spent 89 s of user CPU where 4 spent 140 s; #89). ``-n N`` asks for N;
+    2 workers spent less user CPU than 4). ``-n N`` asks for N;
     PYTEST_XDIST_AUTO_NUM_WORKERS overrides."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     quick = (config.getoption("markexpr") or "").strip() == "not slow"
@@ -79,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """The quick lane (``-m "not slow"``, exactly) does not import a test file whose
     ``pytestmark`` marks all its tests slow: it would only deselect them, after each worker had
-    paid the file's imports and assertion rewriting (half its start-up; #89). The file says so
+    paid the file's imports and assertion rewriting (half its start-up). The file says so
     itself (testbed/support/slow_files.py reads its mark; tests/project/test_slow_marks.py holds
     that reading to the full one); another ``-m`` collects every file and deselects."""
     if (config.getoption("markexpr") or "").strip() != "not slow":

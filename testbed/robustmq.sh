@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RobustMQ 8bd49dc for the real-broker lane (#100, #111; CONTRIBUTING.md, "The real-broker lane").
+# RobustMQ 8bd49dc for the real-broker lane (CONTRIBUTING.md, "The real-broker lane").
 #
 #   testbed/robustmq.sh lane [PYTEST ARGS]         # the lane as CI runs it (.ci/run), on the prebuilt
 #   testbed/robustmq.sh node N [--nodes K] [--logins] [--model DIR] [--home DIR]

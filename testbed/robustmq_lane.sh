@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-broker lane (#111): the project's tests against RobustMQ 8bd49dc, the prebuilt in
+# The real-broker lane: the project's tests against RobustMQ 8bd49dc, the prebuilt in
 # ../shared/robustmq, as .ci/run runs it after the suite (and anyone by hand, the same way):
 #
 #   testbed/robustmq.sh lane [TESTS]     # TESTS: what the single-node part runs (tests/ unless given)

@@ -1,5 +1,5 @@
 """An enforcing dev broker (``mq9-dev-broker --credentials``) and agents holding credentials,
-for the tests of #53. Every wait is bounded; what is started here is stopped by its owner.
+for the credentials tests. Every wait is bounded; what is started here is stopped by its owner.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ NATS listener serves mq9 (docs/protocol.md §1), so CI proves the client against
    ``ClientConnect``'s required fields is dropped without a word, a wrong password is answered
    ``-ERR 'Authorization Violation'`` with the connection left open, and every SUB and PUB of a
    connection not logged in gets that error too (docs/protocol.md §1.1, point 8);
-9. a SEND's ``mq9-idempotency-key`` header is not read (8bd49dc has no such thing, #100): every
+9. a SEND's ``mq9-idempotency-key`` header is not read (8bd49dc has no such thing): every
    SEND is stored, and its answer has no ``duplicate``;
 10. with ``create_takes`` (seconds), a CREATE of a name is under way that long, and a second
    CREATE of a new name that comes meanwhile *crosses* it: both are answered as made, and the

@@ -1,8 +1,8 @@
-"""Where the suites' bundled brokers keep their state: ``MQ9_TEST_STORE`` (issue #55 item 3).
+"""Where the suites' bundled brokers keep their state: ``MQ9_TEST_STORE``.
 
 Unset, or ``memory``: in this process (``BrokerEngine``: the one engine over a ``ProcessStore``,
 storage/in_process.py, housekeeping on the hand-moved clock; ``process`` names it too, as it
-did while the two engines were two, issue #80). ``jetstream``: every bundled broker that
+did before the two engines were one). ``jetstream``: every bundled broker that
 tests/conftest.py serves on a real nats-server (the ``broker`` fixture's ``nats`` case,
 ``nats_broker``, ``start_broker("nats", ...)``) is the engine keeping its state in a
 layout of its own (a stream and buckets: ``ClusterLayout``) on one loopback JetStream
@@ -87,7 +87,7 @@ class ClusterLayout:
         layout = self.store.layout
         js = self.connection.jetstream()
         streams = (*layout.message_streams, *(f"KV_{bucket}" for bucket in layout.buckets))
-        for stream in (*streams, counts_stream(layout)):  # (and the keys' counts, #113)
+        for stream in (*streams, counts_stream(layout)):  # (and the keys' counts)
             with contextlib.suppress(Exception):  # not made, or gone with the server
                 await js.delete_stream(stream)
         await self.connection.close()
