@@ -33,8 +33,8 @@ from nats.aio.client import Client
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import Engine
+from mq9_broker.storage.in_process.sent_keys import SentKeys
 from mq9_broker.storage.jetstream import ClusterStore
-from mq9_broker.storage.sent_keys import SentKeys
 from mq9_wire import protocol as p
 from testbed.devbroker import DevBroker
 from testbed.jetstream import JetStreamCluster

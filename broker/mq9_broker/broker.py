@@ -62,8 +62,8 @@ from .serving.pacing import AnswerPacer
 from .serving.queue_group import QUEUE, open_store
 from .serving.serve import NatsService, serve_on_nats
 from .storage import SqliteStorage, Storage, StorageError
+from .storage.in_process.sqlite import data_file
 from .storage.jetstream import ClusterStore, Layout, StreamCount
-from .storage.sqlite import data_file
 
 log = logging.getLogger("mq9_broker")
 

@@ -1,7 +1,7 @@
 """Where the suites' bundled brokers keep their state: ``MQ9_TEST_STORE``.
 
 Unset, or ``memory``: in this process (``BrokerEngine``: the one engine over a ``ProcessStore``,
-storage/in_process.py, housekeeping on the hand-moved clock; ``process`` names it too, as it
+storage/in_process/store.py, housekeeping on the hand-moved clock; ``process`` names it too, as it
 did before the two engines were one). ``jetstream``: every bundled broker that
 tests/conftest.py serves on a real nats-server (the ``broker`` fixture's ``nats`` case,
 ``nats_broker``, ``start_broker("nats", ...)``) is the engine keeping its state in a

@@ -56,7 +56,7 @@ def test_the_bundle_holds_the_manifest_and_the_source_to_run(built):
         "wire/pyproject.toml",
         "wire/mq9_wire/protocol/__init__.py",
         "broker/pyproject.toml",
-        "broker/mq9_broker/storage/in_process.py",
+        "broker/mq9_broker/storage/in_process/store.py",
     ):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

@@ -40,7 +40,8 @@ from mq9_wire.semantic.ranking import AgentEntry
 
 from ..state.clock import Clock, system_clock
 from ..state.mailbox import StoredMessage
-from ..storage.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS
+from ..storage.in_process.housekeeping import RETENTION_PIECE_BYTES, RETENTION_SCAN_SECONDS
+from ..storage.key_parties import PARTY_FULL, key_sender, scoped_key
 from ..storage.mailbox_store import (
     RETENTION_SECONDS,
     Full,
@@ -51,7 +52,6 @@ from ..storage.mailbox_store import (
     Mark,
     Once,
 )
-from ..storage.sent_keys import PARTY_FULL, key_sender, scoped_key
 from . import answers, bodies, rules, sending
 from . import owned as owning
 from .answers import OK, capped, cut_answer

@@ -1,6 +1,7 @@
 """``BrokerEngine``: the engine (engine.py) over the state held in this process
-(``ProcessStore``, storage/in_process.py), for ``memory://`` clients and a broker on one
-nats-server; a memory or SQLite ``Storage`` (storage/persistence.py) told of every change.
+(``ProcessStore``, storage/in_process/store.py), for ``memory://`` clients and a broker on one
+nats-server; a memory or SQLite ``Storage`` (storage/in_process/persistence.py) told of every
+change.
 
 It answers as the engine answers over any store; what it adds is for code that embeds the
 bundled broker, and for its tests: the state itself to read (``mailboxes``, ``topics``,

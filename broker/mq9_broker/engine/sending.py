@@ -26,8 +26,8 @@ from mq9_wire.protocol.errors import Mq9Error
 from mq9_wire.protocol.messages import HEADER_KEY_CALLER, HEADER_KEY_SHARE
 
 from ..state.mailbox import StoredMessage
+from ..storage.key_parties import caller_party
 from ..storage.mailbox_store import OPEN, SendLimits
-from ..storage.sent_keys import caller_party
 
 Headers = Mapping[str, str] | None
 _LANES = tuple(priority.value for priority in PRIORITY_ORDER)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..storage.sqlite import data_file
+from ..storage.in_process.sqlite import data_file
 
 # How stale what active() knows of revocations made by another process may be, in seconds
 LOOK_EVERY = 0.01

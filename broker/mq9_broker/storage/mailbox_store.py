@@ -7,8 +7,8 @@ SEND, which each store declares (``send_limits``) and the engine enforces. Both 
 it, and it imports neither: the interface owns its types.
 
 Two stores implement it, each held to it by mypy (``_checked`` in jetstream/store.py and in
-in_process.py): ``ClusterStore`` (storage/jetstream/, the state kept in JetStream) and
-``ProcessStore`` (in_process.py, the state held in this process, told to a memory or SQLite
+in_process/store.py): ``ClusterStore`` (storage/jetstream/, the state kept in JetStream) and
+``ProcessStore`` (in_process/store.py, the state held in this process, told to a memory or SQLite
 ``Storage``).
 
 Each decision two requests could make differently at once is the store's, in one step: a

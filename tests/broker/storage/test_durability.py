@@ -290,8 +290,9 @@ async def test_the_registry_and_its_search_index_survive(durable):
 
 
 async def test_a_search_index_row_that_is_no_card_is_refused_with_a_way_out(durable):
-    """The index restore both stores share (storage/persistence.py ``restore_agents``): a row of the
-    search index whose agent_info reads as no A2A card is damage, said in words."""
+    """The index restore both stores share (storage/in_process/persistence.py
+    ``restore_agents``): a row of the search index whose agent_info reads as no A2A card is
+    damage, said in words."""
     await durable.ok(p.AGENT_REGISTER, a2a_card("translator", "translates French"))
     durable.stop()
     with sqlite3.connect(durable.path) as db:
@@ -701,7 +702,7 @@ async def test_a_damaged_write_ahead_log_is_healed_from_the_request_log(tmp_path
 async def test_a_damaged_request_log_is_reported_and_kept(tmp_path):
     """One changed byte in the request log's second-newest record: that record and the one
     after it are not replayed, and said so; the damaged log is kept beside the new one."""
-    from mq9_broker.storage.request_log import HEADER_SIZE, RequestLog
+    from mq9_broker.storage.in_process.request_log import HEADER_SIZE, RequestLog
 
     data = tmp_path / "data"
     with start_nats_server() as nats_server:

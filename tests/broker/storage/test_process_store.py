@@ -1,4 +1,4 @@
-"""``ProcessStore`` (storage/in_process.py): the one engine (``Engine``) over the state held
+"""``ProcessStore`` (storage/in_process/store.py): the one engine (``Engine``) over the state held
 in this process, kept by a SQLite ``Storage`` (issue #80).
 
 The durability suite's restarts that speak only on the wire run here unchanged over it

@@ -1,6 +1,6 @@
-"""The SQLite store's request log (``broker/storage/request_log.py``): what is written is read
-back exactly, a record is replayed only if it is one the broker writes, and damage ends what is
-replayed, counted.
+"""The SQLite store's request log (``broker/storage/in_process/request_log.py``): what is
+written is read back exactly, a record is replayed only if it is one the broker writes, and
+damage ends what is replayed, counted.
 
 The attacker here can write the data directory: a record with a matching crc32 whose body is
 not what the broker writes (another statement, another type, a code object) must be counted as
@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_durability import Restartable
 
-from mq9_broker.storage.request_log import (
+from mq9_broker.storage.in_process.request_log import (
     HEADER_SIZE,
     RequestLog,
     decode_changes,

@@ -1,6 +1,6 @@
-"""storage/sent_keys.py: the keys a store in this process answered, dropped once their window
-ended, oldest first; ``expire`` looks no further than the soonest end it knows of (#90: most
-SENDs find nothing to drop), and finds what a full look from the front finds."""
+"""storage/in_process/sent_keys.py: the keys a store in this process answered, dropped once
+their window ended, oldest first; ``expire`` looks no further than the soonest end it knows of
+(#90: most SENDs find nothing to drop), and finds what a full look from the front finds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mq9_broker.storage.sent_keys import SentKeys
+from mq9_broker.storage.in_process.sent_keys import SentKeys
 
 # puts (key, until) and expiries (now), as a broker's clock runs on
 _STEPS = st.lists(

@@ -25,8 +25,8 @@ from test_durability import Restartable
 
 from mq9_broker import BrokerEngine, BrokerLimits, serve_on_nats
 from mq9_broker.storage import SqliteStorage, StorageError
-from mq9_broker.storage.request_log import RequestLog
-from mq9_broker.storage.sqlite import FOLD_EVERY
+from mq9_broker.storage.in_process.request_log import RequestLog
+from mq9_broker.storage.in_process.sqlite import FOLD_EVERY
 from mq9_wire import protocol as p
 from testbed.nats_server import start_nats_server
 from testbed.support.devbroker_helpers import DevBroker

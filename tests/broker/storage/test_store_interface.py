@@ -1,6 +1,6 @@
 """Issue #92, "the interface owns its types": the store protocol and the values it speaks in
 (storage/mailbox_store.py) import neither store; the cluster store (storage/jetstream/) and the
-state held in this process (in_process.py and what it stands on) import the interface, never
+state held in this process (storage/in_process/) import the interface, never
 each other; each store declares what it takes of a SEND, and the engine takes its store's,
 with no parameter that picks another's. And a tag's subtree is one meaning, computed in one
 place (state/mailbox.py) that both stores read by.
@@ -28,21 +28,9 @@ from tests.project import test_layout as layout
 
 INTERFACE = "mq9_broker.storage.mailbox_store"
 CLUSTER = "mq9_broker.storage.jetstream"
-# The state held in this process: its store and what it stands on (base.py: the Storage a
-# ProcessStore tells of each change)
-IN_PROCESS = tuple(
-    f"mq9_broker.storage.{name}"
-    for name in (
-        "in_process",
-        "process_state",
-        "housekeeping",
-        "memory",
-        "sqlite",
-        "request_log",
-        "sent_keys",
-        "base",
-    )
-)
+# The state held in this process: its store and what it stands on (persistence.py: the
+# Storage a ProcessStore tells of each change), one folder
+IN_PROCESS = ("mq9_broker.storage.in_process",)
 
 
 def _imports(prefixes: tuple[str, ...]) -> dict[str, frozenset[str]]:

@@ -9,7 +9,7 @@ import pytest
 
 from mq9_broker import BrokerEngine
 from mq9_broker.engine.engine import BrokerLimits
-from mq9_broker.storage import sqlite
+from mq9_broker.storage.in_process import sqlite
 from mq9_platform import Mq9Client, Mq9Error
 from mq9_wire import protocol as p
 from mq9_wire.protocol import errors

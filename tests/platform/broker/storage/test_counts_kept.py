@@ -19,7 +19,7 @@ from mq9_broker import BrokerEngine
 from mq9_broker.state.clock import ManualClock
 from mq9_broker.state.mailbox import Mailbox, StoredMessage
 from mq9_broker.storage import SqliteStorage
-from mq9_broker.storage.housekeeping import RETENTION_SECONDS
+from mq9_broker.storage.in_process.housekeeping import RETENTION_SECONDS
 from mq9_wire import protocol as p
 from mq9_wire.protocol import PRIORITY_ORDER, Priority
 from mq9_wire.protocol.subjects import count_subject

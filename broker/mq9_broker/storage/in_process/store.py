@@ -30,9 +30,8 @@ from mq9_wire.protocol import PRIORITY_ORDER
 from mq9_wire.protocol.errors import Mq9Error
 from mq9_wire.semantic.ranking import AgentEntry
 
-from ..state.mailbox import Mailbox, StoredMessage
-from .housekeeping import LANES
-from .mailbox_store import (
+from ...state.mailbox import Mailbox, StoredMessage
+from ..mailbox_store import (
     OPEN,
     AgentRow,
     Counted,
@@ -45,6 +44,7 @@ from .mailbox_store import (
     Position,
     answered,
 )
+from .housekeeping import LANES
 from .process_state import ProcessState
 
 

@@ -1,11 +1,11 @@
 """``ProcessState``: the state of one broker process (state/mailbox.py, state/registry.py) as
-``ProcessStore`` (in_process.py) keeps it: the live mailboxes and every log, the groups'
+``ProcessStore`` (store.py) keeps it: the live mailboxes and every log, the groups'
 offsets, the registry's rows, the mailbox expiry and delayed-message queues; each change
 made as one step under one lock, told to a ``Storage`` (persistence.py: memory or SQLite) in a
 transaction, after the housekeeping that fell due on the injected clock (mailboxes expired,
 delayed messages written, RobustMQ's retention), as ``BrokerEngine`` keeps house before each
 request.
-What a store call reads and writes of it is in_process.py's.
+What a store call reads and writes of it is store.py's.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import TypeVar
 
 from mq9_wire.semantic.ranking import AgentEntry
 
-from ..state.clock import Clock, system_clock
-from ..state.mailbox import Mailbox, StoredMessage
-from ..state.registry import AgentRegistry
+from ...state.clock import Clock, system_clock
+from ...state.mailbox import Mailbox, StoredMessage
+from ...state.registry import AgentRegistry
+from ..mailbox_store import Full, StorageError
 from .housekeeping import Housekeeping
-from .mailbox_store import Full, StorageError
 from .persistence import MemoryStorage, Storage
 from .sent_keys import SentKeys
 

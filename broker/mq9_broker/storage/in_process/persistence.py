@@ -1,4 +1,4 @@
-"""``Storage``: how the state held in this process (a ``ProcessStore``'s, in_process.py, or a
+"""``Storage``: how the state held in this process (a ``ProcessStore``'s, store.py, or a
 ``BrokerEngine``'s) outlives the process. It is not the store interface: that is
 ``MailboxStore`` (mailbox_store.py), which the engine runs over; ``Storage`` sits one level
 below, under the in-process store only (the JetStream store keeps its state in the servers).
@@ -24,8 +24,8 @@ from typing import Protocol
 
 from mq9_wire.semantic.ranking import AgentEntry
 
-from ..state.mailbox import Mailbox, StoredMessage
-from ..state.registry import AgentRegistry
+from ...state.mailbox import Mailbox, StoredMessage
+from ...state.registry import AgentRegistry
 from .sent_keys import SentKeys
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .key_parties import (
+from ..key_parties import (
     ALL_FULL,
     CALLER_FULL,
     OPEN_FULL,
@@ -29,7 +29,7 @@ from .key_parties import (
     key_sender,
     scoped_key,
 )
-from .key_parties import of_caller as _of_caller
+from ..key_parties import of_caller as _of_caller
 
 # msg_id, fingerprint, the millisecond the window ends, the party it counts against (None: none)
 Kept = tuple[int, bytes, int, str | None]

@@ -28,8 +28,8 @@ from typing import Any, ClassVar, Literal
 from mq9_wire.protocol import Priority
 from mq9_wire.semantic.ranking import AgentEntry
 
-from ..state.mailbox import Mailbox, StoredMessage
-from .mailbox_store import StorageError
+from ...state.mailbox import Mailbox, StoredMessage
+from ..mailbox_store import StorageError
 from .persistence import Restorable, Storage, restore_agents
 from .request_log import HEADER_SIZE, Change, RequestLog, encode_changes, set_aside_name
 

@@ -18,11 +18,11 @@ from typing import TypeVar
 
 from mq9_wire.protocol import PRIORITY_ORDER
 
-from ..state.clock import Clock
-from ..state.mailbox import Mailbox, StoredMessage
-from ..state.registry import AgentRegistry
-from .mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
-from .mailbox_store import StorageError
+from ...state.clock import Clock
+from ...state.mailbox import Mailbox, StoredMessage
+from ...state.registry import AgentRegistry
+from ..mailbox_store import RETENTION_SECONDS as RETENTION_SECONDS
+from ..mailbox_store import StorageError
 from .persistence import Storage
 from .sent_keys import SentKeys
 
