@@ -14,7 +14,7 @@ import secrets
 import httpx
 import pytest
 
-from mq9_platform.a2a import gateway as gw
+from mq9_platform.a2a.gateway import app as gw
 from mq9_platform.a2a.server import AgentServer
 from testbed.ports import unclaimed_port
 from testbed.support.a2a_support import text_graph, text_io
