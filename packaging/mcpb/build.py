@@ -7,7 +7,7 @@ as the registry requires for a bundle).
 
 The bundle is of the ``uv`` type (MCPB manifest 0.4): the host runs ``uv run`` in the unpacked
 bundle, which installs mq9-mcp (``mcp_server``) from the bundle's own ``pyproject.toml``, and the
-three distributions it stands on (``mq9-platform``, ``mq9-wire``, ``mq9-broker``, #108) from
+three distributions it stands on (``mq9-platform``, ``mq9-wire``, ``mq9-broker``) from
 their folders in the bundle: no LangChain. The user gives the broker URL (and a NATS token, kept
 secret) in the host's settings. The official ``mcpb`` CLI checks the manifest
 (tests/mcp/test_mcp_bundle.py runs ``npx -y @anthropic-ai/mcpb validate`` on it).
@@ -25,11 +25,11 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# mq9-mcp's distribution (#108): its pyproject.toml is the bundle's (written by bundle_pyproject),
+# mq9-mcp's distribution: its pyproject.toml is the bundle's (written by bundle_pyproject),
 # its two files at the bundle's top
 FACE = ROOT / "mcp_server"
 # The repository's three other distributions that mq9-mcp stands on and no package registry
-# serves, in the bundle whole: uv finds them by its [tool.uv.sources] (issues #92, #108).
+# serves, in the bundle whole: uv finds them by its [tool.uv.sources].
 BELOW = {"mq9-platform": "platform", "mq9-wire": "wire", "mq9-broker": "broker"}
 # What the bundle holds, as (where in the repository, where in the bundle)
 SOURCES = (
