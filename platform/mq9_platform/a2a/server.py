@@ -14,6 +14,7 @@ is a task apart, which neither blocks nor sees the first. Each turn is run with 
 ``{"configurable": {"thread_id": ...}}``, a thread id made of its ``contextId`` and that owner;
 a result holding ``__interrupt__`` makes it input-required, and the owner's answer is run as
 ``to_resume(<answer text>)`` (a server given no ``to_resume`` fails such a task, saying so).
+Which handler answers each A2A method is one table, ``ANSWERS``, at the end of this file.
 """
 
 from __future__ import annotations
@@ -805,6 +806,8 @@ class AgentServer:
                 await self.push.post(str(config.get("url", "")), body, headers, what)
             except Exception as exc:  # set aside: the caller still has its reply mailbox
                 log.warning("agent %s: %s failed: %s", self.name, what, type(exc).__name__)
+
+    # -- push notification configs: create, get, list, delete (the owner's only) ------------
 
     async def _push_configs(self, request: w.Request) -> PushConfigs | None:
         """The task's push notification configs a request is about, where it names a task of
