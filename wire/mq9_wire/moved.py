@@ -7,8 +7,9 @@ new module, after one line saying what to run instead.
 
 Every distribution's old paths use it: ``langchain_mq9.client`` (``mq9_platform.client``) and
 the other platform parts, ``mcp_server`` (``mq9_mcp``), ``mq9_wire._nats``
-(``mq9_wire.nats_floor``) and ``mq9_wire._cli`` (``mq9_wire.command_line``). Nothing in this
-repository imports an old path (tests/project/test_distributions.py).
+(``mq9_wire.nats_floor``) and ``mq9_wire._cli`` (``mq9_wire.command_line``); the agent-call
+modules that moved into ``mq9_platform.a2a``'s sub-folders load through it too (a2a/_moved.py).
+Nothing in this repository imports an old path (tests/project/test_distributions.py).
 """
 
 from __future__ import annotations
