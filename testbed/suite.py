@@ -65,7 +65,11 @@ PARTS = (
     Part("broker", ("tests/broker",), BROKER, weight=53),
     Part("platform", ("tests/platform",), PLATFORM, ("opentelemetry-sdk", "trustme"), 123),
     Part(
-        "mcp", ("tests/mcp",), (*PLATFORM, "./mcp_server[metrics,oauth]"), ("standardwebhooks",), 67
+        "mcp",
+        ("tests/mcp",),
+        (*PLATFORM, "./mcp_server[metrics,oauth]"),
+        ("standardwebhooks", "opentelemetry-sdk"),
+        67,
     ),
     Part("cli", ("tests/cli",), (*PLATFORM, "./faces/cli[console,metrics]"), ("selenium",), 12),
     Part("langchain", ("tests/langchain", "tests/robustmq"), weight=60),
@@ -105,7 +109,8 @@ def make_environment(part: Part, log: Path) -> Path:
     python = where / "bin" / "python"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv:
-        _run([uv, "venv", "-q", "--python", sys.executable, str(where)], log)
+        # (--seed: pip too, which tests that install into their environment run)
+        _run([uv, "venv", "-q", "--seed", "--python", sys.executable, str(where)], log)
         _run([uv, "pip", "install", "-q", "--python", str(python), *editable, *wanted], log)
     else:
         _run([sys.executable, "-m", "venv", str(where)], log)

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples/README.md"]
-STUB = Path(__file__).resolve().parents[1] / "support" / "claude_stub.py"
+STUB = Path(__file__).resolve().parents[2] / "testbed" / "support" / "claude_stub.py"
 TIMEOUT = 120
 
 # The variables a snippet or the server reads; a developer's own settings must not leak in.
@@ -193,8 +193,8 @@ def install(project: Path, packages: list[str]) -> None:
     extras = frozenset(e for p in packages if p.startswith("[") for e in p.strip("[]").split(","))
     packages = [f"{WHEEL[0]}{p}" if p.startswith("[") else p for p in packages]
     # an extra naming another distribution of this repository (mcp: mq9-mcp): its wheel named
-    # too, as the README says, so pip never looks one of ours up on an index (#113; the
-    # --find-links this used let a registered name win: tests/project/test_install_sources.py)
+    # too, as the README says, so pip never looks one of ours up on an index (a
+    # --find-links would let a registered name win: tests/project/test_install_sources.py)
     ours = brought({("langchain-mq9", extras)}) - {"langchain-mq9"} if extras else set()
     wheels = [str(w) for w in WHEEL[0].parent.glob("*.whl")
               if canonicalize_name(w.name.split("-")[0]) in ours]  # fmt: skip

@@ -33,7 +33,7 @@ DOCS = {
     p.relative_to(ROOT).as_posix(): p.read_text()
     for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]
 }
-STUB = Path(__file__).resolve().parents[2] / "support" / "claude_stub.py"
+STUB = Path(__file__).resolve().parents[3] / "testbed" / "support" / "claude_stub.py"
 BIN = Path(sys.executable).parent
 BROKER = ["--server", "nats://localhost:4222"]
 HTTP_URL = "http://127.0.0.1:8000/mcp"

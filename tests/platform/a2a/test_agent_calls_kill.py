@@ -20,7 +20,7 @@ from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parents[2] / "support"  # the tests' helpers, run as scripts
+HERE = Path(__file__).resolve().parents[3] / "testbed" / "support"  # helpers run as scripts
 TASKS = 8
 HAS_LEASES = "lease_ttl" in inspect.signature(GroupReader).parameters
 

@@ -17,7 +17,7 @@ import pytest
 
 from mq9_platform import GroupReader
 
-HERE = Path(__file__).resolve().parents[2] / "support"  # the tests' helpers, run as scripts
+HERE = Path(__file__).resolve().parents[3] / "testbed" / "support"  # helpers run as scripts
 WAIT = 60
 _boxes = itertools.count()
 

@@ -23,7 +23,7 @@ from mq9_platform.groups.dead_letters import DEFAULT_MAX_DELIVERIES
 from testbed.support.poison_consumer import POISON_EXIT
 from testbed.support.waiting import until
 
-HERE = Path(__file__).resolve().parents[2] / "support"  # the tests' helpers, run as scripts
+HERE = Path(__file__).resolve().parents[3] / "testbed" / "support"  # helpers run as scripts
 WAIT = 60  # a bound for a process that starts, reads and dies in about a second
 ORDERS = [f"order {i}" for i in range(4)] + ["poison"] + [f"order {i}" for i in range(4, 9)]
 
