@@ -447,3 +447,29 @@ def _outage(
     return cls(
         f"{error} — {why}{again}{stored}", stored_nothing=nothing, stored=certain, **details
     )
+
+
+# What this module offers: its classes and reader, and the texts they are read from
+# (error_texts.py's), which code imports from here too
+# fmt: off
+__all__ = [
+    "ERR_AGENT_INFO_EMPTY", "ERR_AGENT_NAME_EMPTY", "ERR_NAME_CHARS", "ERR_NAME_EDGES",
+    "ERR_NAME_EMPTY", "ERR_REGISTER_EMPTY", "ERR_SEARCH_NOT_BUILT", "LISTING_TOO_LARGE",
+    "MAILBOX_MISSING", "NOT_STORED", "NOT_YOURS", "NOT_YOURS_REFUSALS", "NO_RESPONDERS", "OURS",
+    "REFUSED_WRITE", "ROBUSTMQ", "SEARCH_NOT_BUILT", "SEARCH_TABLE_MISSING", "SERDE_REFUSALS",
+    "SHARD_MISSING", "STORED_ANYWAY", "STORE_OUTAGE", "TRANSIENT_MARKERS", "WIRE_TEXTS",
+    "AnswerTooLarge", "ClusterUnavailable", "ConnectFailed", "ConnectionLost", "InvalidAddress",
+    "InvalidArgument", "KeysFull", "LimitReached", "ListingTooLarge", "MailboxExists",
+    "MailboxNotFound", "MalformedReply", "Mq9Error", "NoBroker", "NotAllowed", "NotAwaitingAck",
+    "NotConnected", "NotOwner", "PayloadTooLarge", "RequestTimeout", "SearchIndexEmpty",
+    "SearchNotBuilt", "StorageMissing", "StoreUnavailable", "TooLarge", "Unavailable", "WireError",
+    "WireText", "err_ack_mailbox_missing", "err_address_too_long", "err_agent_limit",
+    "err_answer_too_large", "err_card_too_large", "err_delay_too_long", "err_empty_segment",
+    "err_entry_too_large", "err_group_limit", "err_group_name_too_long",
+    "err_idempotency_key_reused", "err_idempotency_key_size", "err_idempotency_keys_full",
+    "err_invalid_address", "err_listing_too_large", "err_mailbox_exists", "err_mailbox_full",
+    "err_mailbox_limit", "err_mailbox_missing", "err_message_too_large", "err_not_awaiting_ack",
+    "err_reserved_mailbox", "err_shard_missing", "err_stored_too_large", "err_topic_missing",
+    "err_unknown_subject", "from_reply",
+]
+# fmt: on

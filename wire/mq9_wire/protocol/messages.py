@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Any, TypeGuard
 
-from .errors import InvalidArgument, MalformedReply, WireError, err_delay_too_long
+from .error_texts import err_delay_too_long
+from .errors import InvalidArgument, MalformedReply, WireError
 from .limits import MAX_DELAY_SECONDS, MAX_IDEMPOTENCY_KEY, MAX_SECONDS, MAX_U64
 from .quoting import quoted
 from .serde import encode, repeated_names, utf8

@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mq9_platform.a2a.caller import CallError
@@ -66,7 +66,22 @@ def create_app(
                 await watched.stop()
             await console.broker.close()
 
-    routes = [
+    expected = (OperationError, Mq9Error, CallError, ValueError, overview.Unknown)
+    handlers = dict.fromkeys(expected, _failed)
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=handlers)
+    app.state.console = console
+    app.add_middleware(Guard, console=console)
+    if watched is not None:  # outermost: the Guard's refusals are counted too
+        from .metrics import Metered
+
+        app.add_middleware(Metered, metrics=watched)
+    return app
+
+
+def routes() -> list[BaseRoute]:
+    """Each path and the module's function that answers it: a page (``pages``), a form
+    (``actions``), an event stream (``live``), the JSON API (``api``), the static files."""
+    return [
         Route("/", lambda r: RedirectResponse("/agents", 303)),
         Route("/login", actions.login, methods=["GET", "POST"]),
         Route("/logout", actions.logout, methods=["POST"]),
@@ -103,16 +118,6 @@ def create_app(
         Route("/api/log", api.audit_log),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    expected = (OperationError, Mq9Error, CallError, ValueError, overview.Unknown)
-    handlers = dict.fromkeys(expected, _failed)
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
-    app.state.console = console
-    app.add_middleware(Guard, console=console)
-    if watched is not None:  # outermost: the Guard's refusals are counted too
-        from .metrics import Metered
-
-        app.add_middleware(Metered, metrics=watched)
-    return app
 
 
 async def _failed(request: Request, exc: Exception) -> Response:
