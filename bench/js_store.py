@@ -47,10 +47,10 @@ from typing import Any
 import nats
 
 from bench.js_cluster import JetStreamCluster
-from mq9_platform import Mq9Client
 from mq9_broker.storage.jetstream import ClusterStore, Layout, token
 from mq9_broker.storage.jetstream.mapping import NO_KEY, frame
 from mq9_broker.storage.jetstream.requests import Requests
+from mq9_platform import Mq9Client
 from mq9_wire.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """The lines that add ``mq9-mcp`` to an MCP client, written in one place.
 
-README.md and docs/mcp.md show what these functions return (tests/integration/mcp/test_client_lines.py checks
+README.md and docs/mcp.md show what these functions return
+(tests/integration/mcp/test_client_lines.py checks
 them against a stand-in ``claude``); mq9-mcp's start banner prints :func:`terminal_help` with
 the running executable's absolute path, which Claude Desktop needs.
 

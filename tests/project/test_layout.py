@@ -2,7 +2,8 @@
 circle, the protocol imports nothing above it, and each part imports only the parts below it,
 across the distributions too (mq9-wire at the bottom; mq9-broker and mq9-platform on it; the
 faces, langchain-mq9 and mq9-mcp, on the platform: tests/project/test_distributions.py holds
-the distributions one-way). mq9-cli's ``mq9_cli`` is held by tests/integration/cli/test_cli_layout.py.
+the distributions one-way). mq9-cli's ``mq9_cli`` is held by
+tests/integration/cli/test_cli_layout.py.
 
 Every import counts, wherever it stands (inside a function, under ``TYPE_CHECKING``): a lazy
 import is still a dependency a reader must follow. ``python tests/project/test_layout.py``
@@ -29,7 +30,7 @@ PACKAGES = {
     "mq9_mcp": ROOT / "mcp_server" / "mq9_mcp",
 }
 # Old import paths kept for a release (langchain_mq9/_moved.py: the platform's parts, which
-# were langchain_mq9's before #108): no part of the graph, and nothing imports them
+# were langchain_mq9's in 0.4): no part of the graph, and nothing imports them
 # (tests/project/test_distributions.py)
 SHIMS = tuple(
     f"langchain_mq9.{old}"
@@ -57,7 +58,7 @@ MAY_IMPORT = {
     "semantic": {"protocol"},
     "groups": {"protocol"},
     "tracing": {"protocol"},
-    # what a server tells its operator (#73): the /metrics and health endpoint, the probe
+    # what a server tells its operator: the /metrics and health endpoint, the probe
     "metrics": {"protocol"},
     # the command lines' argparse types and logging (redaction: nats_floor)
     "wire": {"nats_floor"},
@@ -78,7 +79,7 @@ MAY_IMPORT = {
         "tracing",
         "wake",
     },
-    # wake rules and the waker (#62): the client and its memory:// engine's announcements
+    # wake rules and the waker: the client and its memory:// engine's announcements
     "wake": {"nats_floor", "_http", "protocol", "client", "metrics", "wire"},
     # the platform's names; the broker only for memory://, imported at its first use
     # (__init__.py, BROKER_DOOR)
@@ -233,7 +234,7 @@ def arrows() -> int:
     return sum(len(targets) for targets in graph().values())
 
 
-@pytest.mark.slow  # parses every module: about a second of CPU (#89)
+@pytest.mark.slow  # parses every module: about a second of CPU
 def test_the_import_graph_has_no_circle():
     assert circles() == []
 

@@ -1,7 +1,8 @@
 """What one reader of a consumer group knows, and what it decides from it: pure state, no I/O.
 
 ``GroupReader`` (reader.py) does the I/O; the rules that keep a message from being lost or
-handed out twice live here, so tests/platform/groups/test_reader_state.py checks them without a broker.
+handed out twice live here, so tests/platform/groups/test_reader_state.py checks them without a
+broker.
 
 RobustMQ's rules behind it (docs/protocol-commands.md §5.3-5.4): a FETCH reads the lanes critical,
 urgent, normal from the group's position S, each up to ``asked`` messages, and stops once it
