@@ -1,11 +1,11 @@
 """``Any`` stays rare where replies have known shapes (issue #92, "Typed replies"): in the
 platform's ``a2a/`` and ``operations/`` and in ``mq9_mcp/`` the A2A JSON, the operations'
 answers and the MCP answers are ``TypedDict``s (``a2a/shapes.py``, ``operations/views.py``,
-``mq9_mcp/events.py``). The ceilings follow the folders where they moved (#108).
+``mq9_mcp/events.py``). The ceilings follow the folders where they moved.
 
 Counted from the syntax tree: each use of the name ``Any`` (``Any``, ``typing.Any``) per
-1,000 lines of the folder's files, as issue #92 measured it (34-39 before; nats-jetstream,
-whose replies are typed: 3.8). A second count adds the uses of the JSON aliases that are
+1,000 lines of the folder's files (nats-jetstream, whose replies are typed, is the
+yardstick). A second count adds the uses of the JSON aliases that are
 ``Any`` underneath (``JsonValue``, ``JsonObject``, ``CardJson``, ``JsonSchema``: a payload, a
 card, a schema whose shape its writer chose), so renaming ``Any`` cannot pass for typing it.
 Each ceiling is the count when the bullet was done, rounded up: lower it as more is typed.

@@ -294,7 +294,7 @@ def broker_uses() -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.slow  # over a second on a quiet machine (#89)
+@pytest.mark.slow  # over a second on a quiet machine
 def test_the_broker_rooms_uses_are_their_imports():
     rows = table("Uses")
     row_of = {member: names[0] for names, _ in rows for member in names}

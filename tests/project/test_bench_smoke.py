@@ -116,7 +116,8 @@ def test_quick_benchmark_run_writes_a_results_table(tmp_path):
 
 
 def test_a_default_run_writes_outside_the_tracked_files():
-    # issue #15: `python -m bench` rewrote bench/RESULTS.md and the plots; now only --out bench/
+    # `python -m bench` writes outside the tracked files: bench/RESULTS.md and the plots only
+    # with --out bench/
     from bench.__main__ import BENCH_DIR, DEFAULT_OUT
 
     assert DEFAULT_OUT == ROOT / "bench-results" and BENCH_DIR == ROOT / "bench"
@@ -150,9 +151,8 @@ def _js_scale(argv: list[str], out: Path) -> dict[str, Any]:
 
 
 def test_js_scale_runs_configurations_in_either_order(tmp_path):
-    # #81: `--brokers 2,1` once made no mailboxes (only a first configuration of one broker
-    # made them: every request failed) and ran 2 brokers twice; a smaller configuration
-    # after a larger one now stops brokers
+    # `--brokers 2,1`: each configuration makes its mailboxes (not only a first one of one
+    # broker), and a smaller configuration after a larger one stops brokers
     results = _js_scale(["--brokers", "2,1", "--ops", "send"], tmp_path / "order.json")
     for count in (2, 1):
         row = results[f"{count}_brokers_send"]
@@ -161,7 +161,7 @@ def test_js_scale_runs_configurations_in_either_order(tmp_path):
 
 
 def test_js_scale_sets_the_credentialed_path_against_the_open_one(tmp_path):
-    # #81: `--credentials`, two clusters (one as `credentials setup` configures it), an open
+    # `--credentials`, two clusters (one as `credentials setup` configures it), an open
     # and an enforcing `mq9-dev-broker --store jetstream`, each operation on both
     pytest.importorskip("nkeys")
     argv = ["--credentials", "--brokers", "1", "--rounds", "1", "--ops", "send,ack"]

@@ -1,6 +1,6 @@
 """docs/security-broker.md's table "Whose bound it is" (#106) cannot rot: each row names a bound,
 its
-unit, who can fill it, what everyone else sees, the test that holds it, and (#113) whose it is
+unit, who can fill it, what everyone else sees, the test that holds it, and whose it is
 across replicas and restarts; every test named
 (``tests/x/test_y.py::test_name``, or ``::test_name`` for the file named before it in the row)
 exists, as a test function of that file, and every option a row names is one a command of

@@ -35,7 +35,7 @@ EVERY_SUBJECT = {
     p.AGENT_UNREGISTER,
     p.AGENT_REPORT,
     p.AGENT_DISCOVER,
-    MSG_COUNT,  # (#99) its entry is engine/counting.py's, until engine.py's table has it
+    MSG_COUNT,  # its entry is engine/counting.py's, until engine.py's table has it
 }
 
 

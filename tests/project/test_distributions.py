@@ -4,7 +4,7 @@ and nothing of LangChain, LangGraph or pydantic; mq9-platform (platform/, ``mq9_
 wire, and the broker in one place, when a ``memory://`` client first needs it; the faces stand on
 the platform: mq9-mcp (mcp_server), mq9-cli (faces/cli) and langchain-mq9 (the root). Nothing
 below the LangChain face imports LangChain, LangGraph or LangSmith, not even inside a function
-(#108: a face installs without them). The six are released at one version, each pinning the
+(a face installs without them). The six are released at one version, each pinning the
 others at it. The old import paths warn and hand out the new modules; nothing here imports them.
 
 The checks that run a Python or pip of their own are slow; the rest read the files.
@@ -72,7 +72,7 @@ SHIMS = (
 )
 MOVED = ("client", "groups", "operations", "a2a", "wake", "tracing")
 SHIM_FOLDERS = tuple(f"langchain_mq9/{part}/" for part in MOVED)
-# What a 0.4 user types through them, tested (#112)
+# What a 0.4 user types through them, tested
 OLD_PATHS_TESTED = ROOT / "tests" / "project" / "test_user_paths.py"
 # The a2a modules that moved into its sub-folders (a2a/_moved.py), besides its gateway_*.py
 A2A_MOVED = "transport|executor|protojson|http_caller|cards_import|wire"
@@ -115,7 +115,7 @@ def _in_a_function(tree: ast.Module, target: ast.stmt) -> bool:
     )
 
 
-@pytest.mark.slow  # over a second on a quiet machine (#89)
+@pytest.mark.slow  # over a second on a quiet machine
 def test_each_distribution_imports_only_those_below_it():
     wrong = []
     ours = {p for _, packages in DISTRIBUTIONS.values() for p in packages}
@@ -314,7 +314,7 @@ def test_the_old_server_path_serves_a_graph_as_it_did():
 
 
 def test_the_paths_0_4_0_kept_are_gone_as_they_said():
-    """#92's ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` said "goes in the next
+    """0.4's ``langchain_mq9.broker`` and ``langchain_mq9.protocol`` said "goes in the next
     release": 0.5.0 is it."""
     for old in ("langchain_mq9.broker", "langchain_mq9.protocol"):
         with pytest.raises(ModuleNotFoundError):

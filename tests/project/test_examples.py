@@ -197,7 +197,7 @@ EXPECTED: dict[str, list[str | re.Pattern]] = {
 
 # What an example may write to stderr: nothing, though every DeprecationWarning is shown
 # (PYTHONWARNINGS in run_example): every agent is langchain.agents.create_agent's, and LangGraph's
-# deprecated prebuilt agent, whose notice agent_calls.py once wrote here, is gone (issue #101).
+# deprecated prebuilt agent, whose notice agent_calls.py once wrote here, is gone.
 # A name here maps to the stderr its example may write.
 STDERR: dict[str, re.Pattern[str]] = {}
 
@@ -216,7 +216,7 @@ class ThreadedBroker:
     def __init__(self, url: str) -> None:
         # The embedding model loads first, at this thread's priority, as mq9-dev-broker loads it
         # before it says ready: loaded on demand by the engine's worker thread (nice 10), it
-        # took 6-9 s on a busy machine and the example's first REGISTER timed out (#54)
+        # could take longer on a busy machine than the example's first REGISTER waits
         semantic.embedder()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -341,9 +341,8 @@ def check_run(name: str, run: str, result: subprocess.CompletedProcess) -> None:
 
 # Examples that search the registry right after registering agents, and a broker whose search
 # trails its registry as RobustMQ's vector-search build does (a card is found 0.5 s after its
-# REGISTER): each waits for its own cards first (issue #54: capability_routing.py routed to the
-# wrong agent one run in thirty on RobustMQ; agent_calls.py found no agent one run in ten there,
-# issue #55 session). Two runs each, on one broker.
+# REGISTER): each waits for its own cards first (else capability_routing.py may route to the
+# wrong agent on RobustMQ, and agent_calls.py find no agent there). Two runs each, on one broker.
 SEARCH_RIGHT_AFTER_REGISTER = ("agent_calls.py", "capability_routing.py", "two_agents.py")
 
 

@@ -50,7 +50,7 @@ def test_the_sources_are_found():
     assert len(files) > 100, len(files)
 
 
-@pytest.mark.slow  # over a second on a quiet machine (#89)
+@pytest.mark.slow  # over a second on a quiet machine
 def test_every_function_is_within_80_lines():
     assert too_long() == []
 

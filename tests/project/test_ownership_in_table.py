@@ -77,7 +77,7 @@ def test_every_command_that_touches_what_an_agent_owns_names_its_part():
     assert parts.pop(p.AGENT_DISCOVER) is owned.NOTHING
     assert all(part is not owned.NOTHING for part in parts.values())
     recorded = {s for s, part in parts.items() if part.record is not owned.NOTHING.record}
-    # (#106) UNREGISTER records too: it gives its agent's place in its share back
+    # UNREGISTER records too: it gives its agent's place in its share back
     recorded_by = {p.MAILBOX_CREATE, p.MSG_SEND, p.MSG_FETCH, p.MSG_ACK, p.AGENT_REGISTER}
     assert recorded == recorded_by | {p.AGENT_UNREGISTER}
     assert [s for s, part in parts.items() if part.vouched] == [p.MSG_SEND]

@@ -230,7 +230,7 @@ def reach_ins() -> dict[tuple[str, str], list[int]]:
     return dict(found)
 
 
-@pytest.mark.slow  # over a second on a quiet machine (#89)
+@pytest.mark.slow  # over a second on a quiet machine
 def test_no_module_reads_another_rooms_private_attribute():
     unknown = {
         f"{file}:{lines[0]}: .{name}": lines
@@ -243,7 +243,7 @@ def test_no_module_reads_another_rooms_private_attribute():
     )
 
 
-@pytest.mark.slow  # parses the package: about 2 s of CPU (#89)
+@pytest.mark.slow  # parses the package: about 2 s of CPU
 def test_every_known_reach_in_is_still_there():
     assert sorted(set(KNOWN) - set(reach_ins())) == []
 

@@ -22,7 +22,7 @@ unnoticed, and a reader of the test cannot tell). What this test holds, read fro
   ``parametrize`` is marked, unless the file or the test already is;
 - a test that starts a process (``PROCESS_STARTERS``: a nats-server, a cluster, the dev broker,
   mq9-mcp, a subprocess), in its body, through a function of its file or through a fixture
-  that does, is marked (#89: the quick lane's tests each take under a second; a test that
+  that does, is marked (the quick lane's tests each take under a second; a test that
   waits on another process is the kind that does not, and this is how it is seen without
   timing anything).
 
@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 # It parses every test file and conftest.py: about 2 s on a quiet machine, over the quick lane's
-# second a test (#89)
+# second a test
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]

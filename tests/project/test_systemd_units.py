@@ -32,7 +32,7 @@ SERVERS = {
 }
 # where each unit expects its programs: the broker's a venv of mq9-broker alone (no LangChain,
 # docs/deploy.md#the-broker-alone), the others a venv of the platform and its faces (no
-# LangChain either, #108); and the folders of the distributions (their pyproject.toml) it holds
+# LangChain either); and the folders of the distributions (their pyproject.toml) it holds
 VENVS = {
     "/opt/mq9-broker/bin/": ("broker",),
     "/opt/mq9/bin/": ("platform", "mcp_server", "faces/cli"),
@@ -83,7 +83,7 @@ def test_each_unit_restarts_waits_for_readiness_and_is_hardened(name):
         assert "/healthz" in service["ExecStartPost"]
 
 
-@pytest.mark.slow  # over a second on a quiet machine (#89)
+@pytest.mark.slow  # over a second on a quiet machine
 @pytest.mark.parametrize("name", sorted(SERVERS))
 def test_each_exec_start_is_a_real_program_with_real_options(name):
     words = shlex.split(_unit(name)["Service"]["ExecStart"])
@@ -166,8 +166,8 @@ def test_the_broker_unit_runs_from_the_broker_alone(tmp_path):
 
 def test_each_variable_a_unit_names_is_written_by_the_walk_through():
     """(#107) docs/deploy.md's walk-through writes every environment file a unit reads, each
-    variable the unit names in it (round 9: the broker's comment named MQ9_BROKER_PASSWORD in
-    broker.env, which nothing wrote, and console.env no MQ9_CONSOLE_TOKEN), and installs
+    variable the unit names in it (a unit naming MQ9_BROKER_PASSWORD in broker.env that
+    nothing writes fails here), and installs
     every unit (the waker, the gateway and mq9-mcp in its optional block)."""
     done = walk_through()
     assert done.installed | done.optional == set(SERVERS), (done.installed, done.optional)
@@ -189,8 +189,8 @@ def test_each_variable_a_unit_names_is_written_by_the_walk_through():
 
 def test_the_console_keeps_its_token_across_restarts():
     """(#107) console.env, as the walk-through writes it, gives the console a token made once
-    (the variable its --token reads), so a restart keeps it (round 9: none was written, and
-    each start made a new random one)."""
+    (the variable its --token reads), so a restart keeps it (without it, each start would make a new
+    random one)."""
     from mq9_cli.app import console
 
     [token] = [param for param in console.params if param.name == "console_token"]

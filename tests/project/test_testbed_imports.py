@@ -1,6 +1,6 @@
 """The servers that tests/ and bench/ both start live in testbed/ (issue #89): bench/ imports
 nothing of tests/, the tests' shared helpers (testbed/support) nothing of bench/, and testbed/
-neither of them. The distributions stand below all three (issue #108, docs/architecture.md):
+neither of them. The distributions stand below all three (docs/architecture.md):
 no package of wire/, broker/, platform/, faces/ or langchain_mq9/ imports bench, testbed or
 tests, so each installs without them. Read from the source: no import runs."""
 
