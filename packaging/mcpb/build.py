@@ -36,7 +36,10 @@ SOURCES = (
     ("LICENSE", "LICENSE"),
     ("mcp_server/mq9_mcp", "mq9_mcp"),
     ("mcp_server/mcp_server", "mcp_server"),
+    ("mcp_server/README.md", "README.md"),
     *((f"{folder}/pyproject.toml", f"{folder}/pyproject.toml") for folder in BELOW.values()),
+    # (each pyproject.toml names its README, which its build reads)
+    *((f"{folder}/README.md", f"{folder}/README.md") for folder in BELOW.values()),
     ("platform/mq9_platform", "platform/mq9_platform"),
     ("wire/mq9_wire", "wire/mq9_wire"),
     ("broker/mq9_broker", "broker/mq9_broker"),
