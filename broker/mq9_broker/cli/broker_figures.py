@@ -22,7 +22,7 @@ from mq9_wire import protocol as p
 from ..broker import Broker
 from ..engine.process import BrokerEngine
 from ..serving.meter import RequestMeter
-from ..storage.jetstream.survey_state import Held, StoreSurvey
+from ..storage.jetstream.survey_state import StoreSurvey, SurveyFigures
 
 PREFIX = "mq9_broker"
 # groups/dead_letters.py names a mailbox's dead letters <mailbox>.dlq (or .dlq.<digest> for a
@@ -191,14 +191,14 @@ class HeldFigures:
         stored = sum(held[1] for held in known.values())
         groups, pending, largest, counted = _groups(engine, budget)
         self.exact = exact and counted
-        figures = Held(
+        figures = SurveyFigures(
             len(engine.mailboxes), messages, stored, dead, len(engine.registry), groups,
             pending, largest, self.exact, 0.0,
         )  # fmt: skip
         yield from _held_families(figures, "payload bytes of the messages stored (see held_exact)")
 
 
-def _held_families(held: Held, bytes_text: str) -> Iterator[Any]:
+def _held_families(held: SurveyFigures, bytes_text: str) -> Iterator[Any]:
     from prometheus_client.core import GaugeMetricFamily
 
     for name, text, value in (

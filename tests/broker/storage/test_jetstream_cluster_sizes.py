@@ -27,7 +27,7 @@ from mq9_broker.storage.jetstream.sizes import (
     LISTED_FROM,
     LISTED_MOST,
     SMALL,
-    Held,
+    HeadSizes,
     largest_of,
 )
 from mq9_broker.storage.mailbox_store import Mark
@@ -130,31 +130,31 @@ async def test_a_large_message_whose_ttl_ends_is_removed_and_no_longer_counted(p
 
 
 def test_a_head_lists_its_large_messages_and_says_the_rest_by_their_most():
-    held = Held().written([(0, 100, 50), (1, LISTED_FROM + 1, 50), (2, 900, 50)], now=10)
-    assert held == Held(900, ((1, LISTED_FROM + 1, 50),))
+    held = HeadSizes().written([(0, 100, 50), (1, LISTED_FROM + 1, 50), (2, 900, 50)], now=10)
+    assert held == HeadSizes(900, ((1, LISTED_FROM + 1, 50),))
     said = held.headers()
     assert said[LARGEST] == str(LISTED_FROM + 1) and said[SMALL] == "900"
-    assert Held.of(said) == held
+    assert HeadSizes.of(said) == held
     assert held.most(now=10) == LISTED_FROM + 1 and held.most(now=51) == 900
     assert held.without(1).most() == 900 and held.without(1).headers()[LARGEST] == "900"
     assert LARGE not in held.without(1).headers()
-    assert held.written([], now=51) == Held(900)  # (a listed one past its end: dropped)
+    assert held.written([], now=51) == HeadSizes(900)  # (a listed one past its end: dropped)
     # a head written before #106 (its largest alone) says that of every message
-    assert Held.of({LARGEST: "31000000"}) == Held(31_000_000)
-    assert Held.of({}) is None
-    assert Held.of({LARGEST: "5", SMALL: "5", LARGE: "x:y"}) == Held(5)
+    assert HeadSizes.of({LARGEST: "31000000"}) == HeadSizes(31_000_000)
+    assert HeadSizes.of({}) is None
+    assert HeadSizes.of({LARGEST: "5", SMALL: "5", LARGE: "x:y"}) == HeadSizes(5)
 
 
 def test_a_head_lists_at_most_its_share_keeping_the_largest():
     many = [(n, LISTED_FROM + 1 + n, 99) for n in range(LISTED_MOST + 3)]
-    held = Held().written(many, now=0)
+    held = HeadSizes().written(many, now=0)
     assert len(held.large) == LISTED_MOST and held.large[0][0] == 3
     # the smallest three said together, until the last of them may be gone
     assert held.spilled == (LISTED_FROM + 3, 99) and held.small == 0
-    assert Held.of(held.headers()) == held
+    assert HeadSizes.of(held.headers()) == held
     assert held.most() == LISTED_FROM + 1 + LISTED_MOST + 2
     emptied = held
     for msg_id in range(3, LISTED_MOST + 3):
         emptied = emptied.without(msg_id)
     assert emptied.most(now=99) == LISTED_FROM + 3  # (the spilled ones: maybe still held)
-    assert emptied.most(now=100) == 0 and emptied.written([], now=100) == Held()
+    assert emptied.most(now=100) == 0 and emptied.written([], now=100) == HeadSizes()

@@ -37,14 +37,14 @@ def read_key_record(data: bytes) -> tuple[int, bytes]:
 # -- the cluster store: a key's entry in its SEND's atomic batch (mapping.key_subject) ----------
 
 
-class Keyed(Protocol):
+class KeyedWrite(Protocol):
     """A write waiting for its msg_id (queueing.Write), as this module reads it."""
 
     once: Once | None
     future: asyncio.Future[int]
 
 
-W = TypeVar("W", bound=Keyed)
+W = TypeVar("W", bound=KeyedWrite)
 
 
 def key_entry(layout: Layout, box: str, once: Once, msg_id: int) -> Entry:

@@ -33,7 +33,7 @@ from .mapping import (
 )
 from .numbering import Numbering, Write
 from .requests import StorageJetStreamError
-from .sizes import LISTED_FROM, SMALL_ENTRY, Held, largest_of
+from .sizes import LISTED_FROM, SMALL_ENTRY, HeadSizes, largest_of
 from .window import sized
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class Messages:
         its mailbox's reads sized for it until it would have been removed (never smaller)."""
         layout = self.layout
         for _ in range(_HEAD_TRIES):
-            held = Held.of(head.headers)
+            held = HeadSizes.of(head.headers)
             if held is None or not held.lists(msg_id):
                 return
             held = held.without(msg_id)

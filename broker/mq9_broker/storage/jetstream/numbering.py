@@ -66,7 +66,7 @@ from .mapping import (
 )
 from .queueing import Queues, Write
 from .requests import StorageJetStreamError
-from .sizes import SMALL_ENTRY, TTL_MARGIN, Held, Sizes, stored_size
+from .sizes import SMALL_ENTRY, TTL_MARGIN, HeadSizes, Sizes, stored_size
 from .window import sized
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Numbering:
         self.requests, self.layout = requests, layout
         # box -> (last sequence, next msg_id, each lane's newest msg_id, what its messages
         # take as it says: None when it does not): its head
-        self.last: dict[str, tuple[int, int, Lanes, Held | None]] = {}
+        self.last: dict[str, tuple[int, int, Lanes, HeadSizes | None]] = {}
         self.sizes = Sizes()  # each mailbox's newest head seen, for its reads (sizes.py)
         self.seqs: dict[tuple[str, int], int] = {}  # (box, msg_id) -> sequence, lately seen
         self.written: set[str] = set()  # boxes written since the last high mark
@@ -249,8 +249,8 @@ class Numbering:
         expected: int,
         first_id: int,
         lanes: Lanes,
-        largest: Held | None,
-    ) -> tuple[int, Held | None]:
+        largest: HeadSizes | None,
+    ) -> tuple[int, HeadSizes | None]:
         """The batch numbered from ``first_id``, then the head (with each lane's newest msg_id,
         ``lanes``), expecting ``expected`` as the head's last sequence (0: no head yet); the
         head's sequence. The mailboxes whose
@@ -283,7 +283,7 @@ class Numbering:
         entries.append((layout.head_subject(box), str(first_id + len(batch)).encode(), head))
         return await self._batches.write(entries, layout.stream_of(box)), largest
 
-    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes, Held | None], int]:
+    async def read_last(self, box: str) -> tuple[tuple[int, int, Lanes, HeadSizes | None], int]:
         """``box``'s head sequence, next msg_id and lanes from the leaders: the head's (the
         record's next number when above it); no head (a mailbox no write reached since this
         layout wrote heads, or one silent past the retention): 0 and the number after its
@@ -296,12 +296,12 @@ class Numbering:
         head, following = await asyncio.gather(self._head(box), self.record_next(box))
         if head is not None:
             lanes = lanes_of(head.headers) or await self._lanes_stored(box)
-            largest = Held.of(head.headers)
+            largest = HeadSizes.of(head.headers)
             self.sizes.saw(box, head.seq, int(head.data), largest)
             return (head.seq, max(int(head.data), following), lanes, largest), 0
         entry = await self.requests.leader_get(stream, last_by_subject=layout.box_filter(box))
         if entry is None:
-            return (0, following, NO_LANES, Held()), 0
+            return (0, following, NO_LANES, HeadSizes()), 0
         marker = entry.seq if DELETED in entry.headers else 0
         lanes = await self._lanes_stored(box)
         return (0, max(msg_id_of(entry.subject) + 1, following), lanes, None), marker

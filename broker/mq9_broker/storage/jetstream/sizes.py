@@ -75,7 +75,7 @@ def largest_of(headers: dict[str, str]) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class HeadSizes:
     """What a head says its mailbox's messages take: the most any unlisted one took
     (``small``), each listed one, ``(msg_id, size, until)`` in msg_id order, and the large ones
     past the list's room (``spilled``: the most they take and when the last may go)."""
@@ -85,7 +85,7 @@ class Held:
     spilled: tuple[int, int] = (0, 0)
 
     @classmethod
-    def of(cls, headers: dict[str, str]) -> Held | None:
+    def of(cls, headers: dict[str, str]) -> HeadSizes | None:
         """What a head says (None: it does not); a head written before it listed (its
         ``LARGEST`` alone) says that of every message."""
         largest = largest_of(headers)
@@ -121,7 +121,7 @@ class Held:
             sizes.append(spilled)
         return max([self.small, *sizes])
 
-    def written(self, messages: Iterable[tuple[int, int, int]], now: int) -> Held:
+    def written(self, messages: Iterable[tuple[int, int, int]], now: int) -> HeadSizes:
         """With ``messages`` written, ``(msg_id, size, until)`` each; those past their
         ``until`` at ``now`` dropped."""
         small, large = self.small, [item for item in self.large if now <= item[2]]
@@ -136,9 +136,9 @@ class Held:
             for _, size, until in large[LISTED_MOST:]:
                 spilled = (max(spilled[0], size), max(spilled[1], until))
             large = large[:LISTED_MOST]
-        return Held(small, tuple(sorted(large)), spilled)
+        return HeadSizes(small, tuple(sorted(large)), spilled)
 
-    def without(self, msg_id: int) -> Held:
+    def without(self, msg_id: int) -> HeadSizes:
         """With message ``msg_id`` deleted."""
         return replace(self, large=tuple(item for item in self.large if item[0] != msg_id))
 
@@ -171,7 +171,7 @@ class Head:
 
     seq: int
     next_id: int
-    held: Held
+    held: HeadSizes
 
 
 class Sizes:
@@ -184,9 +184,9 @@ class Sizes:
     def forget(self) -> None:
         self._heads.clear()
 
-    def saw(self, box: str, seq: int, next_id: int, largest: int | Held | None) -> None:
+    def saw(self, box: str, seq: int, next_id: int, largest: int | HeadSizes | None) -> None:
         """``box``'s head at ``seq`` says ``next_id`` and what its messages take (``largest``:
-        a ``Held``, or the most any takes; None: nothing)."""
+        a ``HeadSizes``, or the most any takes; None: nothing)."""
         if largest is None:
             return
         known = self._heads.get(box)
@@ -194,7 +194,7 @@ class Sizes:
             return
         if len(self._heads) >= KEPT:
             self._heads.clear()
-        held = largest if isinstance(largest, Held) else Held(largest)
+        held = largest if isinstance(largest, HeadSizes) else HeadSizes(largest)
         self._heads[box] = Head(seq, next_id, held)
 
     def largest(self, box: str) -> int | None:

@@ -64,7 +64,7 @@ Key = tuple[Any, ...]  # what a counted read counts: ("dead", mailbox), ("past",
 
 
 @dataclass(frozen=True)
-class Held:
+class SurveyFigures:
     """One survey's figures (the names the SQLite and memory brokers export)."""
 
     mailboxes: int
@@ -100,9 +100,9 @@ class StoreSurvey:
         self.store = store
         self.kept_for, self.deadline = kept_for, deadline
         self.clock, self.wall = clock, wall
-        self.last: Held | None = None
+        self.last: SurveyFigures | None = None
         self.failure: str | None = None  # why the last survey failed (None: it did not)
-        self._running: asyncio.Task[Held] | None = None
+        self._running: asyncio.Task[SurveyFigures] | None = None
         self._probed: tuple[float, str | None] | None = None
         self._probing: asyncio.Task[str | None] | None = None
         # counted reads kept across surveys (``_counted``): by key, and in which survey
@@ -117,7 +117,7 @@ class StoreSurvey:
 
     # -- the figures -----------------------------------------------------------------------
 
-    async def held(self) -> Held | None:
+    async def held(self) -> SurveyFigures | None:
         """The figures, surveyed again when the last are older than ``kept_for``; the last
         ones (or None) when the store does not answer within ``deadline`` (``failure`` says
         why). Scrapes at once share one survey."""
@@ -135,7 +135,7 @@ class StoreSurvey:
             self.failure = f"the survey failed: {str(exc) or type(exc).__name__}"
         return self.last
 
-    async def _survey(self) -> Held:
+    async def _survey(self) -> SurveyFigures:
         store, layout = self.store, self.layout
         requests = store.requests
         message_bytes, messages = 0, 0
@@ -160,7 +160,7 @@ class StoreSurvey:
         positions, all_positions = await group_bucket.values("*.*", most=RECORDS_MOST, page=PAGE)
         dead, counted = await self._dead_letters(dead_names)
         per_group, walked = await self._pending(positions, live)
-        return Held(
+        return SurveyFigures(
             mailboxes=len(live),
             messages=messages,
             message_bytes=message_bytes,
@@ -336,4 +336,4 @@ async def _bounded(reads: Iterable[Any]) -> list[Any]:
     return list(await asyncio.gather(*(one(read) for read in reads)))
 
 
-__all__ = ["Held", "Layout", "StoreSurvey", "is_dead_letters"]
+__all__ = ["Layout", "StoreSurvey", "SurveyFigures", "is_dead_letters"]
