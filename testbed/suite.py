@@ -68,7 +68,7 @@ PARTS = (
         "mcp",
         ("tests/mcp",),
         (*PLATFORM, "./mcp_server[metrics,oauth]"),
-        ("standardwebhooks", "opentelemetry-sdk"),
+        ("standardwebhooks", "opentelemetry-sdk", "uv"),
         67,
     ),
     Part("cli", ("tests/cli",), (*PLATFORM, "./faces/cli[console,metrics]"), ("selenium",), 12),
