@@ -15,6 +15,8 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 INDEX = DOCS / "README.md"
@@ -146,6 +148,7 @@ def test_the_index_links_every_docs_page_once_and_nothing_gone():
     assert not gone, f"docs/README.md links {gone}, which docs/ does not hold"
 
 
+@pytest.mark.slow  # (git ls-files: a process)
 def test_every_relative_link_and_anchor_leads_somewhere():
     problems = [line for page in markdown_files() for line in broken_links(page)]
     assert not problems, (
