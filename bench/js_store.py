@@ -49,7 +49,7 @@ import nats
 from bench.js_cluster import JetStreamCluster
 from mq9_broker.storage.jetstream import ClusterStore, Layout, token
 from mq9_broker.storage.jetstream.mapping import NO_KEY, frame
-from mq9_broker.storage.jetstream.requests import Requests
+from mq9_broker.storage.jetstream.requests import StorageRequests
 from mq9_platform import Mq9Client
 from mq9_wire.protocol import Priority
 
@@ -197,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # the raw side's batched direct gets through the same reader the broker reads with
         # (one subscription for every read's answers), not a subscription a read
-        reads = Requests(raw, timeout=10)
+        reads = StorageRequests(raw, timeout=10)
         await reads.start()
 
         async def direct_get() -> None:

@@ -1,6 +1,6 @@
 """The last line of defence on the cluster store's publishes (issue #77 item 1): a publish
 nats-server cannot take is refused before it is written (``nats_floor/fits.py``, installed by the
-store's ``Requests``), on a real nats-server.
+store's ``StorageRequests``), on a real nats-server.
 
 Why it matters, shown first: the same publish written by plain nats-py makes the server answer
 ``-ERR`` and nats-py close the connection for good, the end a broker met when one SEND carried
@@ -14,7 +14,7 @@ import asyncio
 import nats
 import pytest
 
-from mq9_broker.storage.jetstream.requests import Requests, StorageWriteRefused
+from mq9_broker.storage.jetstream.requests import StorageRequests, StorageWriteRefused
 from mq9_wire.nats_floor.fits import CONTROL_LINE, PublishRefused, fence, publish_problem
 
 pytestmark = pytest.mark.slow  # a nats-server process
@@ -57,7 +57,7 @@ async def test_the_store_refuses_each_publish_the_server_cannot_take_and_stays_c
 ):
     connection = await nats.connect(nats_server.url, max_reconnect_attempts=-1)
     try:
-        requests = Requests(connection, timeout=5)
+        requests = StorageRequests(connection, timeout=5)
         room = connection.max_payload
         refused = [
             (LONG_SUBJECT, b"x", None, "control line is"),

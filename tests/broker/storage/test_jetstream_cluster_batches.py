@@ -19,7 +19,7 @@ import pytest
 
 from mq9_broker.storage.jetstream import Layout
 from mq9_broker.storage.jetstream.batches import Batches
-from mq9_broker.storage.jetstream.requests import Requests, StorageWriteRefused
+from mq9_broker.storage.jetstream.requests import StorageRequests, StorageWriteRefused
 from mq9_wire.nats_floor import fast_path
 from mq9_wire.nats_floor.fast_path import engage
 from mq9_wire.nats_floor.guard import protect
@@ -108,7 +108,7 @@ async def test_a_part_that_does_not_fit_fails_alone_never_its_batch(servers: lis
             f"$JS.API.STREAM.CREATE.{stream}", json.dumps(config).encode(), timeout=20
         )
         assert b'"error"' not in reply.data
-        batches = Batches(Requests(connection, timeout=20))
+        batches = Batches(StorageRequests(connection, timeout=20))
         parts = [[(f"{stream}.good.{n}", b"x", {})] for n in range(3)]
         parts.insert(1, [(f"{stream}." + ".".join(["deep"] * 1000), b"x", {})])
         done = await asyncio.gather(*(batches.write(p) for p in parts), return_exceptions=True)
@@ -121,10 +121,10 @@ async def test_a_part_that_does_not_fit_fails_alone_never_its_batch(servers: lis
 
 
 async def _batch_written(connection: nats.NATS, stream: str, engaged: bool) -> list[tuple]:
-    """A batch of three entries written by ``Requests`` on ``connection`` (on the fast path
+    """A batch of three entries written by ``StorageRequests`` on ``connection`` (on the fast path
     or not): what the stream holds of it (subject, data, headers but the batch's id), and
     how many publishes went through nats-py's ``publish``."""
-    requests = Requests(connection, timeout=20)
+    requests = StorageRequests(connection, timeout=20)
     published = 0
     fenced = connection.publish
 

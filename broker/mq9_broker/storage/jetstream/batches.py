@@ -28,7 +28,7 @@ from ..mailbox_store import StorageError
 from .requests import ENTRIES_MOST, Entry, StorageJetStreamError
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 __all__ = ["ENTRIES_MOST", "Batches", "Entry"]
 
@@ -48,7 +48,7 @@ class Batches:
     """Atomic batches into the stream the entries' subjects belong to (one stream a
     ``Batches``); ``write`` a part, ``stop`` at the end."""
 
-    def __init__(self, requests: Requests) -> None:
+    def __init__(self, requests: StorageRequests) -> None:
         self.requests = requests
         self._parts: list[_Part] = []  # handed in during this turn of the loop
         self._tasks: set[asyncio.Task[None]] = set()

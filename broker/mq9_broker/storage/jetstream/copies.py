@@ -22,7 +22,7 @@ from mq9_wire.nats_floor.jetstream.bucket import Bucket, live
 from .mapping import decode_record
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 _READ_MOST = 1000  # entries one read asks for
@@ -36,7 +36,7 @@ class BucketCopy:
     """The rows of bucket ``bucket`` (a registry's ``{name, agent_info, create_time}``
     values), in the order they were last written."""
 
-    def __init__(self, requests: Requests, bucket: str) -> None:
+    def __init__(self, requests: StorageRequests, bucket: str) -> None:
         self.requests, self.bucket = requests, bucket
         self._bucket = Bucket(requests, bucket)
         self.seq = 0  # the bucket's sequence the copy has reached

@@ -22,7 +22,7 @@ from mq9_wire.protocol import PRIORITY_ORDER
 from .mapping import Layout, due_of
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class Shared(Generic[T]):
 class Counts:
     """The counts a COUNT answers, of ``layout``'s mailboxes."""
 
-    def __init__(self, requests: Requests, layout: Layout) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
         self.lanes = Shared(self._lanes)
         self.scheduled = Shared(self._scheduled)

@@ -45,7 +45,7 @@ from .keyed import key_written
 from .mapping import RETENTION_SECONDS, Layout, token
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Taken:
 class KeyCounts:
     """The parties' counts of keys in ``layout``'s counter stream (opening.py makes it)."""
 
-    def __init__(self, requests: Requests, layout: Layout) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
         self.stream, self.prefix = counts_stream(layout), counts_prefix(layout)
         # the SENDs waiting for an add of their subjects under way, and the adds under way

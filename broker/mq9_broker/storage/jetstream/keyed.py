@@ -16,7 +16,7 @@ from ..mailbox_store import KeyReused, Once, StorageError, answered
 
 if TYPE_CHECKING:
     from .mapping import Layout
-    from .requests import Entry, Requests
+    from .requests import Entry, StorageRequests
 
 
 def key_record(msg_id: int, fingerprint: bytes) -> bytes:
@@ -55,7 +55,9 @@ def key_entry(layout: Layout, box: str, once: Once, msg_id: int) -> Entry:
     return subject, key_record(msg_id, once.fingerprint), expecting(0, ttl(once.window))
 
 
-async def key_written(requests: Requests, layout: Layout, box: str, once: Once) -> int | None:
+async def key_written(
+    requests: StorageRequests, layout: Layout, box: str, once: Once
+) -> int | None:
     """The answer ``once``'s key holds in mailbox ``box``, from the stream's leader (current):
     the first SEND's msg_id (``once`` a duplicate), ``KeyReused``, or None when none lives."""
     stream = layout.box_stream(box)
@@ -65,7 +67,7 @@ async def key_written(requests: Requests, layout: Layout, box: str, once: Once) 
     return answered(once, *read_key_record(entry.data))
 
 
-async def keys_found(requests: Requests, layout: Layout, box: str, batch: list[W]) -> bool:
+async def keys_found(requests: StorageRequests, layout: Layout, box: str, batch: list[W]) -> bool:
     """After ``batch`` (mailbox ``box``'s) was refused for an expectation: each keyed write
     whose key lives is answered from it (its future set), the others written again; whether
     any was (the refusal then maybe the key's alone: the head expected may still be the

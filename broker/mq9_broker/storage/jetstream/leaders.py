@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 log = logging.getLogger("mq9_broker")
 
@@ -47,7 +47,7 @@ def moves(placed: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
 
 
 async def spread_leaders(
-    requests: Requests, streams: Sequence[str], *, again: float = 1.0
+    requests: StorageRequests, streams: Sequence[str], *, again: float = 1.0
 ) -> dict[str, str]:
     """Ask the streams whose leaders crowd one server to move (``moves``); the moves asked
     (stream -> preferred server). Never raises: a failure, or ``SPREAD_SECONDS`` passed, is
@@ -61,7 +61,9 @@ async def spread_leaders(
         return {}
 
 
-async def _spread(requests: Requests, streams: Sequence[str], again: float) -> dict[str, str]:
+async def _spread(
+    requests: StorageRequests, streams: Sequence[str], again: float
+) -> dict[str, str]:
     placed: dict[str, tuple[str, list[str]]] = {}
     for stream in streams:
         info = await requests.api(f"STREAM.INFO.{stream}", None, again=again)

@@ -38,7 +38,7 @@ from .window import sized
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
-    from .requests import Requests
+    from .requests import StorageRequests
 
 _HEAD_TRIES = 8  # a head written again after a deletion, refused that often: left as it is
 
@@ -46,7 +46,7 @@ _HEAD_TRIES = 8  # a head written again after a deletion, refused that often: le
 class Messages:
     """The writes into ``layout``'s message stream, numbered by ``numbering``."""
 
-    def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
 
     async def append(

@@ -70,7 +70,7 @@ from .sizes import SMALL_ENTRY, TTL_MARGIN, HeadSizes, Sizes, stored_size
 from .window import sized
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 log = logging.getLogger("mq9_broker")
 
@@ -84,7 +84,7 @@ _TRIES = 64  # batches refused in a row (other brokers writing the mailbox) befo
 class Numbering:
     """The writes of one store, numbered per mailbox (``box``: the mailbox's token)."""
 
-    def __init__(self, requests: Requests, layout: Layout) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout) -> None:
         self.requests, self.layout = requests, layout
         # box -> (last sequence, next msg_id, each lane's newest msg_id, what its messages
         # take as it says: None when it does not): its head

@@ -23,7 +23,7 @@ from .requests import StorageJetStreamError
 from .staged import consumer_name
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 
 class StreamCount(StorageError):
@@ -82,7 +82,7 @@ class Opening:
 
     def __init__(
         self,
-        requests: Requests,
+        requests: StorageRequests,
         name: str,
         *,
         replicas: int,

@@ -18,7 +18,7 @@ from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from ..mailbox_store import MailboxRecord
-    from .requests import Requests
+    from .requests import StorageRequests
 
 COUNT_TRIES = 64  # counted writes lost in a row to other brokers' before giving up
 
@@ -26,7 +26,7 @@ COUNT_TRIES = 64  # counted writes lost in a row to other brokers' before giving
 class Positions:
     """The groups bucket of ``layout``; the groups whose marker this broker wrote or read."""
 
-    def __init__(self, requests: Requests, layout: Layout) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout) -> None:
         self.layout = layout
         self.bucket = Bucket(requests, layout.groups)
         # the ACKs' position writes ready in one turn: one atomic batch into the bucket

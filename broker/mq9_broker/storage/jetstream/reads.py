@@ -50,7 +50,7 @@ from .sizes import SMALL_ENTRY
 from .window import sized
 
 if TYPE_CHECKING:
-    from .requests import Requests, StoredEntry
+    from .requests import StorageRequests, StoredEntry
 
 log = logging.getLogger("mq9_broker")
 
@@ -80,7 +80,7 @@ class _Walk:
 class Reads:
     """Reads of ``layout``'s message stream; the sequences they pass go to ``numbering``."""
 
-    def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
         # a group's position and marker (positions.py: a few numbers) are read at
         # their own size: each FETCH of a group reads both

@@ -16,7 +16,7 @@ from .mapping import RETENTION_SECONDS, Layout, decode_record, encode_record, se
 from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 RECORDS_KEPT = 65_536  # mailbox records a store keeps (about 200 bytes each)
 _CREATE_TRIES = 8  # a name created and expired by others in a row before giving up
@@ -40,7 +40,7 @@ def record_value(record: MailboxRecord) -> bytes:
 class Mailboxes:
     """The mailboxes bucket of ``layout``, and the live records this broker read lately."""
 
-    def __init__(self, requests: Requests, layout: Layout, *, try_again: float) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout, *, try_again: float) -> None:
         self.requests, self.layout, self.try_again = requests, layout, try_again
         self.bucket = Bucket(requests, layout.mailboxes)
         self._records: OrderedDict[str, MailboxRecord] = OrderedDict()

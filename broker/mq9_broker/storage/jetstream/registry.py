@@ -19,7 +19,7 @@ from .positions import COUNT_TRIES
 from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
-    from .requests import Requests
+    from .requests import StorageRequests
 
 Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 
@@ -27,7 +27,7 @@ Row = tuple[str, str, int]  # a registration: (name, agent_info, create_time)
 class Registry:
     """The agents, reports and index buckets of ``layout``."""
 
-    def __init__(self, requests: Requests, layout: Layout) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout) -> None:
         self.agents_bucket = Bucket(requests, layout.agents)
         self.reports = Bucket(requests, layout.reports)
         self.index = Bucket(requests, layout.index)

@@ -2,7 +2,9 @@
 .requests``: one JetStream client for the whole broker), its errors the store's
 ``StorageError``s, so the engine answers them as any store's failure.
 
-Its names are re-exported here for the store's modules."""
+Its names are re-exported here for the store's modules. Each class here is the floor's of the
+same name with ``Storage`` before it (``StorageRequests``, ``StorageNoAnswer``, ...): one class
+per name, the floor's kept for the floor's other users."""
 
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ __all__ = [
     "ENTRIES_MOST",
     "Batch",
     "Entry",
-    "Requests",
     "StorageJetStreamError",
     "StorageNoAnswer",
+    "StorageRequests",
     "StorageWriteRefused",
     "StoredEntry",
     "parse_headers",
@@ -46,7 +48,7 @@ class StorageWriteRefused(floor.WriteRefused, StorageError):
     WHO = "the cluster store"
 
 
-class Requests(floor.Requests):
+class StorageRequests(floor.Requests):
     """The store's JetStream requests on ``connection`` (opened and closed by its owner)."""
 
     no_answer = StorageNoAnswer

@@ -27,7 +27,7 @@ from .requests import StorageJetStreamError
 
 if TYPE_CHECKING:
     from ...state.mailbox import StoredMessage
-    from .requests import Requests
+    from .requests import StorageRequests
 
 log = logging.getLogger("mq9_broker")
 
@@ -43,7 +43,7 @@ def consumer_name(layout: Layout, index: int = 0) -> str:
 class Staged:
     """``layout``'s delayed messages: held for the servers, numbered when due."""
 
-    def __init__(self, requests: Requests, layout: Layout, numbering: Numbering) -> None:
+    def __init__(self, requests: StorageRequests, layout: Layout, numbering: Numbering) -> None:
         self.requests, self.layout, self.numbering = requests, layout, numbering
         self.closing = False
 

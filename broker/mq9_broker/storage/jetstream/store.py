@@ -44,7 +44,7 @@ from .positions import Positions
 from .reads import Reads
 from .records import Mailboxes
 from .registry import Registry
-from .requests import Requests
+from .requests import StorageRequests
 from .staged import Staged
 from .window import FILE_RECORD_MOST
 
@@ -119,7 +119,7 @@ class ClusterStore:
         # the count of message streams asked (None: the layout's recorded one, or 1),
         # the layout's own known once opened
         self.streams = streams
-        self.requests = Requests(connection, timeout=timeout)
+        self.requests = StorageRequests(connection, timeout=timeout)
         self._compose(Layout(name, streams or 1))
         self._background: list[asyncio.Task[None]] = []
 
