@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import nats
 import pytest
-from groups.test_consume import *  # noqa: F403  (the tests)
-from groups.test_dead_letters import *  # noqa: F403
-from groups.test_group_reader import *  # noqa: F403
-from groups.test_group_scenarios import *  # noqa: F403
-from test_robustmq_ported import *  # noqa: F403
 
 from mq9_broker.storage import MemoryStorage
 from mq9_platform import Mq9Client
 from testbed.brokers import start_broker, stop_broker
 from testbed.support import store_lane
 from testbed.support.waiting import until
+from tests.langchain.groups.test_dead_letters import *  # noqa: F403
+from tests.platform.broker.engine.test_robustmq_ported import *  # noqa: F403
+from tests.platform.groups.test_consume import *  # noqa: F403  (the tests)
+from tests.platform.groups.test_group_reader import *  # noqa: F403
+from tests.platform.groups.test_group_scenarios import *  # noqa: F403
 
 pytestmark = pytest.mark.slow  # a nats-server process
 
