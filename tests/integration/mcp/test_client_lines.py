@@ -23,7 +23,8 @@ from mcp.client.stdio import stdio_client
 
 from mq9_mcp import client_lines as lines
 from testbed.ports import unclaimed_port
-from testbed.support.mcp_support import end_process, server_env
+from testbed.support.mcp_support import server_env
+from testbed.support.processes import end_process
 
 ROOT = Path(__file__).resolve().parents[3]
 README = (ROOT / "README.md").read_text()

@@ -15,7 +15,7 @@ import pytest
 from mq9_platform import GroupReader
 from mq9_platform.a2a import mail as w
 from mq9_platform.a2a.caller import AgentCaller
-from testbed.support.mcp_support import end_process
+from testbed.support.processes import end_process
 from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow

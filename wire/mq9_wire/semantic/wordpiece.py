@@ -3,7 +3,7 @@
 It does what the model's ``tokenizer.json`` tells Hugging Face ``tokenizers`` (which fastembed
 runs inside RobustMQ) to do; that package is not a dependency because it brings
 ``huggingface_hub`` (a model downloader) and some 30 MB. The vocabulary ships beside this
-module; tests/platform/semantic/test_semantic.py checks the ids against ones ``tokenizers``
+module; tests/langchain/semantic/test_semantic.py checks the ids against ones ``tokenizers``
 produced.
 """
 

@@ -11,9 +11,9 @@ jetstream`` serving a JetStream nats-server and keeping its state there (issue #
 from __future__ import annotations
 
 import pytest
-import test_devbroker_load
 
 from testbed.support.store_lane import store_broker
+from tests.broker.cli import test_devbroker_load
 from tests.platform.broker.cli.test_devbroker_wire import *  # noqa: F403  (the tests, and their ``wire`` fixture)
 
 pytestmark = pytest.mark.slow  # nats-server and the dev broker: processes
