@@ -1,4 +1,4 @@
-"""One replica of a served agent, as its own process (tests/platform/a2a/test_agent_calls_kill.py
+"""One replica of a served agent, as its own process (tests/langchain/a2a/test_agent_calls_kill.py
 kills it):
 ``python testbed/support/a2a_replica.py NATS_URL WORKER LOG [LEASE_TTL]``. Each task appends
 ``start <text>`` and ``done <text>`` lines to LOG, and takes a moment."""
