@@ -27,6 +27,8 @@ from mq9_wire.nats_floor.guard import GuardedClient, protect
 from mq9_wire.protocol.errors import MailboxExists, StorageMissing
 from testbed.support.mcp_support import fails, ok, stdio_session
 from testbed.support.robustmq_shaped import RobustMQShapedListener
+from testbed.support.shared_broker import INDEX_SETTLES
+from testbed.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -409,8 +411,13 @@ async def test_mq9_mcp_serves_every_tool(listener_url):
         assert (await ok(mcp, "delete_message", mail_address=inbox, msg_id=0))["deleted"]
         registered = await ok(mcp, "agent_register", name=agent, capabilities="translation")
         assert registered["registered"]
-        discovered = await ok(mcp, "agent_discover", query="translation")
-        assert agent in [a["name"] for a in discovered["agents"]]
+
+        async def discovered() -> bool:
+            found = await ok(mcp, "agent_discover", query="translation")
+            return agent in [a["name"] for a in found["agents"]]
+
+        # (RobustMQ's search index trails its registry, the more so on a busy machine)
+        await until(discovered, timeout=INDEX_SETTLES, what=f"a search finding {agent}")
         assert "does not exist" in await fails(
             mcp, "fetch_messages", mail_address=unique("shaped.nobody")
         )

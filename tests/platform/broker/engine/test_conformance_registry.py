@@ -307,7 +307,10 @@ async def test_text_search_matches_any_word_case_insensitively(broker):
 async def test_text_search_ranks_more_matching_words_first(broker):
     await register_cards(broker, TRANSLATOR, SUMMARIZER, WEATHER)
     found = await names(broker, {"text": "long reports weather"})
-    assert found[0] == "summarizer" and set(found) == {"summarizer", "weather"}
+    assert set(found) == {"summarizer", "weather"}
+    # A shared RobustMQ's text ranking weighs each word by its whole index, other tests'
+    # ghost rows included (§7.2): there the order is the index's, not this test's
+    assert found[0] == "summarizer" or broker.transport == "robustmq"
 
 
 async def test_semantic_search_returns_every_indexed_agent_ranked(broker):
