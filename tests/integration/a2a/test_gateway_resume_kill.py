@@ -95,7 +95,16 @@ async def test_clients_on_three_bindings_resume_across_ten_sigkills(nats_broker,
                     await readers[binding].read(a2a, cut_after=cut_after, killed=True)
 
             for kill in range(KILLS):
+                opened = {b: len(r.first_events) for b, r in readers.items()}
                 reading = [asyncio.ensure_future(read(b, None)) for b in BINDINGS]
+                # the kill cuts streams, not a client still connecting (a busy machine's pace)
+                await until(
+                    lambda opened=opened: all(
+                        len(readers[b].first_events) > opened[b] for b in BINDINGS
+                    ),
+                    timeout=60,
+                    what=f"each binding's stream open before kill {kill + 1}",
+                )
                 await asyncio.sleep(rng.uniform(0.3, 1.5))  # a random moment of the streams
                 gateway.kill()
                 await asyncio.wait_for(asyncio.gather(*reading), 30)  # cut: each stream ends
